@@ -1,0 +1,62 @@
+# primehub-jupyter: `make demo` and `make test` set everything up on a fresh machine.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8888
+DEMO_DIR ?= .demo
+PYTEST_ARGS ?=
+
+.PHONY: help env demo test test-fast lint format bench clean
+
+help:
+	@echo "make demo   - create the environment, build, and start JupyterLab with the extension"
+	@echo "make test   - create the environment and run every test"
+	@echo "make lint   - ruff and mypy on the package"
+	@echo "make bench  - run the benchmarks in bench/"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The editable install builds the labextension (hatch-jupyter-builder runs jlpm).
+$(VENV)/.installed: pyproject.toml labextension/package.json labextension/src/*.ts | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+env: $(VENV)/.installed
+
+demo: env
+	@mkdir -p $(DEMO_DIR)/work $(DEMO_DIR)/data
+	@cp -n notebooks/*.ipynb $(DEMO_DIR)/work/ 2>/dev/null || true
+	@test -s $(DEMO_DIR)/token || $(BIN)/python -c "import secrets; print(secrets.token_hex(16))" > $(DEMO_DIR)/token
+	@echo ""
+	@echo "  PrimeHub Model Deployment demo (embedded engine, data in $(DEMO_DIR)/data)"
+	@echo "  Open: http://127.0.0.1:$(PORT)/lab/tree/01-quickstart.ipynb?token=$$(cat $(DEMO_DIR)/token)"
+	@echo "  CLI:  export PRIMEHUB_API_URL=http://127.0.0.1:$(PORT)/ PRIMEHUB_API_TOKEN=$$(cat $(DEMO_DIR)/token)"
+	@echo "        $(BIN)/primehub-deploy get"
+	@echo ""
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.allow_root=True \
+		--ServerApp.root_dir=$(DEMO_DIR)/work --IdentityProvider.token=$$(cat $(DEMO_DIR)/token) \
+		--PrimeHubApp.data_dir=$(abspath $(DEMO_DIR))/data
+
+test: env
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: env
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: env
+	$(BIN)/ruff check primehub_jupyter tests bench
+	$(BIN)/ruff format --check primehub_jupyter tests bench
+	$(BIN)/mypy
+
+format: env
+	$(BIN)/ruff format primehub_jupyter tests bench
+	$(BIN)/ruff check --fix primehub_jupyter tests bench
+
+bench: env
+	$(BIN)/python bench/gateway.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) primehub_jupyter/labextension labextension/lib labextension/node_modules

@@ -1,0 +1,33 @@
+"""primehub-jupyter: package, deploy, monitor and invoke ML models without leaving Jupyter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+
+__all__ = ["Client", "__version__", "package"]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .server.app import PrimeHubApp
+
+    return [{"module": "primehub_jupyter", "app": PrimeHubApp}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "primehub-jupyter"}]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing the package (e.g. for the server extension) stays cheap
+    # and the kernel side never pulls in the server.
+    if name == "Client":
+        from .kernel.client import Client
+
+        return Client
+    if name == "package":
+        from .serving.bundle import package
+
+        return package
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""The domain core: the deployment object, configuration, errors and the service layer."""

@@ -1,0 +1,96 @@
+"""Group quota: what running deployments hold, and whether one more fits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .config import PrimeHubConfig, format_memory
+from .models import Deployment
+
+
+@dataclass
+class Usage:
+    """Resources held by deployments."""
+
+    cpu: float = 0.0
+    memory: float = 0.0
+    gpu: int = 0
+    deployments: int = 0
+
+    def add(self, other: Usage) -> Usage:
+        return Usage(
+            self.cpu + other.cpu,
+            self.memory + other.memory,
+            self.gpu + other.gpu,
+            self.deployments + other.deployments,
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "cpu": round(self.cpu, 3),
+            "memory": format_memory(self.memory),
+            "gpu": self.gpu,
+            "deployments": self.deployments,
+        }
+
+
+def requested(config: PrimeHubConfig, deployment: Deployment) -> Usage:
+    """What a running deployment holds: replicas x its instance type."""
+    predictor = deployment.spec.predictor
+    instance = config.instance_type(predictor.instance_type)
+    if instance is None:
+        return Usage(deployments=1)
+    n = predictor.replicas
+    return Usage(instance.cpu * n, instance.memory * n, instance.gpu * n, 1)
+
+
+def group_usage(config: PrimeHubConfig, deployments: Iterable[Deployment]) -> Usage:
+    """Sum of what the given (running) deployments hold."""
+    total = Usage()
+    for deployment in deployments:
+        total = total.add(requested(config, deployment))
+    return total
+
+
+def quota_problem(
+    config: PrimeHubConfig, deployment: Deployment, others_running: Iterable[Deployment]
+) -> str | None:
+    """'group resource not enough: ...' when the deployment does not fit, else None.
+
+    `others_running` are the group's other deployments that already hold resources.
+    """
+    return quota_problem_for_usage(
+        config,
+        deployment.spec.group_name,
+        requested(config, deployment),
+        group_usage(config, others_running),
+    )
+
+
+def quota_problem_for_usage(
+    config: PrimeHubConfig, group_name: str, want: Usage, used: Usage
+) -> str | None:
+    """'group resource not enough: ...' when `want` does not fit beside `used`, else None."""
+    group = config.group(group_name)
+    if group is None:
+        return None
+    quota = group.quota
+    problems = []
+    if quota.cpu is not None and used.cpu + want.cpu > quota.cpu + 1e-9:
+        problems.append(
+            f"cpu {want.cpu:g} requested, {max(quota.cpu - used.cpu, 0):g} of {quota.cpu:g} free"
+        )
+    if quota.memory is not None and used.memory + want.memory > quota.memory:
+        problems.append(
+            f"memory {format_memory(want.memory)} requested, "
+            f"{format_memory(max(quota.memory - used.memory, 0))} of "
+            f"{format_memory(quota.memory)} free"
+        )
+    if quota.gpu is not None and used.gpu + want.gpu > quota.gpu:
+        problems.append(f"gpu {want.gpu} requested, {max(quota.gpu - used.gpu, 0)} free")
+    if quota.max_deployments is not None and used.deployments + 1 > quota.max_deployments:
+        problems.append(f"at most {quota.max_deployments} running deployments allowed")
+    if not problems:
+        return None
+    return f"group resource not enough: {'; '.join(problems)} (group '{group.name}')"

@@ -1,0 +1,436 @@
+"""DeploymentService: who may do what, validation, history and clients, over any engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError as PydanticError
+
+from ..engines.base import DEFAULT_TAIL, Engine, InvokeResult
+from .config import ConfigStore, PrimeHubConfig
+from .errors import BadRequest, Conflict, NotFound, ValidationError
+from .ids import generate_id, id_problem
+from .models import (
+    IMMUTABLE_SPEC_FIELDS,
+    MAX_HISTORY,
+    ClientRef,
+    Deployment,
+    DeploymentSpec,
+    DeploymentStatus,
+    HistoryEntry,
+    Phase,
+    check_client_name,
+    describe_problems,
+    merge_patch,
+    pydantic_problems,
+    utcnow,
+)
+from .quota import group_usage
+from .security import hash_token, new_token
+
+log = logging.getLogger(__name__)
+
+
+def holds_resources(deployment: Deployment) -> bool:
+    """Whether a deployment counts against its group's quota right now."""
+    if deployment.spec.stop:
+        return deployment.status.replicas > 0
+    return deployment.status.phase in (Phase.DEPLOYING, Phase.DEPLOYED) or (
+        deployment.status.replicas > 0
+    )
+
+
+def parse_spec(data: Any) -> DeploymentSpec:
+    """Validate a spec document, turning pydantic's errors into one readable 422."""
+    if not isinstance(data, dict):
+        raise ValidationError("spec must be an object")
+    try:
+        return DeploymentSpec.model_validate(data)
+    except PydanticError as error:
+        problems = pydantic_problems(error)
+        for p in problems:
+            p["field"] = f"spec.{p['field']}" if p["field"] else "spec"
+        raise ValidationError(describe_problems(problems), details=problems) from None
+
+
+class DeploymentService:
+    """The one place that enforces groups, membership, immutability, history and clients."""
+
+    def __init__(self, engine: Engine, config_store: ConfigStore, *, bcrypt_rounds: int = 12):
+        self.engine = engine
+        self.config_store = config_store
+        self.bcrypt_rounds = bcrypt_rounds
+
+    # ---- users and groups -------------------------------------------------------------
+
+    def config(self) -> PrimeHubConfig:
+        return self.config_store.get()
+
+    async def me(self, user: str) -> dict[str, Any]:
+        """The signed-in user, whether they are an admin, and their groups."""
+        config = self.config()
+        return {
+            "name": user,
+            "isAdmin": config.is_admin(user),
+            "engine": type(self.engine).__name__,
+            "groups": await self.groups(user),
+        }
+
+    async def groups(self, user: str) -> list[dict[str, Any]]:
+        """The user's groups with quota, current usage and instance types."""
+        config = self.config()
+        deployments = await self.engine.list()
+        result = []
+        for group in config.user_groups(user):
+            running = [
+                d for d in deployments if d.spec.group_name == group.name and holds_resources(d)
+            ]
+            result.append(
+                {
+                    "name": group.name,
+                    "displayName": group.display_name or group.name,
+                    "enabledDeployment": group.enabled_deployment,
+                    "isMember": user in group.members,
+                    "quota": group.quota.to_json(),
+                    "usage": group_usage(config, running).to_json(),
+                    "instanceTypes": [it.to_json() for it in config.group_instance_types(group)],
+                }
+            )
+        return result
+
+    async def instance_types(self, user: str, group: str | None = None) -> list[dict[str, Any]]:
+        """Instance types the user can pick, for one group or all their groups."""
+        config = self.config()
+        groups = config.user_groups(user)
+        if group is not None:
+            groups = [g for g in groups if g.name == group]
+            if not groups:
+                raise NotFound(f"group '{group}' not found")
+        seen: dict[str, dict[str, Any]] = {}
+        for g in groups:
+            for it in config.group_instance_types(g):
+                seen.setdefault(it.name, it.to_json())
+        return list(seen.values())
+
+    async def set_group_enabled(self, user: str, group: str, enabled: bool) -> dict[str, Any]:
+        """Admins enable or disable model deployment for a group."""
+        from .errors import Forbidden
+
+        if not self.config().is_admin(user):
+            raise Forbidden("only administrators can enable or disable model deployment")
+        await asyncio.to_thread(self.config_store.set_group_enabled, group, enabled)
+        return next(g for g in await self.groups(user) if g["name"] == group)
+
+    # ---- reading ----------------------------------------------------------------------
+
+    def _visible(self, user: str, deployment: Deployment) -> bool:
+        names = {g.name for g in self.config().user_groups(user)}
+        return deployment.spec.group_name in names
+
+    async def get(self, user: str, deployment_id: str) -> Deployment:
+        """A deployment the user may see; NotFound otherwise (we do not reveal others')."""
+        problem = id_problem(deployment_id)
+        if problem:
+            raise NotFound(f"deployment '{deployment_id}' not found")
+        deployment = await self.engine.get(deployment_id)
+        if not self._visible(user, deployment):
+            raise NotFound(f"deployment '{deployment_id}' not found")
+        return deployment
+
+    async def list(
+        self,
+        user: str,
+        *,
+        name: str | None = None,
+        mine: bool = False,
+        group: str | None = None,
+    ) -> list[Deployment]:
+        """The user's groups' deployments, newest update first, optionally filtered."""
+        found = [d for d in await self.engine.list() if self._visible(user, d)]
+        if name:
+            needle = name.lower()
+            found = [d for d in found if needle in d.spec.display_name.lower() or needle in d.id]
+        if mine:
+            found = [d for d in found if d.spec.user_name == user]
+        if group:
+            found = [d for d in found if d.spec.group_name == group]
+        found.sort(key=lambda d: d.status.last_updated or "", reverse=True)
+        return found
+
+    # ---- writing ----------------------------------------------------------------------
+
+    def _check_runnable(self, user: str, spec: DeploymentSpec) -> None:
+        config = self.config()
+        if config.group(spec.group_name) is None:
+            raise ValidationError(
+                f"group '{spec.group_name}' not found",
+                details=[{"field": "spec.groupName", "message": "not found"}],
+            )
+        group = config.check_member(user, spec.group_name)
+        config.check_instance_type(group, spec.predictor.instance_type)
+        self.engine.check_spec(spec)
+
+    async def create(self, user: str, body: Any) -> Deployment:
+        """Create a deployment from `{"id"?, "spec"}` (or the custom resource form)."""
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object with a 'spec'")
+        spec_data = body.get("spec")
+        requested_id = body.get("id") or (body.get("metadata") or {}).get("name")
+        unknown = set(body) - {"id", "spec", "apiVersion", "kind", "metadata", "status"}
+        if unknown:
+            raise ValidationError(f"unknown fields: {', '.join(sorted(unknown))}")
+        if not isinstance(spec_data, dict):
+            raise ValidationError("'spec' is required and must be an object")
+        spec_data = {**spec_data, "userName": user}
+        spec = parse_spec(spec_data)
+        if spec.endpoint.clients:
+            raise ValidationError(
+                "clients are added after creation: POST .../deployments/<id>/clients "
+                "returns each client's token once",
+                details=[{"field": "spec.endpoint.clients", "message": "must be empty"}],
+            )
+        if requested_id is not None and (
+            not isinstance(requested_id, str) or id_problem(requested_id)
+        ):
+            raise ValidationError(
+                id_problem(str(requested_id)) or "invalid id",
+                details=[{"field": "id", "message": "invalid"}],
+            )
+        self._check_runnable(user, spec)
+        now = utcnow()
+        history = [
+            HistoryEntry(
+                revision=1, time=now, user=user, update_message=spec.update_message, spec=spec
+            )
+        ]
+        for attempt in range(5):
+            deployment_id = requested_id or generate_id(spec.display_name)
+            deployment = Deployment(
+                id=deployment_id,
+                spec=spec,
+                status=DeploymentStatus(
+                    phase=Phase.STOPPED if spec.stop else Phase.DEPLOYING,
+                    creation_time=now,
+                    last_updated=now,
+                    history=history,
+                ),
+            )
+            try:
+                created = await self.engine.create(deployment)
+            except Conflict:
+                if requested_id or attempt == 4:
+                    raise
+                continue
+            log.info("user %s created deployment %s", user, created.id)
+            return created
+        raise AssertionError("unreachable")
+
+    async def update(self, user: str, deployment_id: str, body: Any) -> Deployment:
+        """Apply a merge patch `{"spec": {...}, "resourceVersion"?}` to a deployment."""
+        if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+            raise BadRequest("the body must be a JSON object with a 'spec' object to merge")
+        unknown = set(body) - {"id", "spec", "resourceVersion", "apiVersion", "kind", "metadata"}
+        if unknown:
+            raise ValidationError(f"unknown fields: {', '.join(sorted(unknown))}")
+        if body.get("id") not in (None, deployment_id):
+            raise ValidationError(
+                "id is immutable", details=[{"field": "id", "message": "immutable"}]
+            )
+        current = await self.get(user, deployment_id)
+        patch = dict(body["spec"])
+        patch.pop("userName", None)
+        merged = merge_patch(current.spec.to_json(), patch)
+        for name in IMMUTABLE_SPEC_FIELDS:
+            if merged.get(name) != current.spec.to_json()[name]:
+                raise ValidationError(
+                    f"{name} is immutable after create",
+                    details=[{"field": f"spec.{name}", "message": "immutable"}],
+                )
+        merged.setdefault("updateMessage", "")
+        if "updateMessage" not in patch:
+            merged["updateMessage"] = ""
+        spec = parse_spec(merged)
+        old_clients = {c.name for c in current.spec.endpoint.clients}
+        added = [c.name for c in spec.endpoint.clients if c.name not in old_clients]
+        if added:
+            raise ValidationError(
+                f"clients cannot be added by an update ({', '.join(added)}); "
+                "use POST .../clients, which returns the token once",
+                details=[{"field": "spec.endpoint.clients", "message": "use the clients API"}],
+            )
+        version = body.get("resourceVersion")
+        return await self._apply(user, current, spec, version=version)
+
+    async def _apply(
+        self,
+        user: str,
+        current: Deployment,
+        spec: DeploymentSpec,
+        *,
+        version: str | None = None,
+        client_secret: tuple[str, str] | None = None,
+        force_history: bool = False,
+    ) -> Deployment:
+        """Store a changed spec with a new history entry; a no-op when nothing changed."""
+        self._check_runnable(user, spec)
+        if version is not None and str(version) != current.resource_version:
+            raise Conflict(
+                f"deployment '{current.id}' was changed by someone else "
+                f"(resourceVersion {version} is stale, current is {current.resource_version}); "
+                "reload it and apply your change again"
+            )
+        unchanged = spec.model_copy(update={"update_message": ""}) == current.spec.model_copy(
+            update={"update_message": ""}
+        )
+        if unchanged and not force_history and client_secret is None:
+            return current
+        revision = max((h.revision for h in current.status.history), default=0) + 1
+        entry = HistoryEntry(
+            revision=revision,
+            time=utcnow(),
+            user=user,
+            update_message=spec.update_message,
+            spec=spec,
+        )
+        status = current.status.model_copy(
+            update={"history": [entry, *current.status.history][:MAX_HISTORY]}
+        )
+        updated = current.model_copy(update={"spec": spec, "status": status})
+        result = await self.engine.replace(updated, client_secret=client_secret)
+        log.info("user %s updated deployment %s (revision %d)", user, current.id, revision)
+        return result
+
+    async def set_stopped(
+        self, user: str, deployment_id: str, stop: bool, message: str | None = None
+    ) -> Deployment:
+        """Stop (replicas go away, the spec stays) or start a deployment."""
+        current = await self.get(user, deployment_id)
+        if current.spec.stop == stop:
+            return current
+        spec = current.spec.model_copy(
+            update={"stop": stop, "update_message": message if message is not None else ""}
+        )
+        return await self._apply(user, current, spec)
+
+    async def delete(self, user: str, deployment_id: str) -> None:
+        """Delete a deployment and everything that runs it."""
+        current = await self.get(user, deployment_id)
+        self.config().check_member(user, current.spec.group_name)
+        await self.engine.delete(deployment_id)
+        log.info("user %s deleted deployment %s", user, deployment_id)
+
+    # ---- history ----------------------------------------------------------------------
+
+    async def history(self, user: str, deployment_id: str) -> list[HistoryEntry]:
+        """Every change, newest first (at most 32)."""
+        return (await self.get(user, deployment_id)).status.history
+
+    async def history_entry(self, user: str, deployment_id: str, revision: int) -> HistoryEntry:
+        """One history entry by revision number."""
+        for entry in await self.history(user, deployment_id):
+            if entry.revision == revision:
+                return entry
+        raise NotFound(f"deployment '{deployment_id}' has no history revision {revision}")
+
+    # ---- clients ----------------------------------------------------------------------
+
+    async def list_clients(self, user: str, deployment_id: str) -> list[dict[str, str]]:
+        """Client names (tokens are never shown again)."""
+        deployment = await self.get(user, deployment_id)
+        return [{"name": c.name} for c in deployment.spec.endpoint.clients]
+
+    async def add_client(self, user: str, deployment_id: str, name: Any) -> dict[str, str]:
+        """Add (or replace) a client; the only time its token is ever returned."""
+        if not isinstance(name, str):
+            raise ValidationError("'name' is required", details=[{"field": "name"}])
+        try:
+            check_client_name(name)
+        except ValueError as error:
+            raise ValidationError(str(error), details=[{"field": "name"}]) from None
+        current = await self.get(user, deployment_id)
+        token = new_token()
+        hashed = await asyncio.to_thread(hash_token, token, self.bcrypt_rounds)
+        names = [c.name for c in current.spec.endpoint.clients]
+        replaced = name in names
+        clients = (
+            current.spec.endpoint.clients
+            if replaced
+            else [
+                *current.spec.endpoint.clients,
+                ClientRef(name=name),
+            ]
+        )
+        spec = current.spec.model_copy(
+            update={
+                "endpoint": current.spec.endpoint.model_copy(update={"clients": clients}),
+                "update_message": f"client '{name}' {'replaced' if replaced else 'added'}",
+            }
+        )
+        await self._apply(user, current, spec, client_secret=(name, hashed), force_history=True)
+        return {"name": name, "token": token}
+
+    async def delete_client(self, user: str, deployment_id: str, name: str) -> None:
+        """Remove a client; its token stops working at once."""
+        current = await self.get(user, deployment_id)
+        clients = [c for c in current.spec.endpoint.clients if c.name != name]
+        if len(clients) == len(current.spec.endpoint.clients):
+            raise NotFound(f"deployment '{deployment_id}' has no client '{name}'")
+        spec = current.spec.model_copy(
+            update={
+                "endpoint": current.spec.endpoint.model_copy(update={"clients": clients}),
+                "update_message": f"client '{name}' deleted",
+            }
+        )
+        await self._apply(user, current, spec)
+
+    # ---- logs and invoke --------------------------------------------------------------
+
+    async def _check_replica(self, deployment_id: str, replica: str | None) -> str | None:
+        if replica is None or replica == "":
+            return None
+        names = await self.engine.replica_names(deployment_id)
+        if replica.isdigit() and int(replica) < len(names):
+            return names[int(replica)]
+        if replica not in names:
+            raise NotFound(
+                f"deployment '{deployment_id}' has no replica '{replica}'; "
+                f"replicas: {', '.join(names) or 'none yet'}"
+            )
+        return replica
+
+    async def replicas(self, user: str, deployment_id: str) -> list[str]:
+        await self.get(user, deployment_id)
+        return await self.engine.replica_names(deployment_id)
+
+    async def logs(
+        self, user: str, deployment_id: str, replica: str | None, tail: int | None = DEFAULT_TAIL
+    ) -> list[str]:
+        """Log lines, oldest first; `replica` is a name or an index."""
+        await self.get(user, deployment_id)
+        return await self.engine.logs(
+            deployment_id, await self._check_replica(deployment_id, replica), tail
+        )
+
+    async def follow_logs(
+        self, user: str, deployment_id: str, replica: str | None
+    ) -> AsyncIterator[str]:
+        await self.get(user, deployment_id)
+        name = await self._check_replica(deployment_id, replica)
+        return self.engine.follow_logs(deployment_id, name)
+
+    async def download_logs(
+        self, user: str, deployment_id: str, replica: str | None
+    ) -> AsyncIterator[bytes]:
+        await self.get(user, deployment_id)
+        name = await self._check_replica(deployment_id, replica)
+        return self.engine.download_logs(deployment_id, name)
+
+    async def invoke(
+        self, user: str, deployment_id: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> InvokeResult:
+        """Call the endpoint as the signed-in user (private endpoints included)."""
+        await self.get(user, deployment_id)
+        return await self.engine.invoke(deployment_id, path, body, headers, user)

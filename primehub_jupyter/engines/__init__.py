@@ -1,0 +1,1 @@
+"""Engines: where deployments run (the embedded local engine or Kubernetes)."""

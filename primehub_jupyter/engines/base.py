@@ -1,0 +1,102 @@
+"""The engine interface: one abstract base for the local and the Kubernetes engines."""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from traitlets import Instance
+from traitlets.config import LoggingConfigurable
+from traitlets.traitlets import MetaHasTraits
+
+from ..core.config import ConfigStore
+from ..core.models import Deployment, DeploymentSpec
+
+DEFAULT_TAIL = 2000
+
+
+class _EngineMeta(MetaHasTraits, ABCMeta):
+    """Lets an engine be both a configurable (traitlets) and an abstract base class."""
+
+
+@dataclass
+class InvokeResult:
+    """An HTTP answer from a deployment's endpoint."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(LoggingConfigurable, metaclass=_EngineMeta):
+    """Where deployments run; the service layer is the only caller.
+
+    The engine owns the stored object (spec, history, resourceVersion) and computes status.
+    It never decides who may do what: the service has checked that before calling.
+    """
+
+    config_store = Instance(ConfigStore, help="The groups/instance types configuration.")
+
+    @property
+    def gpu_supported(self) -> bool:
+        """Whether instance types with GPUs can run."""
+        return False
+
+    async def start(self) -> None:
+        """Begin reconciling; called once when the server starts."""
+
+    async def shutdown(self) -> None:
+        """Stop background work and release resources."""
+
+    def check_spec(self, spec: DeploymentSpec) -> None:
+        """Raise a ValidationError when this engine cannot run the spec at all."""
+
+    @abstractmethod
+    async def create(self, deployment: Deployment) -> Deployment:
+        """Store a new deployment; Conflict if the id is taken."""
+
+    @abstractmethod
+    async def get(self, deployment_id: str) -> Deployment:
+        """The deployment with its current status; NotFound if absent."""
+
+    @abstractmethod
+    async def list(self) -> list[Deployment]:
+        """Every deployment, with status."""
+
+    @abstractmethod
+    async def replace(
+        self, deployment: Deployment, *, client_secret: tuple[str, str] | None = None
+    ) -> Deployment:
+        """Store a new spec and history.
+
+        `deployment.resource_version` is the version the caller read: Conflict if the stored
+        one differs. `client_secret` is (name, token hash) of a client to add or replace;
+        hashes of clients no longer named in the spec are dropped.
+        """
+
+    @abstractmethod
+    async def delete(self, deployment_id: str) -> None:
+        """Remove the deployment and everything that runs it."""
+
+    @abstractmethod
+    async def replica_names(self, deployment_id: str) -> list[str]:
+        """Names of replicas that have logs, current ones first."""
+
+    @abstractmethod
+    async def logs(self, deployment_id: str, replica: str | None, tail: int | None) -> list[str]:
+        """The last `tail` log lines (all when None), oldest first, UTC timestamps."""
+
+    @abstractmethod
+    def follow_logs(self, deployment_id: str, replica: str | None) -> AsyncIterator[str]:
+        """New log lines as they are written, until the consumer stops iterating."""
+
+    @abstractmethod
+    def download_logs(self, deployment_id: str, replica: str | None) -> AsyncIterator[bytes]:
+        """The whole log, in chunks."""
+
+    @abstractmethod
+    async def invoke(
+        self, deployment_id: str, path: str, body: bytes, headers: dict[str, str], user: str
+    ) -> InvokeResult:
+        """Call the deployment's endpoint on behalf of a signed-in user (no client token)."""

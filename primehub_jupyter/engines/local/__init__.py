@@ -1,0 +1,1 @@
+"""The embedded engine: replicas are processes on this machine behind a local gateway."""

@@ -1,0 +1,815 @@
+"""LocalEngine: desired state in SQLite, a reconciler that runs replicas behind a gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+from traitlets import Bool, Float, Integer, List, Unicode, default
+
+from ...core.config import format_memory
+from ...core.errors import NotFound, ValidationError
+from ...core.models import Deployment, DeploymentSpec, Phase, utcnow
+from ...core.quota import Usage, quota_problem_for_usage, requested
+from ..base import Engine, InvokeResult
+from . import logs as logfiles
+from .gateway_process import GatewayProcess, child_env
+from .processes import (
+    Prober,
+    ProcessHandle,
+    append_engine_line,
+    bind_loopback,
+    spawn,
+)
+from .replica import CRASHED, READY, RETIRING, STARTING, TERMINATING, Replica, Runtime
+from .store import ReplicaRecord, Store
+
+LOAD_FAILURE_EXIT_CODE = 3
+PROBE_INTERVAL_READY = 2.0
+PROBE_FAILURES_UNREADY = 3
+
+
+class LocalEngine(Engine):
+    """Runs deployments as model-server processes on 127.0.0.1 behind a local gateway."""
+
+    data_dir = Unicode(
+        "",
+        config=True,
+        help="Where state and replica logs live (default: <Jupyter data dir>/primehub).",
+    )
+    root_dir = Unicode("", config=True, help="Relative modelURI paths are resolved against this.")
+    gateway_port = Integer(
+        0, config=True, help="Gateway port; 0 reuses the previous port when free, else any port."
+    )
+    gateway_url = Unicode(
+        "", config=True, help="Public base URL of the gateway, when users reach it via a proxy."
+    )
+    deploy_timeout = Float(
+        300.0, config=True, help="Seconds a rollout may take before the deployment is Failed."
+    )
+    drain_seconds = Float(
+        1.0, config=True, help="Seconds old replicas keep serving after traffic moved away."
+    )
+    stop_grace_seconds = Float(10.0, config=True, help="SIGTERM to SIGKILL grace period.")
+    restart_backoff_max = Float(60.0, config=True, help="Longest wait before restarting a crash.")
+    stop_replicas_on_exit = Bool(
+        True,
+        config=True,
+        help="Stop replicas and the gateway when the server stops (they come back on start).",
+    )
+    python_executable = Unicode(sys.executable, config=True, help="Python that runs replicas.")
+    model_server_args = List(Unicode(), config=True, help="Extra model-server arguments.")
+    machine_cpu = Float(
+        0.0, config=True, help="CPU this machine offers to deployments (0: cores x cpu_overcommit)."
+    )
+    cpu_overcommit = Float(4.0, config=True, help="How many times the cores may be promised.")
+    machine_memory = Integer(
+        0, config=True, help="Memory in bytes offered to deployments (0: the machine's RAM)."
+    )
+    tick_seconds = Float(0.25, config=True, help="Reconciler period while something changes.")
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        from jupyter_core.paths import jupyter_data_dir
+
+        return os.path.join(jupyter_data_dir(), "primehub")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._runtimes: dict[str, Runtime] = {}
+        self._store: Store | None = None
+        self._prober = Prober()
+        self._gateway: GatewayProcess | None = None
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._lock_fd: int | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tick_lock = asyncio.Lock()
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "the engine is not started"
+        return self._store
+
+    @property
+    def gateway_base_url(self) -> str:
+        if self.gateway_url:
+            return self.gateway_url.rstrip("/")
+        assert self._gateway is not None
+        return self._gateway.url
+
+    def endpoint_of(self, deployment_id: str) -> str:
+        return f"{self.gateway_base_url}/deployment/{deployment_id}/api/v1.0/predictions"
+
+    def _acquire_lock(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        path = self.base_dir / "engine.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RuntimeError(
+                f"the data dir {self.base_dir} is in use by another PrimeHub server (pid {owner}); "
+                "stop it or choose another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    async def start(self) -> None:
+        self._acquire_lock()
+        self._store = Store(self.base_dir / "state.sqlite3")
+        await self._store.open()
+        for stored in await self._store.load_all():
+            runtime = Runtime(stored.deployment, stored.seq)
+            runtime.phase = Phase(stored.phase)
+            runtime.message = stored.message
+            runtime.saved_phase = (stored.phase, stored.message)
+            runtime.client_hashes = await self._store.client_hashes(stored.deployment.id)
+            self._runtimes[runtime.id] = runtime
+        self._gateway = GatewayProcess(
+            self.base_dir / "gateway",
+            port=self.gateway_port,
+            python=self.python_executable,
+            prober=self._prober,
+        )
+        await self._gateway.start()
+        await self._adopt_replicas()
+        self._loop_task = asyncio.create_task(self._run(), name="primehub-reconciler")
+        self.log.info(
+            "PrimeHub local engine: %d deployments, gateway %s, data %s",
+            len(self._runtimes),
+            self.gateway_base_url,
+            self.base_dir,
+        )
+
+    async def _adopt_replicas(self) -> None:
+        for record in await self.store.replicas():
+            runtime = self._runtimes.get(record.deployment_id)
+            handle = ProcessHandle.adopt(record.pid, record.create_time)
+            if runtime is None or handle is None:
+                if handle is not None:
+                    await handle.terminate(self.stop_grace_seconds)
+                await self.store.forget_replica(record.name)
+                continue
+            replica = Replica(
+                name=record.name,
+                deployment_id=record.deployment_id,
+                slot=record.slot,
+                template=record.template,
+                directory=self._replica_dir(record.deployment_id, record.name),
+                port=record.port,
+                handle=handle,
+                restarts=record.restarts,
+                start_time=record.start_time,
+            )
+            runtime.replicas.append(replica)
+            runtime.template = record.template
+            self.log.info("adopted replica %s (pid %d)", record.name, record.pid)
+
+    async def shutdown(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._tasks):
+            task.cancel()
+        if self.stop_replicas_on_exit and self._store is not None:
+            waits = []
+            for runtime in self._runtimes.values():
+                for replica in runtime.replicas:
+                    if replica.handle is not None:
+                        waits.append(replica.handle.terminate(self.stop_grace_seconds))
+            await asyncio.gather(*waits, return_exceptions=True)
+            for runtime in self._runtimes.values():
+                for replica in runtime.replicas:
+                    await self.store.forget_replica(replica.name)
+            if self._gateway is not None:
+                await self._gateway.stop(self.stop_grace_seconds)
+        if self._store is not None:
+            for runtime in self._runtimes.values():
+                await self._save_phase(runtime)
+            await self._store.close()
+        await self._prober.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def kick(self) -> None:
+        """Reconcile now rather than at the next tick."""
+        self._wake.set()
+
+    # ---- the Engine interface ---------------------------------------------------------
+
+    def check_spec(self, spec: DeploymentSpec) -> None:
+        predictor = spec.predictor
+        if not predictor.model_uri:
+            raise ValidationError(
+                "the local engine serves model bundles, not container images: set modelURI to a "
+                "bundle directory (made with primehub_jupyter.package(...) or "
+                "`primehub-deploy package`); modelImage is for the Kubernetes engine",
+                details=[{"field": "spec.predictors.0.modelURI", "message": "required"}],
+            )
+        path = self.resolve_model_uri(predictor.model_uri)
+        from ...serving.bundle import load_bundle
+        from ...serving.errors import BundleError
+
+        try:
+            load_bundle(path)
+        except BundleError as error:
+            raise ValidationError(
+                f"model URI cannot be used: {error}",
+                details=[{"field": "spec.predictors.0.modelURI", "message": str(error)}],
+            ) from None
+
+    def resolve_model_uri(self, uri: str) -> Path:
+        """A local path for a modelURI (plain path or file://), or a validation error."""
+        if "://" in uri:
+            scheme = uri.split("://", 1)[0]
+            if scheme != "file":
+                raise ValidationError(
+                    f"model URI scheme '{scheme}://' is not supported by the local engine; "
+                    "use a local path or file:// URI",
+                    details=[{"field": "spec.predictors.0.modelURI", "message": "unsupported"}],
+                )
+            uri = uri[len("file://") :]
+        path = Path(uri).expanduser()
+        if not path.is_absolute():
+            path = Path(self.root_dir or os.getcwd()) / path
+        return path.resolve()
+
+    async def create(self, deployment: Deployment) -> Deployment:
+        seq = await self.store.insert(deployment)
+        stored = deployment.model_copy(deep=True)
+        stored.resource_version = "1"
+        self._runtimes[stored.id] = Runtime(stored, seq, phase=stored.status.phase)
+        self.kick()
+        return await self.get(stored.id)
+
+    async def get(self, deployment_id: str) -> Deployment:
+        runtime = self._runtimes.get(deployment_id)
+        if runtime is None or runtime.deleted:
+            raise NotFound(f"deployment '{deployment_id}' not found")
+        return self._with_status(runtime)
+
+    async def list(self) -> list[Deployment]:
+        return [self._with_status(r) for r in self._runtimes.values() if not r.deleted]
+
+    async def replace(
+        self, deployment: Deployment, *, client_secret: tuple[str, str] | None = None
+    ) -> Deployment:
+        runtime = self._runtimes.get(deployment.id)
+        if runtime is None or runtime.deleted:
+            raise NotFound(f"deployment '{deployment.id}' not found")
+        now = utcnow()
+        stored = deployment.model_copy(deep=True)
+        stored.status.last_updated = now
+        stored.status.creation_time = runtime.deployment.status.creation_time
+        version = await self.store.update(stored, int(deployment.resource_version), client_secret)
+        stored.resource_version = str(version)
+        runtime.deployment = stored
+        names = {c.name for c in stored.spec.endpoint.clients}
+        runtime.client_hashes = {k: v for k, v in runtime.client_hashes.items() if k in names}
+        if client_secret is not None:
+            runtime.client_hashes[client_secret[0]] = client_secret[1]
+        await self._reconcile_now()
+        return self._with_status(runtime)
+
+    async def delete(self, deployment_id: str) -> None:
+        runtime = self._runtimes.get(deployment_id)
+        if runtime is None or runtime.deleted:
+            raise NotFound(f"deployment '{deployment_id}' not found")
+        runtime.deleted = True
+        await self._push_routes()
+        await asyncio.gather(
+            *(self._terminate(runtime, r, drain=False) for r in list(runtime.replicas)),
+            return_exceptions=True,
+        )
+        await self.store.delete(deployment_id)
+        self._runtimes.pop(deployment_id, None)
+        await asyncio.to_thread(
+            shutil.rmtree, self.base_dir / "deployments" / deployment_id, ignore_errors=True
+        )
+
+    # ---- logs -------------------------------------------------------------------------
+
+    def _replica_dir(self, deployment_id: str, name: str) -> Path:
+        return self.base_dir / "deployments" / deployment_id / "replicas" / name
+
+    def _replica_dirs(self, deployment_id: str) -> dict[str, Path]:
+        """Replicas with logs: the current ones by slot, then older ones, newest first."""
+        runtime = self._runtimes.get(deployment_id)
+        current = sorted(
+            (r for r in (runtime.replicas if runtime else []) if r.state != TERMINATING),
+            key=lambda r: (r.template != (runtime.template if runtime else None), r.slot),
+        )
+        result = {r.name: r.directory for r in current}
+        root = self.base_dir / "deployments" / deployment_id / "replicas"
+        if root.exists():
+            older = sorted(
+                (d for d in root.iterdir() if d.is_dir() and d.name not in result),
+                key=lambda d: d.stat().st_mtime,
+                reverse=True,
+            )
+            result.update({d.name: d for d in older})
+        return result
+
+    async def replica_names(self, deployment_id: str) -> list[str]:
+        await self.get(deployment_id)
+        return list(self._replica_dirs(deployment_id))
+
+    def _selected(self, deployment_id: str, replica: str | None) -> dict[str, Path]:
+        dirs = self._replica_dirs(deployment_id)
+        if replica is not None:
+            return {replica: dirs[replica]} if replica in dirs else {}
+        runtime = self._runtimes.get(deployment_id)
+        current = {
+            r.name: dirs[r.name]
+            for r in (runtime.replicas if runtime else [])
+            if r.name in dirs and r.state != TERMINATING
+        }
+        if current:
+            return current
+        # Nothing runs (stopped or failed): show the most recent replica's log.
+        return dict(list(dirs.items())[:1])
+
+    async def logs(self, deployment_id: str, replica: str | None, tail: int | None) -> list[str]:
+        await self.get(deployment_id)
+        selected = self._selected(deployment_id, replica)
+        return await asyncio.to_thread(logfiles.merged_tail, selected, tail)
+
+    async def follow_logs(self, deployment_id: str, replica: str | None) -> AsyncIterator[str]:
+        await self.get(deployment_id)
+        async for line in logfiles.follow(
+            lambda: self._selected(deployment_id, replica), tag=None if replica is None else False
+        ):
+            yield line
+
+    async def download_logs(self, deployment_id: str, replica: str | None) -> AsyncIterator[bytes]:
+        await self.get(deployment_id)
+        selected = self._selected(deployment_id, replica)
+        if replica is None:
+            selected = self._replica_dirs(deployment_id)
+        async for chunk in logfiles.download(selected):
+            yield chunk
+
+    # ---- invoke -----------------------------------------------------------------------
+
+    async def invoke(
+        self, deployment_id: str, path: str, body: bytes, headers: dict[str, str], user: str
+    ) -> InvokeResult:
+        await self.get(deployment_id)
+        assert self._gateway is not None
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+        url = f"{self._gateway.url}/deployment/{deployment_id}/{path.lstrip('/')}"
+        sent = {**headers, **self._gateway.internal_headers(user)}
+        async with self._session.post(url, data=body, headers=sent) as response:
+            data = await response.read()
+            keep = {"Content-Type", "Request-ID"}
+            return InvokeResult(
+                response.status, data, {k: v for k, v in response.headers.items() if k in keep}
+            )
+
+    # ---- status -----------------------------------------------------------------------
+
+    def _with_status(self, runtime: Runtime) -> Deployment:
+        deployment = runtime.deployment.model_copy(deep=True)
+        live = [r for r in runtime.replicas if r.state != TERMINATING or r.alive]
+        status = deployment.status
+        status.phase = runtime.phase
+        status.message = runtime.message
+        status.replicas = sum(1 for r in live if r.alive)
+        status.available_replicas = len(runtime.routed)
+        status.endpoint = self.endpoint_of(runtime.id) if self._gateway is not None else None
+        status.replica_statuses = [r.to_status() for r in sorted(live, key=lambda r: r.name)]
+        return deployment
+
+    # ---- the reconciler ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop reconciling every other deployment
+                self.log.exception("PrimeHub reconciler tick failed")
+            busy = any(
+                r.phase in (Phase.DEPLOYING, Phase.STOPPING) or r.progress_since is not None
+                for r in self._runtimes.values()
+            )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self._wake.wait(), self.tick_seconds if busy else self.tick_seconds * 4
+                )
+            self._wake.clear()
+
+    async def _reconcile_now(self) -> None:
+        """One tick right away, so a change is in effect (routes pushed) on return."""
+        await self._tick()
+
+    async def _tick(self) -> None:
+        async with self._tick_lock:
+            await self._tick_locked()
+
+    async def _tick_locked(self) -> None:
+        assert self._gateway is not None
+        await self._gateway.ensure_running()
+        config = self.config_store.get()
+        await self._probe_all()
+        admitted_by_group: dict[str, Usage] = {}
+        machine = Usage()
+        for runtime in sorted(self._runtimes.values(), key=lambda r: r.seq):
+            if runtime.deleted:
+                continue
+            await self._reconcile(runtime, config, admitted_by_group)
+            if runtime.admitted is not None:
+                group = runtime.deployment.spec.group_name
+                admitted_by_group[group] = admitted_by_group.get(group, Usage()).add(
+                    runtime.admitted
+                )
+                machine = machine.add(runtime.admitted)
+        pushed = await self._push_routes()
+        for runtime in list(self._runtimes.values()):
+            for replica in runtime.replicas:
+                if replica.state == TERMINATING and replica.handle is not None:
+                    continue
+                if replica.state == RETIRING and pushed:
+                    replica.state = TERMINATING
+                    self._spawn_task(self._terminate(runtime, replica, drain=True))
+            await self._save_phase(runtime)
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _save_phase(self, runtime: Runtime) -> None:
+        current = (runtime.phase.value, runtime.message)
+        if current != runtime.saved_phase and not runtime.deleted:
+            runtime.saved_phase = current
+            await self.store.save_phase(runtime.id, *current)
+
+    def _template(self, spec: DeploymentSpec) -> str:
+        predictor = spec.predictor
+        key = json.dumps(
+            {
+                "uri": predictor.model_uri,
+                "image": predictor.model_image,
+                "instanceType": predictor.instance_type,
+                "metadata": predictor.metadata,
+                "env": [e.to_json() for e in spec.env],
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:5]
+
+    def _machine_capacity(self) -> Usage:
+        cpu = self.machine_cpu or (os.cpu_count() or 1) * self.cpu_overcommit
+        memory = self.machine_memory or psutil.virtual_memory().total
+        return Usage(cpu=cpu, memory=memory)
+
+    def _admission_problem(
+        self, runtime: Runtime, want: Usage, admitted_by_group: dict[str, Usage]
+    ) -> str | None:
+        config = self.config_store.get()
+        group = runtime.deployment.spec.group_name
+        others = Usage()
+        everyone = Usage()
+        for other in self._runtimes.values():
+            if other is runtime or other.admitted is None or other.deleted:
+                continue
+            everyone = everyone.add(other.admitted)
+            if other.deployment.spec.group_name == group:
+                others = others.add(other.admitted)
+        problem = quota_problem_for_usage(config, group, want, others)
+        if problem:
+            return problem
+        capacity = self._machine_capacity()
+        if everyone.cpu + want.cpu > capacity.cpu + 1e-9:
+            return (
+                f"machine resource not enough: cpu {want.cpu:g} requested, "
+                f"{max(capacity.cpu - everyone.cpu, 0):g} of {capacity.cpu:g} free"
+            )
+        if everyone.memory + want.memory > capacity.memory:
+            return (
+                f"machine resource not enough: memory {format_memory(want.memory)} requested, "
+                f"{format_memory(max(capacity.memory - everyone.memory, 0))} free"
+            )
+        return None
+
+    async def _reconcile(
+        self, runtime: Runtime, config: Any, admitted_by_group: dict[str, Usage]
+    ) -> None:
+        spec = runtime.deployment.spec
+        await self._observe_exits(runtime)
+        if spec.stop:
+            runtime.admitted = None
+            runtime.progress_since = None
+            self._retire(runtime, list(runtime.replicas))
+            alive = [r for r in runtime.replicas if r.alive]
+            runtime.routed = []
+            self._set_phase(runtime, Phase.STOPPING if alive else Phase.STOPPED, "")
+            return
+        problem = config.problem_with(spec.group_name, spec.predictor.instance_type)
+        if problem:
+            runtime.admitted = None
+            runtime.routed = []
+            self._retire(runtime, list(runtime.replicas))
+            self._set_phase(runtime, Phase.FAILED, problem)
+            return
+        want = requested(config, runtime.deployment)
+        if runtime.admitted != want:
+            problem = self._admission_problem(runtime, want, admitted_by_group)
+            if problem:
+                serving = [r for r in runtime.replicas if r.ready]
+                runtime.routed = serving
+                if serving:
+                    problem += "; the running version keeps serving"
+                self._set_phase(runtime, Phase.FAILED, problem)
+                return
+            runtime.admitted = want
+        template = self._template(spec)
+        wanted = spec.predictor.replicas
+        if template != runtime.template or wanted > runtime.wanted_replicas:
+            runtime.progress_since = time.monotonic()
+        runtime.template = template
+        runtime.wanted_replicas = wanted
+        current = [r for r in runtime.replicas if r.template == template and r.state != RETIRING]
+        current = [r for r in current if r.state != TERMINATING]
+        slots = {r.slot for r in current}
+        for slot in range(wanted):
+            if slot not in slots:
+                replica = self._new_replica(runtime, slot, template)
+                runtime.replicas.append(replica)
+                current.append(replica)
+        surplus = [r for r in current if r.slot >= wanted]
+        self._retire(runtime, surplus)
+        current = [r for r in current if r.slot < wanted]
+        now = time.monotonic()
+        for replica in current:
+            if replica.handle is None and now >= replica.next_start:
+                await self._start_replica(runtime, replica)
+        ready = [r for r in current if r.ready]
+        old = [
+            r
+            for r in runtime.replicas
+            if r not in current and r.state not in (TERMINATING, RETIRING)
+        ]
+        if len(ready) == wanted:
+            runtime.routed = ready
+            self._retire(runtime, old)
+            runtime.progress_since = None
+            self._set_phase(runtime, Phase.DEPLOYED, "")
+            return
+        old_ready = [r for r in old if r.ready]
+        runtime.routed = ready + old_ready
+        keeps = "; the previous version keeps serving" if old_ready else ""
+        errors = [r.load_error for r in current if r.load_error]
+        if errors:
+            self._set_phase(runtime, Phase.FAILED, errors[0] + keeps)
+            return
+        waited = now - runtime.progress_since if runtime.progress_since is not None else 0.0
+        if runtime.progress_since is not None and waited > self.deploy_timeout:
+            detail = next((r.last_exit for r in current if r.last_exit), "")
+            self._set_phase(
+                runtime,
+                Phase.FAILED,
+                f"not ready within the deploy timeout of {self.deploy_timeout:g} s "
+                f"({len(ready)} of {wanted} replicas ready){': ' + detail if detail else ''}"
+                + keeps,
+            )
+            return
+        crashed = next((r for r in current if r.state == CRASHED), None)
+        message = f"{len(ready)} of {wanted} replicas ready"
+        if crashed is not None:
+            message += f"; {crashed.name} {crashed.last_exit}, restart {crashed.restarts}"
+        self._set_phase(runtime, Phase.DEPLOYING, message)
+
+    def _set_phase(self, runtime: Runtime, phase: Phase, message: str) -> None:
+        if (runtime.phase, runtime.message) != (phase, message):
+            self.log.info("deployment %s: %s %s", runtime.id, phase.value, message)
+        runtime.phase, runtime.message = phase, message
+
+    def _new_replica(self, runtime: Runtime, slot: int, template: str) -> Replica:
+        name = f"{runtime.id}-{template}-{slot}"
+        return Replica(
+            name=name,
+            deployment_id=runtime.id,
+            slot=slot,
+            template=template,
+            directory=self._replica_dir(runtime.id, name),
+        )
+
+    def _retire(self, runtime: Runtime, replicas: list[Replica]) -> None:
+        """Take replicas out of traffic; they stop after the next routes push and a drain."""
+        for replica in replicas:
+            if replica.state in (TERMINATING, RETIRING):
+                continue
+            if replica.handle is None or not replica.alive:
+                runtime.replicas.remove(replica)
+                self._spawn_task(self.store.forget_replica(replica.name))
+                continue
+            replica.state = RETIRING
+
+    async def _terminate(self, runtime: Runtime, replica: Replica, *, drain: bool) -> None:
+        replica.state = TERMINATING
+        if drain and self.drain_seconds > 0:
+            await asyncio.sleep(self.drain_seconds)
+        if replica.handle is not None:
+            await replica.handle.terminate(self.stop_grace_seconds)
+            append_engine_line(replica.log_file, "replica stopped")
+        if replica in runtime.replicas:
+            runtime.replicas.remove(replica)
+        if not runtime.deleted:
+            await self.store.forget_replica(replica.name)
+        self.kick()
+
+    async def _start_replica(self, runtime: Runtime, replica: Replica) -> None:
+        spec = runtime.deployment.spec
+        config = self.config_store.get()
+        instance = config.instance_type(spec.predictor.instance_type)
+        threads = str(max(1, int(instance.cpu if instance else 1)))
+        replica.directory.mkdir(parents=True, exist_ok=True)
+        replica.termination_log.unlink(missing_ok=True)
+        bundle = self.resolve_model_uri(spec.predictor.model_uri or "")
+        sock = bind_loopback()
+        try:
+            argv = [
+                self.python_executable,
+                "-m",
+                "primehub_jupyter.serving",
+                str(bundle),
+                "--fd",
+                str(sock.fileno()),
+                "--log-file",
+                str(replica.log_file),
+                "--termination-log",
+                str(replica.termination_log),
+                "--deployment",
+                runtime.id,
+                "--replica",
+                replica.name,
+                *self.model_server_args,
+            ]
+            extra = {
+                "PYTHONUNBUFFERED": "1",
+                "OMP_NUM_THREADS": threads,
+                "OPENBLAS_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads,
+                "PRIMEHUB_DEPLOYMENT_ID": runtime.id,
+                "PRIMEHUB_REPLICA": replica.name,
+                "PREDICTIVE_UNIT_ID": spec.predictor.name,
+                "SELDON_DEPLOYMENT_ID": runtime.id,
+                **{e.name: e.value for e in spec.env},
+            }
+            if replica.restarts:
+                append_engine_line(
+                    replica.log_file, f"restarting replica (restart {replica.restarts})"
+                )
+            else:
+                append_engine_line(replica.log_file, f"starting replica for {bundle}")
+            replica.handle = spawn(
+                argv,
+                log_file=replica.log_file,
+                env=child_env(extra),
+                cwd=replica.directory,
+                pass_fds=(sock.fileno(),),
+            )
+            replica.port = sock.getsockname()[1]
+        finally:
+            sock.close()
+        replica.state = STARTING
+        replica.start_time = utcnow()
+        replica.probe_failures = 0
+        await self.store.save_replica(
+            ReplicaRecord(
+                name=replica.name,
+                deployment_id=runtime.id,
+                slot=replica.slot,
+                template=replica.template,
+                pid=replica.handle.pid,
+                create_time=replica.handle.create_time,
+                port=replica.port,
+                restarts=replica.restarts,
+                start_time=replica.start_time,
+            )
+        )
+
+    async def _observe_exits(self, runtime: Runtime) -> None:
+        """Notice replicas that ended, record why, schedule their restart with backoff."""
+        for replica in runtime.replicas:
+            if replica.handle is None or replica.state in (TERMINATING, RETIRING):
+                continue
+            code = replica.handle.exit_code()
+            if code is None:
+                continue
+            message = ""
+            with contextlib.suppress(OSError):
+                message = replica.termination_log.read_text().strip()
+            if code == LOAD_FAILURE_EXIT_CODE or message:
+                replica.load_error = message or "the model failed to load (see the logs)"
+            if code < 0:
+                replica.last_exit = f"killed by signal {-code}" if code != -1 else "exited"
+            else:
+                replica.last_exit = f"exited with code {code}"
+            backoff = min(self.restart_backoff_max, 2.0**replica.restarts)
+            append_engine_line(
+                replica.log_file,
+                f"replica {replica.last_exit}; restarting in {backoff:g} s",
+            )
+            self.log.warning(
+                "replica %s %s; restart in %g s", replica.name, replica.last_exit, backoff
+            )
+            replica.handle = None
+            replica.state = CRASHED
+            replica.restarts += 1
+            replica.next_start = time.monotonic() + backoff
+
+    async def _probe_all(self) -> None:
+        """Start health probes that are due; they run beside the tick, never inside it.
+
+        A replica's socket listens before its model is loaded, so a probe of a loading replica
+        waits (up to the probe timeout) rather than failing fast: it must not stall the tick.
+        """
+        now = time.monotonic()
+        for runtime in self._runtimes.values():
+            for replica in runtime.replicas:
+                if replica.handle is None or replica.probing:
+                    continue
+                if replica.state in (TERMINATING, RETIRING, CRASHED):
+                    continue
+                due = replica.state == STARTING or now - replica.last_probe >= PROBE_INTERVAL_READY
+                if due:
+                    replica.probing = True
+                    self._spawn_task(self._probe(replica))
+
+    async def _probe(self, replica: Replica) -> None:
+        try:
+            ok = await self._prober.ok(f"{replica.url}/health/ping")
+        finally:
+            replica.probing = False
+            replica.last_probe = time.monotonic()
+        if replica.handle is None or replica.state in (TERMINATING, RETIRING, CRASHED):
+            return
+        if ok:
+            replica.probe_failures = 0
+            if replica.state == STARTING:
+                replica.state = READY
+                replica.load_error = ""
+                append_engine_line(replica.log_file, "replica ready")
+                self.kick()
+            return
+        replica.probe_failures += 1
+        if replica.state == READY and replica.probe_failures >= PROBE_FAILURES_UNREADY:
+            replica.state = STARTING
+            append_engine_line(replica.log_file, "replica not answering health checks")
+            self.kick()
+
+    def _routes(self) -> dict[str, Any]:
+        routes: dict[str, Any] = {}
+        for runtime in self._runtimes.values():
+            if runtime.deleted:
+                continue
+            spec = runtime.deployment.spec
+            routes[runtime.id] = {
+                "phase": runtime.phase.value,
+                "message": runtime.message,
+                "accessType": spec.endpoint.access_type,
+                "clients": dict(runtime.client_hashes),
+                "replicas": [
+                    {"name": r.name, "url": r.url}
+                    for r in runtime.routed
+                    if r.ready and r.state == READY
+                ],
+            }
+        return routes
+
+    async def _push_routes(self) -> bool:
+        if self._gateway is None:
+            return False
+        return await self._gateway.push(self._routes())

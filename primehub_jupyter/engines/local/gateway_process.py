@@ -1,0 +1,198 @@
+"""The local gateway process as the engine sees it: adopt or spawn, watch, push routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .processes import Prober, ProcessHandle, spawn
+
+log = logging.getLogger(__name__)
+
+ADMIN_HEADER = "Authorization"
+INTERNAL_TOKEN_HEADER = "X-PrimeHub-Internal-Token"
+INTERNAL_USER_HEADER = "X-PrimeHub-User"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class GatewayProcess:
+    """Owns the gateway child: one per data dir, surviving a crash of the server."""
+
+    def __init__(self, directory: Path, *, port: int, python: str, prober: Prober) -> None:
+        self.directory = directory
+        self.requested_port = port
+        self.python = python
+        self.prober = prober
+        self.handle: ProcessHandle | None = None
+        self.port: int | None = None
+        self.token = ""
+        self._pushed: str | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.directory / "gateway.json"
+
+    @property
+    def _token_file(self) -> Path:
+        return self.directory / "gateway.token"
+
+    def _headers(self) -> dict[str, str]:
+        return {ADMIN_HEADER: f"Bearer {self.token}"}
+
+    async def start(self) -> None:
+        """Adopt the gateway an earlier server left running, or start a new one."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state = self._read_state()
+        if state and self._token_file.exists():
+            handle = ProcessHandle.adopt(state["pid"], state["createTime"])
+            if handle is not None:
+                self.handle, self.port = handle, state["port"]
+                self.token = self._token_file.read_text().strip()
+                if await self.prober.ok(f"{self.url}/_primehub/health", self._headers()):
+                    log.info("adopted the running gateway on %s", self.url)
+                    return
+                await handle.terminate(2)
+        previous = state["port"] if state else None
+        await self._spawn(previous)
+
+    def _read_state(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    async def _spawn(self, previous_port: int | None) -> None:
+        port = self.requested_port
+        if port == 0 and previous_port and _port_free(previous_port):
+            port = previous_port  # keep endpoints stable across restarts
+        self.token = secrets.token_urlsafe(32)
+        fd = os.open(self._token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.token)
+        port_file = self.directory / "gateway.port"
+        port_file.unlink(missing_ok=True)
+        log_file = self.directory / "gateway.log"
+        argv = [
+            self.python,
+            "-m",
+            "primehub_jupyter.gateway",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--admin-token-file",
+            str(self._token_file),
+            "--port-file",
+            str(port_file),
+            "--log-file",
+            str(log_file),
+        ]
+        env = {k: v for k, v in os.environ.items() if not _is_secret_env(k)}
+        self.handle = spawn(argv, log_file=log_file, env=env, cwd=self.directory)
+        self._pushed = None
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if self.handle.exit_code() is not None:
+                raise RuntimeError(
+                    f"the gateway could not start (port {port}); see {log_file}: "
+                    + _last_lines(log_file)
+                )
+            if time.monotonic() > deadline:
+                await self.handle.terminate(1)
+                raise RuntimeError(f"the gateway did not start within 30 s; see {log_file}")
+            await asyncio.sleep(0.05)
+        self.port = int(port_file.read_text().strip())
+        self._state_file.write_text(
+            json.dumps(
+                {"pid": self.handle.pid, "createTime": self.handle.create_time, "port": self.port}
+            )
+        )
+        log.info("started the gateway on %s", self.url)
+
+    async def ensure_running(self) -> None:
+        """Restart the gateway if it died; the next push re-sends the routes."""
+        if self.handle is not None and self.handle.exit_code() is None:
+            return
+        log.warning("the gateway exited; starting it again")
+        await self._spawn(self.port)
+
+    async def push(self, routes: dict[str, Any]) -> bool:
+        """Send the routing table if it changed; True once the gateway has it."""
+        body = json.dumps({"deployments": routes}, sort_keys=True)
+        async with self._lock:
+            if body == self._pushed:
+                return True
+            try:
+                async with self.prober.session().put(
+                    f"{self.url}/_primehub/routes",
+                    data=body,
+                    headers={**self._headers(), "Content-Type": "application/json"},
+                ) as response:
+                    text = await response.text()
+                    if response.status != 200:
+                        log.error("the gateway refused the routes (%s): %s", response.status, text)
+                        return False
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+                log.warning("could not push routes to the gateway: %s", error)
+                return False
+            self._pushed = body
+            return True
+
+    def internal_headers(self, user: str) -> dict[str, str]:
+        """Headers that let the control plane call a private endpoint as a signed-in user."""
+        return {INTERNAL_TOKEN_HEADER: self.token, INTERNAL_USER_HEADER: user}
+
+    async def stop(self, grace: float) -> None:
+        # The state file stays: its port is reused on the next start, so endpoints are stable.
+        if self.handle is not None:
+            await self.handle.terminate(grace)
+
+
+def _is_secret_env(name: str) -> bool:
+    """Environment our children must not inherit (Jupyter and API tokens)."""
+    upper = name.upper()
+    return upper in {"JUPYTER_TOKEN", "PRIMEHUB_API_TOKEN", "JPY_API_TOKEN"} or (
+        upper.startswith("JUPYTERHUB_") and "TOKEN" in upper
+    )
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """os.environ minus secrets, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not _is_secret_env(k)}
+    env.update(extra)
+    return env
+
+
+def _last_lines(path: Path, count: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-count:])
+    except OSError:
+        return ""
+
+
+if sys.platform == "win32":  # pragma: no cover
+    raise ImportError("the local engine needs a POSIX system")

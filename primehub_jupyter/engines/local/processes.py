@@ -1,0 +1,154 @@
+"""Replica and gateway processes: spawn on an inherited socket, adopt, probe, terminate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from ...core.models import format_time
+
+
+def timestamp() -> str:
+    """The log line timestamp format shared with the model server."""
+    return format_time(datetime.now(timezone.utc))
+
+
+def append_engine_line(log_file: Path, text: str) -> None:
+    """Write an engine event into a replica's log, so users see it in context."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8") as f:
+        f.write(f"{timestamp()} [engine] {text}\n")
+
+
+def bind_loopback() -> socket.socket:
+    """A listening socket on 127.0.0.1 with a free port, to hand to a child process."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class ProcessHandle:
+    """A process we started (with its Popen) or adopted from an earlier server (pid only)."""
+
+    pid: int
+    create_time: float
+    popen: subprocess.Popen | None = None
+
+    @classmethod
+    def adopt(cls, pid: int, create_time: float) -> ProcessHandle | None:
+        """The process if it is still the one we started (same pid and start time)."""
+        try:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - create_time) > 0.01:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+        return cls(pid, create_time)
+
+    def exit_code(self) -> int | None:
+        """None while running; the exit code (or -1 when unknown) once it has ended."""
+        if self.popen is not None:
+            return self.popen.poll()
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 0.01:
+                return -1
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return -1
+        except psutil.NoSuchProcess:
+            return -1
+        return None
+
+    def signal(self, sig: int) -> None:
+        if self.exit_code() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, sig)
+
+    async def terminate(self, grace: float) -> None:
+        """SIGTERM, then SIGKILL when it has not ended after `grace` seconds."""
+        self.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self.exit_code() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.exit_code() is None:
+            self.signal(signal.SIGKILL)
+            while self.exit_code() is None:
+                await asyncio.sleep(0.05)
+
+
+def spawn(
+    argv: list[str],
+    *,
+    log_file: Path,
+    env: dict[str, str],
+    cwd: Path,
+    pass_fds: tuple[int, ...] = (),
+) -> ProcessHandle:
+    """Start a detached child (own session) whose early output goes to `log_file`.
+
+    Detached so it survives a crash of the server that started it, which then adopts it.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            pass_fds=pass_fds,
+            start_new_session=True,
+        )
+    try:
+        create_time = psutil.Process(popen.pid).create_time()
+    except psutil.NoSuchProcess:
+        create_time = 0.0
+    return ProcessHandle(popen.pid, create_time, popen)
+
+
+@dataclass
+class Prober:
+    """HTTP health checks from the engine to its processes, on one pooled session."""
+
+    timeout: float = 2.0
+    _session: aiohttp.ClientSession | None = field(default=None, init=False)
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=64, force_close=True),
+            )
+        return self._session
+
+    async def ok(self, url: str, headers: dict[str, str] | None = None) -> bool:
+        """True when GET url answers 200."""
+        try:
+            async with self.session().get(url, headers=headers) as response:
+                await response.read()
+                return response.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,96 @@
+"""One replica of a deployment on this machine, and the deployment's runtime state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...core.models import Deployment, Phase, ReplicaStatus
+from ...core.quota import Usage
+from .logs import LOG_NAME
+from .processes import ProcessHandle
+
+STARTING = "Starting"
+READY = "Ready"
+CRASHED = "CrashLoopBackOff"
+RETIRING = "Retiring"  # out of traffic, stopping after the next routes push and a drain
+TERMINATING = "Terminating"
+
+
+@dataclass
+class Replica:
+    """A model-server process serving one slot of a deployment's template."""
+
+    name: str
+    deployment_id: str
+    slot: int
+    template: str
+    directory: Path
+    port: int = 0
+    handle: ProcessHandle | None = None
+    state: str = STARTING
+    restarts: int = 0
+    start_time: str | None = None
+    next_start: float = 0.0
+    last_probe: float = 0.0
+    probe_failures: int = 0
+    probing: bool = False
+    load_error: str = ""
+    last_exit: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / LOG_NAME
+
+    @property
+    def termination_log(self) -> Path:
+        return self.directory / "termination-log"
+
+    @property
+    def alive(self) -> bool:
+        return self.handle is not None and self.handle.exit_code() is None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    def to_status(self) -> ReplicaStatus:
+        message = self.load_error or self.last_exit
+        if self.state == CRASHED and self.next_start > time.monotonic():
+            message = f"{message} (restarting in {self.next_start - time.monotonic():.0f} s)"
+        return ReplicaStatus(
+            name=self.name,
+            ready=self.ready,
+            phase=self.state,
+            restarts=self.restarts,
+            message=message.strip(),
+            start_time=self.start_time,
+        )
+
+
+@dataclass
+class Runtime:
+    """What the engine knows about one deployment beyond its stored spec."""
+
+    deployment: Deployment
+    seq: int
+    replicas: list[Replica] = field(default_factory=list)
+    client_hashes: dict[str, str] = field(default_factory=dict)
+    admitted: Usage | None = None
+    template: str | None = None
+    wanted_replicas: int = 0
+    progress_since: float | None = None
+    phase: Phase = Phase.DEPLOYING
+    message: str = ""
+    saved_phase: tuple[str, str] | None = None
+    routed: list[Replica] = field(default_factory=list)
+    deleted: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.deployment.id

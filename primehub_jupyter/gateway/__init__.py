@@ -1,0 +1,1 @@
+"""Local gateway: routes /deployment/<id>/ traffic to model-server replicas (own process)."""

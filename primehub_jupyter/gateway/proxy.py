@@ -1,0 +1,373 @@
+"""Forwarding `/deployment/<id>/...` requests to model-server replicas, with retry and auth."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+import orjson
+from aiohttp import web
+
+from .auth import ClientAuthenticator, TooManyAttempts
+from .routes import VISIBLE_ASCII, Replica, Route, carry_over
+from .upstream import (
+    BrokenResponse,
+    ConnectFailed,
+    Connection,
+    Disconnected,
+    ReadTimeout,
+    UpstreamError,
+    UpstreamPool,
+)
+
+log = logging.getLogger("primehub_jupyter.gateway")
+
+MAX_BODY = 64 * 1024 * 1024
+# Responses up to this size are read whole and sent with Content-Length (the fast path for
+# predictions); larger or chunked ones are streamed through.
+BUFFERED_RESPONSE = 1024 * 1024
+CONNECT_TIMEOUT = 5.0
+# Seconds without a byte from a replica before the request fails with 504; a model may think
+# for a long time, so this only catches replicas that hang.
+READ_TIMEOUT = 600.0
+# Seconds a replica that refused a connection is tried after the others.
+DOWN_FOR = 2.0
+# Below uvicorn's default keep-alive (5 s), so the pool rarely picks a connection the replica
+# is just closing.
+POOL_KEEPALIVE = 4.0
+RETRY_AFTER = "5"
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# How the control plane calls a deployment on behalf of a signed-in user (see Proxy._vouched).
+INTERNAL_TOKEN = "X-PrimeHub-Internal-Token"
+INTERNAL_USER = "X-PrimeHub-User"
+# Request headers the gateway removes or sets itself. Authorization and the internal token are
+# secrets; X-Forwarded-User must only ever be the gateway's own statement of who authenticated.
+DROP_REQUEST = HOP_BY_HOP | {
+    "authorization",
+    INTERNAL_TOKEN.lower(),
+    INTERNAL_USER.lower(),
+    "x-forwarded-user",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-prefix",
+    "x-forwarded-host",
+    "host",
+    "content-length",
+    "expect",
+}
+DROP_RESPONSE = HOP_BY_HOP | {"content-length"}
+DROP_REQUEST_RAW = frozenset(name.encode() for name in DROP_REQUEST)
+DROP_RESPONSE_RAW = frozenset(name.encode() for name in DROP_RESPONSE)
+# Methods whose requests carry a Content-Length even when the body is empty.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def json_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A `{"message": ...}` error response."""
+    merged = {**JSON_HEADERS, **headers} if headers else JSON_HEADERS
+    return web.Response(status=status, body=orjson.dumps({"message": message}), headers=merged)
+
+
+def _connection_tokens(values: list[bytes]) -> frozenset[bytes]:
+    """Header names that Connection headers declare hop-by-hop."""
+    return frozenset(t.strip().lower() for value in values for t in value.split(b","))
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeds MAX_BODY."""
+
+
+class BodyIncomplete(Exception):
+    """The client closed the connection before sending its whole body."""
+
+
+async def read_body(request: web.BaseRequest, limit: int = MAX_BODY) -> bytes:
+    """Read the whole request body (needed to retry it on another replica), at most `limit`."""
+    if not request.body_exists:
+        return b""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BodyTooLarge  # answered before "100 Continue", so the client never sends it
+    expect = request.headers.get("Expect")
+    if expect is not None and expect.lower() == "100-continue" and request.version >= (1, 1):
+        # The low-level aiohttp server leaves this to us; curl waits a second without it.
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    if length is not None:
+        try:
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise BodyIncomplete from None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Proxy:
+    """Holds the routing table and the upstream connection pool, and forwards requests."""
+
+    def __init__(self, admin_token: str) -> None:
+        self._admin_token = admin_token.encode()
+        self.routes: dict[str, Route] = {}
+        self.auth = ClientAuthenticator()
+        self.pool = UpstreamPool(
+            connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, idle_timeout=POOL_KEEPALIVE
+        )
+
+    async def close(self) -> None:
+        """Close pooled upstream connections and the hashing threads."""
+        await self.pool.close()
+        self.auth.close()
+
+    def replace_routes(self, routes: dict[str, Route]) -> None:
+        """Swap in a new routing table; requests already forwarded finish on their replica."""
+        carry_over(self.routes, routes)
+        self.routes = routes
+
+    async def forward(
+        self, request: web.BaseRequest, dep_id: str, target: str, path: str
+    ) -> web.StreamResponse:
+        """Answer a request for deployment `dep_id`; `target` is the upstream path and query."""
+        route = self.routes.get(dep_id)
+        if route is None:
+            return json_response(404, f"deployment '{dep_id[:80]}' not found")
+        user: str | None = None
+        if INTERNAL_TOKEN in request.headers and self._vouched(request):
+            user = request.headers.get(INTERNAL_USER, "")
+            if not user or len(user) > 253 or VISIBLE_ASCII.fullmatch(user) is None:
+                return json_response(
+                    400, f"{INTERNAL_USER} must name the signed-in user (visible ASCII)"
+                )
+        if route.private and user is None:
+            try:
+                user = await self.auth.authenticate(route, request.headers.get("Authorization"))
+            except TooManyAttempts:
+                return json_response(
+                    429, "too many authentication attempts; retry later", {"Retry-After": "1"}
+                )
+            if user is None:
+                return json_response(
+                    401,
+                    f"deployment '{dep_id}' is private: send HTTP Basic credentials "
+                    "(client name and token, e.g. curl -u name:token)",
+                    {"WWW-Authenticate": f'Basic realm="primehub deployment {dep_id}"'},
+                )
+        if user is not None:
+            request["user"] = user  # for the access log
+        if not route.replicas:
+            return json_response(503, route.unavailable_reason(), {"Retry-After": RETRY_AFTER})
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return json_response(413, f"request body larger than {MAX_BODY // 1048576} MiB")
+        except BodyIncomplete:
+            return json_response(400, "the request body ended before its Content-Length")
+        method = request.method
+        start_line = f"{method} {target} HTTP/1.1\r\nHost: ".encode("utf-8", "surrogateescape")
+        headers = _upstream_headers(request, route, user, method, len(body))
+        return await self._send(
+            request, route, start_line, headers, body, path.endswith("/feedback")
+        )
+
+    def _vouched(self, request: web.BaseRequest) -> bool:
+        """Whether the control plane vouches for the request's X-PrimeHub-User.
+
+        The Jupyter server invokes private deployments for signed-in users (the sidebar's "try
+        it") without a client token; it proves itself with the admin token instead. A wrong token
+        counts as no vouching at all, so the request falls back to HTTP Basic.
+        """
+        given = request.headers.get(INTERNAL_TOKEN, "").encode("utf-8", "replace")
+        return hmac.compare_digest(given, self._admin_token)
+
+    async def _send(
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        start_line: bytes,
+        headers: bytes,
+        body: bytes,
+        feedback: bool,
+    ) -> web.StreamResponse:
+        now = self.pool.loop.time()
+        candidates = route.candidates(now)
+        if len(candidates) == 1 and not feedback:
+            # A lone replica gets a second try: the first may have hit a pooled connection the
+            # replica closed at the same moment.
+            candidates.append(candidates[0])
+        head_only = request.method == "HEAD"
+        failures: list[str] = []
+        index = 0
+        while index < len(candidates):
+            replica = candidates[index]
+            index += 1
+            connection: Connection | None = None
+            try:
+                connection = await self.pool.connect(
+                    replica.url, replica.host, replica.port, replica.tls
+                )
+                await connection.exchange(
+                    b"".join((start_line, replica.host_header, headers)), body, head_only
+                )
+            except ConnectFailed as exc:
+                # The request never left: safe to send anywhere else, feedback included.
+                replica.down_until = now + DOWN_FOR
+                failures.append(f"{replica.name}: cannot connect ({exc})")
+            except Disconnected as exc:
+                # Closed before any response byte: the model may or may not have seen the
+                # request. Predictions are safe to repeat; feedback would be counted twice.
+                failures.append(f"{replica.name}: {exc}")
+                if feedback:
+                    break
+            except ReadTimeout:
+                _discard(connection)
+                return json_response(
+                    504, f"deployment '{route.id}': replica {replica.name} did not answer in time"
+                )
+            except UpstreamError as exc:
+                failures.append(f"{replica.name}: {exc}")
+                _discard(connection)
+                break
+            except BaseException:
+                _discard(connection)  # the client went away (cancelled): never reuse it
+                raise
+            else:
+                return await self._relay(request, route, replica, connection)
+            _discard(connection)
+            if index == len(candidates):
+                # During a rolling update the engine may have switched the table to new replicas
+                # and stopped the old ones while this request was in flight: try the new ones.
+                current = self.routes.get(route.id)
+                if current is not None and current is not route:
+                    tried = {c.url for c in candidates}
+                    candidates.extend(r for r in current.candidates(now) if r.url not in tried)
+                    route = current
+        return json_response(
+            502, f"deployment '{route.id}': no replica could answer ({'; '.join(failures)})"
+        )
+
+    async def _relay(
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        replica: Replica,
+        upstream: Connection,
+    ) -> web.StreamResponse:
+        try:
+            headers = _response_headers(upstream.headers)
+            reason = upstream.reason.decode("latin-1") or None
+            length = upstream.content_length
+            if upstream.complete or (length is not None and length <= BUFFERED_RESPONSE):
+                try:
+                    body = await upstream.read()
+                except UpstreamError as exc:
+                    return json_response(
+                        502,
+                        f"deployment '{route.id}': replica {replica.name} broke off its "
+                        f"response ({exc})",
+                    )
+                return web.Response(
+                    status=upstream.status, reason=reason, headers=headers, body=body
+                )
+            return await self._stream(request, route, replica, upstream, headers, reason)
+        finally:
+            upstream.release()
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        replica: Replica,
+        upstream: Connection,
+        headers: list[tuple[str, str]],
+        reason: str | None,
+    ) -> web.StreamResponse:
+        stream = web.StreamResponse(status=upstream.status, reason=reason, headers=headers)
+        if upstream.content_length is not None:
+            stream.content_length = upstream.content_length
+        await stream.prepare(request)
+        try:
+            async for chunk in upstream.iter_body():
+                await stream.write(chunk)
+        except ConnectionResetError:
+            pass  # the client left; aiohttp closes its side
+        except BrokenResponse as exc:
+            # The status line is gone already: cut the client connection so it sees the
+            # response is incomplete instead of a short but well-formed one.
+            log.warning(
+                "deployment %s: replica %s broke off a response: %s", route.id, replica.name, exc
+            )
+            if request.transport is not None:
+                request.transport.close()
+        return stream
+
+
+def _discard(connection: Connection | None) -> None:
+    if connection is not None:
+        connection.release()
+
+
+def _upstream_headers(
+    request: web.BaseRequest, route: Route, user: str | None, method: str, length: int
+) -> bytes:
+    """The request's header block after the Host line, as sent to the replica."""
+    raw = request.raw_headers
+    drop = DROP_REQUEST_RAW
+    connection_values = [v for n, v in raw if n.lower() == b"connection"]
+    if connection_values:
+        drop = drop | _connection_tokens(connection_values)
+    parts: list[bytes] = [b"\r\n"]
+    forwarded_for: list[bytes] = []
+    host = b""
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in drop:
+            if lowered == b"x-forwarded-for":
+                forwarded_for.append(value)
+            elif lowered == b"host":
+                host = value
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    forwarded_for.append((request.remote or "").encode("ascii", "replace"))
+    parts += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b"\r\n")
+    parts += (b"X-Forwarded-Proto: http\r\nX-Forwarded-Prefix: ", route.prefix_raw, b"\r\n")
+    if host:
+        parts += (b"X-Forwarded-Host: ", host, b"\r\n")
+    if user is not None:
+        parts += (b"X-Forwarded-User: ", user.encode("ascii"), b"\r\n")
+    if length or method in BODY_METHODS:
+        parts += (b"Content-Length: ", str(length).encode("ascii"), b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The replica's response headers minus hop-by-hop ones, for aiohttp."""
+    drop = DROP_RESPONSE_RAW
+    connection_values = [v for n, v in raw if n.lower() == b"connection"]
+    if connection_values:
+        drop = drop | _connection_tokens(connection_values)
+    return [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in raw
+        if name.lower() not in drop
+    ]

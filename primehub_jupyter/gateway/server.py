@@ -1,0 +1,277 @@
+"""The local gateway process: command line, admin API, request dispatch and lifecycle."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from .proxy import BodyIncomplete, BodyTooLarge, Proxy, json_response, read_body
+from .routes import RouteError, parse_routes
+
+log = logging.getLogger("primehub_jupyter.gateway")
+access_log = logging.getLogger("primehub_jupyter.gateway.access")
+
+DEPLOYMENT_PREFIX = "/deployment/"
+ADMIN_PREFIX = "/_primehub/"
+MAX_ROUTES_BODY = 16 * 1024 * 1024
+SHUTDOWN_GRACE = 10.0
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+class Gateway:
+    """The request handler of the gateway: admin endpoints plus the deployment proxy."""
+
+    def __init__(self, admin_token: str, proxy: Proxy) -> None:
+        self._admin = f"Bearer {admin_token}".encode()
+        self.proxy = proxy
+        # Serializes routes updates so two PUTs cannot interleave their carry-over of state.
+        self._routes_lock = asyncio.Lock()
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Dispatch one request; the hot path is a prefix check and two string partitions."""
+        raw = request.raw_path
+        if raw.startswith(DEPLOYMENT_PREFIX):
+            path, sep, query = raw.partition("?")
+            dep_id, _, tail = path[len(DEPLOYMENT_PREFIX) :].partition("/")
+            target = f"/{tail}?{query}" if sep else f"/{tail}"
+            return await self.proxy.forward(request, dep_id, target, path)
+        if raw.startswith(ADMIN_PREFIX):
+            return await self._admin_request(request)
+        return json_response(404, "not found: deployments are served under /deployment/<id>/<path>")
+
+    async def handle_logged(self, request: web.BaseRequest) -> web.StreamResponse:
+        """`handle` plus one access-log line (path without query: queries may carry secrets)."""
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await self.handle(request)
+            status = response.status
+            return response
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            user = request.get("user") or "-"
+            access_log.info(
+                "%s %s %d %.1fms user=%s",
+                request.method,
+                request.raw_path.partition("?")[0],  # raw: a decoded %0A could forge a line
+                status,
+                elapsed,
+                user,
+            )
+
+    def _authorized(self, request: web.BaseRequest) -> bool:
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        return hmac.compare_digest(given, self._admin)
+
+    async def _admin_request(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        if path not in ("/_primehub/routes", "/_primehub/health"):
+            return json_response(404, f"no admin endpoint {path}")
+        if not self._authorized(request):
+            return json_response(
+                401,
+                "admin endpoints need 'Authorization: Bearer <admin token>'",
+                {"WWW-Authenticate": 'Bearer realm="primehub gateway admin"'},
+            )
+        if path == "/_primehub/health":
+            if request.method not in ("GET", "HEAD"):
+                return json_response(405, "use GET /_primehub/health", {"Allow": "GET, HEAD"})
+            return self._ok()
+        if request.method != "PUT":
+            return json_response(405, "use PUT /_primehub/routes", {"Allow": "PUT"})
+        return await self._put_routes(request)
+
+    def _ok(self) -> web.Response:
+        body = orjson.dumps({"ok": True, "deployments": len(self.proxy.routes)})
+        return web.Response(body=body, content_type="application/json")
+
+    async def _put_routes(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            raw = await read_body(request, MAX_ROUTES_BODY)
+        except BodyTooLarge:
+            return json_response(413, "routing table larger than 16 MiB")
+        except BodyIncomplete:
+            return json_response(400, "the routing table ended before its Content-Length")
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return json_response(400, f"body is not valid JSON: {exc}")
+        try:
+            routes = parse_routes(document)
+        except RouteError as exc:
+            return json_response(400, f"invalid routing table: {exc}")
+        async with self._routes_lock:
+            self.proxy.replace_routes(routes)
+        log.info(
+            "routes updated: %d deployment(s): %s",
+            len(routes),
+            ", ".join(f"{r.id}[{len(r.replicas)}]" for r in routes.values()) or "-",
+        )
+        return self._ok()
+
+
+class _UtcFormatter(logging.Formatter):
+    """`2026-11-22T13:53:00.123Z text`, every line of a multi-line record prefixed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        prefix = f"{stamp}.{int(record.msecs):03d}Z "
+        if record.levelno != logging.INFO:
+            prefix += f"{record.levelname} "
+        text = super().format(record)
+        return "\n".join(prefix + line for line in text.splitlines() or [""])
+
+
+def configure_logging(log_file: str | None, access: bool) -> None:
+    """Send the gateway's (and aiohttp's) logs to `log_file`, appending, or to stderr."""
+    handler: logging.Handler
+    if log_file:
+        handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_UtcFormatter("%(message)s"))
+    for name in ("primehub_jupyter.gateway", "aiohttp", "asyncio"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO if name == "primehub_jupyter.gateway" else logging.WARNING)
+    # aiohttp's own access logger is off; ours runs only with --access-log.
+    logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
+    access_log.setLevel(logging.INFO if access else logging.CRITICAL)
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").addHandler(handler)
+
+
+def read_admin_token(path: str) -> str:
+    """The admin token from its file (first line, surrounding whitespace removed)."""
+    text = Path(path).read_text(encoding="utf-8").strip()
+    token = text.splitlines()[0].strip() if text else ""
+    if not token:
+        raise ValueError(f"admin token file {path} is empty")
+    return token
+
+
+def write_port_file(path: str, port: int) -> None:
+    """Write the bound port atomically, so a reader never sees a partial number."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{port}\n", encoding="ascii")
+    os.replace(tmp, target)
+
+
+async def serve(args: argparse.Namespace, admin_token: str) -> None:
+    """Run the gateway until SIGTERM or SIGINT, then drain in-flight requests."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    proxy = Proxy(admin_token)
+    gateway = Gateway(admin_token, proxy)
+    handler: Handler = gateway.handle_logged if args.access_log else gateway.handle
+    server = web.Server(
+        handler,
+        # Stop work for clients that went away instead of finishing it for no one.
+        handler_cancellation=True,
+        access_log=None,
+    )
+    runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port, backlog=1024, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
+        await runner.cleanup()
+        await proxy.close()
+        raise SystemExit(1) from None
+    port = _bound_port(runner, args.port)
+    if args.port_file:
+        write_port_file(args.port_file, port)
+    log.info(
+        "gateway listening on http://%s:%d (pid %d, access log %s, %s)",
+        args.host,
+        port,
+        os.getpid(),
+        "on" if args.access_log else "off",
+        type(loop).__module__.split(".")[0],
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("gateway shutting down")
+        await runner.cleanup()
+        await proxy.close()
+        if args.port_file:
+            _remove_port_file(args.port_file, port)
+        log.info("gateway stopped")
+
+
+def _bound_port(runner: web.BaseRunner, requested: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return requested
+
+
+def _remove_port_file(path: str, port: int) -> None:
+    # Only our own port: a gateway started after us may already have written its own.
+    with contextlib.suppress(OSError):
+        if Path(path).read_text(encoding="ascii").strip() == str(port):
+            os.unlink(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m primehub_jupyter.gateway`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m primehub_jupyter.gateway",
+        description="Route /deployment/<id>/ traffic to local model-server replicas.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, required=True, help="port to bind; 0 picks a free one")
+    parser.add_argument(
+        "--admin-token-file",
+        required=True,
+        help="file holding the bearer token of the /_primehub/ admin API",
+    )
+    parser.add_argument("--port-file", help="write the bound port here (atomically) once listening")
+    parser.add_argument("--log-file", help="append timestamped log lines here (default stderr)")
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="log one line per request (default off)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse arguments, read the admin token, serve until told to stop."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_file, args.access_log)
+    try:
+        admin_token = read_admin_token(args.admin_token_file)
+    except (OSError, ValueError) as exc:
+        log.error("cannot read the admin token: %s", exc)
+        print(f"error: cannot read the admin token: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:  # e.g. Windows: the default loop works, only slower
+        asyncio.run(serve(args, admin_token))
+    else:
+        uvloop.run(serve(args, admin_token))
+    return 0

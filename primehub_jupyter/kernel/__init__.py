@@ -1,0 +1,1 @@
+"""Kernel side: the REST client (and later the magics and widgets); never imports the server."""

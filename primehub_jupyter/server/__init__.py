@@ -1,0 +1,1 @@
+"""The Jupyter server extension: REST handlers over the service layer."""

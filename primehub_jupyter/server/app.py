@@ -1,0 +1,152 @@
+"""PrimeHubApp: the Jupyter server extension, its configuration and the engine's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Enum, Instance, Integer, Type, Unicode, default
+
+from .._version import __version__
+from ..core.config import ConfigStore, default_user
+from ..core.errors import PrimeHubError
+from ..core.service import DeploymentService
+from ..engines.base import Engine
+from ..engines.local.engine import LocalEngine
+
+
+class EngineUnavailable(PrimeHubError):
+    """The engine could not start; every request says why."""
+
+    status = 503
+    reason = "EngineUnavailable"
+
+
+class PrimeHubApp(ExtensionApp):
+    """Model deployments in Jupyter: REST API under <base_url>/primehub/api/."""
+
+    name = "primehub_jupyter"
+    description = "Package, deploy, monitor and invoke ML models from Jupyter"
+    version = __version__
+    extension_url = "/primehub/api/me"
+    load_other_extensions = True
+
+    engine_class = Type(
+        default_value=LocalEngine,
+        klass=Engine,
+        config=True,
+        help="Where deployments run: the embedded LocalEngine or the KubernetesEngine.",
+    )
+    data_dir = Unicode(
+        "",
+        config=True,
+        help="State directory (default: <Jupyter data dir>/primehub); the engine's default too.",
+    )
+    groups_file = Unicode(
+        "",
+        config=True,
+        help="YAML file of groups, instance types, quota and admins "
+        "(default: <data_dir>/config.yaml), written with a sensible default on first run.",
+    )
+    owner = Unicode(
+        config=True,
+        help="The user of a single-user server (default: $JUPYTERHUB_USER or the OS user).",
+    )
+    user_source = Enum(
+        ["auto", "owner", "identity"],
+        default_value="auto",
+        config=True,
+        help="Who a request is from: 'owner' (single-user server), 'identity' (the identity "
+        "provider's user name, e.g. JupyterHub) or 'auto' (owner for Jupyter's own token/password "
+        "login, identity otherwise).",
+    )
+    bcrypt_rounds = Integer(12, config=True, help="bcrypt cost of client token hashes.")
+
+    engine = Instance(Engine, allow_none=True)
+    service = Instance(DeploymentService, allow_none=True)
+
+    @default("owner")
+    def _default_owner(self) -> str:
+        return default_user()
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        from jupyter_core.paths import jupyter_data_dir
+
+        return os.path.join(jupyter_data_dir(), "primehub")
+
+    def initialize_settings(self) -> None:
+        data_dir = os.path.expanduser(self.data_dir)
+        groups_file = self.groups_file or os.path.join(data_dir, "config.yaml")
+        store = ConfigStore(groups_file, user=self.owner)
+        kwargs: dict[str, Any] = {"parent": self, "config_store": store}
+        if issubclass(self.engine_class, LocalEngine):
+            if "data_dir" not in self.config.get("LocalEngine", {}):
+                kwargs["data_dir"] = data_dir
+            if "root_dir" not in self.config.get("LocalEngine", {}) and self.serverapp:
+                kwargs["root_dir"] = str(self.serverapp.root_dir)
+        self.engine = self.engine_class(**kwargs)
+        self.service = DeploymentService(self.engine, store, bcrypt_rounds=self.bcrypt_rounds)
+        self._started: asyncio.Future | None = None
+        self.settings.update({"primehub_app": self})
+
+    def initialize_handlers(self) -> None:
+        from .handlers import default_handlers
+
+        self.handlers.extend(default_handlers)
+
+    async def ensure_started(self) -> DeploymentService:
+        """Start the engine once; every caller waits for that one start."""
+        assert self.engine is not None and self.service is not None
+        if self._started is None:
+            self._started = asyncio.ensure_future(self.engine.start())
+        try:
+            await asyncio.shield(self._started)
+        except Exception as error:
+            raise EngineUnavailable(f"the deployment engine could not start: {error}") from None
+        return self.service
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # Start eagerly so deployments come back after a restart without any request.
+        try:
+            await self.ensure_started()
+        except EngineUnavailable as error:
+            self.log.error("%s", error.message)
+
+    async def stop_extension(self) -> None:
+        if self.engine is not None and getattr(self, "_started", None) is not None:
+            try:
+                await self._started
+            except Exception:
+                return
+            await self.engine.shutdown()
+            self._started = None
+
+    def user_of(self, handler: Any) -> str:
+        """The PrimeHub user name for a request."""
+        source = self.user_source
+        if source == "auto":
+            from jupyter_server.auth.identity import (
+                IdentityProvider,
+                LegacyIdentityProvider,
+                PasswordIdentityProvider,
+            )
+
+            builtin = (IdentityProvider, PasswordIdentityProvider, LegacyIdentityProvider)
+            provider = getattr(handler, "identity_provider", None)
+            source = "owner" if type(provider) in builtin else "identity"
+        if source == "owner":
+            return self.owner
+        user = handler.current_user
+        return getattr(user, "username", None) or str(user)
+
+
+class ServeApp(PrimeHubApp):
+    """`primehub-deploy serve`: the API and the engine alone, without other extensions."""
+
+    load_other_extensions = False
+
+
+main = launch_new_instance = PrimeHubApp.launch_instance

@@ -1,0 +1,339 @@
+"""REST handlers under <base_url>/primehub/api/: parse, call the service, serialize."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from ..core.errors import BadRequest, PrimeHubError
+from ..core.service import DeploymentService
+from ..engines.base import DEFAULT_TAIL
+from .openapi import openapi_document
+
+ID = r"(?P<deployment_id>[^/]+)"
+MAX_TAIL = 100_000
+
+
+def api(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Authenticated, authorized, and domain errors answered as JSON with their status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: PrimeHubHandler, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except PrimeHubError as error:
+            if self._headers_written:
+                raise
+            self.clear_header("Content-Disposition")
+            self.set_header("Content-Type", "application/json")
+            self.set_status(error.status)
+            self.finish(json.dumps(error.to_json()))
+
+    return web.authenticated(authorized(wrapper))
+
+
+class PrimeHubHandler(ExtensionHandlerMixin, APIHandler):
+    """Base of every PrimeHub handler."""
+
+    auth_resource = "primehub"
+
+    @property
+    def app(self) -> Any:
+        return self.settings["primehub_app"]
+
+    @property
+    def user_name(self) -> str:
+        return self.app.user_of(self)
+
+    async def service(self) -> DeploymentService:
+        return await self.app.ensure_started()
+
+    def json_body(self) -> Any:
+        if not self.request.body:
+            raise BadRequest("the request needs a JSON body")
+        try:
+            return json.loads(self.request.body)
+        except ValueError as error:
+            raise BadRequest(f"the body is not valid JSON: {error}") from None
+
+    def flag(self, name: str) -> bool:
+        return self.get_argument(name, "").lower() in ("1", "true", "yes", "on")
+
+    def send(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+
+class MeHandler(PrimeHubHandler):
+    @api
+    async def get(self) -> None:
+        service = await self.service()
+        self.send(await service.me(self.user_name))
+
+
+class GroupsHandler(PrimeHubHandler):
+    @api
+    async def get(self) -> None:
+        service = await self.service()
+        self.send({"groups": await service.groups(self.user_name)})
+
+
+class GroupHandler(PrimeHubHandler):
+    @api
+    async def patch(self, group: str) -> None:
+        body = self.json_body()
+        if not isinstance(body, dict) or not isinstance(body.get("enabledDeployment"), bool):
+            raise BadRequest('the body must be {"enabledDeployment": true|false}')
+        service = await self.service()
+        self.send(await service.set_group_enabled(self.user_name, group, body["enabledDeployment"]))
+
+
+class InstanceTypesHandler(PrimeHubHandler):
+    @api
+    async def get(self) -> None:
+        service = await self.service()
+        group = self.get_argument("group", None)
+        self.send({"instanceTypes": await service.instance_types(self.user_name, group)})
+
+
+class DeploymentsHandler(PrimeHubHandler):
+    @api
+    async def get(self) -> None:
+        service = await self.service()
+        found = await service.list(
+            self.user_name,
+            name=self.get_argument("name", None),
+            mine=self.flag("mine"),
+            group=self.get_argument("group", None),
+        )
+        self.send({"deployments": [d.summary_json() for d in found]})
+
+    @api
+    async def post(self) -> None:
+        service = await self.service()
+        created = await service.create(self.user_name, self.json_body())
+        self.set_header("Location", self.request.path.rstrip("/") + "/" + created.id)
+        self.send(created.to_json(), 201)
+
+
+class DeploymentHandler(PrimeHubHandler):
+    @api
+    async def get(self, deployment_id: str) -> None:
+        service = await self.service()
+        self.send((await service.get(self.user_name, deployment_id)).to_json())
+
+    @api
+    async def patch(self, deployment_id: str) -> None:
+        service = await self.service()
+        updated = await service.update(self.user_name, deployment_id, self.json_body())
+        self.send(updated.to_json())
+
+    @api
+    async def delete(self, deployment_id: str) -> None:
+        service = await self.service()
+        await service.delete(self.user_name, deployment_id)
+        self.set_status(204)
+        self.finish()
+
+
+class StopHandler(PrimeHubHandler):
+    stop = True
+
+    @api
+    async def post(self, deployment_id: str) -> None:
+        service = await self.service()
+        body = self.json_body() if self.request.body else {}
+        message = body.get("updateMessage") if isinstance(body, dict) else None
+        result = await service.set_stopped(self.user_name, deployment_id, self.stop, message)
+        self.send(result.to_json())
+
+
+class StartHandler(StopHandler):
+    stop = False
+
+
+class HistoryHandler(PrimeHubHandler):
+    @api
+    async def get(self, deployment_id: str) -> None:
+        service = await self.service()
+        history = await service.history(self.user_name, deployment_id)
+        self.send({"history": [h.to_json() for h in history]})
+
+
+class HistoryEntryHandler(PrimeHubHandler):
+    @api
+    async def get(self, deployment_id: str, revision: str) -> None:
+        service = await self.service()
+        entry = await service.history_entry(self.user_name, deployment_id, int(revision))
+        self.send(entry.to_json())
+
+
+class ClientsHandler(PrimeHubHandler):
+    @api
+    async def get(self, deployment_id: str) -> None:
+        service = await self.service()
+        self.send({"clients": await service.list_clients(self.user_name, deployment_id)})
+
+    @api
+    async def post(self, deployment_id: str) -> None:
+        service = await self.service()
+        body = self.json_body()
+        name = body.get("name") if isinstance(body, dict) else None
+        created = await service.add_client(self.user_name, deployment_id, name)
+        # The token is in this response and nowhere else, ever: do not let anything cache it.
+        self.set_header("Cache-Control", "no-store")
+        self.send(created, 201)
+
+
+class ClientHandler(PrimeHubHandler):
+    @api
+    async def delete(self, deployment_id: str, name: str) -> None:
+        service = await self.service()
+        await service.delete_client(self.user_name, deployment_id, name)
+        self.set_status(204)
+        self.finish()
+
+
+class ReplicasHandler(PrimeHubHandler):
+    @api
+    async def get(self, deployment_id: str) -> None:
+        service = await self.service()
+        self.send({"replicas": await service.replicas(self.user_name, deployment_id)})
+
+
+class LogsHandler(PrimeHubHandler):
+    """Tail (text or JSON), follow (a chunked stream) or download (an attachment) the logs."""
+
+    _stream: asyncio.Task | None = None
+
+    def _tail(self) -> int | None:
+        raw = self.get_argument("tail", str(DEFAULT_TAIL))
+        if raw in ("all", "-1"):
+            return None
+        if not raw.isdigit() or int(raw) > MAX_TAIL:
+            raise BadRequest(f"tail must be a number from 0 to {MAX_TAIL}, or 'all'")
+        return int(raw)
+
+    @api
+    async def get(self, deployment_id: str) -> None:
+        service = await self.service()
+        replica = self.get_argument("replica", None)
+        user = self.user_name
+        if self.flag("download"):
+            chunks = await service.download_logs(user, deployment_id, replica)
+            suffix = f"-{replica}" if replica else ""
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.set_header(
+                "Content-Disposition", f'attachment; filename="{deployment_id}{suffix}.log"'
+            )
+            async for chunk in chunks:
+                self.write(chunk)
+                await self.flush()
+            self.finish()
+            return
+        if self.flag("follow"):
+            await self._follow(service, user, deployment_id, replica)
+            return
+        lines = await service.logs(user, deployment_id, replica, self._tail())
+        if self.get_argument("format", "text") == "json":
+            names = await service.replicas(user, deployment_id)
+            self.send({"replicas": names, "lines": lines})
+            return
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("".join(line + "\n" for line in lines))
+
+    async def _follow(
+        self, service: DeploymentService, user: str, deployment_id: str, replica: str | None
+    ) -> None:
+        lines = await service.follow_logs(user, deployment_id, replica)
+        tail = self._tail()
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        if tail:
+            for line in await service.logs(user, deployment_id, replica, tail):
+                self.write(line + "\n")
+            await self.flush()
+
+        async def pump() -> None:
+            async for line in lines:
+                self.write(line + "\n")
+                await self.flush()
+
+        self._stream = asyncio.ensure_future(pump())
+        try:
+            await self._stream
+        except (asyncio.CancelledError, StreamClosedError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await lines.aclose()  # type: ignore[attr-defined]
+        if not self._finished:
+            with contextlib.suppress(StreamClosedError):
+                self.finish()
+
+    def on_connection_close(self) -> None:
+        # The client went away: stop following so no file handle or task leaks.
+        if self._stream is not None:
+            self._stream.cancel()
+        super().on_connection_close()
+
+
+class InvokeHandler(PrimeHubHandler):
+    """POST a request to the deployment's endpoint as the signed-in user."""
+
+    @api
+    async def post(self, deployment_id: str, path: str | None = None) -> None:
+        service = await self.service()
+        target = path or self.get_argument("path", "api/v1.0/predictions")
+        headers = {"Content-Type": self.request.headers.get("Content-Type", "application/json")}
+        for name in ("Request-ID", "X-Request-ID"):
+            if name in self.request.headers:
+                headers[name] = self.request.headers[name]
+        result = await service.invoke(
+            self.user_name, deployment_id, target, self.request.body, headers
+        )
+        self.set_status(result.status)
+        for name, value in result.headers.items():
+            self.set_header(name, value)
+        self.finish(result.body)
+
+
+class OpenAPIHandler(PrimeHubHandler):
+    @api
+    async def get(self) -> None:
+        self.send(openapi_document(self.base_url))
+
+
+PREFIX = "/primehub/api"
+
+default_handlers: list[tuple[str, type]] = [
+    (rf"{PREFIX}/me", MeHandler),
+    (rf"{PREFIX}/openapi.json", OpenAPIHandler),
+    (rf"{PREFIX}/groups", GroupsHandler),
+    (rf"{PREFIX}/groups/(?P<group>[^/]+)", GroupHandler),
+    (rf"{PREFIX}/instance-types", InstanceTypesHandler),
+    (rf"{PREFIX}/deployments/?", DeploymentsHandler),
+    (rf"{PREFIX}/deployments/{ID}", DeploymentHandler),
+    (rf"{PREFIX}/deployments/{ID}/stop", StopHandler),
+    (rf"{PREFIX}/deployments/{ID}/start", StartHandler),
+    (rf"{PREFIX}/deployments/{ID}/history", HistoryHandler),
+    (rf"{PREFIX}/deployments/{ID}/history/(?P<revision>[0-9]+)", HistoryEntryHandler),
+    (rf"{PREFIX}/deployments/{ID}/clients", ClientsHandler),
+    (rf"{PREFIX}/deployments/{ID}/clients/(?P<name>[^/]+)", ClientHandler),
+    (rf"{PREFIX}/deployments/{ID}/replicas", ReplicasHandler),
+    (rf"{PREFIX}/deployments/{ID}/logs", LogsHandler),
+    (rf"{PREFIX}/deployments/{ID}/invoke", InvokeHandler),
+    (rf"{PREFIX}/deployments/{ID}/invoke/(?P<path>.+)", InvokeHandler),
+]

@@ -1,0 +1,1 @@
+"""Wire protocols spoken by the model server (Seldon v1 today; KServe V2 later)."""

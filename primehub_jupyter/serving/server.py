@@ -1,0 +1,290 @@
+"""Model server process: command line, startup (load before listen) and uvicorn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+# Heavy modules (numpy, the model's framework, uvicorn) are imported inside serve() so that
+# --log-file captures whatever they print while importing.
+
+#: Exit codes of `python -m primehub_jupyter.serving`.
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_MODEL_LOAD_FAILED = 3
+EXIT_STARTUP_FAILED = 4
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+_BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass
+class ServerOptions:
+    """Everything the command line sets; see `model_server_command` for the meaning."""
+
+    bundle: Path
+    port: int | None = None
+    fd: int | None = None
+    host: str = "127.0.0.1"
+    workers: int = 1
+    log_file: Path | None = None
+    termination_log: Path | None = None
+    deployment: str | None = None
+    replica: str | None = None
+    access_log: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+def serve(options: ServerOptions) -> int:
+    """Load the bundle, then serve it until SIGTERM/SIGINT; return the process exit code."""
+    if options.log_file is not None:
+        from .logcapture import install
+
+        try:
+            install(options.log_file)
+        except OSError as exc:
+            return _fail(options, EXIT_STARTUP_FAILED, f"cannot write --log-file: {exc}")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_during_startup)
+    if options.workers > 1:
+        # Each worker is one process on its own core; BLAS thread pools per worker would
+        # oversubscribe the CPUs (and a pool started before fork() is not fork-safe).
+        for variable in _BLAS_THREAD_VARIABLES:
+            os.environ.setdefault(variable, "1")
+
+    try:
+        sock = _listening_socket(options)
+    except OSError as exc:
+        where = f"fd {options.fd}" if options.fd is not None else f"{options.host}:{options.port}"
+        return _fail(options, EXIT_STARTUP_FAILED, f"cannot listen on {where}: {exc}")
+
+    try:
+        app = _load_app(options)
+    except Exception as exc:
+        traceback.print_exc()
+        sock.close()
+        return _fail(
+            options, EXIT_MODEL_LOAD_FAILED, f"model failed to load: {type(exc).__name__}: {exc}"
+        )
+
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        loop="auto",  # uvloop when installed
+        http="auto",  # httptools when installed
+        interface="asgi3",
+        lifespan="off",
+        access_log=False,  # we write our own line per request
+        proxy_headers=False,  # X-Forwarded-For rewriting is not needed and costs per request
+        server_header=False,
+        use_colors=False,
+        # Longer than a proxy's idle keep-alive, so the proxy closes idle connections first and
+        # never sends a request on a connection the server is closing.
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=30,
+    )
+    sock.listen(2048)
+    workers = f" with {options.workers} workers" if options.workers > 1 else ""
+    print(
+        f"serving {app.name} ({app.runtime.name}) on {_address(sock)}{workers} [pid {os.getpid()}]",
+        flush=True,
+    )
+
+    def run_one() -> None:
+        uvicorn.Server(config).run(sockets=[sock])
+
+    if options.workers > 1:
+        from .workers import run_workers
+
+        code = run_workers(run_one, options.workers)
+    else:
+        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; absorbing it here makes
+        # a requested stop exit with 0 instead of dying by the signal.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _absorb_signal)
+        run_one()
+        code = EXIT_OK
+    print(f"stopped serving {app.name}", flush=True)
+    return code
+
+
+def _absorb_signal(_signum: int, _frame: Any) -> None:
+    """Placeholder handler; uvicorn installs its own while serving."""
+
+
+def _listening_socket(options: ServerOptions) -> socket.socket:
+    if options.fd is not None:
+        # family/type are detected from the descriptor (uvicorn's own fd= path assumes AF_UNIX).
+        sock = socket.socket(fileno=options.fd)
+        if sock.type != socket.SOCK_STREAM:
+            raise OSError(f"fd {options.fd} is not a stream socket")
+        return sock
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        # Bound now so a busy port fails before a slow model load, but listen() only after
+        # loading: until then connections are refused, and any answer means "ready".
+        sock.bind((options.host, options.port or 0))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _load_app(options: ServerOptions) -> Any:
+    from .app import ModelServerApp
+    from .bundle import load_bundle
+    from .protocols import seldon
+    from .runtimes import load_runtime
+
+    descriptor = load_bundle(options.bundle)
+    assert descriptor.bundle_dir is not None
+    runtime = load_runtime(descriptor.bundle_dir, descriptor)
+    if descriptor.sample is not None:
+        # One real prediction before serving catches version mismatches at startup instead of
+        # on the first user request, and warms up the model's code paths.
+        request = seldon.decode_request(
+            seldon.dumps(descriptor.sample.request), runtime=runtime.name
+        )
+        try:
+            runtime.predict(runtime.check_input(request.X, request.names), request.names, {})
+        except Exception as exc:
+            raise RuntimeError(
+                f"the model loaded but failed on the bundle's sample request "
+                f"({type(exc).__name__}: {exc}); check that requirements.txt matches "
+                "this environment"
+            ) from exc
+    return ModelServerApp(
+        runtime,
+        name=descriptor.name,
+        max_body_bytes=options.max_body_bytes,
+        access_log=options.access_log,
+        deployment=options.deployment,
+        replica=options.replica,
+    )
+
+
+def _fail(options: ServerOptions, code: int, message: str) -> int:
+    """Report a startup failure on stderr and, like Kubernetes, in the termination log."""
+    print(message, file=sys.stderr, flush=True)
+    if options.termination_log is not None:
+        try:
+            options.termination_log.parent.mkdir(parents=True, exist_ok=True)
+            options.termination_log.write_text(message + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"cannot write --termination-log: {exc}", file=sys.stderr, flush=True)
+    return code
+
+
+def _address(sock: socket.socket) -> str:
+    if sock.family == socket.AF_UNIX:
+        return f"unix socket {sock.getsockname()}"
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _exit_during_startup(signum: int, _frame: Any) -> None:
+    """Stop a startup that is still loading; SystemExit lets the log capture flush at exit."""
+    raise SystemExit(128 + signum)
+
+
+@click.command(
+    "model-server",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen on this port (0: any free).")
+@click.option(
+    "--fd", type=click.IntRange(min=0), help="Serve on this inherited, bound listening socket."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address for --port.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes."
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append stdout and stderr here, each line prefixed with a UTC timestamp.",
+)
+@click.option(
+    "--termination-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to explain a startup failure (like Kubernetes' terminationMessagePath).",
+)
+@click.option("--deployment", help="Deployment id, reported by /health/status.")
+@click.option("--replica", help="Replica name, reported by /health/status.")
+@click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BODY_BYTES,
+    show_default=True,
+    help="Larger request bodies get HTTP 413.",
+)
+@click.pass_context
+def model_server_command(
+    ctx: click.Context,
+    bundle: Path,
+    port: int | None,
+    fd: int | None,
+    host: str,
+    workers: int,
+    log_file: Path | None,
+    termination_log: Path | None,
+    deployment: str | None,
+    replica: str | None,
+    no_access_log: bool,
+    max_body_bytes: int,
+) -> None:
+    """Serve the model bundle BUNDLE over HTTP (Seldon v1 protocol).
+
+    The model is loaded before the server accepts connections, so any answer on /health/ping
+    means ready. Exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad usage, 3 the model failed to
+    load, 4 cannot listen or write the log file.
+    """
+    if (port is None) == (fd is None):
+        raise click.UsageError("give exactly one of --port or --fd")
+    options = ServerOptions(
+        bundle=bundle,
+        port=port,
+        fd=fd,
+        host=host,
+        workers=workers,
+        log_file=log_file,
+        termination_log=termination_log,
+        deployment=deployment,
+        replica=replica,
+        access_log=not no_access_log,
+        max_body_bytes=max_body_bytes,
+    )
+    ctx.exit(serve(options))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the model server command line; returns the exit code instead of exiting."""
+    try:
+        result = model_server_command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="python -m primehub_jupyter.serving",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as exc:  # --help
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        return 1
+    return int(result or 0)

@@ -1,0 +1,205 @@
+"""The primehub-deploy CLI against a real `primehub-deploy serve`, including server restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import requests
+import yaml
+
+CLI = [sys.executable, "-m", "primehub_jupyter.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`primehub-deploy serve` in a subprocess, restartable on the same data dir and port."""
+
+    def __init__(self, data_dir: Path, log: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.token = "test-token-" + os.urandom(4).hex()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PRIMEHUB_API_URL": self.url, "PRIMEHUB_API_TOKEN": self.token}
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [*CLI, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
+                 "--token", self.token, "--LocalEngine.drain_seconds=0.3"],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                r = requests.get(self.url + "primehub/api/me", headers={"Authorization": f"token {self.token}"}, timeout=2)
+                if r.status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("serve did not start: " + self.log.read_text()[-3000:])
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=60)
+
+    def cli(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [*CLI, *args], env=self.env, capture_output=True, text=True, timeout=180, input=stdin
+        )
+        if check:
+            assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
+        return result
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    srv = Server(tmp_path / "data", tmp_path / "serve.log")
+    srv.start()
+    yield srv
+    if srv.proc and srv.proc.poll() is None:
+        srv.stop()
+    # Anything the server left behind (after a SIGKILL) is cleaned up by a last clean run.
+    if srv.proc and srv.proc.returncode == -signal.SIGKILL:
+        srv.start()
+        srv.stop()
+
+
+def test_cli_journey_and_server_restarts(server: Server, models, iris, tmp_path: Path):
+    X, _ = iris
+    model_file = tmp_path / "iris.joblib"
+    joblib.dump(models["v1"], model_file)
+    out = server.cli("package", str(model_file), "-o", str(tmp_path / "work" / "bundle-v1"))
+    assert "bundle written" in out.stdout
+    joblib.dump(models["v2"], tmp_path / "iris2.joblib")
+    server.cli("package", str(tmp_path / "iris2.joblib"), "-o", str(tmp_path / "work" / "bundle-v2"))
+
+    # A deployment file with a modelURI relative to the file itself.
+    deploy = tmp_path / "work" / "deploy.yaml"
+    deploy.write_text(yaml.safe_dump({
+        "apiVersion": "primehub.io/v1alpha1", "kind": "PhDeployment",
+        "metadata": {"name": "iris-cli"},
+        "spec": {"displayName": "Iris (CLI)", "groupName": "default", "description": "from the CLI",
+                 "predictors": [{"instanceType": "cpu-0.5", "replicas": 1, "modelURI": "bundle-v1"}]},
+    }))
+    out = server.cli("create", "-f", str(deploy), "--wait")
+    assert "Deployed" in out.stdout and "curl -X POST" in out.stdout
+
+    table = server.cli("get").stdout
+    assert "iris-cli" in table and "Deployed" in table and "Iris (CLI)" in table
+    detail = json.loads(server.cli("get", "iris-cli", "-o", "json").stdout)
+    assert detail["spec"]["predictors"][0]["modelURI"] == str((tmp_path / "work" / "bundle-v1").resolve())
+    endpoint = detail["status"]["endpoint"]
+
+    answer = json.loads(server.cli("invoke", "iris-cli", "--data", json.dumps({"data": {"ndarray": X[:3].tolist()}})).stdout)
+    np.testing.assert_allclose(answer["data"]["ndarray"], models["v1"].predict_proba(X[:3]))
+    curl = requests.post(endpoint, json={"data": {"ndarray": X[:3].tolist()}}, timeout=30)
+    np.testing.assert_allclose(curl.json()["data"]["ndarray"], models["v1"].predict_proba(X[:3]))
+
+    out = server.cli("update", "iris-cli", "--set", f"modelURI={tmp_path / 'work' / 'bundle-v2'}",
+                     "--set", "replicas=2", "-m", "second model", "--wait")
+    assert "2/2 available" in out.stdout
+    history = server.cli("history", "iris-cli").stdout
+    assert "second model" in history and history.count("alice") == 0
+    entries = json.loads(server.cli("history", "iris-cli", "-o", "json").stdout)
+    assert [e["revision"] for e in entries] == [2, 1]
+    assert entries[0]["spec"]["predictors"][0]["replicas"] == 2
+
+    logs = server.cli("logs", "iris-cli", "--tail", "50").stdout
+    assert "POST /api/v1.0/predictions 200" in logs or "replica ready" in logs
+    assert len(logs.splitlines()) <= 50
+    one = server.cli("logs", "iris-cli", "--replica", "0", "--tail", "5").stdout
+    assert 0 < len(one.splitlines()) <= 5
+    saved = server.cli("logs", "iris-cli", "--download", str(tmp_path / "all.log")).stdout
+    assert "saved" in saved and (tmp_path / "all.log").stat().st_size > 0
+
+    # Follow streams new lines until the client goes away.
+    follower = subprocess.Popen([*CLI, "logs", "iris-cli", "--follow", "--tail", "0"], env=server.env,
+                                stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    requests.post(endpoint, json={"data": {"ndarray": X[:1].tolist()}}, timeout=30)
+    line = follower.stdout.readline()
+    follower.send_signal(signal.SIGINT)
+    follower.wait(timeout=10)
+    assert "Z" in line[:25]
+
+    # A clean restart of the server brings the deployment back without user action.
+    server.stop(signal.SIGTERM)
+    assert not _reachable(endpoint), "a clean stop stops the replicas and the gateway"
+    server.start()
+    out = server.cli("wait", "iris-cli", "--timeout", "90")
+    assert "Deployed" in out.stdout
+    curl = requests.post(endpoint, json={"data": {"ndarray": X[:3].tolist()}}, timeout=30)
+    assert curl.status_code == 200, "the endpoint URL is stable across restarts"
+    np.testing.assert_allclose(curl.json()["data"]["ndarray"], models["v2"].predict_proba(X[:3]))
+
+    # A crash (SIGKILL) of the server: replicas keep serving and are adopted on start.
+    server.stop(signal.SIGKILL)
+    curl = requests.post(endpoint, json={"data": {"ndarray": X[:1].tolist()}}, timeout=30)
+    assert curl.status_code == 200, "inference does not depend on the server process"
+    server.start()
+    out = server.cli("get", "iris-cli", "-o", "json")
+    status = json.loads(out.stdout)["status"]
+    assert [r["restarts"] for r in status["replicaStatuses"]] == [0, 0]
+    server.cli("wait", "iris-cli", "--timeout", "60")
+
+    out = server.cli("stop", "iris-cli", "--wait")
+    assert "Stopped" in out.stdout
+    out = server.cli("start", "iris-cli", "--wait")
+    assert "Deployed" in out.stdout
+    server.cli("delete", "iris-cli", "-y")
+    gone = server.cli("get", "iris-cli", check=False)
+    assert gone.returncode == 1 and "not found" in gone.stderr
+    assert "Traceback" not in gone.stderr
+
+
+def _reachable(url: str) -> bool:
+    try:
+        requests.get(url, timeout=2)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def test_cli_errors_are_one_readable_line(server: Server, tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec: [unclosed")
+    result = server.cli("create", "-f", str(bad), check=False)
+    assert result.returncode == 1 and "not valid YAML" in result.stderr
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump({"spec": {"displayName": "x", "groupName": "default",
+        "predictors": [{"instanceType": "cpu-1", "modelURI": str(tmp_path / "nothing-here")}]}}))
+    result = server.cli("create", "-f", str(missing), check=False)
+    assert result.returncode == 1 and "model URI cannot be used" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = server.cli("update", "nope", "--set", "replicas=2", check=False)
+    assert result.returncode == 1 and "not found" in result.stderr
+    result = server.cli("invoke", "nope", "--data", "{bad", check=False)
+    assert result.returncode == 1 and "not valid JSON" in result.stderr
+    result = subprocess.run([*CLI, "get"], env={**os.environ, "PRIMEHUB_API_URL": "http://127.0.0.1:9/"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "cannot reach" in result.stderr
+    result = server.cli("package", str(bad), "-o", str(tmp_path / "b"), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
