@@ -209,8 +209,8 @@ def start_gateway(workdir: Path, replica: str) -> tuple[subprocess.Popen[bytes],
             raise RuntimeError("gateway did not start; see " + str(workdir / "gateway.log"))
         time.sleep(0.05)
     base = f"http://127.0.0.1:{port_file.read_text().strip()}"
-    routes = {"deployments": {DEPLOYMENT: {"phase": "Deployed", "message": "", "replicas": []}}}
-    routes["deployments"][DEPLOYMENT]["replicas"] = [{"name": "bench-0", "url": replica}]
+    route = {"phase": "Deployed", "message": "", "replicas": [{"name": "bench-0", "url": replica}]}
+    routes = {"deployments": {DEPLOYMENT: route}}
     put = urllib.request.Request(
         f"{base}/_primehub/routes",
         data=json.dumps(routes).encode(),
@@ -227,6 +227,7 @@ def start_gateway(workdir: Path, replica: str) -> tuple[subprocess.Popen[bytes],
 def _ms(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
     if match is None:  # e.g. "-nanus" when no request completed
+        print(f"warning: cannot read wrk latency {text!r}", file=sys.stderr)
         return float("nan")
     value, unit = match.groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}[unit]
@@ -249,8 +250,8 @@ def load_wrk(label: str, url: str, seconds: float, connections: int, workdir: Pa
         sum(int(g) for g in sock.groups()) if sock else 0
     )
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     return Result(label, total, errors, rps, p50, p99)
 
 

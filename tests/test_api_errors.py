@@ -178,7 +178,7 @@ async def test_users_see_only_their_groups(api, bundles):
     dave = api.as_user("dave")
     assert (await dave.ok("GET", "deployments"))["deployments"] == []
     code, answer = await dave.call("POST", "deployments", {"spec": spec(bundles["v1"])})
-    assert code == 403
+    assert code == 403 and "user 'dave' is not a member of group 'default'" in answer["message"]
 
 
 async def test_every_handler_requires_authentication(jp_fetch):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from .conftest import RequestLoop, spec
+from .conftest import RequestLoop, spec, wait_until
 
 PAYLOAD = {"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2]]}}
 
@@ -42,9 +42,11 @@ async def test_private_endpoint_with_clients(api, bundles, tmp_path: Path):
     assert response.status_code == 200, response.text
 
     # The model saw who called (X-Forwarded-User), as its access log shows.
-    logs = await api.ok("GET", f"deployments/{deployment_id}/logs")
-    assert "POST /api/v1.0/predictions 200" in logs
-    assert "user=app-one" in logs
+    async def logged() -> bool:
+        logs = await api.ok("GET", f"deployments/{deployment_id}/logs")
+        return "POST /api/v1.0/predictions 200" in logs and "user=app-one" in logs
+
+    await wait_until(logged, what="the access line with the client name")
 
     # Adding the same name again replaces the token: the old one stops working.
     second = await api.ok("POST", f"deployments/{deployment_id}/clients", {"name": "app-one"})

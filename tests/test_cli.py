@@ -17,6 +17,10 @@ import pytest
 import requests
 import yaml
 
+from primehub_jupyter.kernel.client import Client, ServerNotFound
+
+from .conftest import RequestLoop
+
 CLI = [sys.executable, "-m", "primehub_jupyter.cli"]
 
 
@@ -38,21 +42,45 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     @property
+    def runtime_dir(self) -> Path:
+        return self.data_dir.parent / "runtime"
+
+    @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PRIMEHUB_API_URL": self.url, "PRIMEHUB_API_TOKEN": self.token}
+        return {
+            **os.environ,
+            "PRIMEHUB_API_URL": self.url,
+            "PRIMEHUB_API_TOKEN": self.token,
+            "JUPYTER_RUNTIME_DIR": str(self.runtime_dir),
+        }
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [*CLI, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-                 "--token", self.token, "--LocalEngine.drain_seconds=0.3"],
-                stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                [
+                    *CLI,
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--token",
+                    self.token,
+                    "--LocalEngine.drain_seconds=0.3",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
             try:
-                r = requests.get(self.url + "primehub/api/me", headers={"Authorization": f"token {self.token}"}, timeout=2)
+                r = requests.get(
+                    self.url + "primehub/api/me",
+                    headers={"Authorization": f"token {self.token}"},
+                    timeout=2,
+                )
                 if r.status_code == 200:
                     return
             except requests.RequestException:
@@ -65,7 +93,9 @@ class Server:
         self.proc.send_signal(sig)
         self.proc.wait(timeout=60)
 
-    def cli(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+    def cli(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [*CLI, *args], env=self.env, capture_output=True, text=True, timeout=180, input=stdin
         )
@@ -94,33 +124,65 @@ def test_cli_journey_and_server_restarts(server: Server, models, iris, tmp_path:
     out = server.cli("package", str(model_file), "-o", str(tmp_path / "work" / "bundle-v1"))
     assert "bundle written" in out.stdout
     joblib.dump(models["v2"], tmp_path / "iris2.joblib")
-    server.cli("package", str(tmp_path / "iris2.joblib"), "-o", str(tmp_path / "work" / "bundle-v2"))
+    server.cli(
+        "package", str(tmp_path / "iris2.joblib"), "-o", str(tmp_path / "work" / "bundle-v2")
+    )
 
     # A deployment file with a modelURI relative to the file itself.
     deploy = tmp_path / "work" / "deploy.yaml"
-    deploy.write_text(yaml.safe_dump({
-        "apiVersion": "primehub.io/v1alpha1", "kind": "PhDeployment",
-        "metadata": {"name": "iris-cli"},
-        "spec": {"displayName": "Iris (CLI)", "groupName": "default", "description": "from the CLI",
-                 "predictors": [{"instanceType": "cpu-0.5", "replicas": 1, "modelURI": "bundle-v1"}]},
-    }))
+    deploy.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "primehub.io/v1alpha1",
+                "kind": "PhDeployment",
+                "metadata": {"name": "iris-cli"},
+                "spec": {
+                    "displayName": "Iris (CLI)",
+                    "groupName": "default",
+                    "description": "from the CLI",
+                    "predictors": [
+                        {"instanceType": "cpu-0.5", "replicas": 2, "modelURI": "bundle-v1"}
+                    ],
+                },
+            }
+        )
+    )
     out = server.cli("create", "-f", str(deploy), "--wait")
     assert "Deployed" in out.stdout and "curl -X POST" in out.stdout
 
     table = server.cli("get").stdout
     assert "iris-cli" in table and "Deployed" in table and "Iris (CLI)" in table
     detail = json.loads(server.cli("get", "iris-cli", "-o", "json").stdout)
-    assert detail["spec"]["predictors"][0]["modelURI"] == str((tmp_path / "work" / "bundle-v1").resolve())
+    assert detail["spec"]["predictors"][0]["modelURI"] == str(
+        (tmp_path / "work" / "bundle-v1").resolve()
+    )
     endpoint = detail["status"]["endpoint"]
 
-    answer = json.loads(server.cli("invoke", "iris-cli", "--data", json.dumps({"data": {"ndarray": X[:3].tolist()}})).stdout)
+    answer = json.loads(
+        server.cli(
+            "invoke", "iris-cli", "--data", json.dumps({"data": {"ndarray": X[:3].tolist()}})
+        ).stdout
+    )
     np.testing.assert_allclose(answer["data"]["ndarray"], models["v1"].predict_proba(X[:3]))
     curl = requests.post(endpoint, json={"data": {"ndarray": X[:3].tolist()}}, timeout=30)
     np.testing.assert_allclose(curl.json()["data"]["ndarray"], models["v1"].predict_proba(X[:3]))
 
-    out = server.cli("update", "iris-cli", "--set", f"modelURI={tmp_path / 'work' / 'bundle-v2'}",
-                     "--set", "replicas=2", "-m", "second model", "--wait")
+    # The update to the second model runs under a bounded loop of requests: none fails.
+    payload = {"data": {"ndarray": X[:1].tolist()}}
+    with RequestLoop(endpoint, payload, concurrency=4, max_requests=4000) as loop:
+        time.sleep(0.5)
+        out = server.cli(
+            "update",
+            "iris-cli",
+            "--set",
+            f"modelURI={tmp_path / 'work' / 'bundle-v2'}",
+            "-m",
+            "second model",
+            "--wait",
+        )
+        time.sleep(1.5)
     assert "2/2 available" in out.stdout
+    assert loop.count > 50 and loop.errors == [], loop.errors[:5]
     history = server.cli("history", "iris-cli").stdout
     assert "second model" in history and history.count("alice") == 0
     entries = json.loads(server.cli("history", "iris-cli", "-o", "json").stdout)
@@ -136,8 +198,12 @@ def test_cli_journey_and_server_restarts(server: Server, models, iris, tmp_path:
     assert "saved" in saved and (tmp_path / "all.log").stat().st_size > 0
 
     # Follow streams new lines until the client goes away.
-    follower = subprocess.Popen([*CLI, "logs", "iris-cli", "--follow", "--tail", "0"], env=server.env,
-                                stdout=subprocess.PIPE, text=True)
+    follower = subprocess.Popen(
+        [*CLI, "logs", "iris-cli", "--follow", "--tail", "0"],
+        env=server.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.0)
     requests.post(endpoint, json={"data": {"ndarray": X[:1].tolist()}}, timeout=30)
     line = follower.stdout.readline()
@@ -189,8 +255,19 @@ def test_cli_errors_are_one_readable_line(server: Server, tmp_path: Path):
     result = server.cli("create", "-f", str(bad), check=False)
     assert result.returncode == 1 and "not valid YAML" in result.stderr
     missing = tmp_path / "missing.yaml"
-    missing.write_text(yaml.safe_dump({"spec": {"displayName": "x", "groupName": "default",
-        "predictors": [{"instanceType": "cpu-1", "modelURI": str(tmp_path / "nothing-here")}]}}))
+    missing.write_text(
+        yaml.safe_dump(
+            {
+                "spec": {
+                    "displayName": "x",
+                    "groupName": "default",
+                    "predictors": [
+                        {"instanceType": "cpu-1", "modelURI": str(tmp_path / "nothing-here")}
+                    ],
+                }
+            }
+        )
+    )
     result = server.cli("create", "-f", str(missing), check=False)
     assert result.returncode == 1 and "model URI cannot be used" in result.stderr
     assert "Traceback" not in result.stderr
@@ -198,8 +275,29 @@ def test_cli_errors_are_one_readable_line(server: Server, tmp_path: Path):
     assert result.returncode == 1 and "not found" in result.stderr
     result = server.cli("invoke", "nope", "--data", "{bad", check=False)
     assert result.returncode == 1 and "not valid JSON" in result.stderr
-    result = subprocess.run([*CLI, "get"], env={**os.environ, "PRIMEHUB_API_URL": "http://127.0.0.1:9/"},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*CLI, "get"],
+        env={**os.environ, "PRIMEHUB_API_URL": "http://127.0.0.1:9/"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "cannot reach" in result.stderr
     result = server.cli("package", str(bad), "-o", str(tmp_path / "b"), check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_client_finds_a_running_server_from_jupyter_runtime_files(server: Server, monkeypatch):
+    monkeypatch.delenv("PRIMEHUB_API_URL", raising=False)
+    monkeypatch.delenv("PRIMEHUB_API_TOKEN", raising=False)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(server.runtime_dir))
+    client = Client()
+    assert client.base_url == f"http://127.0.0.1:{server.port}/"
+    assert client.me()["groups"][0]["name"] == "default"
+    # The CLI finds it the same way.
+    env = {k: v for k, v in server.env.items() if not k.startswith("PRIMEHUB_API")}
+    result = subprocess.run([*CLI, "get"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "No deployments yet" in result.stdout
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(server.runtime_dir.parent / "empty"))
+    with pytest.raises(ServerNotFound, match="no PrimeHub server found"):
+        Client()

@@ -35,7 +35,9 @@ def test_id_rules(value: str, ok: bool):
     assert (id_problem(value) is None) is ok
 
 
-@pytest.mark.parametrize("name", ["Iris Classifier!", "123 numbers first", "ÜBER model", "x" * 200, "---"])
+@pytest.mark.parametrize(
+    "name", ["Iris Classifier!", "123 numbers first", "ÜBER model", "x" * 200, "---"]
+)
 def test_generated_ids_are_always_valid(name: str):
     generated = generate_id(name)
     assert id_problem(generated) is None, generated
@@ -52,19 +54,35 @@ def test_normalize_name():
 
 def test_spec_validation_reports_every_field():
     with pytest.raises(ValidationError) as error:
-        parse_spec({"displayName": "", "groupName": "g", "predictors": [{"replicas": 0, "instanceType": "x"}]})
+        parse_spec(
+            {
+                "displayName": "",
+                "groupName": "g",
+                "predictors": [{"replicas": 0, "instanceType": "x"}],
+            }
+        )
     message = error.value.message
     assert "spec.displayName" in message and "spec.predictors.0.replicas" in message
     with pytest.raises(ValidationError, match="modelImage or a modelURI"):
         parse_spec({"displayName": "x", "groupName": "g", "predictors": [{"instanceType": "x"}]})
     with pytest.raises(ValidationError, match="not a valid environment variable"):
-        parse_spec({"displayName": "x", "groupName": "g", "env": [{"name": "1BAD"}],
-                    "predictors": [{"instanceType": "x", "modelURI": "/m"}]})
+        parse_spec(
+            {
+                "displayName": "x",
+                "groupName": "g",
+                "env": [{"name": "1BAD"}],
+                "predictors": [{"instanceType": "x", "modelURI": "/m"}],
+            }
+        )
 
 
 def test_deployment_json_round_trip_uses_primehub_names():
     spec = DeploymentSpec.model_validate(
-        {"displayName": "x", "groupName": "g", "predictors": [{"instanceType": "cpu-1", "modelURI": "/m", "metadata": {"k": "v"}}]}
+        {
+            "displayName": "x",
+            "groupName": "g",
+            "predictors": [{"instanceType": "cpu-1", "modelURI": "/m", "metadata": {"k": "v"}}],
+        }
     )
     data = Deployment(id="x-abcde", spec=spec).to_json()
     predictor = data["spec"]["predictors"][0]
@@ -78,7 +96,11 @@ def test_deployment_json_round_trip_uses_primehub_names():
 def test_merge_patch_merges_predictors_by_index():
     target = {"a": 1, "predictors": [{"replicas": 1, "modelURI": "/m"}], "env": [{"name": "A"}]}
     patched = merge_patch(target, {"predictors": [{"replicas": 3}], "a": None, "b": {"c": 1}})
-    assert patched == {"predictors": [{"replicas": 3, "modelURI": "/m"}], "env": [{"name": "A"}], "b": {"c": 1}}
+    assert patched == {
+        "predictors": [{"replicas": 3, "modelURI": "/m"}],
+        "env": [{"name": "A"}],
+        "b": {"c": 1},
+    }
     assert merge_patch(target, {"env": []})["env"] == []  # an empty list replaces
     assert target["predictors"][0]["replicas"] == 1  # the original is untouched
 

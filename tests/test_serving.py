@@ -433,7 +433,11 @@ def test_log_file_has_timestamped_lines_and_access_log(logreg_server):
     lines = log.splitlines()
     assert lines
     assert all(re.match(rf"{STAMP} ", line) for line in lines), log
-    assert re.search(rf"(?m)^{STAMP} GET /health/ping 200 \S+ms user=- request_id=", log)
+    # Health probes (every few seconds from the engine) stay out of the access log...
+    assert "GET /health/ping 200" not in log
+    # ...while anything else is logged, errors included.
+    requests.get(logreg_server.url + "/nowhere", headers={"Request-ID": "miss-1"}, timeout=30)
+    logreg_server.wait_for_log(rf"(?m)^{STAMP} GET /nowhere 404 \S+ms user=- request_id=miss-1$")
 
 
 def test_fd_level_output_is_captured(trouble_server):
@@ -444,7 +448,11 @@ def test_fd_level_output_is_captured(trouble_server):
 def test_no_access_log_flag(serving_bundles, tmp_path):
     server = ModelServer.on_port(serving_bundles["logreg"], tmp_path, "--no-access-log")
     try:
-        requests.get(server.url + "/health/status", headers={"Request-ID": "quiet-1"}, timeout=30)
+        payload = {"data": {"ndarray": [[1, 2, 3, 4]]}}
+        headers = {"Request-ID": "quiet-1"}
+        requests.post(
+            server.url + "/api/v1.0/predictions", json=payload, headers=headers, timeout=30
+        )
         assert server.stop() == 0
         log = server.log()
         assert "stopped serving iris-logreg" in log
@@ -501,8 +509,9 @@ def _copy_bundle(source: Path, target: Path) -> Path:
         ("missing", r"model failed to load: BundleError: artifact model\.joblib not found in "),
         ("no-descriptor", r"model failed to load: BundleError: no bundle\.yaml in .*package\("),
         ("runtime", r"model failed to load: BundleError: .*unknown runtime 'tf9'.*sklearn"),
+        ("sample", r"model failed to load: ModelLoadError: .*failed on the sample request.*3"),
     ],
-    ids=["corrupt", "missing", "no-descriptor", "runtime"],
+    ids=["corrupt", "missing", "no-descriptor", "runtime", "sample"],
 )
 def test_load_failure_exits_3_with_termination_log(breakage, expected, serving_bundles, tmp_path):
     bundle = _copy_bundle(serving_bundles["logreg"], tmp_path / "bundle")
@@ -512,6 +521,12 @@ def test_load_failure_exits_3_with_termination_log(breakage, expected, serving_b
         (bundle / "model.joblib").unlink()
     elif breakage == "no-descriptor":
         (bundle / "bundle.yaml").unlink()
+    elif breakage == "sample":
+        text = (bundle / "bundle.yaml").read_text()
+        assert "[[0.0, 0.0, 0.0, 0.0]]" in text
+        (bundle / "bundle.yaml").write_text(
+            text.replace("[[0.0, 0.0, 0.0, 0.0]]", "[[0.0, 0.0, 0.0]]")
+        )
     else:
         text = (bundle / "bundle.yaml").read_text()
         (bundle / "bundle.yaml").write_text(text.replace("runtime: sklearn", "runtime: tf9"))

@@ -139,7 +139,7 @@ class Group(_Config):
     display_name: str = Field("", alias="displayName")
     enabled_deployment: bool = Field(False, alias="enabledDeployment")
     members: list[str] = Field(default_factory=list)
-    quota: Quota = Field(default_factory=Quota)
+    quota: Quota = Field(default_factory=lambda: Quota.model_validate({}))
     instance_types: list[str] = Field(default_factory=list, alias="instanceTypes")
 
 

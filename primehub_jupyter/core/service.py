@@ -82,7 +82,7 @@ class DeploymentService:
     async def groups(self, user: str) -> list[dict[str, Any]]:
         """The user's groups with quota, current usage and instance types."""
         config = self.config()
-        deployments = await self.engine.list()
+        deployments = await self.engine.list_deployments()
         result = []
         for group in config.user_groups(user):
             running = [
@@ -140,7 +140,7 @@ class DeploymentService:
             raise NotFound(f"deployment '{deployment_id}' not found")
         return deployment
 
-    async def list(
+    async def list_deployments(
         self,
         user: str,
         *,
@@ -149,7 +149,7 @@ class DeploymentService:
         group: str | None = None,
     ) -> list[Deployment]:
         """The user's groups' deployments, newest update first, optionally filtered."""
-        found = [d for d in await self.engine.list() if self._visible(user, d)]
+        found = [d for d in await self.engine.list_deployments() if self._visible(user, d)]
         if name:
             needle = name.lower()
             found = [d for d in found if needle in d.spec.display_name.lower() or needle in d.id]

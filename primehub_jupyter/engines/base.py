@@ -61,7 +61,7 @@ class Engine(LoggingConfigurable, metaclass=_EngineMeta):
         """The deployment with its current status; NotFound if absent."""
 
     @abstractmethod
-    async def list(self) -> list[Deployment]:
+    async def list_deployments(self) -> list[Deployment]:
         """Every deployment, with status."""
 
     @abstractmethod

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from .auth import ClientAuthenticator, TooManyAttempts
-from .routes import VISIBLE_ASCII, Replica, Route, carry_over
+from .routes import Replica, Route, carry_over
 from .upstream import (
     BrokenResponse,
     ConnectFailed,
@@ -154,10 +154,9 @@ class Proxy:
         user: str | None = None
         if INTERNAL_TOKEN in request.headers and self._vouched(request):
             user = request.headers.get(INTERNAL_USER, "")
-            if not user or len(user) > 253 or VISIBLE_ASCII.fullmatch(user) is None:
-                return json_response(
-                    400, f"{INTERNAL_USER} must name the signed-in user (visible ASCII)"
-                )
+            # Jupyter user names may be non-ASCII; they are passed on as UTF-8.
+            if not user or len(user) > 256 or not user.isprintable():
+                return json_response(400, f"{INTERNAL_USER} must name the signed-in user")
         if route.private and user is None:
             try:
                 user = await self.auth.authenticate(route, request.headers.get("Authorization"))
@@ -353,7 +352,7 @@ def _upstream_headers(
     if host:
         parts += (b"X-Forwarded-Host: ", host, b"\r\n")
     if user is not None:
-        parts += (b"X-Forwarded-User: ", user.encode("ascii"), b"\r\n")
+        parts += (b"X-Forwarded-User: ", user.encode("utf-8", "surrogateescape"), b"\r\n")
     if length or method in BODY_METHODS:
         parts += (b"Content-Length: ", str(length).encode("ascii"), b"\r\n")
     parts.append(b"\r\n")

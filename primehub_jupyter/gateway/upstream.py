@@ -77,15 +77,15 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.in_flight:
             # Bytes nobody asked for: the connection is out of step, never reuse it.
-            self._abort()
+            self.abort()
             return
         self.received = True
         self.last_active = self.pool.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(BrokenResponse(f"invalid HTTP response: {exc}"))
-            self._abort()
+            self.fail(BrokenResponse(f"invalid HTTP response: {exc}"))
+            self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -96,9 +96,9 @@ class Connection(asyncio.Protocol):
             self._finish()  # a body delimited by the end of the connection
         elif not self.received:
             reason = "connection reset" if exc else "server disconnected"
-            self._fail(Disconnected(reason))
+            self.fail(Disconnected(reason))
         else:
-            self._fail(BrokenResponse("connection closed in the middle of the response"))
+            self.fail(BrokenResponse("connection closed in the middle of the response"))
 
     # --- httptools callbacks ----------------------------------------------------------------------
 
@@ -155,7 +155,8 @@ class Connection(asyncio.Protocol):
         self.complete = True
         self._wake()
 
-    def _fail(self, error: UpstreamError) -> None:
+    def fail(self, error: UpstreamError) -> None:
+        """End the running exchange with `error` (the first error wins)."""
         if self.error is None:
             self.error = error
         self._wake()
@@ -172,7 +173,8 @@ class Connection(asyncio.Protocol):
         self._waiter = waiter
         await waiter
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Close at once, dropping anything unsent; the connection is never reused."""
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -224,7 +226,7 @@ class Connection(asyncio.Protocol):
             self._reset()
             self.pool.put_idle(self)
         else:
-            self._abort()
+            self.abort()
             self.pool.forget(self)
 
 
@@ -260,7 +262,7 @@ class UpstreamPool:
                 if connection.closed or transport is None or transport.is_closing():
                     continue
                 if connection.last_active < fresh_since:
-                    connection._abort()
+                    connection.abort()
                     continue
                 self._busy.add(connection)
                 return connection
@@ -279,16 +281,15 @@ class UpstreamPool:
             raise ConnectFailed("connect timed out") from None
         except OSError as exc:
             raise ConnectFailed((exc.strerror or type(exc).__name__).lower()) from None
-        connection: Connection = protocol  # type: ignore[assignment]
-        self._busy.add(connection)
-        return connection
+        self._busy.add(protocol)
+        return protocol
 
     def put_idle(self, connection: Connection) -> None:
         """Keep a finished connection for the next request to the same replica."""
         self._busy.discard(connection)
         idle = self._idle.setdefault(connection.key, [])
         if len(idle) >= self.max_idle:
-            connection._abort()
+            connection.abort()
             return
         idle.append(connection)
 
@@ -308,13 +309,13 @@ class UpstreamPool:
                 stale = [c for c in idle if now - c.last_active > self.idle_timeout]
                 for connection in stale:
                     idle.remove(connection)
-                    connection._abort()
+                    connection.abort()
                 if not idle:
                     del self._idle[key]
             for connection in list(self._busy):
                 if connection.in_flight and now - connection.last_active > self.read_timeout:
-                    connection._fail(ReadTimeout("no data from the replica"))
-                    connection._abort()
+                    connection.fail(ReadTimeout("no data from the replica"))
+                    connection.abort()
 
     async def close(self) -> None:
         """Close every connection and stop the sweeper."""
@@ -323,8 +324,8 @@ class UpstreamPool:
             await self._sweeper
         for idle in self._idle.values():
             for connection in idle:
-                connection._abort()
+                connection.abort()
         for connection in self._busy:
-            connection._abort()
+            connection.abort()
         self._idle.clear()
         self._busy.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import time
@@ -159,7 +160,7 @@ class Client:
 
     def list(
         self, *, name: str | None = None, mine: bool = False, group: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Deployments of your groups, newest update first."""
         params: dict[str, str] = {}
         if name:
@@ -241,13 +242,13 @@ class Client:
 
     # ---- history, logs, clients, invoke -----------------------------------------------
 
-    def history(self, deployment_id: str) -> list[dict[str, Any]]:
+    def history(self, deployment_id: str) -> builtins.list[dict[str, Any]]:
         return self._json("GET", f"deployments/{quote(deployment_id)}/history")["history"]
 
     def history_entry(self, deployment_id: str, revision: int) -> dict[str, Any]:
         return self._json("GET", f"deployments/{quote(deployment_id)}/history/{int(revision)}")
 
-    def replicas(self, deployment_id: str) -> list[str]:
+    def replicas(self, deployment_id: str) -> builtins.list[str]:
         return self._json("GET", f"deployments/{quote(deployment_id)}/replicas")["replicas"]
 
     def logs(
@@ -294,7 +295,7 @@ class Client:
                 f.write(chunk)
         return target
 
-    def clients(self, deployment_id: str) -> list[dict[str, str]]:
+    def clients(self, deployment_id: str) -> builtins.list[dict[str, str]]:
         return self._json("GET", f"deployments/{quote(deployment_id)}/clients")["clients"]
 
     def add_client(self, deployment_id: str, name: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Enum, Instance, Integer, Type, Unicode, default
+from traitlets import Enum, Integer, Type, Unicode, default
 
 from .._version import __version__
 from ..core.config import ConfigStore, default_user
@@ -64,8 +64,8 @@ class PrimeHubApp(ExtensionApp):
     )
     bcrypt_rounds = Integer(12, config=True, help="bcrypt cost of client token hashes.")
 
-    engine = Instance(Engine, allow_none=True)
-    service = Instance(DeploymentService, allow_none=True)
+    engine: Engine | None = None
+    service: DeploymentService | None = None
 
     @default("owner")
     def _default_owner(self) -> str:
@@ -87,7 +87,7 @@ class PrimeHubApp(ExtensionApp):
                 kwargs["data_dir"] = data_dir
             if "root_dir" not in self.config.get("LocalEngine", {}) and self.serverapp:
                 kwargs["root_dir"] = str(self.serverapp.root_dir)
-        self.engine = self.engine_class(**kwargs)
+        self.engine = self.engine_class(**kwargs)  # type: ignore[abstract]
         self.service = DeploymentService(self.engine, store, bcrypt_rounds=self.bcrypt_rounds)
         self._started: asyncio.Future | None = None
         self.settings.update({"primehub_app": self})
@@ -102,8 +102,9 @@ class PrimeHubApp(ExtensionApp):
         assert self.engine is not None and self.service is not None
         if self._started is None:
             self._started = asyncio.ensure_future(self.engine.start())
+        started = self._started
         try:
-            await asyncio.shield(self._started)
+            await asyncio.shield(started)
         except Exception as error:
             raise EngineUnavailable(f"the deployment engine could not start: {error}") from None
         return self.service
@@ -116,9 +117,10 @@ class PrimeHubApp(ExtensionApp):
             self.log.error("%s", error.message)
 
     async def stop_extension(self) -> None:
-        if self.engine is not None and getattr(self, "_started", None) is not None:
+        started = getattr(self, "_started", None)
+        if self.engine is not None and started is not None:
             try:
-                await self._started
+                await started
             except Exception:
                 return
             await self.engine.shutdown()

@@ -24,7 +24,7 @@ ID = r"(?P<deployment_id>[^/]+)"
 MAX_TAIL = 100_000
 
 
-def api(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def api(method: Callable[..., Awaitable[Any]]) -> Any:
     """Authenticated, authorized, and domain errors answered as JSON with their status."""
 
     @functools.wraps(method)
@@ -111,7 +111,7 @@ class DeploymentsHandler(PrimeHubHandler):
     @api
     async def get(self) -> None:
         service = await self.service()
-        found = await service.list(
+        found = await service.list_deployments(
             self.user_name,
             name=self.get_argument("name", None),
             mine=self.flag("mine"),

@@ -33,6 +33,9 @@ _PREDICT_PATHS = ("/api/v1.0/predictions", "/api/v0.1/predictions")
 _MAX_LOGGED_PATH = 512
 
 
+_QUIET_PATHS = frozenset({"/health/ping", "/health/status"})
+
+
 class _ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
@@ -107,7 +110,8 @@ class ModelServerApp:
             else:
                 status, content_type, body = await route[1](receive, content_length, request_id)
         except _ClientGone:
-            self._log(scope, 499, started, user, request_id)
+            if self.access_log:  # 499: nginx's code for "client closed the request"
+                self._log(scope, 499, started, user, request_id)
             return
 
         headers = [
@@ -118,7 +122,8 @@ class ModelServerApp:
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        if self.access_log:
+        # Successful health probes come every few seconds and would bury real traffic.
+        if self.access_log and not (status == 200 and path in _QUIET_PATHS):
             self._log(scope, status, started, user, request_id)
 
     async def _predictions(

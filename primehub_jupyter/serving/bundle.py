@@ -8,13 +8,16 @@ import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic.alias_generators import to_camel
 
 from .errors import BundleError, PackagingError
+
+if TYPE_CHECKING:
+    from .runtimes.base import ModelFacts
 
 FORMAT_VERSION = 1
 DESCRIPTOR_FILE = "bundle.yaml"
@@ -279,7 +282,7 @@ def _read_model_file(source: Path) -> Any:
 
 
 def _describe(
-    bundle_dir: Path, artifact: str, facts: Any, name: str, sample_input: Any
+    bundle_dir: Path, artifact: str, facts: ModelFacts, name: str, sample_input: Any
 ) -> BundleDescriptor:
     """Build the descriptor, running the real runtime on the sample to record its response."""
     import numpy as np
@@ -337,7 +340,7 @@ def _plain(encoded: bytes) -> dict[str, Any]:
     return dict(orjson.loads(encoded))
 
 
-def _sample_rows(sample_input: Any, facts: Any) -> tuple[Any, list[str] | None]:
+def _sample_rows(sample_input: Any, facts: ModelFacts) -> tuple[Any, list[str] | None]:
     import numpy as np
 
     names = facts.feature_names

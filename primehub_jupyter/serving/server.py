@@ -146,6 +146,7 @@ def _listening_socket(options: ServerOptions) -> socket.socket:
 def _load_app(options: ServerOptions) -> Any:
     from .app import ModelServerApp
     from .bundle import load_bundle
+    from .errors import ModelLoadError
     from .protocols import seldon
     from .runtimes import load_runtime
 
@@ -155,14 +156,15 @@ def _load_app(options: ServerOptions) -> Any:
     if descriptor.sample is not None:
         # One real prediction before serving catches version mismatches at startup instead of
         # on the first user request, and warms up the model's code paths.
-        request = seldon.decode_request(
-            seldon.dumps(descriptor.sample.request), runtime=runtime.name
-        )
         try:
-            runtime.predict(runtime.check_input(request.X, request.names), request.names, {})
+            request = seldon.decode_request(
+                seldon.dumps(descriptor.sample.request), runtime=runtime.name
+            )
+            X = runtime.check_input(request.X, request.names)
+            runtime.predict(X, request.names, {})
         except Exception as exc:
-            raise RuntimeError(
-                f"the model loaded but failed on the bundle's sample request "
+            raise ModelLoadError(
+                f"the model loaded but failed on the sample request in bundle.yaml "
                 f"({type(exc).__name__}: {exc}); check that requirements.txt matches "
                 "this environment"
             ) from exc

@@ -275,7 +275,7 @@ class LocalEngine(Engine):
             raise NotFound(f"deployment '{deployment_id}' not found")
         return self._with_status(runtime)
 
-    async def list(self) -> list[Deployment]:
+    async def list_deployments(self) -> list[Deployment]:
         return [self._with_status(r) for r in self._runtimes.values() if not r.deleted]
 
     async def replace(

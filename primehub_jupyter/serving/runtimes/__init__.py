@@ -82,6 +82,7 @@ def load_runtime(bundle_dir: Path, descriptor: BundleDescriptor) -> Runtime:
     caller gets one message that names the artifact and the runtime.
     """
     runtime = get_runtime_class(descriptor.runtime)()
+    runtime.configure(descriptor)
     try:
         runtime.load(bundle_dir, descriptor)
     except (BundleError, ModelLoadError):

@@ -68,8 +68,12 @@ class Runtime(ABC):
         """Names of the output columns when they are classes, else None."""
         return None
 
-    def _remember_input_shape(self, descriptor: BundleDescriptor) -> None:
-        """Keep the declared input shape so `check_input` can reject bad requests with a 400."""
+    def configure(self, descriptor: BundleDescriptor) -> None:
+        """Keep the descriptor and its input shape; `load_runtime()` calls this before `load`.
+
+        The declared shape lets `check_input` answer malformed requests with a 400 before they
+        reach the model.
+        """
         self.descriptor = descriptor
         inputs = descriptor.signature.inputs if descriptor.signature else []
         self._input_shape = tuple(inputs[0].shape) if inputs else None

@@ -99,7 +99,6 @@ class SklearnRuntime(Runtime):
             self._columns = [str(n) for n in feature_names]
             # Models fitted on a DataFrame warn on every ndarray call; that would flood the log.
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
-        self._remember_input_shape(descriptor)
 
     @property
     def class_names(self) -> list[str] | None:
