@@ -556,3 +556,32 @@ def test_exactly_one_of_port_or_fd(extra, serving_bundles, tmp_path):
     done = _run_to_exit(serving_bundles["logreg"], tmp_path, *extra)
     assert done.returncode == 2
     assert "exactly one of --port or --fd" in done.stderr
+
+
+def test_log_file_rotates_keeping_one_previous_file(serving_bundles, tmp_path):
+    from primehub_jupyter.engines.local.logs import tail_lines
+
+    server = ModelServer.on_port(serving_bundles["logreg"], tmp_path, "--log-max-bytes", "4000")
+    try:
+        session = requests.Session()
+        payload = {"data": {"ndarray": [[1, 2, 3, 4]]}}
+        for i in range(120):  # ~120 access lines of ~110 bytes: several rotations
+            headers = {"Request-ID": f"rotate-{i:03d}"}
+            assert (
+                session.post(
+                    server.url + "/api/v1.0/predictions", json=payload, headers=headers, timeout=30
+                ).status_code
+                == 200
+            )
+        server.wait_for_log(r"request_id=rotate-119")
+        rotated = server.log_file.with_name(server.log_file.name + ".1")
+        assert rotated.exists()
+        assert server.log_file.stat().st_size < 4000 + 200
+        assert rotated.stat().st_size < 4000 + 200
+        assert not server.log_file.with_name(server.log_file.name + ".2").exists()
+        # Together the rotated file and the live one are the recent log, in order.
+        lines = tail_lines(rotated, None) + tail_lines(server.log_file, None)
+        ids = [line.rsplit("request_id=", 1)[1] for line in lines if "request_id=rotate-" in line]
+        assert ids == sorted(ids) and ids[-1] == "rotate-119" and len(ids) > 20
+    finally:
+        server.kill()

@@ -16,6 +16,7 @@ from typing import BinaryIO
 _PARTIAL_LINE_SECONDS = 0.5
 _MAX_LINE_BYTES = 64 * 1024
 _READ_BYTES = 64 * 1024
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 
 
 def utc_timestamp(now: float | None = None) -> str:
@@ -34,8 +35,9 @@ class LogCapture:
     forked workers too. Use `install()`; `close()` runs at exit and drains everything.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.path = path
+        self.max_bytes = max_bytes
         self._file: BinaryIO | None = None
         self._read_fd = -1
         self._saved_fds: tuple[int, int] = (-1, -1)
@@ -98,10 +100,19 @@ class LogCapture:
         try:
             self._file.write(b"".join(stamp + line + b"\n" for line in lines))
             self._file.flush()
+            if self.max_bytes and self._file.tell() >= self.max_bytes:
+                self._rotate()
         except (OSError, ValueError):
             # Keep draining the pipe even if the disk is full: a full pipe would block the
             # server on its next print.
             pass
+
+    def _rotate(self) -> None:
+        """Keep one previous file (`<name>.1`) so a busy replica cannot fill the disk."""
+        assert self._file is not None
+        self._file.close()
+        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        self._file = open(self.path, "ab")  # noqa: SIM115 - closed in close()
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush Python's streams, give fds 1 and 2 back and wait until the file has it all."""
@@ -128,8 +139,8 @@ class LogCapture:
             os.close(self._read_fd)
 
 
-def install(path: str | os.PathLike[str]) -> LogCapture:
-    """Start capturing fds 1 and 2 into `path` (appending) until the process exits."""
-    capture = LogCapture(Path(path))
+def install(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> LogCapture:
+    """Start capturing fds 1 and 2 into `path` (appending, rotating) until the process exits."""
+    capture = LogCapture(Path(path), max_bytes)
     capture.start()
     return capture

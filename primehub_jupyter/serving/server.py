@@ -42,6 +42,7 @@ class ServerOptions:
     replica: str | None = None
     access_log: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_max_bytes: int = 10 * 1024 * 1024
 
 
 def serve(options: ServerOptions) -> int:
@@ -50,7 +51,7 @@ def serve(options: ServerOptions) -> int:
         from .logcapture import install
 
         try:
-            install(options.log_file)
+            install(options.log_file, options.log_max_bytes)
         except OSError as exc:
             return _fail(options, EXIT_STARTUP_FAILED, f"cannot write --log-file: {exc}")
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -225,6 +226,13 @@ def _exit_during_startup(signum: int, _frame: Any) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to explain a startup failure (like Kubernetes' terminationMessagePath).",
 )
+@click.option(
+    "--log-max-bytes",
+    type=click.IntRange(min=0),
+    default=10 * 1024 * 1024,
+    show_default=True,
+    help="Rotate --log-file at this size, keeping one previous file (<name>.1); 0: never.",
+)
 @click.option("--deployment", help="Deployment id, reported by /health/status.")
 @click.option("--replica", help="Replica name, reported by /health/status.")
 @click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
@@ -245,6 +253,7 @@ def model_server_command(
     workers: int,
     log_file: Path | None,
     termination_log: Path | None,
+    log_max_bytes: int,
     deployment: str | None,
     replica: str | None,
     no_access_log: bool,
@@ -266,6 +275,7 @@ def model_server_command(
         workers=workers,
         log_file=log_file,
         termination_log=termination_log,
+        log_max_bytes=log_max_bytes,
         deployment=deployment,
         replica=replica,
         access_log=not no_access_log,

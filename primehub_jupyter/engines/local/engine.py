@@ -78,6 +78,9 @@ class LocalEngine(Engine):
     machine_memory = Integer(
         0, config=True, help="Memory in bytes offered to deployments (0: the machine's RAM)."
     )
+    log_max_bytes = Integer(
+        10 * 1024 * 1024, config=True, help="Rotate each replica's log at this size (one kept)."
+    )
     tick_seconds = Float(0.25, config=True, help="Reconciler period while something changes.")
 
     @default("data_dir")
@@ -674,6 +677,8 @@ class LocalEngine(Engine):
                 runtime.id,
                 "--replica",
                 replica.name,
+                "--log-max-bytes",
+                str(self.log_max_bytes),
                 *self.model_server_args,
             ]
             extra = {

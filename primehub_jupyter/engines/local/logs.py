@@ -85,28 +85,32 @@ async def follow(
 
     `replicas` is called on every poll so replicas that appear later are followed too.
     """
-    offsets: dict[Path, int] = {}
+    # Where we are in each file, and which file (inode) that was: a rotation swaps the inode.
+    offsets: dict[Path, tuple[int, int]] = {}
     partial: dict[Path, bytes] = {}
     for path in (d / LOG_NAME for d in replicas().values()):
-        offsets[path] = path.stat().st_size if path.exists() else 0
+        if path.exists():
+            info = path.stat()
+            offsets[path] = (info.st_ino, info.st_size)
     while True:
         current = replicas()
         use_tag = tag if tag is not None else len(current) > 1
         for name, directory in current.items():
             path = directory / LOG_NAME
-            if not path.exists():
+            try:
+                info = path.stat()
+            except FileNotFoundError:
                 continue
-            size = path.stat().st_size
-            start = offsets.get(path, 0)
-            if size < start:  # rotated: start over on the new file
-                start = 0
+            inode, start = offsets.get(path, (info.st_ino, 0))
+            if inode != info.st_ino or info.st_size < start:
+                start = 0  # rotated (or truncated): read the new file from its start
+            size = info.st_size
+            offsets[path] = (info.st_ino, size)
             if size == start:
-                offsets[path] = size
                 continue
             with open(path, "rb") as f:
                 f.seek(start)
                 data = partial.pop(path, b"") + f.read(size - start)
-            offsets[path] = size
             *complete, rest = data.split(b"\n")
             if rest:
                 partial[path] = rest
