@@ -186,6 +186,8 @@ def package_model(path: Path) -> None:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
+    if str(REPO) not in sys.path:  # run as `python bench/gateway.py` from a checkout
+        sys.path.insert(0, str(REPO))
     from primehub_jupyter.serving.bundle import package
 
     features, target = load_iris(return_X_y=True)
@@ -386,8 +388,6 @@ def main(argv: list[str] | None = None) -> int:
         f"duration={args.duration:g}s rounds={args.rounds} cpus={os.cpu_count()} "
         f"loadavg-before={load_before:.2f}"
     )
-    if load_before > 0.5:
-        print("note: the machine was busy before the run; requests/s will be noisy")
     print(
         f"{'target':<10}{'requests':>10}{'errors':>8}{'req/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'replica us/req':>16}{'gateway us/req':>16}{'other cores':>13}"
@@ -407,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{label:<10}{total:>10}{errors:>8}{rps:>11.0f}{p50:>9.2f}{p99:>9.2f}"
             f"{replica_us:>16.0f}{gateway_us:>16.0f}{others:>13.2f}"
         )
+    if any(r.others_cores > 0.2 for results in runs.values() for r in results):
+        print("note: other processes used the CPUs during the run; req/s and ratio are noisy")
     ratio = summary["gateway"][0] / summary["direct"][0]
     verdict = "meets" if ratio >= 0.8 else "BELOW"
     print(f"gateway/direct throughput ratio: {ratio:.2f} ({verdict} the 0.80 target)")

@@ -1,4 +1,4 @@
-"""Echo backends for the gateway tests: real HTTP servers in their own (killable) processes."""
+"""Gateway test harness: the gateway process, echo backends in killable processes, load loops."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -115,6 +119,109 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    """A gateway process started by the tests."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_file: Path
+    port_file: Path
+    admin_token: str
+
+    def admin(self, token: str | None = None) -> dict[str, str]:
+        """The admin Authorization header (with the right token unless `token` is given)."""
+        return {"Authorization": f"Bearer {token or self.admin_token}"}
+
+    def put_routes(self, body: Any, token: str | None = None) -> requests.Response:
+        """PUT the routing table (any JSON value, or raw bytes)."""
+        if isinstance(body, bytes):
+            return requests.put(
+                f"{self.url}/_primehub/routes", data=body, headers=self.admin(token), timeout=10
+            )
+        return requests.put(
+            f"{self.url}/_primehub/routes", json=body, headers=self.admin(token), timeout=10
+        )
+
+    def route(self, **deployments: dict[str, Any]) -> None:
+        """Replace the routing table and require success."""
+        response = self.put_routes({"deployments": deployments})
+        assert response.status_code == 200, response.text
+
+    def endpoint(self, dep_id: str, path: str = "") -> str:
+        """A deployment URL on this gateway."""
+        return f"{self.url}/deployment/{dep_id}{path}"
+
+
+def start_gateway(directory: Path, admin_token: str, *extra: str) -> Gateway:
+    """Start `python -m primehub_jupyter.gateway --port 0` and wait until it is healthy."""
+    token_file = directory / "admin.token"
+    token_file.write_text(admin_token + "\n")
+    port_file = directory / "gateway.port"
+    log_file = directory / "gateway.log"
+    argv = [sys.executable, "-m", "primehub_jupyter.gateway", "--host", "127.0.0.1"]
+    argv += ["--port", "0", "--admin-token-file", str(token_file)]
+    argv += ["--port-file", str(port_file), "--log-file", str(log_file), *extra]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(argv, cwd=directory, env=env)
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        assert process.poll() is None, f"gateway exited: {log_file.read_text()}"
+        assert time.monotonic() < deadline, "gateway wrote no port file in 30 s"
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+    gateway = Gateway(process, url, log_file, port_file, admin_token)
+    health = requests.get(f"{gateway.url}/_primehub/health", headers=gateway.admin(), timeout=10)
+    assert health.status_code == 200, health.text
+    return gateway
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM and wait; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
+def run_load(
+    url: str, total: int, concurrency: int, at: int, action: Callable[[], None]
+) -> list[tuple[int, str]]:
+    """POST `total` requests, `concurrency` at a time; call `action` once `at` have finished.
+
+    Returns (status, backend name or error) per request, in completion order.
+    """
+    results: list[tuple[int, str]] = []
+    lock = threading.Lock()
+    reached = threading.Event()
+    local = threading.local()
+
+    def one(index: int) -> None:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        try:
+            response = session.post(url, data=b'{"data": {"ndarray": [[1, 2]]}}', timeout=30)
+            outcome = (response.status_code, response.headers.get("X-Backend", response.text))
+        except requests.RequestException as exc:
+            outcome = (0, repr(exc))
+        with lock:
+            results.append(outcome)
+            if len(results) == at:
+                reached.set()
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        futures = [pool.submit(one, i) for i in range(total)]
+        assert reached.wait(60), "the load loop stalled"
+        action()
+        for future in futures:
+            future.result()
+    return results
 
 
 async def _serve(name: str) -> None:

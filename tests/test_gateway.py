@@ -14,9 +14,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,17 @@ import bcrypt
 import pytest
 import requests
 
-from .gateway_backends import REPO, Backend, RawServer, closed_port, start_backend
+from .gateway_backends import (
+    REPO,
+    Backend,
+    Gateway,
+    RawServer,
+    closed_port,
+    run_load,
+    start_backend,
+    start_gateway,
+    stop,
+)
 
 ADMIN_TOKEN = "adm-" + secrets.token_urlsafe(24)
 ALICE_TOKEN = "tok-" + secrets.token_urlsafe(24)
@@ -33,77 +42,9 @@ ALICE_HASH = bcrypt.hashpw(ALICE_TOKEN.encode(), bcrypt.gensalt(rounds=4)).decod
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
 
-@dataclass
-class Gateway:
-    """A gateway process started by the tests."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log_file: Path
-    port_file: Path
-
-    def admin(self, token: str = ADMIN_TOKEN) -> dict[str, str]:
-        """The admin Authorization header."""
-        return {"Authorization": f"Bearer {token}"}
-
-    def put_routes(self, body: Any, token: str = ADMIN_TOKEN) -> requests.Response:
-        """PUT the routing table (any JSON value, or raw bytes)."""
-        if isinstance(body, bytes):
-            return requests.put(
-                f"{self.url}/_primehub/routes", data=body, headers=self.admin(token), timeout=10
-            )
-        return requests.put(
-            f"{self.url}/_primehub/routes", json=body, headers=self.admin(token), timeout=10
-        )
-
-    def route(self, **deployments: dict[str, Any]) -> None:
-        """Replace the routing table and require success."""
-        response = self.put_routes({"deployments": deployments})
-        assert response.status_code == 200, response.text
-
-    def endpoint(self, dep_id: str, path: str = "") -> str:
-        """A deployment URL on this gateway."""
-        return f"{self.url}/deployment/{dep_id}{path}"
-
-
-def start_gateway(directory: Path, *extra: str) -> Gateway:
-    """Start `python -m primehub_jupyter.gateway --port 0` and wait until it is healthy."""
-    token_file = directory / "admin.token"
-    token_file.write_text(ADMIN_TOKEN + "\n")
-    port_file = directory / "gateway.port"
-    log_file = directory / "gateway.log"
-    argv = [sys.executable, "-m", "primehub_jupyter.gateway", "--host", "127.0.0.1"]
-    argv += ["--port", "0", "--admin-token-file", str(token_file)]
-    argv += ["--port-file", str(port_file), "--log-file", str(log_file), *extra]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(argv, cwd=directory, env=env)
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        assert process.poll() is None, f"gateway exited: {log_file.read_text()}"
-        assert time.monotonic() < deadline, "gateway wrote no port file in 30 s"
-        time.sleep(0.05)
-    gateway = Gateway(
-        process, f"http://127.0.0.1:{port_file.read_text().strip()}", log_file, port_file
-    )
-    health = requests.get(f"{gateway.url}/_primehub/health", headers=gateway.admin(), timeout=10)
-    assert health.status_code == 200, health.text
-    return gateway
-
-
-def stop(process: subprocess.Popen[bytes]) -> int:
-    """SIGTERM and wait; returns the exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = start_gateway(tmp_path_factory.mktemp("gateway"), "--access-log")
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"), ADMIN_TOKEN, "--access-log")
     yield gw
     stop(gw.process)
 
@@ -163,41 +104,6 @@ def private(*backends: Backend, clients: dict[str, str] | None = None) -> dict[s
 def header(echo: dict[str, Any], name: str) -> list[str]:
     """All values of a header the backend received."""
     return [v for k, v in echo["headers"] if k.lower() == name.lower()]
-
-
-def run_load(
-    url: str, total: int, concurrency: int, at: int, action: Callable[[], None]
-) -> list[tuple[int, str]]:
-    """POST `total` requests, `concurrency` at a time; call `action` once `at` have finished.
-
-    Returns (status, backend name or error) per request, in completion order.
-    """
-    results: list[tuple[int, str]] = []
-    lock = threading.Lock()
-    reached = threading.Event()
-    local = threading.local()
-
-    def one(index: int) -> None:
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-        try:
-            response = session.post(url, data=b'{"data": {"ndarray": [[1, 2]]}}', timeout=30)
-            outcome = (response.status_code, response.headers.get("X-Backend", response.text))
-        except requests.RequestException as exc:
-            outcome = (0, repr(exc))
-        with lock:
-            results.append(outcome)
-            if len(results) == at:
-                reached.set()
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        futures = [pool.submit(one, i) for i in range(total)]
-        assert reached.wait(60), "the load loop stalled"
-        action()
-        for future in futures:
-            future.result()
-    return results
 
 
 # --- admin API ------------------------------------------------------------------------------------
@@ -550,7 +456,7 @@ def test_switching_replicas_under_load_fails_no_request(
 
 
 def test_sigterm_finishes_in_flight_requests(tmp_path: Path, spare_backends: list[Backend]) -> None:
-    gw = start_gateway(tmp_path)
+    gw = start_gateway(tmp_path, ADMIN_TOKEN)
     try:
         slow = spare_backends[0]
         gw.route(slow=public(slow))
