@@ -102,6 +102,9 @@ def test_merge_patch_merges_predictors_by_index():
         "b": {"c": 1},
     }
     assert merge_patch(target, {"env": []})["env"] == []  # an empty list replaces
+    # Other lists of objects are replaced whole, never merged by position.
+    with_value = {"env": [{"name": "A", "value": "1"}]}
+    assert merge_patch(with_value, {"env": [{"name": "B"}]})["env"] == [{"name": "B"}]
     assert target["predictors"][0]["replicas"] == 1  # the original is untouched
 
 

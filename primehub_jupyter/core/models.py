@@ -225,22 +225,26 @@ class Deployment(_Model):
         }
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """JSON merge patch (RFC 7386), except that a list of objects merges item by item.
+INDEX_MERGED_LISTS = frozenset({"predictors"})
+
+
+def merge_patch(target: Any, patch: Any, key: str | None = None) -> Any:
+    """JSON merge patch (RFC 7386), except that `predictors` merges item by item.
 
     Merging `predictors` by index lets `{"predictors": [{"replicas": 3}]}` change one field
-    without restating the whole predictor.
+    without restating the whole predictor; every other list (env, clients) is replaced whole.
     """
     if isinstance(patch, dict):
         result = dict(target) if isinstance(target, dict) else {}
-        for key, value in patch.items():
+        for name, value in patch.items():
             if value is None:
-                result.pop(key, None)
+                result.pop(name, None)
             else:
-                result[key] = merge_patch(result.get(key), value)
+                result[name] = merge_patch(result.get(name), value, name)
         return result
     if (
-        isinstance(patch, list)
+        key in INDEX_MERGED_LISTS
+        and isinstance(patch, list)
         and isinstance(target, list)
         and patch
         and all(isinstance(item, dict) for item in patch)
