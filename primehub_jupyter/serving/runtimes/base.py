@@ -68,6 +68,34 @@ class Runtime(ABC):
         """Names of the output columns when they are classes, else None."""
         return None
 
+    # ---- optional hooks (Seldon's Python wrapper names); the server calls them if overridden --
+
+    #: Whether rows of several requests may be stacked on axis 0 and predicted in one call.
+    supports_batching: ClassVar[bool] = True
+
+    def predict_raw(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Answer a whole Seldon request document yourself; None means "use predict()"."""
+        return None
+
+    def send_feedback(
+        self, request: dict[str, Any], response: dict[str, Any], reward: float, truth: Any
+    ) -> dict[str, Any] | None:
+        """Learn from feedback on an earlier prediction; the answer (or None) is returned."""
+        return None
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Custom metrics after a prediction: [{"type": COUNTER|GAUGE|TIMER, "key", "value",
+        "tags"?}], exported in Prometheus format beside the server's own."""
+        return []
+
+    def tags(self) -> dict[str, Any]:
+        """Tags merged into the response's meta.tags."""
+        return {}
+
+    def health_status(self) -> Any:
+        """Extra detail for /health/status; raise to report the model unhealthy."""
+        return None
+
     def configure(self, descriptor: BundleDescriptor) -> None:
         """Keep the descriptor and its input shape; `load_runtime()` calls this before `load`.
 
