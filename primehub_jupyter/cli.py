@@ -507,6 +507,75 @@ def history(ctx: click.Context, deployment_id: str, revision: int | None, output
     _console().print(table)
 
 
+@cli.command()
+@click.argument("deployment_id")
+@click.argument("revision", type=int)
+@click.option("-m", "--message", help="Update message (default: 'rollback to revision N').")
+@click.option("--wait/--no-wait", default=False, help="Wait until Deployed.")
+@click.option("--timeout", type=float, default=600, show_default=True)
+@click.pass_context
+def rollback(
+    ctx: click.Context,
+    deployment_id: str,
+    revision: int,
+    message: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Re-apply history revision REVISION's spec as a new update."""
+    client = _client(ctx)
+    result = _call(client.rollback, deployment_id, revision, message)
+    if wait:
+        result = _wait(client, deployment_id, "Deployed", timeout)
+    _deployment_detail(result)
+
+
+@cli.command()
+@click.argument("deployment_id")
+@click.option("--window", type=float, default=900, show_default=True, help="Seconds of history.")
+@click.option("--step", type=float, default=60, show_default=True, help="Seconds per point.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def metrics(
+    ctx: click.Context, deployment_id: str, window: float, step: float, output: str
+) -> None:
+    """Traffic, errors, latency and reward of a deployment over time."""
+    found = _call(_client(ctx).metrics, deployment_id, window=window, step=step)
+    if _emit(found, output):
+        return
+    from rich.table import Table
+
+    def fmt(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
+        return "-" if value is None else f"{value * scale:.{digits}f}"
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("TIME (UTC)", "REQ/S", "PREDICT/S", "SUCCESS", "4XX/S", "5XX/S", "P50 MS",
+                   "P99 MS", "REWARD"):  # fmt: skip
+        table.add_column(column, justify="right")
+    series = found["series"]
+    for i, stamp in enumerate(found["timestamps"]):
+        when = datetime.fromtimestamp(stamp, timezone.utc).strftime("%H:%M:%S")
+        table.add_row(
+            when,
+            fmt(series["requestsPerSecond"][i]),
+            fmt(series["predictRequestsPerSecond"][i]),
+            fmt(series["successRate"][i], 100, 1) + ("%" if series["successRate"][i] else ""),
+            fmt(series["clientErrorsPerSecond"][i]),
+            fmt(series["serverErrorsPerSecond"][i]),
+            fmt(series["latencyP50"][i], 1000, 1),
+            fmt(series["latencyP99"][i], 1000, 1),
+            fmt(series["reward"][i]),
+        )
+    _console().print(table)
+    totals = found["totals"]
+    click.echo(
+        f"window {found['window']:g} s: {totals['requests']} requests "
+        f"({totals['predictRequests']} predictions), {totals['clientErrors']} 4xx, "
+        f"{totals['serverErrors']} 5xx, {totals['feedback']} feedback"
+        + (f", reward {totals['reward']:.2f}" if totals["reward"] is not None else "")
+    )
+
+
 @cli.group(invoke_without_command=True)
 @click.argument("deployment_id")
 @click.pass_context

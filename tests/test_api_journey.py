@@ -90,3 +90,25 @@ async def test_deploy_update_stop_start_delete(api, bundles, models, iris):
     assert code == 404 and "not found" in body["message"]
     response = await asyncio.to_thread(requests.post, endpoint, json={"data": {"ndarray": rows}})
     assert response.status_code == 404
+
+
+async def test_openapi_document_is_served_and_valid(api):
+    from openapi_spec_validator import validate
+
+    document = await api.ok("GET", "openapi.json")
+    validate(document)
+    assert document["servers"][0]["url"].endswith("/primehub/api")
+    paths = set(document["paths"])
+    from primehub_jupyter.server.handlers import default_handlers
+
+    import re
+
+    # Every route the server has is documented.
+    routes = set()
+    for pattern, _ in default_handlers:
+        route = pattern.removeprefix("/primehub/api").rstrip("?").rstrip("/")
+        route = route.replace("(?P<deployment_id>[^/]+)", "{id}")
+        routes.add(re.sub(r"\(\?P<(\w+)>[^)]+\)", r"{\1}", route))
+    assert routes - paths == {"/openapi.json", "/deployments/{id}/invoke/{path}"}
+    assert paths - routes == set()
+    assert "/deployments/{id}/metrics" in paths and "/deployments/{id}/rollback" in paths

@@ -189,6 +189,17 @@ def test_cli_journey_and_server_restarts(server: Server, models, iris, tmp_path:
     assert [e["revision"] for e in entries] == [2, 1]
     assert entries[0]["spec"]["predictors"][0]["replicas"] == 2
 
+    # Roll back to the first model, then forward again: history keeps every step.
+    out = server.cli("rollback", "iris-cli", "1", "--wait")
+    assert "bundle-v1" in out.stdout
+    curl = requests.post(endpoint, json={"data": {"ndarray": X[:3].tolist()}}, timeout=30)
+    np.testing.assert_allclose(curl.json()["data"]["ndarray"], models["v1"].predict_proba(X[:3]))
+    server.cli("rollback", "iris-cli", "2", "-m", "forward again", "--wait")
+    entries = json.loads(server.cli("history", "iris-cli", "-o", "json").stdout)
+    assert [e["updateMessage"] for e in entries[:2]] == ["forward again", "rollback to revision 1"]
+    table = server.cli("metrics", "iris-cli", "--window", "120", "--step", "10").stdout
+    assert "REQ/S" in table and "window 120 s:" in table
+
     logs = server.cli("logs", "iris-cli", "--tail", "50").stdout
     assert "POST /api/v1.0/predictions 200" in logs or "replica ready" in logs
     assert len(logs.splitlines()) <= 50

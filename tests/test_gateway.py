@@ -531,3 +531,52 @@ def test_log_file_has_timestamps_and_never_a_secret(gateway: Gateway, backend_a:
     basic = base64.b64encode(f"alice:{ALICE_TOKEN}".encode()).decode()
     for secret in (ADMIN_TOKEN, ALICE_TOKEN, basic, ALICE_HASH, "Authorization"):
         assert secret not in text
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_metrics_count_answers_per_deployment_code_and_kind(
+    gateway: Gateway, backend_a: Backend
+) -> None:
+    gateway.route(
+        counted=public(backend_a),
+        locked=private(backend_a),
+        down={"phase": "Failed", "message": "x", "replicas": []},
+    )
+    url = f"{gateway.url}/_primehub/metrics"
+    assert requests.get(url, timeout=10).status_code == 401  # admin only
+    before = _samples(requests.get(url, headers=gateway.admin(), timeout=10).text)
+    for _ in range(3):
+        requests.post(gateway.endpoint("counted", "/api/v1.0/predictions"), json={}, timeout=10)
+    requests.post(gateway.endpoint("counted", "/api/v1.0/feedback"), json={}, timeout=10)
+    requests.get(gateway.endpoint("counted", "/health/ping"), timeout=10)
+    requests.post(gateway.endpoint("locked", "/api/v1.0/predictions"), json={}, timeout=10)
+    requests.post(gateway.endpoint("down", "/api/v1.0/predictions"), json={}, timeout=10)
+    requests.post(gateway.endpoint("unknown", "/api/v1.0/predictions"), json={}, timeout=10)
+    after = _samples(requests.get(url, headers=gateway.admin(), timeout=10).text)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    total = "primehub_gateway_requests_total"
+    assert delta(total, deployment="counted", code="200", kind="predict") == 3
+    assert delta(total, deployment="counted", code="200", kind="feedback") == 1
+    assert delta(total, deployment="counted", code="200", kind="other") == 1
+    assert delta(total, deployment="locked", code="401", kind="predict") == 1
+    assert delta(total, deployment="down", code="503", kind="predict") == 1
+    assert not any(labels and ("deployment", "unknown") in labels for _, labels in after)
+    count = "primehub_gateway_request_duration_seconds_count"
+    assert delta(count, deployment="counted") == 5
+    # A deployment removed from the routes disappears from the metrics.
+    gateway.route(counted=public(backend_a))
+    text = requests.get(url, headers=gateway.admin(), timeout=10).text
+    assert 'deployment="locked"' not in text and 'deployment="counted"' in text

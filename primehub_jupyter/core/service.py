@@ -322,6 +322,30 @@ class DeploymentService:
         await self.engine.delete(deployment_id)
         log.info("user %s deleted deployment %s", user, deployment_id)
 
+    async def rollback(
+        self, user: str, deployment_id: str, revision: Any, message: str | None = None
+    ) -> Deployment:
+        """Re-apply history entry `revision`'s spec as a new update (history grows).
+
+        `stop` keeps its current value (a rollback does not start or stop anything), and so do
+        the clients: their tokens cannot be brought back, only the access type can.
+        """
+        if not isinstance(revision, int) or isinstance(revision, bool):
+            raise ValidationError("'revision' must be a history revision number")
+        current = await self.get(user, deployment_id)
+        entry = await self.history_entry(user, deployment_id, revision)
+        spec = entry.spec.model_copy(
+            update={
+                "stop": current.spec.stop,
+                "user_name": current.spec.user_name,
+                "endpoint": entry.spec.endpoint.model_copy(
+                    update={"clients": current.spec.endpoint.clients}
+                ),
+                "update_message": message or f"rollback to revision {revision}",
+            }
+        )
+        return await self._apply(user, current, spec, force_history=True)
+
     # ---- history ----------------------------------------------------------------------
 
     async def history(self, user: str, deployment_id: str) -> list[HistoryEntry]:
@@ -427,6 +451,17 @@ class DeploymentService:
         await self.get(user, deployment_id)
         name = await self._check_replica(deployment_id, replica)
         return self.engine.download_logs(deployment_id, name)
+
+    async def metrics(
+        self, user: str, deployment_id: str, window: float = 900, step: float = 5
+    ) -> dict[str, Any]:
+        """Traffic, errors, latency, reward and replica usage over time (docs/internals.md)."""
+        await self.get(user, deployment_id)
+        if not 10 <= window <= 86400:
+            raise ValidationError("window must be between 10 and 86400 seconds")
+        if not 1 <= step <= 3600 or window / step > 2000:
+            raise ValidationError("step must be 1-3600 seconds, and window/step at most 2000")
+        return await self.engine.metrics(deployment_id, window, step)
 
     async def invoke(
         self, user: str, deployment_id: str, path: str, body: bytes, headers: dict[str, str]

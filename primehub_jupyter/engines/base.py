@@ -96,6 +96,13 @@ class Engine(LoggingConfigurable, metaclass=_EngineMeta):
         """The whole log, in chunks."""
 
     @abstractmethod
+    async def metrics(self, deployment_id: str, window: float, step: float) -> dict:
+        """Time series of traffic, errors, latency, reward and replica usage.
+
+        The shape is fixed in docs/internals.md ("Metrics"): the same for every engine.
+        """
+
+    @abstractmethod
     async def invoke(
         self, deployment_id: str, path: str, body: bytes, headers: dict[str, str], user: str
     ) -> InvokeResult:

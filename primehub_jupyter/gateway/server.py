@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from .metrics import GatewayMetrics, request_kind
 from .proxy import BodyIncomplete, BodyTooLarge, Proxy, json_response, read_body
 from .routes import RouteError, parse_routes
 
@@ -37,6 +38,7 @@ class Gateway:
     def __init__(self, admin_token: str, proxy: Proxy) -> None:
         self._admin = f"Bearer {admin_token}".encode()
         self.proxy = proxy
+        self.metrics = GatewayMetrics()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Dispatch one request; the hot path is a prefix check and two string partitions."""
@@ -45,7 +47,16 @@ class Gateway:
             path, sep, query = raw.partition("?")
             dep_id, _, tail = path[len(DEPLOYMENT_PREFIX) :].partition("/")
             target = f"/{tail}?{query}" if sep else f"/{tail}"
-            return await self.proxy.forward(request, dep_id, target, path)
+            started = time.perf_counter()
+            status = 499  # the client went away before an answer (nginx's code)
+            try:
+                response = await self.proxy.forward(request, dep_id, target, path)
+                status = response.status
+                return response
+            finally:
+                if dep_id in self.proxy.routes:  # unknown ids would grow the series unbounded
+                    kind = request_kind(path)
+                    self.metrics.observe(dep_id, status, kind, time.perf_counter() - started)
         if raw.startswith(ADMIN_PREFIX):
             return await self._admin_request(request)
         return json_response(404, "not found: deployments are served under /deployment/<id>/<path>")
@@ -76,13 +87,17 @@ class Gateway:
 
     async def _admin_request(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
-        if path not in ("/_primehub/routes", "/_primehub/health"):
+        if path not in ("/_primehub/routes", "/_primehub/health", "/_primehub/metrics"):
             return json_response(404, f"no admin endpoint {path}")
         if not self._authorized(request):
             return json_response(
                 401,
                 "admin endpoints need 'Authorization: Bearer <admin token>'",
                 {"WWW-Authenticate": 'Bearer realm="primehub gateway admin"'},
+            )
+        if path == "/_primehub/metrics":
+            return web.Response(
+                body=self.metrics.render(), content_type="text/plain", charset="utf-8"
             )
         if path == "/_primehub/health":
             if request.method not in ("GET", "HEAD"):
@@ -113,6 +128,7 @@ class Gateway:
             return json_response(400, f"invalid routing table: {exc}")
         # Synchronous, so no request sees half a table and two PUTs cannot interleave.
         self.proxy.replace_routes(routes)
+        self.metrics.forget(set(routes))
         log.info(
             "routes updated: %d deployment(s): %s",
             len(routes),

@@ -240,6 +240,20 @@ class Client:
                 )
             time.sleep(interval)
 
+    def rollback(
+        self, deployment_id: str, revision: int, update_message: str | None = None
+    ) -> dict[str, Any]:
+        """Re-apply an earlier history entry's spec as a new update."""
+        body: dict[str, Any] = {"revision": int(revision)}
+        if update_message:
+            body["updateMessage"] = update_message
+        return self._json("POST", f"deployments/{quote(deployment_id)}/rollback", json=body)
+
+    def metrics(self, deployment_id: str, *, window: float = 900, step: float = 5) -> dict:
+        """Traffic, errors, latency, reward and replica usage over time."""
+        params = {"window": str(window), "step": str(step)}
+        return self._json("GET", f"deployments/{quote(deployment_id)}/metrics", params=params)
+
     # ---- history, logs, clients, invoke -----------------------------------------------
 
     def history(self, deployment_id: str) -> builtins.list[dict[str, Any]]:

@@ -290,6 +290,31 @@ class LogsHandler(PrimeHubHandler):
         super().on_connection_close()
 
 
+class MetricsHandler(PrimeHubHandler):
+    @api
+    async def get(self, deployment_id: str) -> None:
+        service = await self.service()
+        try:
+            window = float(self.get_argument("window", "900"))
+            step = float(self.get_argument("step", "5"))
+        except ValueError:
+            raise BadRequest("window and step must be numbers of seconds") from None
+        self.send(await service.metrics(self.user_name, deployment_id, window, step))
+
+
+class RollbackHandler(PrimeHubHandler):
+    @api
+    async def post(self, deployment_id: str) -> None:
+        service = await self.service()
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise BadRequest('the body must be {"revision": N}')
+        result = await service.rollback(
+            self.user_name, deployment_id, body.get("revision"), body.get("updateMessage")
+        )
+        self.send(result.to_json())
+
+
 class InvokeHandler(PrimeHubHandler):
     """POST a request to the deployment's endpoint as the signed-in user."""
 
@@ -334,6 +359,8 @@ default_handlers: list[tuple[str, type]] = [
     (rf"{PREFIX}/deployments/{ID}/clients/(?P<name>[^/]+)", ClientHandler),
     (rf"{PREFIX}/deployments/{ID}/replicas", ReplicasHandler),
     (rf"{PREFIX}/deployments/{ID}/logs", LogsHandler),
+    (rf"{PREFIX}/deployments/{ID}/metrics", MetricsHandler),
+    (rf"{PREFIX}/deployments/{ID}/rollback", RollbackHandler),
     (rf"{PREFIX}/deployments/{ID}/invoke", InvokeHandler),
     (rf"{PREFIX}/deployments/{ID}/invoke/(?P<path>.+)", InvokeHandler),
 ]

@@ -266,6 +266,41 @@ def _paths() -> dict[str, Any]:
                 ],
             ),
         },
+        "/deployments/{id}/metrics": {
+            "parameters": [_ID],
+            "get": _op(
+                "Requests/s, success rate, 4xx, 5xx, latency, reward and replica usage over time",
+                {"200": _json(_OBJECT, "Series on a shared time axis (docs/internals.md)")},
+                errors=("400", "404", "422"),
+                parameters=[
+                    {"name": "window", "in": "query", "schema": {"type": "number", "default": 900}},
+                    {"name": "step", "in": "query", "schema": {"type": "number", "default": 5}},
+                ],
+            ),
+        },
+        "/deployments/{id}/rollback": {
+            "parameters": [_ID],
+            "post": _op(
+                "Re-apply an earlier history entry's spec as a new update",
+                {"200": deployment},
+                errors=("400", "403", "404", "422"),
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["revision"],
+                                "properties": {
+                                    "revision": {"type": "integer"},
+                                    "updateMessage": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+            ),
+        },
         "/deployments/{id}/invoke": {
             "parameters": [_ID],
             "post": _op(

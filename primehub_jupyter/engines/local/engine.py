@@ -26,6 +26,14 @@ from ...core.quota import Usage, quota_problem_for_usage, requested
 from ..base import Engine, InvokeResult
 from . import logs as logfiles
 from .gateway_process import GatewayProcess, child_env
+from .metrics import (
+    MetricsStore,
+    ReplicaSample,
+    Snapshot,
+    parse_gateway,
+    parse_replica,
+    process_usage,
+)
 from .processes import (
     Prober,
     ProcessHandle,
@@ -81,6 +89,8 @@ class LocalEngine(Engine):
     log_max_bytes = Integer(
         10 * 1024 * 1024, config=True, help="Rotate each replica's log at this size (one kept)."
     )
+    metrics_interval = Float(5.0, config=True, help="Seconds between metrics scrapes.")
+    metrics_retention = Float(3600.0, config=True, help="Seconds of metrics kept in memory.")
     tick_seconds = Float(0.25, config=True, help="Reconciler period while something changes.")
 
     @default("data_dir")
@@ -101,6 +111,8 @@ class LocalEngine(Engine):
         self._lock_fd: int | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tick_lock = asyncio.Lock()
+        self._metrics = MetricsStore(self.metrics_retention, self.metrics_interval)
+        self._metrics_task: asyncio.Task | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -160,6 +172,7 @@ class LocalEngine(Engine):
         await self._gateway.start()
         await self._adopt_replicas()
         self._loop_task = asyncio.create_task(self._run(), name="primehub-reconciler")
+        self._metrics_task = asyncio.create_task(self._collect(), name="primehub-metrics")
         self.log.info(
             "PrimeHub local engine: %d deployments, gateway %s, data %s",
             len(self._runtimes),
@@ -192,10 +205,11 @@ class LocalEngine(Engine):
             self.log.info("adopted replica %s (pid %d)", record.name, record.pid)
 
     async def shutdown(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for background in (self._loop_task, self._metrics_task):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         for task in list(self._tasks):
             task.cancel()
         if self.stop_replicas_on_exit and self._store is not None:
@@ -378,6 +392,61 @@ class LocalEngine(Engine):
             selected = self._replica_dirs(deployment_id)
         async for chunk in logfiles.download(selected):
             yield chunk
+
+    # ---- metrics ----------------------------------------------------------------------
+
+    async def metrics(self, deployment_id: str, window: float, step: float) -> dict:
+        await self.get(deployment_id)
+        return self._metrics.series(deployment_id, window, step)
+
+    async def _collect(self) -> None:
+        """Scrape the gateway and every replica each interval, while the engine runs."""
+        while True:
+            try:
+                await self._collect_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # metrics must never take the engine down
+                self.log.exception("PrimeHub metrics scrape failed")
+            await asyncio.sleep(self.metrics_interval)
+
+    async def _scrape(self, url: str, headers: dict[str, str] | None = None) -> str:
+        try:
+            async with self._prober.session().get(url, headers=headers) as response:
+                return await response.text() if response.status == 200 else ""
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return ""
+
+    async def _collect_once(self) -> None:
+        assert self._gateway is not None
+        now = time.time()
+        text = await self._scrape(
+            f"{self._gateway.url}/_primehub/metrics", self._gateway.internal_admin_headers()
+        )
+        gateway = parse_gateway(text) if text else {}
+        runtimes = [r for r in self._runtimes.values() if not r.deleted]
+        targets = [
+            (runtime.id, replica)
+            for runtime in runtimes
+            for replica in runtime.replicas
+            if replica.handle is not None and replica.state in (READY, RETIRING)
+        ]
+        texts = await asyncio.gather(*(self._scrape(f"{r.url}/metrics") for _, r in targets))
+        pids = [r.handle.pid if r.handle else None for _, r in targets]
+        usage = await asyncio.to_thread(
+            lambda: [process_usage(pid) if pid else None for pid in pids]
+        )
+        samples: dict[str, dict[str, ReplicaSample]] = {r.id: {} for r in runtimes}
+        for (deployment_id, replica), body, used in zip(targets, texts, usage, strict=True):
+            sample = ReplicaSample(parse_replica(body) if body else {})
+            if used is not None:
+                sample.cpu_seconds, sample.memory = used
+            samples[deployment_id][replica.name] = sample
+        for runtime in runtimes:
+            self._metrics.add(
+                runtime.id, Snapshot(now, gateway.get(runtime.id, {}), samples[runtime.id])
+            )
+        self._metrics.forget(r.id for r in runtimes)
 
     # ---- invoke -----------------------------------------------------------------------
 

@@ -162,6 +162,10 @@ class GatewayProcess:
             self._pushed = body
             return True
 
+    def internal_admin_headers(self) -> dict[str, str]:
+        """The admin Authorization header, for the gateway's own endpoints (metrics)."""
+        return self._headers()
+
     def internal_headers(self, user: str) -> dict[str, str]:
         """Headers that let the control plane call a private endpoint as a signed-in user."""
         return {INTERNAL_TOKEN_HEADER: self.token, INTERNAL_USER_HEADER: user}
