@@ -36,7 +36,7 @@ demo: env
 	@echo "  CLI:  export PRIMEHUB_API_URL=http://127.0.0.1:$(PORT)/ PRIMEHUB_API_TOKEN=$$(cat $(DEMO_DIR)/token)"
 	@echo "        $(BIN)/primehub-deploy get"
 	@echo ""
-	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.allow_root=True \
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.allow_root=True \
 		--ServerApp.root_dir=$(DEMO_DIR)/work --IdentityProvider.token=$$(cat $(DEMO_DIR)/token) \
 		--PrimeHubApp.data_dir=$(abspath $(DEMO_DIR))/data
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from ._version import __version__
 
-__all__ = ["Client", "__version__", "package"]
+__all__ = ["Client", "Deployment", "DeploymentPanel", "__version__", "package"]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
@@ -19,6 +19,13 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
     return [{"src": "labextension", "dest": "primehub-jupyter"}]
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext primehub_jupyter` registers %deploy, %%deploy, %phlogs and %phdeploy."""
+    from .kernel.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the package (e.g. for the server extension) stays cheap
     # and the kernel side never pulls in the server.
@@ -26,6 +33,14 @@ def __getattr__(name: str) -> Any:
         from .kernel.client import Client
 
         return Client
+    if name == "Deployment":
+        from .kernel.deployment import Deployment
+
+        return Deployment
+    if name == "DeploymentPanel":
+        from .kernel.panel import DeploymentPanel
+
+        return DeploymentPanel
     if name == "package":
         from .serving.bundle import package
 

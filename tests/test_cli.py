@@ -33,7 +33,8 @@ def free_port() -> int:
 class Server:
     """`primehub-deploy serve` in a subprocess, restartable on the same data dir and port."""
 
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, *extra: str) -> None:
+        self.extra = list(extra)
         self.data_dir = data_dir
         self.port = free_port()
         self.token = "test-token-" + os.urandom(4).hex()
@@ -67,6 +68,7 @@ class Server:
                     "--token",
                     self.token,
                     "--LocalEngine.drain_seconds=0.3",
+                    *self.extra,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -6,7 +6,7 @@ import builtins
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -276,8 +276,8 @@ class Client:
 
     def follow_logs(
         self, deployment_id: str, *, replica: str | int | None = None, tail: int = 0
-    ) -> Iterator[str]:
-        """Yield log lines as they are written; closing the iterator closes the connection."""
+    ) -> Generator[str, None, None]:
+        """Yield log lines as they are written; closing the generator closes the connection."""
         params = {"follow": "1", "tail": str(tail)}
         if replica is not None:
             params["replica"] = str(replica)

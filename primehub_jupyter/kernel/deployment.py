@@ -1,0 +1,227 @@
+"""Deployment: a deployment as a Python object with a rich card, and request payload helpers."""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .client import Client
+from .display import PHASE_COLORS, Progress, copy_button, esc, phase_badge
+
+
+def package_for_deploy(model: Any, name: str, files: list[str] | None = None) -> str:
+    """Package a notebook model into a new bundle folder; its absolute path (the modelURI).
+
+    Every deploy gets its own folder (`.primehub/bundles/<name>/<UTC time>`), so each history
+    entry keeps pointing at the model it deployed and a rollback brings that model back.
+    """
+    from ..serving.bundle import package
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model"
+    target = Path.cwd() / ".primehub" / "bundles" / slug / stamp
+    kwargs: dict[str, Any] = {"name": name}
+    if files:
+        kwargs["files"] = files
+    return str(Path(package(model, target, **kwargs)).resolve())
+
+
+def looks_like_model(value: Any) -> bool:
+    """Whether a notebook variable could be deployed: a fitted model, or a model class."""
+    if isinstance(value, types.ModuleType | types.FunctionType):
+        return False
+    if isinstance(value, type):
+        return callable(getattr(value, "predict", None)) and value.__module__ == "__main__"
+    return callable(getattr(value, "predict", None))
+
+
+def to_payload(data: Any) -> dict[str, Any]:
+    """A Seldon v1 request from a list, a numpy array or a pandas DataFrame (names kept)."""
+    if isinstance(data, dict) and ("data" in data or "strData" in data or "jsonData" in data):
+        return data
+    names = None
+    if hasattr(data, "to_numpy") and hasattr(data, "columns"):  # a DataFrame, without pandas
+        names = [str(c) for c in data.columns]
+        data = data.to_numpy()
+    if hasattr(data, "tolist"):
+        data = data.tolist()
+    if not isinstance(data, list):
+        raise TypeError(
+            f"cannot send a {type(data).__name__}: give a list, a numpy array or a DataFrame"
+        )
+    if data and not isinstance(data[0], list):
+        data = [data]  # one row
+    body: dict[str, Any] = {"ndarray": data}
+    if names:
+        body["names"] = names
+    return {"data": body}
+
+
+def from_response(response: Any) -> Any:
+    """The predictions of a Seldon v1 response as a numpy array (when numpy is there)."""
+    import numpy as np
+
+    data = response.get("data", {}) if isinstance(response, dict) else {}
+    if "ndarray" in data:
+        return np.asarray(data["ndarray"])
+    if "tensor" in data:
+        tensor = data["tensor"]
+        return np.asarray(tensor["values"]).reshape(tensor["shape"])
+    raise ValueError(f"the response holds no ndarray or tensor: {json.dumps(response)[:200]}")
+
+
+class Deployment:
+    """One deployment: read its state, wait for it, call it, change it.
+
+    In Jupyter it shows as a card with its status colour, endpoint and a curl example.
+    """
+
+    def __init__(self, data: dict[str, Any], client: Client) -> None:
+        self.data = data
+        self.client = client
+
+    # ---- state ------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.data["id"]
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.data["spec"]
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.data["status"]
+
+    @property
+    def name(self) -> str:
+        return self.spec["displayName"]
+
+    @property
+    def group(self) -> str:
+        return self.spec["groupName"]
+
+    @property
+    def phase(self) -> str:
+        return self.status.get("phase", "")
+
+    @property
+    def message(self) -> str:
+        return self.status.get("message", "")
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.status.get("endpoint")
+
+    @property
+    def access_type(self) -> str:
+        return self.spec["endpoint"]["accessType"]
+
+    @property
+    def predictor(self) -> dict[str, Any]:
+        return self.spec["predictors"][0]
+
+    def refresh(self) -> Deployment:
+        self.data = self.client.get(self.id)
+        return self
+
+    def wait(self, phase: str = "Deployed", *, timeout: float = 600, progress: bool = True):
+        """Wait for `phase`, showing progress; raises DeploymentFailed with the reason."""
+        bar = Progress(f"{self.name} ({self.id})") if progress else None
+
+        def show(data: dict[str, Any]) -> None:
+            self.data = data
+            if bar is not None:
+                bar.update(data["status"]["phase"], data["status"].get("message", ""))
+
+        try:
+            self.data = self.client.wait(self.id, phase=phase, timeout=timeout, on_progress=show)
+        finally:
+            if bar is not None:
+                bar.done(f"{self.name} ({self.id}) is {self.phase}", self.phase)
+        return self
+
+    # ---- actions ----------------------------------------------------------------------
+
+    def invoke(self, data: Any, *, raw: bool = False, path: str = "api/v1.0/predictions") -> Any:
+        """Send rows (list, numpy array, DataFrame); the predictions as numpy (or raw JSON)."""
+        response = self.client.invoke(self.id, to_payload(data), path=path)
+        return response if raw else from_response(response)
+
+    def logs(self, *, tail: int | None = 2000, replica: str | int | None = None) -> str:
+        return self.client.logs(self.id, tail=tail, replica=replica)
+
+    def history(self) -> list[dict[str, Any]]:
+        return self.client.history(self.id)
+
+    def update(self, spec: dict[str, Any], *, update_message: str | None = None) -> Deployment:
+        self.data = self.client.update(self.id, spec, update_message=update_message)
+        return self
+
+    def stop(self) -> Deployment:
+        self.data = self.client.stop(self.id)
+        return self
+
+    def start(self) -> Deployment:
+        self.data = self.client.start(self.id)
+        return self
+
+    def rollback(self, revision: int) -> Deployment:
+        self.data = self.client.rollback(self.id, revision)
+        return self
+
+    def delete(self) -> None:
+        self.client.delete(self.id)
+
+    # ---- display ----------------------------------------------------------------------
+
+    def curl_example(self) -> str:
+        """A ready-to-paste curl command (with a client placeholder when private)."""
+        sample = [[5.1, 3.5, 1.4, 0.2]]
+        auth = " -u <client-name>:<client-token>" if self.access_type == "private" else ""
+        body = json.dumps({"data": {"ndarray": sample}})
+        return (
+            f"curl -X POST{auth} {self.endpoint or '<endpoint>'} \\\n"
+            f"  -H 'Content-Type: application/json' \\\n  -d '{body}'"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Deployment(id={self.id!r}, name={self.name!r}, phase={self.phase!r}, "
+            f"endpoint={self.endpoint!r})"
+        )
+
+    def _repr_html_(self) -> str:
+        color = PHASE_COLORS.get(self.phase, "#757575")
+        predictor = self.predictor
+        rows = [
+            ("Endpoint", f"<code>{esc(self.endpoint or '-')}</code> "
+             + (copy_button(self.endpoint) if self.endpoint else "")),
+            ("Access", esc(self.access_type)),
+            ("Group", esc(self.group)),
+            ("Model", esc(predictor.get("modelURI") or predictor.get("modelImage"))),
+            ("Replicas", f"{self.status.get('availableReplicas', 0)}/{predictor['replicas']} "
+             f"available ({esc(predictor['instanceType'])})"),
+            ("Last updated", esc(self.status.get("lastUpdated"))),
+        ]  # fmt: skip
+        if self.message:
+            rows.insert(0, ("Message", esc(self.message)))
+        table = "".join(
+            f"<tr><th style='text-align:left;padding-right:12px'>{k}</th><td>{v}</td></tr>"
+            for k, v in rows
+        )
+        curl = self.curl_example()
+        return (
+            f'<div class="ph-card" data-deployment="{esc(self.id)}" '
+            f'style="border-left:6px solid {color};padding:6px 12px;margin:4px 0">'
+            f"<div style='font-size:1.1em'><b>{esc(self.name)}</b> <code>{esc(self.id)}</code> "
+            f"{phase_badge(self.phase)}</div>"
+            f"<table>{table}</table>"
+            f"<div><b>Run an example</b> {copy_button(curl)}</div>"
+            f"<pre class='ph-curl' style='white-space:pre-wrap'>{esc(curl)}</pre></div>"
+        )

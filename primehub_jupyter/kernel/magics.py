@@ -1,0 +1,581 @@
+"""IPython magics: %deploy / %%deploy, %phlogs and %phdeploy (`%load_ext primehub_jupyter`)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import re
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+
+from .client import Client, DeploymentFailed, PrimeHubError, WaitTimeout
+from .deployment import Deployment, from_response, package_for_deploy, to_payload
+from .display import Table, esc, html_table, metric_charts, phase_badge, show_error
+
+
+class MagicError(Exception):
+    """A mistake in a magic's arguments or input: shown as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise MagicError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        # --help prints and lands here: stop the magic without an error.
+        raise MagicError("") if status else _HelpShown()
+
+
+class _HelpShown(Exception):
+    pass
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn every failure into one readable line in the cell output."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _HelpShown:
+            return None
+        except (PrimeHubError, MagicError) as error:
+            if str(error):
+                show_error(getattr(error, "message", str(error)))
+        except KeyboardInterrupt:
+            show_error("interrupted")
+        except (ValueError, TypeError, KeyError, OSError) as error:
+            show_error(f"{type(error).__name__}: {error}")
+        return None
+
+    return wrapper
+
+
+def _metadata(pairs: list[str] | None) -> dict[str, str]:
+    result = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise MagicError(f"--metadata expects key=value, got '{pair}'")
+        key, value = pair.split("=", 1)
+        result[key.strip()] = value.strip()
+    return result
+
+
+def _deploy_parser(prog: str, *, cell: bool) -> _Parser:
+    parser = _Parser(prog=prog, add_help=True)
+    if cell:
+        parser.add_argument("id", nargs="?", help="deployment id to create or update")
+    else:
+        parser.add_argument("model", help="the notebook variable holding the fitted model")
+        parser.add_argument("--id", help="deployment id (default: generated from the name)")
+    parser.add_argument("--name", help="display name (default: the variable's name)")
+    parser.add_argument("--group", help="group (default: your first group with deployment on)")
+    parser.add_argument("--instance-type", help="instance type (default: the group's first)")
+    parser.add_argument("--replicas", type=int, help="number of replicas (default 1)")
+    access = parser.add_mutually_exclusive_group()
+    access.add_argument("--private", action="store_true", help="clients need a token")
+    access.add_argument("--public", action="store_true", help="anyone may call it")
+    parser.add_argument("--description", help="description")
+    parser.add_argument("--update-message", help="kept in the history")
+    parser.add_argument("--metadata", nargs="*", metavar="KEY=VALUE", help="model metadata")
+    parser.add_argument("--files", nargs="*", metavar="PATH", help="files a custom model needs")
+    parser.add_argument("--no-wait", action="store_true", help="return without waiting")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait")
+    return parser
+
+
+@magics_class
+class DeploymentMagics(Magics):
+    """The PrimeHub magics; one Client per kernel, found on first use."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client()
+        return self._client
+
+    # ---- %deploy / %%deploy -----------------------------------------------------------
+
+    @line_cell_magic
+    @_friendly
+    def deploy(self, line: str, cell: str | None = None) -> Deployment | None:
+        """Deploy a model: `%deploy MODEL_VAR [options]`, or `%%deploy [ID]` with a YAML spec
+        or a Seldon-style model class in the cell."""
+        if cell is None:
+            args = _deploy_parser("%deploy", cell=False).parse_args(shlex.split(line))
+            model = self._variable(args.model)
+            spec = {"model": model}
+            return self._deploy(spec, args, default_name=args.model, deployment_id=args.id)
+        args = _deploy_parser("%%deploy", cell=True).parse_args(shlex.split(line))
+        source = cell.strip()
+        if not source:
+            raise MagicError("%%deploy needs a YAML spec or a model class in the cell")
+        if re.search(r"^\s*class\s+\w+", source, re.M) and "def predict" in source:
+            return self._deploy_class(source, args)
+        try:
+            document = yaml.safe_load(source)
+        except yaml.YAMLError as error:
+            raise MagicError(f"the cell is neither a model class nor valid YAML: {error}") from None
+        if not isinstance(document, dict):
+            raise MagicError("the cell must hold a YAML mapping (a deployment spec)")
+        return self._deploy(document, args, default_name=None, deployment_id=args.id)
+
+    def _variable(self, name: str) -> Any:
+        namespace = self.shell.user_ns if self.shell is not None else {}
+        if name not in namespace:
+            raise MagicError(f"no variable '{name}' in the notebook")
+        return namespace[name]
+
+    def _group(self, wanted: str | None) -> dict[str, Any]:
+        groups = self.client.groups()
+        if wanted:
+            for group in groups:
+                if group["name"] == wanted:
+                    return group
+            raise MagicError(
+                f"group '{wanted}' not found; yours: {', '.join(g['name'] for g in groups) or '-'}"
+            )
+        enabled = [g for g in groups if g["enabledDeployment"]]
+        if not enabled:
+            raise MagicError(
+                "none of your groups has model deployment enabled; ask your administrator"
+            )
+        return enabled[0]
+
+    def _package(self, model: Any, name: str, files: list[str] | None = None) -> str:
+        return package_for_deploy(model, name, files)
+
+    def _deploy(
+        self,
+        document: dict[str, Any],
+        args: argparse.Namespace,
+        *,
+        default_name: str | None,
+        deployment_id: str | None,
+    ) -> Deployment:
+        flat = _flatten_document(document)
+        name = args.name or flat.pop("name", None) or default_name or deployment_id
+        if not name:
+            raise MagicError("give the deployment a name (--name or 'name:' in the spec)")
+        group = self._group(args.group or flat.pop("group", None))
+        model = flat.pop("model", None)
+        if isinstance(model, str):
+            model = self._variable(model)
+        if model is not None:
+            flat["predictor"]["modelURI"] = self._package(model, name, args.files)
+        predictor = flat["predictor"]
+        if args.instance_type:
+            predictor["instanceType"] = args.instance_type
+        if args.replicas is not None:
+            predictor["replicas"] = args.replicas
+        if args.metadata:
+            predictor["metadata"] = {**predictor.get("metadata", {}), **_metadata(args.metadata)}
+        spec = flat["spec"]
+        if args.description is not None:
+            spec["description"] = args.description
+        if args.private or args.public:
+            spec.setdefault("endpoint", {})["accessType"] = "private" if args.private else "public"
+        message = args.update_message
+        existing = self._existing(deployment_id, name, group["name"])
+        if existing is not None:
+            patch = {**spec, "predictors": [predictor]}
+            patch.pop("groupName", None)
+            patch.pop("displayName", None)
+            deployment = Deployment(
+                self.client.update(
+                    existing["id"], patch, update_message=message or "updated from the notebook"
+                ),
+                self.client,
+            )
+        else:
+            predictor.setdefault("replicas", 1)
+            if "instanceType" not in predictor:
+                types = group.get("instanceTypes") or []
+                if not types:
+                    raise MagicError(f"group '{group['name']}' has no instance types")
+                predictor["instanceType"] = types[0]["name"]
+            if not (predictor.get("modelURI") or predictor.get("modelImage")):
+                raise MagicError("give a model: a notebook variable, modelURI or modelImage")
+            body = {
+                **spec,
+                "displayName": name,
+                "groupName": group["name"],
+                "predictors": [predictor],
+            }
+            if message:
+                body["updateMessage"] = message
+            deployment = Deployment(self.client.create(body, id=deployment_id), self.client)
+        if args.no_wait:
+            return deployment
+        try:
+            deployment.wait(timeout=args.timeout)
+        except (DeploymentFailed, WaitTimeout) as error:
+            show_error(error.message)
+        return deployment
+
+    def _existing(self, deployment_id: str | None, name: str, group: str) -> dict | None:
+        if deployment_id:
+            try:
+                return self.client.get(deployment_id)
+            except PrimeHubError as error:
+                if error.status == 404:
+                    return None
+                raise
+        for candidate in self.client.list(name=name, group=group):
+            if candidate["spec"]["displayName"] == name:
+                return candidate
+        return None
+
+    def _deploy_class(self, source: str, args: argparse.Namespace) -> Deployment:
+        """Define the cell's class in the notebook, package it with its files, deploy it."""
+        namespace = self.shell.user_ns if self.shell is not None else {}
+        before = set(namespace)
+        exec(compile(source, "<%%deploy cell>", "exec"), namespace)
+        classes = [
+            value
+            for key, value in namespace.items()
+            if isinstance(value, type)
+            and callable(getattr(value, "predict", None))
+            and (key not in before or value.__module__ in ("__main__", "builtins"))
+            and re.search(rf"^\s*class\s+{re.escape(value.__name__)}\b", source, re.M)
+        ]
+        if not classes:
+            raise MagicError("the cell defines no class with a predict() method")
+        model_class = classes[-1]
+        files = list(args.files or []) + list(getattr(model_class, "artifacts", []) or [])
+        args.files = files
+        name = args.name or model_class.__name__
+        return self._deploy({"model": model_class}, args, default_name=name, deployment_id=args.id)
+
+    # ---- %phlogs ----------------------------------------------------------------------
+
+    @line_magic
+    @_friendly
+    def phlogs(self, line: str) -> None:
+        """`%phlogs ID [--replica N] [--tail N] [--follow]`: logs, newest last, UTC times."""
+        parser = _Parser(prog="%phlogs")
+        parser.add_argument("id")
+        parser.add_argument("--replica")
+        parser.add_argument("--tail", default="2000")
+        parser.add_argument("--follow", action="store_true")
+        args = parser.parse_args(shlex.split(line))
+        tail = None if args.tail == "all" else int(args.tail)
+        if not args.follow:
+            sys.stdout.write(self.client.logs(args.id, replica=args.replica, tail=tail))
+            return
+        lines = self.client.follow_logs(args.id, replica=args.replica, tail=tail or 0)
+        try:
+            for text in lines:
+                print(text, flush=True)
+        except KeyboardInterrupt:
+            print("(stopped following)")
+        finally:
+            lines.close()  # closes the HTTP response: no connection is left open
+
+    # ---- %phdeploy --------------------------------------------------------------------
+
+    @line_magic
+    @_friendly
+    def phdeploy(self, line: str) -> Any:
+        """`%phdeploy COMMAND ...`: list, get, history, diff, rollback, stop, start, delete,
+        wait, invoke, clients, metrics (`%phdeploy help`)."""
+        words = shlex.split(line)
+        if not words or words[0] in ("-h", "--help", "help"):
+            print(PHDEPLOY_HELP)
+            return None
+        command, rest = words[0], words[1:]
+        handler = getattr(self, f"_ph_{command}", None)
+        if handler is None:
+            raise MagicError(f"unknown command '{command}'; try: %phdeploy help")
+        return handler(rest)
+
+    def _ph_list(self, rest: list[str]) -> Any:
+        parser = _Parser(prog="%phdeploy list")
+        parser.add_argument("--name")
+        parser.add_argument("--group")
+        parser.add_argument("--mine", action="store_true")
+        args = parser.parse_args(rest)
+        items = self.client.list(name=args.name, mine=args.mine, group=args.group)
+        return DeploymentList(items)
+
+    def _one_id(self, rest: list[str], prog: str, *extra: tuple[str, dict]) -> argparse.Namespace:
+        parser = _Parser(prog=prog)
+        parser.add_argument("id")
+        for flag, options in extra:
+            parser.add_argument(flag, **options)
+        return parser.parse_args(rest)
+
+    def _ph_get(self, rest: list[str]) -> Deployment:
+        args = self._one_id(rest, "%phdeploy get")
+        return Deployment(self.client.get(args.id), self.client)
+
+    def _ph_history(self, rest: list[str]) -> Table:
+        args = self._one_id(rest, "%phdeploy history")
+        rows = []
+        for entry in self.client.history(args.id):
+            spec = entry["spec"]
+            p = spec["predictors"][0]
+            rows.append([
+                entry["revision"], entry["time"], entry["user"], "yes" if spec["stop"] else "no",
+                p.get("modelURI") or p.get("modelImage"), p["replicas"], spec["groupName"],
+                p["instanceType"], spec.get("description", ""),
+                ", ".join(f"{k}={v}" for k, v in p.get("metadata", {}).items()),
+                entry.get("updateMessage", ""),
+            ])  # fmt: skip
+        headers = ["rev", "time (UTC)", "user", "stopped", "model", "replicas", "group",
+                   "instance type", "description", "metadata", "message"]  # fmt: skip
+        return Table(headers, rows)
+
+    def _ph_diff(self, rest: list[str]) -> Table:
+        parser = _Parser(prog="%phdeploy diff")
+        parser.add_argument("id")
+        parser.add_argument("rev_a", type=int)
+        parser.add_argument("rev_b", type=int)
+        args = parser.parse_args(rest)
+        a = self.client.history_entry(args.id, args.rev_a)["spec"]
+        b = self.client.history_entry(args.id, args.rev_b)["spec"]
+        rows = [[k, va, vb] for k, va, vb in spec_diff(a, b)]
+        if not rows:
+            rows = [["(no difference)", "", ""]]
+        return Table(["field", f"revision {args.rev_a}", f"revision {args.rev_b}"], rows)
+
+    def _ph_rollback(self, rest: list[str]) -> Deployment:
+        parser = _Parser(prog="%phdeploy rollback")
+        parser.add_argument("id")
+        parser.add_argument("revision", type=int)
+        parser.add_argument("-m", "--update-message")
+        parser.add_argument("--no-wait", action="store_true")
+        args = parser.parse_args(rest)
+        deployment = Deployment(
+            self.client.rollback(args.id, args.revision, args.update_message), self.client
+        )
+        return deployment if args.no_wait else self._wait(deployment, "Deployed")
+
+    def _wait(self, deployment: Deployment, phase: str, timeout: float = 600) -> Deployment:
+        try:
+            deployment.wait(phase, timeout=timeout)
+        except (DeploymentFailed, WaitTimeout) as error:
+            show_error(error.message)
+        return deployment
+
+    def _lifecycle(self, rest: list[str], verb: str, phase: str) -> Deployment:
+        args = self._one_id(rest, f"%phdeploy {verb}", ("--no-wait", {"action": "store_true"}))
+        data = (self.client.stop if verb == "stop" else self.client.start)(args.id)
+        deployment = Deployment(data, self.client)
+        return deployment if args.no_wait else self._wait(deployment, phase)
+
+    def _ph_stop(self, rest: list[str]) -> Deployment:
+        return self._lifecycle(rest, "stop", "Stopped")
+
+    def _ph_start(self, rest: list[str]) -> Deployment:
+        return self._lifecycle(rest, "start", "Deployed")
+
+    def _ph_delete(self, rest: list[str]) -> None:
+        args = self._one_id(rest, "%phdeploy delete")
+        self.client.delete(args.id)
+        print(f"{args.id}: deleted")
+
+    def _ph_wait(self, rest: list[str]) -> Deployment:
+        args = self._one_id(
+            rest,
+            "%phdeploy wait",
+            ("--for", {"dest": "phase", "default": "Deployed"}),
+            ("--timeout", {"type": float, "default": 600}),
+        )
+        return self._wait(
+            Deployment(self.client.get(args.id), self.client), args.phase, args.timeout
+        )
+
+    def _ph_invoke(self, rest: list[str]) -> Any:
+        parser = _Parser(prog="%phdeploy invoke")
+        parser.add_argument("id")
+        parser.add_argument("data", nargs="+", help="a notebook expression: list, array, DataFrame")
+        parser.add_argument("--raw", action="store_true", help="return the whole JSON response")
+        parser.add_argument("--path", default="api/v1.0/predictions")
+        args = parser.parse_args(rest)
+        expression = " ".join(args.data)
+        try:
+            data = self.shell.ev(expression) if self.shell is not None else eval(expression)
+        except Exception as error:
+            raise MagicError(f"cannot evaluate '{expression}': {error}") from None
+        response = self.client.invoke(args.id, to_payload(data), path=args.path)
+        return response if args.raw else from_response(response)
+
+    def _ph_clients(self, rest: list[str]) -> Any:
+        parser = _Parser(prog="%phdeploy clients")
+        parser.add_argument("id")
+        parser.add_argument("action", nargs="?", choices=["add", "delete"])
+        parser.add_argument("name", nargs="?")
+        args = parser.parse_args(rest)
+        if args.action is None:
+            return Table(["client"], [[c["name"]] for c in self.client.clients(args.id)])
+        if not args.name:
+            raise MagicError(f"%phdeploy clients ID {args.action} NAME: give the client's name")
+        if args.action == "delete":
+            self.client.delete_client(args.id, args.name)
+            print(f"client {args.name}: deleted")
+            return None
+        return NewClient(self.client.add_client(args.id, args.name))
+
+    def _ph_metrics(self, rest: list[str]) -> MetricsView:
+        args = self._one_id(
+            rest,
+            "%phdeploy metrics",
+            ("--window", {"type": float, "default": 900}),
+            ("--step", {"type": float, "default": 15}),
+        )
+        return MetricsView(self.client.metrics(args.id, window=args.window, step=args.step))
+
+
+PHDEPLOY_HELP = """%phdeploy COMMAND ...
+  list [--name N] [--group G] [--mine]     deployments of your groups
+  get ID                                   one deployment (a card)
+  history ID                               every change, newest first
+  diff ID REV_A REV_B                      what changed between two history entries
+  rollback ID REV [-m MESSAGE]             re-apply revision REV's spec as a new update
+  stop ID | start ID | delete ID           lifecycle ([--no-wait] for stop/start)
+  wait ID [--for PHASE] [--timeout S]      wait for a phase
+  invoke ID DATA [--raw]                   predictions for a list, numpy array or DataFrame
+  clients ID [add NAME | delete NAME]      clients of a private endpoint
+  metrics ID [--window S] [--step S]       requests/s, errors, latency and reward charts"""
+
+
+def _flatten_document(document: dict[str, Any]) -> dict[str, Any]:
+    """Accept a bare spec, `{spec: ...}`, a PhDeployment, or the short form
+    (name, group, model / modelURI / modelImage, replicas, instanceType, metadata, ...)."""
+    document = dict(document)
+    if "spec" in document and isinstance(document["spec"], dict):
+        spec = dict(document["spec"])
+        name = (
+            document.get("metadata", {}).get("name")
+            if isinstance(document.get("metadata"), dict)
+            else None
+        )
+        document = {**spec, **({"id": name} if name else {})}
+    predictors = document.pop("predictors", None)
+    predictor = dict(predictors[0]) if predictors else {}
+    short = {
+        "modelURI": "modelURI", "modelImage": "modelImage", "replicas": "replicas",
+        "instanceType": "instanceType", "metadata": "metadata",
+        "imagePullSecret": "imagePullSecret",
+    }  # fmt: skip
+    for key, target in short.items():
+        if key in document:
+            predictor[target] = document.pop(key)
+    model = document.pop("model", None) or predictor.pop("model", None)
+    name = document.pop("name", None) or document.pop("displayName", None)
+    group = document.pop("group", None) or document.pop("groupName", None)
+    access = document.pop("accessType", None)
+    if access:
+        document.setdefault("endpoint", {})["accessType"] = access
+    if document.pop("private", False):
+        document.setdefault("endpoint", {})["accessType"] = "private"
+    document.pop("id", None)
+    return {"spec": document, "predictor": predictor, "model": model, "name": name, "group": group}
+
+
+def spec_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Fields that differ between two specs, as (dotted path, value in a, value in b)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        changes = []
+        for key in sorted(set(a) | set(b)):
+            changes += spec_diff(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+        return changes
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        changes = []
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            changes += spec_diff(x, y, f"{prefix}.{i}")
+        return changes
+    return [] if a == b else [(prefix, a, b)]
+
+
+class DeploymentList:
+    """`%phdeploy list`: a table with status colours in Jupyter, plain text elsewhere."""
+
+    HEADERS = ["id", "name", "group", "phase", "ready", "access", "endpoint", "last updated"]
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    def _row(self, d: dict[str, Any]) -> list[Any]:
+        spec, status = d["spec"], d["status"]
+        return [
+            d["id"], spec["displayName"], spec["groupName"], status["phase"],
+            f"{status.get('availableReplicas', 0)}/{spec['predictors'][0]['replicas']}",
+            spec["endpoint"]["accessType"], status.get("endpoint") or "-",
+            status.get("lastUpdated") or "-",
+        ]  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return repr(Table(self.HEADERS, [self._row(d) for d in self.items]))
+
+    def _repr_html_(self) -> str:
+        if not self.items:
+            return "<i>No deployments yet: try %deploy MODEL_VAR</i>"
+        rows = []
+        for d in self.items:
+            row = [esc(v) for v in self._row(d)]
+            row[3] = phase_badge(d["status"]["phase"])
+            rows.append(row)
+        return html_table(self.HEADERS, rows, raw=True)
+
+
+class NewClient(dict):
+    """A newly added client: shows its token once, with a reminder."""
+
+    def _repr_html_(self) -> str:
+        from .display import copy_button
+
+        return (
+            f"<div class='ph-token'>Client <b>{esc(self['name'])}</b>, token "
+            f"<code>{esc(self['token'])}</code> {copy_button(self['token'])}<br>"
+            "<i>Keep it now: it is stored only as a hash and will not be shown again.</i></div>"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"client {self['name']}: token {self['token']}\n"
+            "(keep it now: it is stored only as a hash and will not be shown again)"
+        )
+
+
+class MetricsView:
+    """`%phdeploy metrics`: charts in Jupyter, the totals as text elsewhere."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def _summary(self) -> str:
+        t = self.data["totals"]
+        reward = f", reward {t['reward']:.2f}" if t.get("reward") is not None else ""
+        return (
+            f"{self.data['deploymentId']}, last {self.data['window']:g} s: {t['requests']} "
+            f"requests ({t['predictRequests']} predictions), {t['clientErrors']} 4xx, "
+            f"{t['serverErrors']} 5xx, {t['feedback']} feedback{reward}"
+        )
+
+    def __repr__(self) -> str:
+        return self._summary()
+
+    def _repr_html_(self) -> str:
+        charts = "".join(
+            f"<div style='display:inline-block'>{c}</div>" for c in metric_charts(self.data)
+        )
+        return f"<div class='ph-metrics'><div>{esc(self._summary())}</div>{charts}</div>"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext primehub_jupyter`."""
+    ipython.register_magics(DeploymentMagics)

@@ -1,0 +1,269 @@
+"""The magics in a real IPython kernel against a real server: no mocked HTTP."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+from jupyter_client.manager import KernelManager
+
+from primehub_jupyter.core.errors import FEATURE_DISABLED_MESSAGE
+
+from .conftest import GROUPS, OWNER
+from .test_cli import Server
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+
+
+@dataclass
+class Result:
+    """What a cell printed and displayed."""
+
+    stdout: str = ""
+    plain: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.stdout + "\n".join(self.plain) + "\n".join(self.html)
+
+
+class Kernel:
+    """A python3 kernel with its own client; `run` executes a cell and collects its output."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel(env=env, cwd=str(cwd))
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def _collect(self, result: Result, msg: dict[str, Any]) -> None:
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            result.stdout += content["text"]
+        elif kind in ("display_data", "execute_result", "update_display_data"):
+            data = content.get("data", {})
+            result.plain.append(data.get("text/plain", ""))
+            if "text/html" in data:
+                result.html.append(data["text/html"])
+        elif kind == "error":
+            result.error = f"{content['ename']}: {content['evalue']}"
+
+    def run(self, code: str, timeout: float = 180) -> Result:
+        result = Result()
+        reply = self.client.execute_interactive(
+            code, timeout=timeout, output_hook=lambda m: self._collect(result, m)
+        )
+        if reply["content"]["status"] == "error" and result.error is None:
+            result.error = reply["content"].get("ename", "error")
+        return result
+
+    def ok(self, code: str, timeout: float = 180) -> Result:
+        result = self.run(code, timeout)
+        assert result.error is None, f"{code!r} raised {result.error}\n{result.stdout}"
+        assert "Error:" not in result.text, f"{code!r} reported: {result.text}"
+        return result
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("kernel")
+    groups = root / "groups.yaml"
+    groups.write_text(yaml.safe_dump(GROUPS, sort_keys=False))
+    server = Server(
+        root / "data",
+        root / "serve.log",
+        f"--PrimeHubApp.groups_file={groups}",
+        f"--PrimeHubApp.owner={OWNER}",
+        "--LocalEngine.metrics_interval=0.5",
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kernel(served: Server, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("notebook")
+    k = Kernel(served.env, work)
+    k.ok("%load_ext primehub_jupyter")
+    k.ok(
+        "import numpy as np\n"
+        "from sklearn.datasets import load_iris\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from sklearn.tree import DecisionTreeClassifier\n"
+        "X, y = load_iris(return_X_y=True)\n"
+        "model = LogisticRegression(max_iter=1000).fit(X, y)\n"
+        "tree = DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, y)"
+    )
+    yield k
+    k.shutdown()
+
+
+def test_deploy_update_diff_rollback_and_lifecycle(kernel: Kernel):
+    out = kernel.ok('d = %deploy model --name iris-magic --metadata team=ds --description "v1"')
+    assert "iris-magic" in out.text and "is Deployed" in out.text
+    assert 'data-phase="Deployed"' in "".join(out.html)  # the live progress ends green
+    card = kernel.ok("d")
+    assert "ph-card" in card.html[0] and "#2e7d32" in card.html[0]  # green: Deployed
+    assert "curl -X POST" in card.html[0] and "-u <client-name>" not in card.html[0]
+    assert "Deployment(id='iris-magic-" in card.plain[0]
+    kernel.ok("ID = d.id")
+
+    same = kernel.ok(
+        "p = %phdeploy invoke {ID} X[:3]\nprint(np.allclose(p, model.predict_proba(X[:3])))"
+    )
+    assert same.stdout.strip() == "True"
+    raw = kernel.ok("r = %phdeploy invoke {ID} [5.1, 3.5, 1.4, 0.2] --raw\nprint(sorted(r))")
+    assert "'data'" in raw.stdout and "'meta'" in raw.stdout
+    kernel.ok("assert np.allclose(d.invoke(X[:2]), model.predict_proba(X[:2]))")
+
+    # Deploying the same name again updates it: history grows, the id stays.
+    out = kernel.ok('d2 = %deploy tree --name iris-magic --update-message "a tree now"')
+    assert kernel.ok("print(d2.id == ID, d2.phase)").stdout.strip() == "True Deployed"
+    kernel.ok("assert np.allclose(d2.invoke(X[:3]), tree.predict_proba(X[:3]))")
+    history = kernel.ok("%phdeploy history {ID}")
+    assert "a tree now" in history.text and "team=ds" in history.text
+    diff = kernel.ok("%phdeploy diff {ID} 1 2")
+    assert "predictors.0.modelURI" in diff.text and "updateMessage" in diff.text
+    assert "groupName" not in diff.text  # unchanged fields are not listed
+
+    kernel.ok("%phdeploy rollback {ID} 1")
+    kernel.ok("assert np.allclose(d.refresh().invoke(X[:3]), model.predict_proba(X[:3]))")
+    history = kernel.ok("h = d.history()\nprint([e['revision'] for e in h], h[0]['updateMessage'])")
+    assert history.stdout.strip() == "[3, 2, 1] rollback to revision 1"
+
+    logs = kernel.ok("%phlogs {ID} --tail 5")
+    lines = [line for line in logs.stdout.splitlines() if line.strip()]
+    assert 0 < len(lines) <= 5 and all(STAMP.match(line) for line in lines)
+    listing = kernel.ok("%phdeploy list")
+    assert "iris-magic" in listing.text and 'data-phase="Deployed"' in "".join(listing.html)
+    metrics = kernel.ok("%phdeploy metrics {ID} --window 60 --step 5")
+    assert "<svg" in "".join(metrics.html) and "requests" in "".join(metrics.plain)
+
+    stopped = kernel.ok("%phdeploy stop {ID}")
+    assert "is Stopped" in stopped.text
+    started = kernel.ok("%phdeploy start {ID}")
+    assert "is Deployed" in started.text
+    deleted = kernel.ok("%phdeploy delete {ID}")
+    assert "deleted" in deleted.stdout
+    gone = kernel.run("%phdeploy get {ID}")
+    assert "not found" in gone.text and gone.error is None
+
+
+def test_private_endpoint_clients_from_the_notebook(kernel: Kernel):
+    kernel.ok("p = %deploy model --name iris-secret --private")
+    card = kernel.ok("p")
+    assert "-u &lt;client-name&gt;:&lt;client-token&gt;" in card.html[0]
+    added = kernel.ok("c = %phdeploy clients {p.id} add billing\nc")
+    assert "will not be shown again" in "".join(added.html)
+    code = (
+        "import requests\n"
+        "print(requests.post(p.endpoint, json={'data': {'ndarray': [[1, 2, 3, 4]]}}).status_code,"
+        " requests.post(p.endpoint, json={'data': {'ndarray': [[1, 2, 3, 4]]}},"
+        " auth=('billing', c['token'])).status_code)"
+    )
+    assert kernel.ok(code).stdout.split() == ["401", "200"]
+    names = kernel.ok("%phdeploy clients {p.id}")
+    assert "billing" in names.text
+    leaked = kernel.ok("print(c['token'] in str(p.refresh().data))")
+    assert leaked.stdout.strip() == "False"
+    kernel.ok("%phdeploy delete {p.id}")
+
+
+def test_errors_are_one_readable_line(kernel: Kernel):
+    cases = {
+        "%deploy nothere": "Error: no variable 'nothere' in the notebook",
+        "%deploy model --group research": f"Error: {FEATURE_DISABLED_MESSAGE}",
+        "%deploy model --group nope": "Error: group 'nope' not found",
+        "%deploy model --replicas many": "argument --replicas: invalid int value",
+        "%deploy model --instance-type gpu-9": "instance type 'gpu-9' not found",
+        "%phdeploy get missing-one": "Error: deployment 'missing-one' not found",
+        "%phdeploy bogus": "Error: unknown command 'bogus'",
+        "%phdeploy invoke x undefined_name": "cannot evaluate 'undefined_name'",
+        "%phlogs": "the following arguments are required: id",
+    }
+    for code, expected in cases.items():
+        result = kernel.run(code)
+        assert result.error is None, f"{code}: a traceback escaped: {result.error}"
+        assert expected in result.text, (code, result.text)
+        assert "Traceback" not in result.text
+
+
+def test_deploy_cell_with_a_yaml_spec(kernel: Kernel):
+    out = kernel.ok(
+        "%%deploy iris-yaml\n"
+        "name: Iris from YAML\n"
+        "model: model\n"
+        "replicas: 2\n"
+        "instanceType: cpu-0.5\n"
+        "description: written as YAML\n"
+        "metadata:\n  source: notebook\n"
+    )
+    assert "Iris from YAML (iris-yaml) is Deployed" in out.text
+    data = kernel.ok(
+        "y = %phdeploy get iris-yaml\n"
+        "p0 = y.spec['predictors'][0]\n"
+        "print(p0['replicas'], p0['metadata'], y.spec['description'])"
+    )
+    assert data.stdout.strip() == "2 {'source': 'notebook'} written as YAML"
+    # The same cell with another replica count updates it (the id names it).
+    kernel.ok("%%deploy iris-yaml\nname: Iris from YAML\nreplicas: 1\n")
+    replicas = kernel.ok("print(y.refresh().spec['predictors'][0]['replicas'])")
+    assert replicas.stdout.strip() == "1"
+    bad = kernel.run("%%deploy\nname: [unclosed\n")
+    assert "neither a model class nor valid YAML" in bad.text
+    kernel.ok("%phdeploy delete iris-yaml")
+
+
+def _connections(pid: int, port: int) -> int:
+    proc = psutil.Process(pid)
+    return sum(
+        1
+        for c in proc.net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_phlogs_follow_streams_until_interrupted_without_leaking(kernel: Kernel, served: Server):
+    kernel.ok("f = %deploy model --name iris-follow")
+    fid = kernel.ok("print(f.id)").stdout.strip()
+    pid = kernel.manager.provisioner.pid  # the kernel process
+    before = _connections(pid, served.port)
+    msg_id = kernel.client.execute(f"%phlogs {fid} --follow --tail 2")
+    seen = ""
+    deadline = time.monotonic() + 60
+    interrupted = False
+    while time.monotonic() < deadline:
+        try:
+            msg = kernel.client.get_iopub_msg(timeout=2)
+        except Exception:
+            msg = None
+        if msg and msg["parent_header"].get("msg_id") == msg_id:
+            if msg["msg_type"] == "stream":
+                seen += msg["content"]["text"]
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        if seen.count("\n") >= 2 and not interrupted:
+            during = _connections(pid, served.port)
+            assert during >= 1
+            kernel.manager.interrupt_kernel()
+            interrupted = True
+    assert interrupted, seen
+    assert "(stopped following)" in seen
+    assert all(STAMP.match(line) for line in seen.splitlines()[:2])
+    # The follow connection was closed; pooled keep-alive connections may remain, no more.
+    assert _connections(pid, served.port) <= max(before, 1)
+    kernel.ok("%phdeploy delete {f.id}")
