@@ -7,7 +7,7 @@ PORT ?= 8888
 DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
 
-.PHONY: help env demo test test-fast lint format bench clean
+.PHONY: help env demo test test-fast test-frontend test-browser lint format bench clean
 
 help:
 	@echo "make demo   - create the environment, build, and start JupyterLab with the extension"
@@ -19,12 +19,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The editable install builds the labextension (hatch-jupyter-builder runs jlpm).
-$(VENV)/.installed: pyproject.toml labextension/package.json labextension/src/*.ts | $(BIN)/python
+FRONTEND_SOURCES := $(shell find labextension/src labextension/style -type f) labextension/package.json
+LABEXTENSION := primehub_jupyter/labextension/package.json
+JLPM := PATH=$(abspath $(BIN)):$$PATH jlpm
+
+# The first editable install also builds the labextension (hatch-jupyter-builder runs jlpm).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-env: $(VENV)/.installed
+# Later changes of the frontend sources rebuild it.
+$(LABEXTENSION): $(FRONTEND_SOURCES) | $(VENV)/.installed
+	cd labextension && $(JLPM) install && $(JLPM) build
+
+env: $(VENV)/.installed $(LABEXTENSION)
 
 demo: env
 	@mkdir -p $(DEMO_DIR)/work $(DEMO_DIR)/data
@@ -41,7 +49,14 @@ demo: env
 		--PrimeHubApp.data_dir=$(abspath $(DEMO_DIR))/data
 
 test: env
+	cd labextension && $(JLPM) test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-frontend: env
+	cd labextension && $(JLPM) lint:check && $(JLPM) test
+
+test-browser: env
+	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
 
 test-fast: env
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -1,14 +1,31 @@
 /** The primehub-jupyter JupyterLab extension: model deployments from inside JupyterLab. */
 
 import {
+  ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  InputDialog,
+  Notification,
+  WidgetTracker
+} from '@jupyterlab/apputils';
 import { ServerConnection } from '@jupyterlab/services';
-import { launchIcon } from '@jupyterlab/ui-components';
+import { addIcon, launchIcon, refreshIcon } from '@jupyterlab/ui-components';
 
-import { apiUrl, requestAPI } from './request';
+import { deleteDeployment, startDeployment, stopDeployment } from './actions';
+import { IDeployment, PrimeHubAPI } from './api';
+import { deploymentsIcon } from './icons';
+import { DeploymentListModel } from './model';
+import {
+  apiUrl,
+  requestAPI,
+  SERVER_EXTENSION_MISSING as MISSING
+} from './request';
+import { DeploymentDetailWidget, TabId } from './widgets/detail';
+import { DeploymentFormWidget } from './widgets/form';
+import { DeploymentsSidebar } from './widgets/sidebar';
 
 /** The plugin's id; also the key of its settings, should it get any. */
 const PLUGIN_ID = 'primehub-jupyter:plugin';
@@ -16,15 +33,21 @@ const PLUGIN_ID = 'primehub-jupyter:plugin';
 /** The command ids this extension registers. */
 export namespace CommandIDs {
   export const openApiDocs = 'primehub:open-api-docs';
+  export const showDeployments = 'primehub:show-deployments';
+  export const create = 'primehub:create-deployment';
+  export const refresh = 'primehub:refresh-deployments';
+  export const open = 'primehub:open-deployment';
+  export const update = 'primehub:update-deployment';
+  export const stop = 'primehub:stop-deployment';
+  export const start = 'primehub:start-deployment';
+  export const remove = 'primehub:delete-deployment';
 }
 
 /** The command palette category of all our commands. */
 const PALETTE_CATEGORY = 'Model Deployments';
 
 /** Shown when the frontend is installed but the server extension does not answer. */
-export const SERVER_EXTENSION_MISSING =
-  'PrimeHub Model Deployment server extension is not enabled. ' +
-  'Install it with: pip install primehub-jupyter';
+export const SERVER_EXTENSION_MISSING = MISSING;
 
 /**
  * Probe the server extension once, telling the user when it is not enabled.
@@ -56,11 +79,162 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'Package, deploy, monitor and invoke ML model deployments.',
   autoStart: true,
-  optional: [ICommandPalette],
-  activate: (app: JupyterFrontEnd, palette: ICommandPalette | null) => {
+  optional: [ICommandPalette, ILayoutRestorer],
+  activate: (
+    app: JupyterFrontEnd,
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null
+  ) => {
     const settings = ServerConnection.makeSettings();
+    const api = new PrimeHubAPI(settings);
+    const { commands, shell } = app;
 
-    app.commands.addCommand(CommandIDs.openApiDocs, {
+    let sidebar: DeploymentsSidebar | null = null;
+    const list = new DeploymentListModel({
+      api,
+      isVisible: () => sidebar?.isVisible ?? false
+    });
+    const tracker = new WidgetTracker<DeploymentDetailWidget>({
+      namespace: 'primehub-deployment'
+    });
+    let createForm: DeploymentFormWidget | null = null;
+    const updateForms = new Map<string, DeploymentFormWidget>();
+
+    const detailOf = (id: string) => tracker.find(w => w.model.id === id);
+
+    const openDeployment = (id: string, tab?: TabId) => {
+      let widget = detailOf(id);
+      if (!widget) {
+        widget = new DeploymentDetailWidget({
+          api,
+          id,
+          list,
+          actions: {
+            update: deployment => openUpdate(deployment),
+            deleted: () => widget?.dispose()
+          }
+        });
+        void tracker.add(widget);
+        shell.add(widget, 'main');
+      }
+      if (tab) {
+        widget.showTab(tab);
+      }
+      shell.activateById(widget.id);
+      return widget;
+    };
+
+    const openCreate = () => {
+      if (createForm && !createForm.isDisposed) {
+        shell.activateById(createForm.id);
+        return createForm;
+      }
+      const form = new DeploymentFormWidget({
+        api,
+        mode: 'create',
+        onSaved: deployment => {
+          list.watch(deployment.id);
+          list.observe(deployment);
+          form.dispose();
+          openDeployment(deployment.id);
+        },
+        onCancel: () => form.dispose()
+      });
+      createForm = form;
+      shell.add(form, 'main');
+      shell.activateById(form.id);
+      return form;
+    };
+
+    const openUpdate = (deployment: IDeployment) => {
+      const open = updateForms.get(deployment.id);
+      if (open && !open.isDisposed) {
+        shell.activateById(open.id);
+        return open;
+      }
+      const form = new DeploymentFormWidget({
+        api,
+        mode: 'update',
+        deployment,
+        onSaved: saved => {
+          list.watch(saved.id);
+          form.dispose();
+          const detail = openDeployment(saved.id, 'history');
+          detail.model.set(saved);
+        },
+        onCancel: () => form.dispose()
+      });
+      updateForms.set(deployment.id, form);
+      form.disposed.connect(() => updateForms.delete(deployment.id));
+      shell.add(form, 'main');
+      shell.activateById(form.id);
+      return form;
+    };
+
+    /** The deployment a command is about: its `id` argument, else one the user picks. */
+    const pick = async (
+      args: Record<string, unknown>,
+      verb: string
+    ): Promise<IDeployment | null> => {
+      if (typeof args.id === 'string' && args.id) {
+        return api.get(args.id);
+      }
+      const choices = (await api.list()).map(d => ({
+        label: `${d.spec.displayName} (${d.id})`,
+        deployment: d
+      }));
+      if (choices.length === 0) {
+        Notification.info('There are no deployments yet.', { autoClose: 3000 });
+        return null;
+      }
+      const result = await InputDialog.getItem({
+        title: `${verb} which deployment?`,
+        items: choices.map(c => c.label)
+      });
+      if (!result.button.accept || result.value === null) {
+        return null;
+      }
+      return choices.find(c => c.label === result.value)?.deployment ?? null;
+    };
+
+    const reportError = (error: unknown) => {
+      Notification.error(
+        error instanceof Error ? error.message : String(error),
+        {
+          autoClose: 5000
+        }
+      );
+    };
+
+    sidebar = new DeploymentsSidebar(list, {
+      open: id => void openDeployment(id),
+      create: () => void openCreate()
+    });
+    shell.add(sidebar, 'left', { rank: 700 });
+    restorer?.add(sidebar, 'primehub-deployments');
+
+    list.phaseChanged.connect((_, change) => {
+      const d = change.deployment;
+      const name = d.spec.displayName;
+      const open = {
+        label: 'Open',
+        caption: `Open ${name}`,
+        callback: () => void openDeployment(d.id)
+      };
+      if (d.status.phase === 'Deployed') {
+        Notification.success(`Deployment "${name}" is Deployed.`, {
+          autoClose: 5000,
+          actions: [open]
+        });
+      } else {
+        Notification.error(
+          `Deployment "${name}" Failed${d.status.message ? `: ${d.status.message}` : '.'}`,
+          { autoClose: false, actions: [open] }
+        );
+      }
+    });
+
+    commands.addCommand(CommandIDs.openApiDocs, {
       label: 'Model Deployments: Open API document',
       caption:
         'Open the OpenAPI document of the PrimeHub REST API in a new browser tab',
@@ -69,10 +243,121 @@ const plugin: JupyterFrontEndPlugin<void> = {
         window.open(apiUrl('openapi.json', settings), '_blank', 'noopener');
       }
     });
-    palette?.addItem({
-      command: CommandIDs.openApiDocs,
-      category: PALETTE_CATEGORY
+    commands.addCommand(CommandIDs.showDeployments, {
+      label: 'Model Deployments: Show the list',
+      caption: 'Show the Model Deployments sidebar',
+      icon: deploymentsIcon,
+      execute: () => {
+        if (sidebar) {
+          shell.activateById(sidebar.id);
+        }
+      }
     });
+    commands.addCommand(CommandIDs.create, {
+      label: args =>
+        args.isPalette
+          ? 'Model Deployments: Create a deployment'
+          : 'Create a deployment',
+      caption: 'Deploy a model: open the create form',
+      icon: addIcon,
+      execute: () => openCreate()
+    });
+    commands.addCommand(CommandIDs.refresh, {
+      label: 'Model Deployments: Refresh',
+      caption: 'Reload the list of deployments',
+      icon: refreshIcon,
+      execute: () => list.refresh()
+    });
+    commands.addCommand(CommandIDs.open, {
+      label: args =>
+        typeof args.id === 'string'
+          ? `Open ${args.id}`
+          : 'Model Deployments: Open a deployment…',
+      caption: 'Open the detail view of a deployment',
+      icon: deploymentsIcon,
+      execute: async args => {
+        if (typeof args.id === 'string' && args.id) {
+          return openDeployment(args.id, args.tab as TabId | undefined);
+        }
+        const d = await pick(args, 'Open').catch(reportError);
+        return d ? openDeployment(d.id) : undefined;
+      }
+    });
+    commands.addCommand(CommandIDs.update, {
+      label: 'Model Deployments: Update a deployment…',
+      caption: 'Open the update form of a deployment',
+      execute: async args => {
+        const d = await pick(args, 'Update').catch(reportError);
+        if (d) {
+          openUpdate(d);
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.stop, {
+      label: 'Model Deployments: Stop a deployment…',
+      caption: 'Stop a deployment (its spec is kept)',
+      execute: async args => {
+        const d = await pick(args, 'Stop').catch(reportError);
+        const done = d ? await stopDeployment(api, d) : null;
+        if (done) {
+          list.watch(done.id);
+          list.observe(done);
+          detailOf(done.id)?.model.set(done);
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.start, {
+      label: 'Model Deployments: Start a deployment…',
+      caption: 'Start a stopped deployment',
+      execute: async args => {
+        const d = await pick(args, 'Start').catch(reportError);
+        const done = d ? await startDeployment(api, d) : null;
+        if (done) {
+          list.watch(done.id);
+          list.observe(done);
+          detailOf(done.id)?.model.set(done);
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.remove, {
+      label: 'Model Deployments: Delete a deployment…',
+      caption: 'Delete a deployment, after a confirmation',
+      execute: async args => {
+        const d = await pick(args, 'Delete').catch(reportError);
+        if (d && (await deleteDeployment(api, d))) {
+          list.forget(d.id);
+          detailOf(d.id)?.dispose();
+        }
+      }
+    });
+
+    if (palette) {
+      for (const command of [
+        CommandIDs.showDeployments,
+        CommandIDs.create,
+        CommandIDs.refresh,
+        CommandIDs.open,
+        CommandIDs.update,
+        CommandIDs.stop,
+        CommandIDs.start,
+        CommandIDs.remove,
+        CommandIDs.openApiDocs
+      ]) {
+        palette.addItem({
+          command,
+          category: PALETTE_CATEGORY,
+          args: { isPalette: true }
+        });
+      }
+    }
+
+    if (restorer) {
+      void restorer.restore(tracker, {
+        command: CommandIDs.open,
+        args: widget => ({ id: widget.model.id }),
+        name: widget => widget.model.id
+      });
+    }
 
     void checkServerExtension(settings);
   }

@@ -1,0 +1,114 @@
+/** Small formatting helpers shared by the sidebar and the detail view. */
+
+import { IDeployment } from './api';
+
+/** "just now", "5 min ago", "3 h ago", "2 days ago" for an RFC 3339 time. */
+export function timeAgo(
+  iso: string | null | undefined,
+  now: number = Date.now()
+): string {
+  if (!iso) {
+    return '';
+  }
+  const then = Date.parse(iso);
+  if (Number.isNaN(then)) {
+    return iso;
+  }
+  const seconds = Math.max(0, Math.round((now - then) / 1000));
+  if (seconds < 45) {
+    return 'just now';
+  }
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) {
+    return `${minutes} min ago`;
+  }
+  const hours = Math.round(minutes / 60);
+  if (hours < 24) {
+    return `${hours} h ago`;
+  }
+  const days = Math.round(hours / 24);
+  return days === 1 ? '1 day ago' : `${days} days ago`;
+}
+
+/** A time as the user's locale writes it, with the UTC original kept for tooltips. */
+export function localTime(iso: string | null | undefined): string {
+  if (!iso) {
+    return '';
+  }
+  const then = new Date(iso);
+  return Number.isNaN(then.getTime()) ? iso : then.toLocaleString();
+}
+
+/** The CSS modifier of a phase: Deployed green, Failed red, Deploying yellow, Stopped grey. */
+export function phaseClass(phase: string | undefined): string {
+  switch (phase) {
+    case 'Deployed':
+      return 'jp-PrimeHub-phase-deployed';
+    case 'Failed':
+      return 'jp-PrimeHub-phase-failed';
+    case 'Deploying':
+    case 'Stopping':
+      return 'jp-PrimeHub-phase-deploying';
+    default:
+      return 'jp-PrimeHub-phase-stopped';
+  }
+}
+
+/** Where the model comes from, as one line. */
+export function modelSource(deployment: IDeployment): string {
+  const predictor = deployment.spec.predictors[0];
+  return predictor?.modelImage || predictor?.modelURI || '';
+}
+
+/** The predictor's metadata as `key: value` lines (the list cell's tooltip). */
+export function metadataText(deployment: IDeployment): string {
+  const metadata = deployment.spec.predictors[0]?.metadata ?? {};
+  const entries = Object.entries(metadata);
+  if (entries.length === 0) {
+    return 'No metadata';
+  }
+  return entries.map(([key, value]) => `${key}: ${value}`).join('\n');
+}
+
+/** Whether a display name or id matches a search, the way the API's `name=` filter does. */
+export function matchesName(deployment: IDeployment, search: string): boolean {
+  const needle = search.trim().toLowerCase();
+  if (!needle) {
+    return true;
+  }
+  return (
+    deployment.spec.displayName.toLowerCase().includes(needle) ||
+    deployment.id.includes(needle)
+  );
+}
+
+/** The example request body of "Run an Example" (PrimeHub's; edit it for your model). */
+export const EXAMPLE_PAYLOAD =
+  '{"data": {"names": ["a", "b"], "tensor": {"shape": [1, 2], "values": [0, 1]}}}';
+
+/** A shell-safe single-quoted string. */
+export function shellQuote(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The curl command that calls an endpoint: with `-u <client-name>:<client-token>` when the
+ * endpoint is private (the client and its token come from the Clients tab).
+ */
+export function exampleCurl(
+  endpoint: string,
+  accessType: 'public' | 'private' | undefined,
+  payload: string = EXAMPLE_PAYLOAD,
+  client?: { name: string; token?: string }
+): string {
+  const lines = ['curl -X POST'];
+  if (accessType === 'private') {
+    const name = client?.name ?? '<client-name>';
+    const token = client?.token ?? '<client-token>';
+    lines.push(`-u ${shellQuote(`${name}:${token}`)}`);
+  }
+  lines.push(shellQuote(endpoint || '<endpoint>'));
+  lines.push(`-H 'Content-Type: application/json'`);
+  lines.push(`-d ${shellQuote(payload)}`);
+  return lines.join(' \\\n     ');
+}
