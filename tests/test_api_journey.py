@@ -22,6 +22,12 @@ async def test_deploy_update_stop_start_delete(api, bundles, models, iris):
     assert deployed["status"]["availableReplicas"] == 2
     endpoint = deployed["status"]["endpoint"]
     assert endpoint.endswith(f"/deployment/{deployment_id}/api/v1.0/predictions")
+    # "Run an Example" can use the request recorded in the bundle: it suits this model.
+    from primehub_jupyter.serving.bundle import load_bundle
+
+    sample = deployed["status"]["sampleRequest"]
+    assert sample == load_bundle(bundles["v1"]).sample.request
+    assert len(sample["data"]["ndarray"][0]) == 4
 
     # The endpoint answers over real HTTP with the model's own predictions.
     response = await asyncio.to_thread(requests.post, endpoint, json={"data": {"ndarray": rows}})

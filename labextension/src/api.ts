@@ -73,6 +73,8 @@ export interface IDeploymentStatus {
   creationTime?: string | null;
   lastUpdated?: string | null;
   replicaStatuses?: IReplicaStatus[];
+  /** The bundle's recorded sample request, when the engine knows it. */
+  sampleRequest?: Record<string, unknown> | null;
   history?: IHistoryEntry[];
 }
 

@@ -86,6 +86,13 @@ export function matchesName(deployment: IDeployment, search: string): boolean {
 export const EXAMPLE_PAYLOAD =
   '{"data": {"names": ["a", "b"], "tensor": {"shape": [1, 2], "values": [0, 1]}}}';
 
+/** The example body for a deployment: its bundle's sample request, else PrimeHub's. */
+export function examplePayload(
+  sample?: Record<string, unknown> | null
+): string {
+  return sample ? JSON.stringify(sample) : EXAMPLE_PAYLOAD;
+}
+
 /** A shell-safe single-quoted string. */
 export function shellQuote(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 
 import {
+  EXAMPLE_PAYLOAD,
   exampleCurl,
+  examplePayload,
   matchesName,
   metadataText,
   phaseClass,
@@ -133,5 +135,20 @@ describe('isolated points', () => {
     expect(isolatedPoints([null, 1, null, 2, 3, null, 4])).toEqual([1, 6]);
     expect(isolatedPoints([5])).toEqual([0]);
     expect(isolatedPoints([])).toEqual([]);
+  });
+});
+
+describe('examplePayload', () => {
+  it('uses the bundle sample request when the deployment has one', () => {
+    const sample = { data: { ndarray: [[5.1, 3.5, 1.4, 0.2]] } };
+    expect(JSON.parse(examplePayload(sample))).toEqual(sample);
+    expect(exampleCurl('http://e', 'public', examplePayload(sample))).toContain(
+      '"ndarray":[[5.1,3.5,1.4,0.2]]'
+    );
+  });
+
+  it('falls back to a generic body without one', () => {
+    expect(examplePayload(null)).toBe(EXAMPLE_PAYLOAD);
+    expect(examplePayload(undefined)).toBe(EXAMPLE_PAYLOAD);
   });
 });

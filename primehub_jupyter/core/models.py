@@ -188,6 +188,7 @@ class DeploymentStatus(_Model):
     creation_time: str | None = None
     last_updated: str | None = None
     replica_statuses: list[ReplicaStatus] = Field(default_factory=list)
+    sample_request: dict[str, Any] | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
 
 

@@ -182,9 +182,10 @@ class Deployment:
 
     def curl_example(self) -> str:
         """A ready-to-paste curl command (with a client placeholder when private)."""
-        sample = [[5.1, 3.5, 1.4, 0.2]]
+        # The bundle's recorded sample request, when the engine knows it.
+        sample = self.status.get("sampleRequest") or {"data": {"ndarray": [[1.0, 2.0, 3.0]]}}
         auth = " -u <client-name>:<client-token>" if self.access_type == "private" else ""
-        body = json.dumps({"data": {"ndarray": sample}})
+        body = json.dumps(sample)
         return (
             f"curl -X POST{auth} {self.endpoint or '<endpoint>'} \\\n"
             f"  -H 'Content-Type: application/json' \\\n  -d '{body}'"

@@ -4,7 +4,7 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import * as React from 'react';
 
 import { IClient, IDeployment, PrimeHubAPI } from '../api';
-import { exampleCurl } from '../format';
+import { examplePayload, exampleCurl } from '../format';
 import { CodeBlock, CopyButton, ErrorMessage, messageOf } from './common';
 
 export function ClientsTab(props: {
@@ -131,7 +131,7 @@ export function ClientsTab(props: {
             code={exampleCurl(
               deployment.status.endpoint ?? '',
               'private',
-              undefined,
+              examplePayload(deployment.status.sampleRequest),
               created
             )}
             label="curl command with this client"

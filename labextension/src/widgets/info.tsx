@@ -3,12 +3,7 @@
 import * as React from 'react';
 
 import { IDeployment, PrimeHubAPI } from '../api';
-import {
-  EXAMPLE_PAYLOAD,
-  exampleCurl,
-  localTime,
-  modelSource
-} from '../format';
+import { examplePayload, exampleCurl, localTime, modelSource } from '../format';
 import {
   CodeBlock,
   CopyButton,
@@ -39,7 +34,9 @@ function TryIt(props: {
   api: PrimeHubAPI;
   deployment: IDeployment;
 }): JSX.Element {
-  const [payload, setPayload] = React.useState(EXAMPLE_PAYLOAD);
+  const [payload, setPayload] = React.useState(
+    examplePayload(props.deployment.status.sampleRequest)
+  );
   const [answer, setAnswer] = React.useState<{
     status: number;
     body: string;
@@ -221,7 +218,11 @@ export function InformationTab(props: {
           </p>
         ) : null}
         <CodeBlock
-          code={exampleCurl(endpoint, access)}
+          code={exampleCurl(
+            endpoint,
+            access,
+            examplePayload(deployment.status.sampleRequest)
+          )}
           label="example curl command"
         />
         <TryIt api={props.api} deployment={deployment} />

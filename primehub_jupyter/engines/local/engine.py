@@ -111,6 +111,7 @@ class LocalEngine(Engine):
         self._lock_fd: int | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tick_lock = asyncio.Lock()
+        self._samples: dict[Path, tuple[float, dict | None]] = {}
         self._metrics = MetricsStore(self.metrics_retention, self.metrics_interval)
         self._metrics_task: asyncio.Task | None = None
 
@@ -478,7 +479,32 @@ class LocalEngine(Engine):
         status.available_replicas = len(runtime.routed)
         status.endpoint = self.endpoint_of(runtime.id) if self._gateway is not None else None
         status.replica_statuses = [r.to_status() for r in sorted(live, key=lambda r: r.name)]
+        status.sample_request = self._sample_request(runtime.deployment.spec)
         return deployment
+
+    def _sample_request(self, spec: DeploymentSpec) -> dict | None:
+        """The sample request recorded in the bundle, for "Run an Example" (cached by mtime)."""
+        uri = spec.predictor.model_uri
+        if not uri:
+            return None
+        try:
+            path = self.resolve_model_uri(uri)
+            mtime = (path / "bundle.yaml").stat().st_mtime
+        except (OSError, ValidationError):
+            return None
+        cached = self._samples.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        from ...serving.bundle import load_bundle
+        from ...serving.errors import BundleError
+
+        try:
+            sample = load_bundle(path).sample
+            request = sample.request if sample is not None else None
+        except (BundleError, OSError, ValueError):
+            request = None
+        self._samples[path] = (mtime, request)
+        return request
 
     # ---- the reconciler ---------------------------------------------------------------
 
