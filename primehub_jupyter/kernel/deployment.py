@@ -213,7 +213,8 @@ class Deployment:
         if self.message:
             rows.insert(0, ("Message", esc(self.message)))
         table = "".join(
-            f"<tr><th style='text-align:left;padding-right:12px'>{k}</th><td>{v}</td></tr>"
+            f"<tr><th style='text-align:left;padding-right:12px'>{k}</th>"
+            f"<td style='text-align:left'>{v}</td></tr>"
             for k, v in rows
         )
         curl = self.curl_example()

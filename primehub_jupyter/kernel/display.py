@@ -115,7 +115,9 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, raw: bo
     """An HTML table; cells are escaped unless `raw` (then they are trusted HTML)."""
     head = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f"<td>{cell if raw else esc(cell)}</td>" for cell in row) + "</tr>"
+        "<tr>"
+        + "".join(f"<td style='text-align:left'>{cell if raw else esc(cell)}</td>" for cell in row)
+        + "</tr>"
         for row in rows
     )
     return f'<table class="ph-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

@@ -355,7 +355,8 @@ class DeploymentDetail(w.VBox):
             ("Metadata", esc(_pairs(p.get("metadata", {})) or "-")),
         ]  # fmt: skip
         table = "".join(
-            f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows
+            f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
+            for k, v in rows
         )
         curl = d.curl_example()
         return (
