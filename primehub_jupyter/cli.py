@@ -631,37 +631,13 @@ def invoke(
     click.echo(json.dumps(result, indent=2) if not isinstance(result, str) else result)
 
 
-@cli.command()
-@click.argument("model_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(), help="Bundle folder.")
-@click.option("--name", help="Model name (default: the file name).")
-@click.option("--sample", help="A sample input row as JSON, e.g. '[[5.1, 3.5, 1.4, 0.2]]'.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing bundle.")
-def package(
-    model_file: str, out: str, name: str | None, sample: str | None, overwrite: bool
-) -> None:
-    """Package a saved model (joblib/pickle of a scikit-learn estimator) as a bundle."""
-    from .serving.bundle import package as make_bundle
-    from .serving.errors import BundleError
+def _attach_package() -> None:
+    from .serving.package_cli import package_group
 
-    sample_input = None
-    if sample:
-        try:
-            sample_input = json.loads(sample)
-        except ValueError as error:
-            raise CLIError(f"--sample is not valid JSON: {error}") from None
-    try:
-        path = make_bundle(
-            model_file,
-            out,
-            name=name or Path(model_file).stem,
-            sample_input=sample_input,
-            overwrite=overwrite,
-        )
-    except (BundleError, ValueError, TypeError) as error:
-        raise CLIError(str(error)) from None
-    click.echo(f"bundle written to {path}")
-    click.echo(f"deploy it with modelURI: {Path(path).resolve()}")
+    cli.add_command(package_group, "package")
+
+
+_attach_package()
 
 
 def _attach_model_server() -> None:
@@ -673,6 +649,17 @@ def _attach_model_server() -> None:
 
 
 _attach_model_server()
+
+
+def _attach_operator() -> None:
+    try:
+        from .engines.kubernetes.operator_cli import operator_command
+    except ImportError:  # pragma: no cover - part of this distribution
+        return
+    cli.add_command(operator_command, "operator")
+
+
+_attach_operator()
 
 
 def main() -> None:

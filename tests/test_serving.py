@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -25,129 +24,20 @@ from primehub_jupyter.serving.bundle import package
 
 try:
     from tests import raising_model
+    from tests.serving_helpers import DEADLINE, PREDICT, REPO, STAMP, ModelServer, env, serve
 except ImportError:  # tests/ is on sys.path instead of the repository root
     import raising_model  # type: ignore[no-redef]
+    from serving_helpers import (  # type: ignore[no-redef]
+        DEADLINE,
+        PREDICT,
+        REPO,
+        STAMP,
+        ModelServer,
+        env,
+        serve,
+    )
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 CLASS_NAMES = ["setosa", "versicolor", "virginica"]
-STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
-PREDICT = "/api/v1.0/predictions"
-# Generous: only a hung server ever waits this long; nothing asserts on durations.
-DEADLINE = 60.0
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    # The trouble model is pickled under whichever module name the test imported it as.
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS), env.get("PYTHONPATH", "")])
-    env.pop("PYTHONUNBUFFERED", None)
-    return env
-
-
-class ModelServer:
-    """`python -m primehub_jupyter.serving` in a subprocess, on --port 0 or an inherited --fd."""
-
-    def __init__(self, bundle: Path, workdir: Path, *extra: str, workers: int = 1) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.log_file = workdir / "server.log"
-        self.termination_log = workdir / "termination.log"
-        args = [sys.executable, "-m", "primehub_jupyter.serving", str(bundle)]
-        args += ["--log-file", str(self.log_file), "--termination-log", str(self.termination_log)]
-        self.args = [*args, "--workers", str(workers), *extra]
-        self.pass_fds: tuple[int, ...] = ()
-        self.url = ""
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @classmethod
-    def on_port(cls, bundle: Path, workdir: Path, *extra: str, workers: int = 1) -> ModelServer:
-        """Start on --port 0 and learn the port from the startup line in the log."""
-        server = cls(bundle, workdir, *extra, workers=workers)
-        server.args += ["--port", "0"]
-        server._start()
-        match = server.wait_for_log(r"serving \S+ \(sklearn\) on http://127\.0\.0\.1:(\d+)")
-        server.url = f"http://127.0.0.1:{match.group(1)}"
-        server.wait_ready()
-        return server
-
-    @classmethod
-    def on_fd(cls, bundle: Path, workdir: Path, *extra: str, workers: int = 1) -> ModelServer:
-        """Bind 127.0.0.1:0 here and hand the listening socket to the server as --fd."""
-        server = cls(bundle, workdir, *extra, workers=workers)
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(128)
-        server.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        server.args += ["--fd", str(listener.fileno())]
-        server.pass_fds = (listener.fileno(),)
-        try:
-            server._start()
-        finally:
-            listener.close()  # the server holds its own copy now
-        server.wait_ready()
-        return server
-
-    def _start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.args,
-            cwd=REPO,
-            env=_env(),
-            pass_fds=self.pass_fds,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def log(self) -> str:
-        """Everything the server wrote to --log-file so far."""
-        return self.log_file.read_text() if self.log_file.exists() else ""
-
-    def wait_for_log(self, pattern: str) -> re.Match[str]:
-        """Wait until a log line matches `pattern`; fail with the log if the server dies."""
-        assert self.proc is not None
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.log())
-            if match:
-                return match
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        pytest.fail(f"no log line matching {pattern!r}:\n{self.log()}")
-
-    def wait_ready(self) -> None:
-        """Poll /health/ping until it answers."""
-        assert self.proc is not None
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/health/ping", timeout=5).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"server not ready:\n{self.log()}")
-
-    def post(self, payload: object = None, *, path: str = PREDICT, **kwargs) -> requests.Response:
-        """POST JSON (or raw `data=`) to the server."""
-        if payload is not None:
-            kwargs["json"] = payload
-        return requests.post(self.url + path, timeout=30, **kwargs)
-
-    def stop(self) -> int:
-        """SIGTERM the server and return its exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=DEADLINE)
-
-    def kill(self) -> None:
-        """Last-resort cleanup."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -172,20 +62,11 @@ def serving_bundles(iris_models, tmp_path_factory):
     }
 
 
-def _serve(factory, *args, **kwargs):
-    server = factory(*args, **kwargs)
-    yield server
-    try:
-        assert server.stop() == 0, server.log()
-    finally:
-        server.kill()
-
-
 @pytest.fixture(scope="module")
 def logreg_server(serving_bundles, tmp_path_factory):
     """The iris LogisticRegression on --port 0, one process."""
     workdir = tmp_path_factory.mktemp("logreg-server")
-    yield from _serve(
+    yield from serve(
         ModelServer.on_port,
         serving_bundles["logreg"],
         workdir,
@@ -200,14 +81,14 @@ def logreg_server(serving_bundles, tmp_path_factory):
 def pipeline_server(serving_bundles, tmp_path_factory):
     """The iris pipeline (predictMethod=predict) on an inherited socket, two workers."""
     workdir = tmp_path_factory.mktemp("pipeline-server")
-    yield from _serve(ModelServer.on_fd, serving_bundles["pipeline"], workdir, workers=2)
+    yield from serve(ModelServer.on_fd, serving_bundles["pipeline"], workdir, workers=2)
 
 
 @pytest.fixture(scope="module")
 def trouble_server(serving_bundles, tmp_path_factory):
     """The trouble model with a 64 KiB body limit."""
     workdir = tmp_path_factory.mktemp("trouble-server")
-    yield from _serve(
+    yield from serve(
         ModelServer.on_port, serving_bundles["trouble"], workdir, "--max-body-bytes", "65536"
     )
 
@@ -491,14 +372,15 @@ def _run_to_exit(bundle: Path, tmp_path: Path, *extra: str) -> subprocess.Comple
     args += ["--log-file", str(tmp_path / "server.log")]
     args += ["--termination-log", str(tmp_path / "termination.log")]
     return subprocess.run(
-        args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=DEADLINE
+        args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=DEADLINE
     )
 
 
 def _copy_bundle(source: Path, target: Path) -> Path:
     target.mkdir()
     for item in source.iterdir():
-        (target / item.name).write_bytes(item.read_bytes())
+        if item.is_file():  # the build/ context is not needed to serve a bundle
+            (target / item.name).write_bytes(item.read_bytes())
     return target
 
 

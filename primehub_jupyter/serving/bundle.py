@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,10 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .errors import BundleError, PackagingError
+from .errors import BundleError, ModelLoadError, PackagingError
 
 if TYPE_CHECKING:
-    from .runtimes.base import ModelFacts
+    from .runtimes.base import ModelFacts, PackageOptions, Packager
 
 FORMAT_VERSION = 1
 DESCRIPTOR_FILE = "bundle.yaml"
@@ -84,6 +85,14 @@ class BundleDescriptor(_CamelModel):
     framework_version: str | None = None
     predict_method: str | None = None
     class_names: list[str] | None = None
+    #: Custom Python and PyTorch state dicts: the class to instantiate, defined in `source`.
+    model_class: str | None = None
+    #: A Python file in the bundle (the class source; Keras custom objects).
+    source: str | None = None
+    #: Extra files the model reads (custom Python), relative to the bundle.
+    files: list[str] | None = None
+    #: Runtime-specific settings (e.g. the XGBoost wrapper class, the Keras backend).
+    parameters: dict[str, Any] | None = None
     signature: Signature | None = None
     sample: Sample | None = None
     created_at: str | None = None
@@ -158,17 +167,22 @@ def load_bundle(path: str | os.PathLike[str]) -> BundleDescriptor:
     except BundleError as exc:
         raise BundleError(f"{descriptor_path}: {exc}") from None
 
-    artifact = (bundle_dir / descriptor.artifact).resolve()
-    if not artifact.is_relative_to(bundle_dir.resolve()):
-        raise BundleError(
-            f"{descriptor_path}: artifact {descriptor.artifact!r} points outside the bundle; "
-            "it must be a path relative to the bundle directory"
-        )
-    if not artifact.is_file():
-        raise BundleError(
-            f"artifact {descriptor.artifact} not found in {bundle_dir} (named by "
-            f"{DESCRIPTOR_FILE}): copy the whole bundle directory, or package the model again"
-        )
+    named = [("artifact", descriptor.artifact)]
+    if descriptor.source:
+        named.append(("source", descriptor.source))
+    named += [("files", name) for name in descriptor.files or []]
+    for field, relative in named:
+        resolved = (bundle_dir / relative).resolve()
+        if not resolved.is_relative_to(bundle_dir.resolve()):
+            raise BundleError(
+                f"{descriptor_path}: {field} {relative!r} points outside the bundle; "
+                "it must be a path relative to the bundle directory"
+            )
+        if not resolved.exists():
+            raise BundleError(
+                f"{field} {relative} not found in {bundle_dir} (named by "
+                f"{DESCRIPTOR_FILE}): copy the whole bundle directory, or package the model again"
+            )
     if descriptor.model_extra:
         print(
             f"warning: {descriptor_path}: ignoring unknown keys "
@@ -196,51 +210,87 @@ def package(
     predict_method: str | None = None,
     class_names: list[str] | None = None,
     overwrite: bool = False,
+    framework: str | None = None,
+    model_class: str | None = None,
+    source: str | os.PathLike[str] | None = None,
+    files: list[str | os.PathLike[str]] | None = None,
+    init_kwargs: dict[str, Any] | None = None,
+    requirements: list[str] | None = None,
 ) -> Path:
     """Write a model bundle for `model` into the directory `path` and return its path.
 
-    `model` is a fitted scikit-learn estimator or pipeline, or the path of a .joblib/.pkl file
-    holding one. The bundle records the framework version, pinned requirements, the predict
-    method (predict_proba when the model has it), class names, the input/output signature and a
-    sample request with the response the serving runtime actually gave to it (`sample_input`,
-    default a row of zeros). An existing non-empty `path` is replaced only with
-    `overwrite=True`, and only when it already holds a bundle.
+    `model` is a fitted object (scikit-learn, XGBoost, LightGBM, PyTorch, Keras 3, TensorFlow,
+    ONNX), your own Python class (Seldon style), or the path of a saved model: a file (.joblib,
+    .pkl, .json/.ubj, .txt, .pt, .keras/.h5, .onnx, .py) or a directory (MLflow model,
+    TensorFlow SavedModel), or an MLflow runs:/ or models:/ URI. The framework is detected
+    (most specific first) unless `framework` names it.
+
+    The bundle holds the artifact in the framework's own format, bundle.yaml (framework,
+    runtime, signature, and a sample request with the response the serving runtime actually
+    gave to it: `sample_input`, default a row of zeros when the input shape is known),
+    requirements.txt pinned from this environment (plus `requirements`), the class source for
+    custom Python (plus `files`), and a container build context in build/. `predict_method`
+    picks what to serve (a method such as predict_proba/predict, an ONNX output name, a
+    SavedModel signature). `model_class`, `source` and `init_kwargs` describe a class to
+    instantiate (custom Python; PyTorch state dicts). An existing non-empty `path` is
+    replaced only with `overwrite=True`, and only when it already holds a bundle.
     """
-    from .runtimes import find_packager, packagers
+    # Imported here: load_bundle() (used by the server and the engine) needs none of this.
+    from .container import write_build_context
+    from .runtimes.base import PackageOptions
+    from .runtimes.common import merge_requirements
 
     target = Path(path).expanduser().absolute()
     _check_target(target, overwrite)
+    options = PackageOptions(
+        predict_method=predict_method,
+        class_names=[str(n) for n in class_names] if class_names is not None else None,
+        model_class=model_class,
+        source=Path(source).expanduser().absolute() if source is not None else None,
+        files=[Path(f).expanduser() for f in files or []],
+        init_kwargs=dict(init_kwargs) if init_kwargs else None,
+        requirements=[str(r).strip() for r in requirements or [] if str(r).strip()],
+        sample_input=sample_input,
+    )
+    for extra in options.files:
+        if not extra.exists():
+            raise PackagingError(f"file {extra} (in files=) does not exist")
 
-    source_file: Path | None = None
-    if isinstance(model, (str, os.PathLike)):
-        source_file = Path(model).expanduser().absolute()
-        model = _read_model_file(source_file)
-    packager = find_packager(model)
-    if packager is None:
-        supported = "; ".join(p.description for p in packagers())
-        suffixes = sorted({s for p in packagers() for s in p.file_suffixes})
-        raise PackagingError(
-            f"cannot package a {type(model).__module__}.{type(model).__qualname__}: supported "
-            f"are {supported}, or the path of a {'/'.join(suffixes)} file holding one"
-        )
-    facts = packager.inspect(model, predict_method=predict_method, class_names=class_names)
+    with tempfile.TemporaryDirectory(prefix="primehub-package-") as scratch:
+        source_file: Path | None = None
+        if isinstance(model, (str, os.PathLike)):
+            source_file = _local_path(model, Path(scratch))
+            packager, model, keep_source = _read_model_path(source_file, framework, options)
+            if not keep_source:
+                source_file = None
+        else:
+            packager = _choose_packager(model, framework)
+        facts = packager.inspect(model, options)
+        facts.requirements = merge_requirements(facts.requirements, options.requirements)
 
-    staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
-        artifact = packager.save(model, staging, source_file)
-        descriptor = _describe(staging, artifact, facts, name or target.name, sample_input)
-        (staging / DESCRIPTOR_FILE).write_text(descriptor.to_yaml(), encoding="utf-8")
-        requirements = "".join(line + "\n" for line in facts.requirements)
-        (staging / REQUIREMENTS_FILE).write_text(
-            "# pinned from the environment that packaged the model\n" + requirements,
-            encoding="utf-8",
-        )
-        load_bundle(staging)
-        _move_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        # Loading the bundle to run its sample may put the staging directory on sys.path
+        # (model sources import their siblings); it must not stay there in the caller.
+        search_path = list(sys.path)
+        try:
+            artifact = packager.save(model, staging, source_file, options, facts)
+            packager.describe_saved(staging, artifact, facts)
+            descriptor = _describe(staging, artifact, facts, options, name or target.name)
+            (staging / DESCRIPTOR_FILE).write_text(descriptor.to_yaml(), encoding="utf-8")
+            (staging / REQUIREMENTS_FILE).write_text(
+                "# pinned from the environment that packaged the model\n"
+                + "".join(line + "\n" for line in facts.requirements),
+                encoding="utf-8",
+            )
+            write_build_context(staging, descriptor)
+            load_bundle(staging)
+            _move_into_place(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            sys.path[:] = search_path
     return target
 
 
@@ -262,27 +312,105 @@ def _check_target(target: Path, overwrite: bool) -> None:
         )
 
 
-def _read_model_file(source: Path) -> Any:
-    from .runtimes import packagers
+def _local_path(model: str | os.PathLike[str], scratch: Path) -> Path:
+    """The model's path; MLflow model URIs (runs:/, models:/) are downloaded first."""
+    from .runtimes.mlflow import URI, MlflowPackager
 
-    if not source.is_file():
-        raise PackagingError(f"model file {source} does not exist")
-    suffix = source.suffix.lower()
-    for packager in packagers():
-        if suffix in packager.file_suffixes:
-            try:
-                return packager.load_file(source)
-            except Exception as exc:
-                raise PackagingError(f"cannot read {source}: {type(exc).__name__}: {exc}") from exc
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if isinstance(text, str) and URI.match(text) and not path.exists():
+        return MlflowPackager().download(text, scratch)
+    return path.absolute()
+
+
+def _unsupported(model: Any) -> PackagingError:
+    from .runtimes import packagers, supported_models
+
     suffixes = sorted({s for p in packagers() for s in p.file_suffixes})
-    raise PackagingError(
+    hint = ""
+    if callable(getattr(model, "predict", None)) and not isinstance(model, type):
+        hint = (
+            "; for your own Python class pass the class itself (package(MyModel, path)) or "
+            "framework='custom'"
+        )
+    return PackagingError(
+        f"cannot package a {type(model).__module__}.{type(model).__qualname__}: supported "
+        f"are {supported_models()}, or the path of a saved model ({', '.join(suffixes)} file, "
+        f"or an MLflow or SavedModel directory){hint}"
+    )
+
+
+def _choose_packager(model: Any, framework: str | None) -> Packager:
+    from .runtimes import find_packager, packager_for
+
+    if framework is None:
+        packager = find_packager(model)
+        if packager is None:
+            raise _unsupported(model)
+        return packager
+    packager = packager_for(framework)
+    # framework="custom" also takes an instance: its class is what gets packaged.
+    if not packager.accepts(model) and not (
+        packager.framework == "custom" and callable(getattr(model, "predict", None))
+    ):
+        raise PackagingError(
+            f"framework={framework!r}, but the model is a {type(model).__module__}."
+            f"{type(model).__qualname__}; that framework takes {packager.description}"
+        )
+    return packager
+
+
+def _read_model_path(
+    source: Path, framework: str | None, options: PackageOptions
+) -> tuple[Packager, Any, bool]:
+    """(packager, model, whether to copy the file as the artifact) for a saved model."""
+    from .runtimes import packager_for, packagers
+
+    if not source.exists():
+        raise PackagingError(f"model file {source} does not exist")
+    candidates = [packager_for(framework)] if framework is not None else packagers()
+    packager = next((p for p in candidates if p.accepts_path(source)), None)
+    if packager is None:
+        raise _unreadable(source, framework, candidates)
+    try:
+        model = packager.load_file(source, options)
+    except PackagingError:
+        raise
+    except Exception as exc:
+        raise PackagingError(f"cannot read {source}: {type(exc).__name__}: {exc}") from exc
+    if packager.container_format and framework is None:
+        # A pickle may hold any framework's object: package it as what it is.
+        detected = _choose_packager(model, None)
+        return detected, model, detected is packager
+    return packager, model, True
+
+
+def _unreadable(source: Path, framework: str | None, candidates: list[Packager]) -> PackagingError:
+    suffix = source.suffix.lower()
+    if framework is not None:
+        return PackagingError(
+            f"{source} is not a saved {framework} model ({candidates[0].description})"
+        )
+    if source.is_dir():
+        return PackagingError(
+            f"cannot package the directory {source}: it is neither an MLflow model (no MLmodel "
+            "file) nor a TensorFlow SavedModel (no saved_model.pb)"
+        )
+    owners = [p.framework for p in candidates if suffix in p.file_suffixes]
+    if owners:
+        return PackagingError(
+            f"cannot package {source}: a {suffix} file that is not a saved "
+            f"{' or '.join(owners)} model; pass framework= if it is one"
+        )
+    suffixes = sorted({s for p in candidates for s in p.file_suffixes})
+    return PackagingError(
         f"cannot package {source}: unsupported file type {suffix or '(none)'}; "
         f"supported are {', '.join(suffixes)}"
     )
 
 
 def _describe(
-    bundle_dir: Path, artifact: str, facts: ModelFacts, name: str, sample_input: Any
+    bundle_dir: Path, artifact: str, facts: ModelFacts, options: PackageOptions, name: str
 ) -> BundleDescriptor:
     """Build the descriptor, running the real runtime on the sample to record its response."""
     import numpy as np
@@ -290,13 +418,9 @@ def _describe(
     from .protocols import seldon
     from .runtimes import load_runtime
     from .runtimes.base import datatype_of
+    from .runtimes.custom import bundle_name, message_of
 
-    rows, names = _sample_rows(sample_input, facts)
-    n_features = rows.shape[1]
-    if facts.n_features is not None and n_features != facts.n_features:
-        raise PackagingError(
-            f"sample_input has {n_features} columns but the model expects {facts.n_features}"
-        )
+    sample = _Sample.make(options.sample_input, facts)
     descriptor = BundleDescriptor(
         name=name,
         framework=facts.framework,
@@ -305,29 +429,42 @@ def _describe(
         framework_version=facts.framework_version,
         predict_method=facts.predict_method,
         class_names=facts.class_names,
-        signature=Signature(
-            inputs=[TensorSpec(name="input-0", datatype="FP64", shape=[-1, n_features])]
-        ),
+        model_class=facts.model_class,
+        source=facts.source if facts.source != artifact else None,
+        files=[bundle_name(f) for f in options.files] or None,
+        parameters=facts.parameters or None,
+        signature=Signature(inputs=sample.input_specs(facts)),
         created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
-    runtime = load_runtime(bundle_dir, descriptor)
     try:
-        output = runtime.predict(runtime.check_input(rows, names), names, {})
+        runtime = load_runtime(bundle_dir, descriptor)
+    except (BundleError, ModelLoadError) as exc:
+        raise PackagingError(f"the packaged model does not load: {exc}") from exc
+    try:
+        response = runtime.predict_raw(sample.request)
+        if response is None:
+            X = runtime.check_input(sample.X, sample.names)
+            output = runtime.predict(X, sample.names, {})
     except Exception as exc:
         raise PackagingError(
             f"the model failed on the sample input ({type(exc).__name__}: {exc}); "
             "pass a valid row as sample_input="
         ) from exc
-    output = np.asarray(output)
-    descriptor.signature.outputs = [  # type: ignore[union-attr]
-        TensorSpec(name="output-0", datatype=datatype_of(output), shape=[-1, *output.shape[1:]])
-    ]
-    request_data: dict[str, Any] = {"ndarray": rows.tolist()}
-    if names:
-        request_data = {"names": names, **request_data}
-    response = seldon.response_dict(output, seldon.NDARRAY, runtime.class_names, {})
+    if descriptor.class_names is None and runtime.class_names:
+        descriptor.class_names = list(runtime.class_names)
+    if response is None:
+        if isinstance(output, (str, bytes, dict)):
+            response = {**message_of(output), "meta": {}}
+        else:
+            output = np.asarray(output)
+            descriptor.signature.outputs = [  # type: ignore[union-attr]
+                TensorSpec(
+                    name="output-0", datatype=datatype_of(output), shape=[-1, *output.shape[1:]]
+                )
+            ]
+            response = seldon.response_dict(output, seldon.NDARRAY, runtime.class_names, {})
     descriptor.sample = Sample(
-        request={"data": request_data},
+        request=sample.request,
         # A JSON round trip turns numpy values into plain numbers that YAML can write.
         response=_plain(seldon.dumps(response)),
     )
@@ -340,34 +477,103 @@ def _plain(encoded: bytes) -> dict[str, Any]:
     return dict(orjson.loads(encoded))
 
 
-def _sample_rows(sample_input: Any, facts: ModelFacts) -> tuple[Any, list[str] | None]:
-    import numpy as np
+class _Sample:
+    """The sample input as the server will see it: the request document and the decoded X."""
 
-    names = facts.feature_names
-    if sample_input is None:
-        if facts.n_features is None:
+    def __init__(self, request: dict[str, Any], X: Any, names: list[str] | None) -> None:
+        self.request = request
+        self.X = X
+        self.names = names
+
+    @classmethod
+    def make(cls, sample_input: Any, facts: ModelFacts) -> _Sample:
+        import numpy as np
+
+        shape = facts.sample_shape()
+        names = facts.feature_names
+        if sample_input is None:
+            sample_input = facts.default_sample
+        if sample_input is None:
+            if shape is None or any(n < 0 for n in shape[1:]):
+                raise PackagingError(
+                    "cannot tell the shape of the model's input: pass sample_input= with one "
+                    "or more example rows"
+                )
+            sample_input = np.zeros([1, *shape[1:]])
+        if isinstance(sample_input, (str, bytes, dict)):
+            if not facts.any_input:
+                raise PackagingError(
+                    f"sample_input must be numeric rows for a {facts.framework} model"
+                )
+            return cls._other(sample_input)
+
+        columns = getattr(sample_input, "columns", None)
+        if columns is not None:  # a DataFrame: keep its column names as the feature names
+            names = [str(c) for c in columns]
+            sample_input = sample_input.to_numpy()
+        try:
+            rows = np.asarray(sample_input)
+        except ValueError as exc:
+            raise PackagingError(f"sample_input is ragged: {exc}") from None
+        if rows.dtype.kind in "biuf":
+            rows = rows.astype(np.float64)
+        elif not (facts.any_input and rows.dtype.kind in "US"):
             raise PackagingError(
-                "cannot tell how many input features the model takes: pass sample_input= "
-                "with one or more example rows"
+                "sample_input must be numeric rows (a list of lists, an array or a DataFrame)"
+                + (", a string, bytes or a dict" if facts.any_input else "")
             )
-        return np.zeros((1, facts.n_features)), names
-    columns = getattr(sample_input, "columns", None)
-    if columns is not None:  # a DataFrame: keep its column names as the feature names
-        names = [str(c) for c in columns]
-        sample_input = sample_input.to_numpy()
-    try:
-        rows = np.asarray(sample_input, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+        if rows.ndim == 1 and rows.dtype.kind not in "US":
+            rows = rows.reshape(1, -1)
+        elif shape is not None and rows.ndim == len(shape) - 1:
+            rows = rows.reshape(1, *rows.shape)
+        if rows.ndim == 0 or rows.shape[0] == 0 or rows.size == 0:
+            raise PackagingError(
+                f"sample_input must be one or more rows of features, got shape {list(rows.shape)}"
+            )
+        if shape is not None and rows.dtype.kind == "f":
+            _check_shape(rows, shape)
+        rows = rows[:SAMPLE_ROWS]
+        data: dict[str, Any] = {"ndarray": rows.tolist()}
+        if names:
+            data = {"names": names, **data}
+        return cls({"data": data}, rows, names)
+
+    @classmethod
+    def _other(cls, value: str | bytes | dict[str, Any]) -> _Sample:
+        import base64
+
+        if isinstance(value, str):
+            return cls({"strData": value}, value, None)
+        if isinstance(value, bytes):
+            return cls({"binData": base64.b64encode(value).decode("ascii")}, value, None)
+        return cls({"jsonData": value}, value, None)
+
+    def input_specs(self, facts: ModelFacts) -> list[TensorSpec]:
+        """The signature's input: numeric arrays by shape and dtype; strings as BYTES."""
+        import numpy as np
+
+        if isinstance(self.X, np.ndarray) and self.X.dtype.kind == "f":
+            shape = facts.sample_shape() or [-1, *self.X.shape[1:]]
+            return [TensorSpec(name="input-0", datatype=facts.input_datatype, shape=shape)]
+        if isinstance(self.X, (str, bytes)) or (
+            isinstance(self.X, np.ndarray) and self.X.dtype.kind in "US"
+        ):
+            return [TensorSpec(name="input-0", datatype="BYTES", shape=[-1])]
+        return []
+
+
+def _check_shape(rows: Any, shape: list[int]) -> None:
+    if rows.ndim == 2 and len(shape) == 2 and shape[1] >= 0 and rows.shape[1] != shape[1]:
         raise PackagingError(
-            f"sample_input must be numeric rows (a list of lists, an array or a DataFrame): {exc}"
-        ) from None
-    if rows.ndim == 1:
-        rows = rows.reshape(1, -1)
-    if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] == 0:
-        raise PackagingError(
-            f"sample_input must be one or more rows of features, got shape {list(rows.shape)}"
+            f"sample_input has {rows.shape[1]} columns but the model expects {shape[1]}"
         )
-    return rows[:SAMPLE_ROWS], names
+    if rows.ndim != len(shape) or any(
+        want >= 0 and want != got for want, got in zip(shape[1:], rows.shape[1:], strict=True)
+    ):
+        expected = "[" + ", ".join("N" if n < 0 else str(n) for n in shape) + "]"
+        raise PackagingError(
+            f"sample_input has shape {list(rows.shape)} but the model expects {expected}"
+        )
 
 
 def _move_into_place(staging: Path, target: Path) -> None:

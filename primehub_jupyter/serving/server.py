@@ -43,6 +43,15 @@ class ServerOptions:
     access_log: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_max_bytes: int = 10 * 1024 * 1024
+    predictor: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    model_image: str = ""
+    max_batch_size: int = 1
+    max_batch_wait_ms: float = 0.0
+    request_log_dir: Path | None = None
+    request_log_fsync_seconds: float = 1.0
+    metrics_dir: Path | None = None
 
 
 def serve(options: ServerOptions) -> int:
@@ -68,6 +77,21 @@ def serve(options: ServerOptions) -> int:
         where = f"fd {options.fd}" if options.fd is not None else f"{options.host}:{options.port}"
         return _fail(options, EXIT_STARTUP_FAILED, f"cannot listen on {where}: {exc}")
 
+    if options.workers > 1 and options.metrics_dir is None:
+        import tempfile
+
+        # Workers leave snapshots of their metrics here for whichever one answers /metrics.
+        options.metrics_dir = Path(tempfile.mkdtemp(prefix="primehub-metrics-"))
+    try:
+        return _serve_loaded(options, sock)
+    finally:
+        if options.metrics_dir is not None and options.workers > 1:
+            import shutil
+
+            shutil.rmtree(options.metrics_dir, ignore_errors=True)
+
+
+def _serve_loaded(options: ServerOptions, sock: socket.socket) -> int:
     try:
         app = _load_app(options)
     except Exception as exc:
@@ -100,9 +124,20 @@ def serve(options: ServerOptions) -> int:
         f"serving {app.name} ({app.runtime.name}) on {_address(sock)}{workers} [pid {os.getpid()}]",
         flush=True,
     )
+    if app.batcher is not None:
+        print(
+            f"adaptive batching: up to {app.batcher.max_batch_size} rows, waiting at most "
+            f"{options.max_batch_wait_ms:g} ms",
+            flush=True,
+        )
+    if app.request_log is not None:
+        print(f"request log: {app.request_log.directory}", flush=True)
 
     def run_one() -> None:
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            app.close()
 
     if options.workers > 1:
         from .workers import run_workers
@@ -145,38 +180,91 @@ def _listening_socket(options: ServerOptions) -> socket.socket:
 
 
 def _load_app(options: ServerOptions) -> Any:
+    import hashlib
+
+    from .._version import __version__
     from .app import ModelServerApp
-    from .bundle import load_bundle
-    from .errors import ModelLoadError
-    from .protocols import seldon
+    from .bundle import DESCRIPTOR_FILE, load_bundle
+    from .metrics import Identity, ServerMetrics
+    from .requestlog import RequestLog
     from .runtimes import load_runtime
 
     descriptor = load_bundle(options.bundle)
     assert descriptor.bundle_dir is not None
     runtime = load_runtime(descriptor.bundle_dir, descriptor)
     if descriptor.sample is not None:
-        # One real prediction before serving catches version mismatches at startup instead of
-        # on the first user request, and warms up the model's code paths.
-        try:
-            request = seldon.decode_request(
-                seldon.dumps(descriptor.sample.request), runtime=runtime.name
-            )
-            X = runtime.check_input(request.X, request.names)
-            runtime.predict(X, request.names, {})
-        except Exception as exc:
-            raise ModelLoadError(
-                f"the model loaded but failed on the sample request in bundle.yaml "
-                f"({type(exc).__name__}: {exc}); check that requirements.txt matches "
-                "this environment"
-            ) from exc
+        _warm_up(runtime, descriptor.sample.request)
+    name = options.model_name or descriptor.name
+    version = options.model_version
+    if not version:
+        # Changes whenever the bundle is packaged again: request logs of two versions of a
+        # deployment's model never share a file.
+        digest = hashlib.sha256((descriptor.bundle_dir / DESCRIPTOR_FILE).read_bytes())
+        version = digest.hexdigest()[:12]
+    identity = Identity(
+        deployment_name=options.deployment or "",
+        predictor_name=options.predictor or "",
+        model_name=name,
+        model_image=options.model_image,
+        model_version=version,
+    )
+    request_log = None
+    if options.request_log_dir is not None:
+        request_log = RequestLog(
+            options.request_log_dir,
+            options.deployment or name,
+            version,
+            fsync_seconds=options.request_log_fsync_seconds,
+        )
+    aliases = tuple(n for n in (descriptor.name, options.deployment) if n)
     return ModelServerApp(
         runtime,
-        name=descriptor.name,
+        name=name,
         max_body_bytes=options.max_body_bytes,
         access_log=options.access_log,
         deployment=options.deployment,
         replica=options.replica,
+        predictor=options.predictor,
+        model_version=version,
+        model_image=options.model_image,
+        aliases=aliases,
+        max_batch_size=options.max_batch_size,
+        max_batch_wait=options.max_batch_wait_ms / 1000.0,
+        request_log=request_log,
+        metrics=ServerMetrics(identity, options.metrics_dir),
+        server_version=__version__,
     )
+
+
+def _warm_up(runtime: Any, sample: dict[str, Any]) -> None:
+    """One real prediction before serving catches version mismatches at startup instead of
+    on the first user request, and warms up the model's code paths."""
+    import numpy as np
+
+    from .errors import ModelLoadError
+    from .protocols import seldon, v2
+
+    signature = runtime.descriptor.signature if runtime.descriptor else None
+    datatype = signature.inputs[0].datatype if signature and signature.inputs else None
+    dtype = v2.numpy_dtype(datatype) if datatype else None
+    try:
+        request = seldon.decode_payload(
+            sample,
+            runtime=runtime.name,
+            kinds=runtime.payload_kinds,
+            dtype=dtype or np.dtype(np.float64),
+            strict=dtype is not None,
+        )
+        X = request.X
+        if request.kind in seldon.ARRAY_KINDS:
+            X = runtime.check_input(X, request.names)
+        runtime.predict(X, request.names, {})
+    except Exception as exc:
+        raise ModelLoadError(
+            f"the model loaded but failed on the sample request in bundle.yaml "
+            f"({type(exc).__name__}: {exc}); check that requirements.txt matches "
+            "this environment"
+        ) from exc
 
 
 def _fail(options: ServerOptions, code: int, message: str) -> int:
@@ -196,6 +284,12 @@ def _address(sock: socket.socket) -> str:
         return f"unix socket {sock.getsockname()}"
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _kubernetes_termination_log() -> Path | None:
+    """Kubernetes' terminationMessagePath, when this runs in a container that has one."""
+    path = Path("/dev/termination-log")
+    return path if path.exists() and os.access(path, os.W_OK) else None
 
 
 def _exit_during_startup(signum: int, _frame: Any) -> None:
@@ -233,8 +327,56 @@ def _exit_during_startup(signum: int, _frame: Any) -> None:
     show_default=True,
     help="Rotate --log-file at this size, keeping one previous file (<name>.1); 0: never.",
 )
-@click.option("--deployment", help="Deployment id, reported by /health/status.")
-@click.option("--replica", help="Replica name, reported by /health/status.")
+@click.option(
+    "--deployment",
+    envvar=["PRIMEHUB_DEPLOYMENT_ID", "SELDON_DEPLOYMENT_ID"],
+    help="Deployment id (metrics label deployment_name, /health/status). "
+    "[env: PRIMEHUB_DEPLOYMENT_ID, SELDON_DEPLOYMENT_ID]",
+)
+@click.option(
+    "--replica",
+    envvar="PRIMEHUB_REPLICA",
+    help="Replica name, reported by /health/status and the request log. [env: PRIMEHUB_REPLICA]",
+)
+@click.option(
+    "--predictor",
+    envvar="PREDICTIVE_UNIT_ID",
+    help="Predictor name (metrics label predictor_name). [env: PREDICTIVE_UNIT_ID]",
+)
+@click.option("--model-name", help="Model name in metrics and V2 paths [default: the bundle's].")
+@click.option(
+    "--model-version",
+    help="Model version in metrics, metadata and request log paths [default: hash of bundle.yaml].",
+)
+@click.option("--model-image", default="", help="Model image (metrics label model_image).")
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(1, 4096),
+    default=1,
+    show_default=True,
+    help="Adaptive batching: stack up to this many rows of concurrent requests into one model "
+    "call (1: off).",
+)
+@click.option(
+    "--max-batch-wait-ms",
+    type=click.FloatRange(0, 1000),
+    default=0.0,
+    show_default=True,
+    help="Adaptive batching: how long a request may wait for others when the model is idle.",
+)
+@click.option(
+    "--request-log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Log requests, responses and feedback as JSON lines under "
+    "DIR/<deployment>/<model version>/<YYYY-MM-DD>.jsonl (off when not given).",
+)
+@click.option(
+    "--request-log-fsync-seconds",
+    type=click.FloatRange(0, 3600),
+    default=1.0,
+    show_default=True,
+    help="fsync the request log at most this often (0: after every write batch).",
+)
 @click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
 @click.option(
     "--max-body-bytes",
@@ -256,10 +398,18 @@ def model_server_command(
     log_max_bytes: int,
     deployment: str | None,
     replica: str | None,
+    predictor: str | None,
+    model_name: str | None,
+    model_version: str | None,
+    model_image: str,
+    max_batch_size: int,
+    max_batch_wait_ms: float,
+    request_log_dir: Path | None,
+    request_log_fsync_seconds: float,
     no_access_log: bool,
     max_body_bytes: int,
 ) -> None:
-    """Serve the model bundle BUNDLE over HTTP (Seldon v1 protocol).
+    """Serve the model bundle BUNDLE over HTTP (Seldon v1 and KServe V2 protocols).
 
     The model is loaded before the server accepts connections, so any answer on /health/ping
     means ready. Exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad usage, 3 the model failed to
@@ -274,12 +424,20 @@ def model_server_command(
         host=host,
         workers=workers,
         log_file=log_file,
-        termination_log=termination_log,
+        termination_log=termination_log or _kubernetes_termination_log(),
         log_max_bytes=log_max_bytes,
         deployment=deployment,
         replica=replica,
         access_log=not no_access_log,
         max_body_bytes=max_body_bytes,
+        predictor=predictor,
+        model_name=model_name,
+        model_version=model_version,
+        model_image=model_image,
+        max_batch_size=max_batch_size,
+        max_batch_wait_ms=max_batch_wait_ms,
+        request_log_dir=request_log_dir.absolute() if request_log_dir else None,
+        request_log_fsync_seconds=request_log_fsync_seconds,
     )
     ctx.exit(serve(options))
 

@@ -14,15 +14,34 @@ if TYPE_CHECKING:
 
 # Values are "module:Class" strings so that listing or choosing a runtime never imports a
 # framework the bundle does not use (importing torch just to serve sklearn would cost seconds).
+_HERE = "primehub_jupyter.serving.runtimes"
 _RUNTIMES: dict[str, str | type[Runtime]] = {
-    "sklearn": "primehub_jupyter.serving.runtimes.sklearn:SklearnRuntime",
+    "sklearn": f"{_HERE}.sklearn:SklearnRuntime",
+    "xgboost": f"{_HERE}.xgboost:XGBoostRuntime",
+    "lightgbm": f"{_HERE}.lightgbm:LightGBMRuntime",
+    "pytorch": f"{_HERE}.pytorch:PyTorchRuntime",
+    "keras": f"{_HERE}.keras:KerasRuntime",
+    "tensorflow": f"{_HERE}.tensorflow:TensorFlowRuntime",
+    "onnx": f"{_HERE}.onnx:OnnxRuntime",
+    "mlflow": f"{_HERE}.mlflow:MlflowRuntime",
+    "custom": f"{_HERE}.custom:CustomRuntime",
 }
 
-# Tried in order; a more specific framework (an XGBoost model is also a scikit-learn estimator)
-# must be registered with first=True so it wins over the generic scikit-learn packager.
+# Tried in order, most specific first: an XGBoost or LightGBM wrapper is also a scikit-learn
+# estimator, and a Keras model on the torch backend is also a torch.nn.Module.
 _PACKAGERS: list[str | Packager] = [
-    "primehub_jupyter.serving.runtimes.sklearn:SklearnPackager",
+    f"{_HERE}.xgboost:XGBoostPackager",
+    f"{_HERE}.lightgbm:LightGBMPackager",
+    f"{_HERE}.keras:KerasPackager",
+    f"{_HERE}.pytorch:PyTorchPackager",
+    f"{_HERE}.tensorflow:TensorFlowPackager",
+    f"{_HERE}.onnx:OnnxPackager",
+    f"{_HERE}.mlflow:MlflowPackager",
+    f"{_HERE}.custom:CustomPackager",
+    f"{_HERE}.sklearn:SklearnPackager",
 ]
+#: The order frameworks are listed in to people ("supported are ...").
+_SHOWN_FIRST = ("sklearn", "xgboost", "lightgbm", "pytorch", "keras", "tensorflow", "onnx")
 
 
 def _resolve(target: str | Any) -> Any:
@@ -46,8 +65,8 @@ def register_packager(packager: str | Packager, *, first: bool = False) -> None:
 
 
 def supported_runtimes() -> list[str]:
-    """Names accepted in the `runtime:` field of bundle.yaml."""
-    return sorted(_RUNTIMES)
+    """Names accepted in the `runtime:` field of bundle.yaml, in registration order."""
+    return list(_RUNTIMES)
 
 
 def get_runtime_class(name: str) -> type[Runtime]:
@@ -73,6 +92,33 @@ def packagers() -> list[Packager]:
 def find_packager(model: Any) -> Packager | None:
     """The first packager that accepts `model`, or None."""
     return next((p for p in packagers() if p.accepts(model)), None)
+
+
+def packager_for(framework: str) -> Packager:
+    """The packager of a framework name (`package(framework=...)`); PackagingError if none."""
+    from ..errors import PackagingError
+
+    for packager in packagers():
+        if packager.framework == framework:
+            return packager
+    raise PackagingError(
+        f"unknown framework {framework!r}: supported are {', '.join(frameworks())}"
+    )
+
+
+def frameworks() -> list[str]:
+    """Framework names `package()` knows, in the order they are shown to people."""
+    names = [p.framework for p in packagers()]
+    return sorted(names, key=lambda n: _SHOWN_FIRST.index(n) if n in _SHOWN_FIRST else 99)
+
+
+def supported_models() -> str:
+    """One sentence listing what `package()` accepts, for error messages."""
+    shown = sorted(
+        packagers(),
+        key=lambda p: _SHOWN_FIRST.index(p.framework) if p.framework in _SHOWN_FIRST else 99,
+    )
+    return "; ".join(p.description for p in shown)
 
 
 def load_runtime(bundle_dir: Path, descriptor: BundleDescriptor) -> Runtime:

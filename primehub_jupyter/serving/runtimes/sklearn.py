@@ -5,14 +5,14 @@ from __future__ import annotations
 import shutil
 import sys
 import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ModelLoadError, PackagingError
-from .base import PER_CLASS_METHODS, ModelFacts, Packager, Runtime
+from .base import PER_CLASS_METHODS, ModelFacts, PackageOptions, Packager, Runtime
+from .common import Columns, defined_in, labels, pin
 
 if TYPE_CHECKING:
     from ..bundle import BundleDescriptor
@@ -26,7 +26,7 @@ PREDICT_METHODS = (
     "transform",
 )
 
-_PINNED_DISTRIBUTIONS = ("scikit-learn", "numpy", "scipy", "joblib")
+_PINNED_MODULES = ("sklearn", "numpy", "scipy", "joblib")
 
 
 def _sklearn_version() -> str:
@@ -46,7 +46,7 @@ class SklearnRuntime(Runtime):
         self.method = "predict"
         self._call: Any = None
         self._class_names: list[str] | None = None
-        self._columns: list[str] | None = None
+        self._columns: Columns | None = None
 
     def load(self, bundle_dir: Path, descriptor: BundleDescriptor) -> None:
         """Unpickle the artifact with joblib and bind the configured predict method."""
@@ -96,7 +96,7 @@ class SklearnRuntime(Runtime):
             self._class_names = list(descriptor.class_names)
         feature_names = getattr(model, "feature_names_in_", None)
         if feature_names is not None:
-            self._columns = [str(n) for n in feature_names]
+            self._columns = Columns([str(n) for n in feature_names])
             # Models fitted on a DataFrame warn on every ndarray call; that would flood the log.
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
@@ -108,47 +108,41 @@ class SklearnRuntime(Runtime):
     def predict(self, X: np.ndarray, names: list[str] | None, meta: dict[str, Any]) -> np.ndarray:
         """Call the bound method; models fitted on DataFrames get a DataFrame when possible."""
         if self._columns is not None:
-            X = self._as_frame(X, names)
+            X = self._columns.frame(X, names)
         return np.asarray(self._call(X))
-
-    def _as_frame(self, X: np.ndarray, names: list[str] | None) -> Any:
-        try:
-            import pandas as pd
-        except ImportError:  # numeric pipelines still work on arrays, in fitted column order
-            return X
-        if names and sorted(names) == sorted(self._columns or []):
-            return pd.DataFrame(X, columns=names)[self._columns]
-        return pd.DataFrame(X, columns=self._columns)
 
 
 class SklearnPackager(Packager):
     """Packages fitted scikit-learn estimators and pipelines (joblib artifact)."""
 
+    framework = "sklearn"
     description = "a fitted scikit-learn estimator or Pipeline"
     file_suffixes = (".joblib", ".pkl", ".pickle")
+    container_format = True
 
     def accepts(self, model: Any) -> bool:
         """True for any scikit-learn estimator instance (fitted or not)."""
+        if isinstance(model, type) or not defined_in(model, "sklearn"):
+            return False
         try:
             from sklearn.base import BaseEstimator
         except ImportError:
             return False
         return isinstance(model, BaseEstimator)
 
-    def load_file(self, path: Path) -> Any:
+    def load_file(self, path: Path, options: PackageOptions) -> Any:
         """Read a joblib or pickle file (joblib reads plain pickles too)."""
         import joblib
 
         return joblib.load(path)
 
-    def inspect(
-        self, model: Any, *, predict_method: str | None, class_names: list[str] | None
-    ) -> ModelFacts:
+    def inspect(self, model: Any, options: PackageOptions) -> ModelFacts:
         """Refuse unfitted models and unknown methods; collect classes and feature counts."""
         from sklearn.exceptions import NotFittedError
         from sklearn.utils.validation import check_is_fitted
 
         kind = type(model).__name__
+        predict_method, class_names = options.predict_method, options.class_names
         try:
             check_is_fitted(model)
         except NotFittedError as exc:
@@ -177,7 +171,7 @@ class SklearnPackager(Packager):
                     f"{len(classes)} classes ({', '.join(map(str, classes))})"
                 )
         elif classes is not None and np.ndim(classes) == 1:
-            class_names = [_label(c) for c in classes]
+            class_names = labels(classes)
 
         feature_names = getattr(model, "feature_names_in_", None)
         n_features = getattr(model, "n_features_in_", None)
@@ -189,10 +183,17 @@ class SklearnPackager(Packager):
             class_names=class_names,
             n_features=int(n_features) if n_features is not None else None,
             feature_names=[str(n) for n in feature_names] if feature_names is not None else None,
-            requirements=_pinned_requirements(),
+            requirements=pin(*_PINNED_MODULES),
         )
 
-    def save(self, model: Any, bundle_dir: Path, source_file: Path | None) -> str:
+    def save(
+        self,
+        model: Any,
+        bundle_dir: Path,
+        source_file: Path | None,
+        options: PackageOptions,
+        facts: ModelFacts,
+    ) -> str:
         """Copy the user's joblib/pickle file unchanged, or dump the object with joblib."""
         if source_file is not None and source_file.suffix.lower() in self.file_suffixes:
             artifact = "model" + source_file.suffix.lower()
@@ -202,18 +203,3 @@ class SklearnPackager(Packager):
 
         joblib.dump(model, bundle_dir / "model.joblib")
         return "model.joblib"
-
-
-def _label(value: Any) -> str:
-    # numpy scalars print as e.g. "np.int64(0)" under repr; str() of .item() gives "0".
-    return str(value.item() if isinstance(value, np.generic) else value)
-
-
-def _pinned_requirements() -> list[str]:
-    lines = []
-    for dist in _PINNED_DISTRIBUTIONS:
-        try:
-            lines.append(f"{dist}=={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return lines
