@@ -1,0 +1,589 @@
+"""KubernetesEngine: deployments as PhDeployment custom resources, reconciled by the operator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError as PydanticError
+from traitlets import Bool, Float, Unicode
+
+from ...core.errors import Conflict, NotFound, PrimeHubError, ValidationError
+from ...core.models import (
+    MAX_HISTORY,
+    Deployment,
+    DeploymentSpec,
+    DeploymentStatus,
+    HistoryEntry,
+    Phase,
+    ReplicaStatus,
+    format_time,
+    utcnow,
+)
+from ..base import Engine, InvokeResult
+from . import resources
+from .client import PHDEPLOYMENTS, PODS, SECRETS, Kube, KubeError, load_configuration
+from .crd import ANNOTATION_DEPLOY_TIMEOUT, ANNOTATION_HISTORY, API_VERSION, GROUP, KIND, VERSION
+from .metrics import PodMetrics, prometheus_metrics
+from .operator import merged_history
+from .phases import parse_time, pod_ready
+from .settings import MODEL_PORT
+
+_K8S_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z ")
+_OUR_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+_DROP_HEADERS = {"authorization", "cookie", "host", "content-length", "x-forwarded-user"}
+
+
+def clean(value: Any) -> Any:
+    """JSON without nulls: the API server prunes them from a structural schema anyway."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
+def log_line(line: str) -> str:
+    """A pod log line with the API's timestamp (nanoseconds) cut to our format (milliseconds)."""
+    match = _K8S_TIMESTAMP.match(line)
+    if not match:
+        return line
+    fraction = (match.group(2) or "").ljust(3, "0")[:3]
+    return f"{match.group(1)}.{fraction}Z {line[match.end() :]}"
+
+
+def tag_line(replica: str, line: str) -> str:
+    """`<time> [replica] text`, like the local engine's merged logs."""
+    if _OUR_TIMESTAMP.match(line):
+        return f"{line[:24]} [{replica}] {line[25:]}"
+    return f"[{replica}] {line}"
+
+
+class ClusterUnavailable(PrimeHubError):
+    """The cluster cannot be reached, or refuses this server's account."""
+
+    status = 503
+    reason = "ClusterUnavailable"
+
+
+class KubernetesEngine(Engine):
+    """Stores each deployment as a PhDeployment; the operator in the cluster runs it."""
+
+    namespace = Unicode(
+        "",
+        config=True,
+        help="Namespace of the PhDeployments (default: the kubeconfig context's, or the pod's).",
+    )
+    kubeconfig = Unicode("", config=True, help="kubeconfig file (default: $KUBECONFIG, ~/.kube).")
+    context = Unicode("", config=True, help="kubeconfig context (default: the current one).")
+    in_cluster = Bool(
+        None,
+        allow_none=True,
+        config=True,
+        help="Use the pod's service account (default: when running in a pod with no kubeconfig).",
+    )
+    endpoint_base_url = Unicode(
+        "",
+        config=True,
+        help="Public URL of the model ingress, e.g. https://models.example.com "
+        "(default: the endpoint the operator reports).",
+    )
+    service_url_template = Unicode(
+        "http://{name}.{namespace}.svc:{port}",
+        config=True,
+        help="How this server reaches a deployment's Service for invoke ({name}, {namespace}, "
+        "{port}).",
+    )
+    pod_url_template = Unicode(
+        "http://{ip}:{port}",
+        config=True,
+        help="How this server reaches a pod's /metrics without Prometheus ({ip}, {pod}, {port}).",
+    )
+    prometheus_url = Unicode(
+        "", config=True, help="Prometheus base URL for metrics (default: scrape the pods)."
+    )
+    deploy_timeout = Float(
+        300.0, config=True, help="Seconds a rollout may take before the deployment is Failed."
+    )
+    delete_wait_seconds = Float(
+        60.0, config=True, help="How long delete waits for the children to be removed."
+    )
+    request_timeout = Float(30.0, config=True, help="Seconds for one Kubernetes API call.")
+    invoke_timeout = Float(120.0, config=True, help="Seconds for one invoke call.")
+    metrics_interval = Float(5.0, config=True, help="Seconds between scrapes of pod metrics.")
+    follow_poll_seconds = Float(2.0, config=True, help="How often followed logs look for pods.")
+    operator_grace_seconds = Float(
+        60.0, config=True, help="After this long, an unapplied change asks if the operator runs."
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._kube: Kube | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._pod_metrics: PodMetrics | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    @property
+    def kube(self) -> Kube:
+        assert self._kube is not None, "the engine is not started"
+        return self._kube
+
+    @property
+    def gpu_supported(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        configuration, namespace = await load_configuration(
+            self.kubeconfig, self.context, self.in_cluster
+        )
+        self._kube = Kube.from_configuration(configuration, self.namespace or namespace)
+        try:
+            await self.kube.request("GET", f"/apis/{GROUP}/{VERSION}", timeout=self.request_timeout)
+        except KubeError as error:
+            if error.not_found:
+                raise RuntimeError(
+                    f"the {KIND} custom resource is not installed in this cluster: "
+                    "apply deploy/base (kubectl apply -k deploy/base), see docs/kubernetes.md"
+                ) from None
+            raise RuntimeError(error.message) from None
+        try:
+            await self.kube.list(PHDEPLOYMENTS)
+        except KubeError as error:
+            raise RuntimeError(
+                f"cannot list {KIND}s in namespace '{self.kube.namespace}': {error.message}"
+            ) from None
+        self._pod_metrics = PodMetrics(self.kube, self._pod_url, self.metrics_interval)
+        self.log.info("PrimeHub Kubernetes engine: namespace %s", self.kube.namespace)
+
+    async def shutdown(self) -> None:
+        if self._pod_metrics is not None:
+            await self._pod_metrics.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._kube is not None:
+            await self._kube.close()
+
+    def check_spec(self, spec: DeploymentSpec) -> None:
+        uri = spec.predictor.model_uri
+        if spec.predictor.model_image or not uri:
+            return
+        if not uri.startswith(resources.SUPPORTED_SCHEMES):
+            raise ValidationError(
+                f"model URI '{uri}' cannot be used on Kubernetes: use pvc://<claim>/<path>, "
+                "http(s)://, s3://, models:/<name>/<version> (MLflow) or an absolute path on a "
+                "volume the cluster mounts (see docs/kubernetes.md)",
+                details=[{"field": "spec.predictors.0.modelURI", "message": "unsupported"}],
+            )
+
+    # ---- conversions ------------------------------------------------------------------
+
+    def _endpoint(self, deployment_id: str, status: dict[str, Any]) -> str | None:
+        if self.endpoint_base_url:
+            base = self.endpoint_base_url.rstrip("/")
+            return f"{base}/deployment/{deployment_id}/{resources.PREDICT_PATH}"
+        return status.get("endpoint") or None
+
+    def to_deployment(self, cr: dict[str, Any]) -> Deployment:
+        """The API's deployment object from a PhDeployment."""
+        meta = cr["metadata"]
+        status = cr.get("status") or {}
+        name = meta["name"]
+        try:
+            spec = DeploymentSpec.model_validate(cr.get("spec") or {})
+        except PydanticError as error:
+            raise PrimeHubError(f"deployment '{name}' has an invalid spec: {error}") from None
+        history = []
+        for item in merged_history(cr) or status.get("history") or []:
+            with contextlib.suppress(PydanticError):
+                history.append(HistoryEntry.model_validate(item))
+        generation = int(meta.get("generation") or 1)
+        phase = status.get("phase")
+        message = status.get("message", "")
+        if int(status.get("observedGeneration") or 0) < generation or not phase:
+            # The operator has not seen this spec yet: say what is about to happen.
+            if spec.stop:
+                phase = Phase.STOPPING.value if status.get("replicas") else Phase.STOPPED.value
+                message = ""
+            else:
+                phase = Phase.DEPLOYING.value
+                message = "waiting for the operator to apply the change"
+            changed = parse_time(status.get("lastUpdated")) or parse_time(
+                meta.get("creationTimestamp")
+            )
+            waited = (datetime.now(timezone.utc) - changed).total_seconds() if changed else 0.0
+            if waited > self.operator_grace_seconds:
+                message = (
+                    f"the operator has not applied this change for {waited:.0f} s: is "
+                    f"primehub-operator running in namespace '{self.kube.namespace}'? (kubectl -n "
+                    f"{self.kube.namespace} get pods -l app.kubernetes.io/name=primehub-operator)"
+                )
+        created = status.get("creationTime")
+        if not created:
+            parsed = parse_time(meta.get("creationTimestamp"))
+            created = format_time(parsed) if parsed else None
+        statuses = []
+        for item in status.get("replicaStatuses") or []:
+            with contextlib.suppress(PydanticError):
+                statuses.append(ReplicaStatus.model_validate(item))
+        return Deployment(
+            id=name,
+            spec=spec,
+            status=DeploymentStatus(
+                phase=Phase(phase),
+                message=message or "",
+                replicas=int(status.get("replicas") or 0),
+                available_replicas=int(status.get("availableReplicas") or 0),
+                endpoint=self._endpoint(name, status),
+                creation_time=created,
+                last_updated=status.get("lastUpdated") or created,
+                replica_statuses=statuses,
+                history=history[:MAX_HISTORY],
+            ),
+            resource_version=str(generation),
+        )
+
+    def _annotations(self, entry: HistoryEntry | None) -> dict[str, str]:
+        annotations = {ANNOTATION_DEPLOY_TIMEOUT: f"{self.deploy_timeout:g}"}
+        if entry is not None:
+            annotations[ANNOTATION_HISTORY] = json.dumps(
+                clean(entry.to_json()), separators=(",", ":")
+            )
+        return annotations
+
+    # ---- the Engine interface ---------------------------------------------------------
+
+    async def create(self, deployment: Deployment) -> Deployment:
+        spec = deployment.spec
+        history = deployment.status.history
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": deployment.id,
+                "labels": resources.labels(deployment.id, spec.group_name),
+                "annotations": self._annotations(history[0] if history else None),
+            },
+            "spec": clean(spec.to_json()),
+        }
+        try:
+            created = await self.kube.create(PHDEPLOYMENTS, body)
+        except KubeError as error:
+            if error.conflict:
+                raise Conflict(f"deployment id '{deployment.id}' is already taken") from None
+            raise self._error(error) from None
+        status = {
+            "history": [clean(h.to_json()) for h in history],
+            "creationTime": deployment.status.creation_time or utcnow(),
+            "lastUpdated": deployment.status.last_updated or utcnow(),
+        }
+        try:
+            created = await self.kube.patch(
+                PHDEPLOYMENTS, deployment.id, {"status": status}, sub="status"
+            )
+        except KubeError as error:  # the annotation still holds the first history entry
+            self.log.warning("deployment %s: status not written: %s", deployment.id, error)
+        return self.to_deployment(created)
+
+    async def _read(self, deployment_id: str) -> dict[str, Any]:
+        try:
+            cr = await self.kube.find(PHDEPLOYMENTS, deployment_id)
+        except KubeError as error:
+            raise self._error(error) from None
+        if cr is None or cr["metadata"].get("deletionTimestamp"):
+            raise NotFound(f"deployment '{deployment_id}' not found")
+        return cr
+
+    async def get(self, deployment_id: str) -> Deployment:
+        return self.to_deployment(await self._read(deployment_id))
+
+    async def list_deployments(self) -> list[Deployment]:
+        try:
+            items = await self.kube.list(PHDEPLOYMENTS)
+        except KubeError as error:
+            raise self._error(error) from None
+        result = []
+        for cr in items:
+            if cr["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                result.append(self.to_deployment(cr))
+            except PrimeHubError as error:
+                self.log.warning("%s", error.message)
+        return result
+
+    async def replace(
+        self, deployment: Deployment, *, client_secret: tuple[str, str] | None = None
+    ) -> Deployment:
+        history = deployment.status.history
+        for _attempt in range(8):
+            live = await self._read(deployment.id)
+            generation = str(live["metadata"].get("generation") or 1)
+            if generation != deployment.resource_version:
+                raise Conflict(
+                    f"deployment '{deployment.id}' was changed by someone else "
+                    f"(resourceVersion {deployment.resource_version} is stale, current is "
+                    f"{generation}); reload it and apply your change again"
+                )
+            body = {k: v for k, v in live.items() if k != "status"}
+            body["spec"] = clean(deployment.spec.to_json())
+            meta = body["metadata"] = dict(live["metadata"])
+            meta["annotations"] = {
+                **(meta.get("annotations") or {}),
+                **self._annotations(history[0] if history else None),
+            }
+            try:
+                updated = await self.kube.replace(PHDEPLOYMENTS, deployment.id, body)
+                break
+            except KubeError as error:
+                if error.conflict:  # the operator wrote the status meanwhile: read again
+                    continue
+                if error.not_found:
+                    raise NotFound(f"deployment '{deployment.id}' not found") from None
+                raise self._error(error) from None
+        else:
+            raise Conflict(f"deployment '{deployment.id}' keeps changing; try again")
+        status = {"history": [clean(h.to_json()) for h in history], "lastUpdated": utcnow()}
+        with contextlib.suppress(KubeError):
+            updated = await self.kube.patch(
+                PHDEPLOYMENTS, deployment.id, {"status": status}, sub="status"
+            )
+        # Hashes after the spec (see Reconciler._prune_clients for why this order is safe).
+        names = {c.name for c in deployment.spec.endpoint.clients}
+        if client_secret is not None:
+            await self._write_client_hash(updated, deployment.spec.group_name, *client_secret)
+        await self._drop_client_hashes(deployment.id, names)
+        return self.to_deployment(updated)
+
+    async def _write_client_hash(
+        self, cr: dict[str, Any], group: str, name: str, hashed: str
+    ) -> None:
+        secret_name = resources.clients_secret_name(cr["metadata"]["name"])
+        value = resources.encode_secret_value(resources.nginx_hash(hashed))
+        try:
+            await self.kube.patch(SECRETS, secret_name, {"data": {name: value}})
+            return
+        except KubeError as error:
+            if not error.not_found:
+                raise self._error(error) from None
+        manifest = resources.clients_secret_manifest(cr, group, {name: hashed})
+        try:
+            await self.kube.create(SECRETS, manifest)
+        except KubeError as error:
+            if not error.conflict:
+                raise self._error(error) from None
+            await self.kube.patch(SECRETS, secret_name, {"data": {name: value}})
+
+    async def _drop_client_hashes(self, deployment_id: str, keep: set[str]) -> None:
+        secret_name = resources.clients_secret_name(deployment_id)
+        try:
+            secret = await self.kube.find(SECRETS, secret_name)
+            stale = [k for k in ((secret or {}).get("data") or {}) if k not in keep]
+            if stale:
+                await self.kube.patch(SECRETS, secret_name, {"data": dict.fromkeys(stale)})
+        except KubeError as error:
+            raise self._error(error) from None
+
+    async def delete(self, deployment_id: str) -> None:
+        try:
+            await self.kube.delete(PHDEPLOYMENTS, deployment_id, propagation="Foreground")
+        except KubeError as error:
+            if error.not_found:
+                raise NotFound(f"deployment '{deployment_id}' not found") from None
+            raise self._error(error) from None
+        if self._pod_metrics is not None:
+            self._pod_metrics.forget(deployment_id)
+        # Foreground deletion: the object goes once its children are gone.
+        deadline = time.monotonic() + self.delete_wait_seconds
+        while time.monotonic() < deadline:
+            if await self.kube.find(PHDEPLOYMENTS, deployment_id) is None:
+                return
+            await asyncio.sleep(0.25)
+        self.log.warning("deployment %s: still being deleted", deployment_id)
+
+    # ---- replicas and logs ------------------------------------------------------------
+
+    async def _pods(self, deployment_id: str) -> list[dict[str, Any]]:
+        from .crd import LABEL_ID
+
+        pods = await self.kube.list(PODS, labels=f"{LABEL_ID}={deployment_id}")
+        return sorted(
+            pods,
+            key=lambda p: (
+                bool(p["metadata"].get("deletionTimestamp")),
+                not pod_ready(p),
+                p["metadata"].get("creationTimestamp") or "",
+                p["metadata"]["name"],
+            ),
+        )
+
+    async def replica_names(self, deployment_id: str) -> list[str]:
+        await self._read(deployment_id)
+        return [p["metadata"]["name"] for p in await self._pods(deployment_id)]
+
+    async def _pod_lines(self, pod: str, tail: int | None) -> list[str]:
+        """The model container's log; the initializer's while the model has not started."""
+        try:
+            text = await self.kube.pod_log(pod, resources.MODEL_CONTAINER, tail=tail)
+        except KubeError as error:
+            if error.status != 400:
+                raise self._error(error) from None
+            try:
+                text = await self.kube.pod_log(pod, resources.INITIALIZER_CONTAINER, tail=tail)
+            except KubeError:
+                return [f"{utcnow()} {error.message}"]
+        return [log_line(line) for line in text.splitlines()]
+
+    async def logs(self, deployment_id: str, replica: str | None, tail: int | None) -> list[str]:
+        await self._read(deployment_id)
+        names = [replica] if replica else await self._current_pods(deployment_id)
+        if len(names) == 1:
+            return await self._pod_lines(names[0], tail)
+        per_pod = await asyncio.gather(*(self._pod_lines(n, tail) for n in names))
+        tagged: list[tuple[str, int, str]] = []
+        for name, lines in zip(names, per_pod, strict=True):
+            last = ""
+            for i, line in enumerate(lines):
+                last = line[:24] if _OUR_TIMESTAMP.match(line) else last
+                tagged.append((last, i, tag_line(name, line)))
+        tagged.sort(key=lambda item: (item[0], item[1]))
+        merged = [t[2] for t in tagged]
+        return merged if tail is None else merged[-tail:] if tail else []
+
+    async def _current_pods(self, deployment_id: str) -> list[str]:
+        pods = await self._pods(deployment_id)
+        live = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+        return live or [p["metadata"]["name"] for p in pods[:1]]
+
+    async def follow_logs(self, deployment_id: str, replica: str | None) -> AsyncIterator[str]:
+        await self._read(deployment_id)
+        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=10000)
+        pumps: dict[str, asyncio.Task] = {}
+
+        async def pump(pod: str) -> None:
+            while True:
+                try:
+                    async for line in self.kube.follow_pod_log(pod, resources.MODEL_CONTAINER):
+                        await queue.put((pod, log_line(line)))
+                    return  # the pod is gone
+                except KubeError as error:
+                    if error.status != 400:  # 400: the container is not running yet
+                        return
+                await asyncio.sleep(self.follow_poll_seconds)
+
+        try:
+            next_scan = 0.0
+            while True:
+                if time.monotonic() >= next_scan:
+                    names = [replica] if replica else await self._current_pods(deployment_id)
+                    for name in names:
+                        if name not in pumps:  # pod names are never reused
+                            pumps[name] = asyncio.create_task(pump(name))
+                    next_scan = time.monotonic() + self.follow_poll_seconds
+                try:
+                    pod, line = await asyncio.wait_for(queue.get(), self.follow_poll_seconds)
+                except asyncio.TimeoutError:
+                    continue
+                several = replica is None and sum(not t.done() for t in pumps.values()) > 1
+                yield tag_line(pod, line) if several else line
+        finally:
+            for task in pumps.values():
+                task.cancel()
+            await asyncio.gather(*pumps.values(), return_exceptions=True)
+
+    async def download_logs(self, deployment_id: str, replica: str | None) -> AsyncIterator[bytes]:
+        await self._read(deployment_id)
+        names = (
+            [replica]
+            if replica
+            else [p["metadata"]["name"] for p in await self._pods(deployment_id)]
+        )
+        for name in names:
+            if len(names) > 1:
+                yield f"===== replica {name} =====\n".encode()
+            lines = await self._pod_lines(name, None)
+            yield ("\n".join(lines) + ("\n" if lines else "")).encode()
+
+    # ---- invoke and metrics -----------------------------------------------------------
+
+    def _pod_url(self, pod: dict[str, Any]) -> str:
+        return self.pod_url_template.format(
+            ip=(pod.get("status") or {}).get("podIP", ""),
+            pod=pod["metadata"]["name"],
+            port=MODEL_PORT,
+            namespace=self.kube.namespace,
+        ).rstrip("/")
+
+    async def invoke(
+        self, deployment_id: str, path: str, body: bytes, headers: dict[str, str], user: str
+    ) -> InvokeResult:
+        await self._read(deployment_id)
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.invoke_timeout)
+            )
+        base = self.service_url_template.format(
+            name=deployment_id, namespace=self.kube.namespace, port=MODEL_PORT
+        ).rstrip("/")
+        url = f"{base}/{path.lstrip('/')}"
+        # The signed-in user calls the Service directly (no ingress, no client token); the
+        # model sees who it is in X-Forwarded-User, as it sees a client's name through nginx.
+        sent = {k: v for k, v in headers.items() if k.lower() not in _DROP_HEADERS}
+        sent["X-Forwarded-User"] = user
+        try:
+            async with self._session.post(url, data=body, headers=sent) as response:
+                data = await response.read()
+                keep = {"Content-Type", "Request-ID"}
+                return InvokeResult(
+                    response.status,
+                    data,
+                    {k: v for k, v in response.headers.items() if k in keep},
+                )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            reason = str(error) or type(error).__name__
+            message = f"deployment '{deployment_id}' cannot be reached at {base}: {reason}"
+            return InvokeResult(
+                503,
+                json.dumps({"message": message, "reason": "Unavailable"}).encode(),
+                {"Content-Type": "application/json"},
+            )
+
+    async def metrics(self, deployment_id: str, window: float, step: float) -> dict:
+        await self._read(deployment_id)
+        if self.prometheus_url:
+            if self._session is None or self._session.closed:
+                self._session = aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=self.invoke_timeout)
+                )
+            return await prometheus_metrics(
+                self._session,
+                self.prometheus_url,
+                self.kube.namespace,
+                deployment_id,
+                window,
+                step,
+            )
+        assert self._pod_metrics is not None
+        return await self._pod_metrics.series(deployment_id, window, step)
+
+    # ---- errors -----------------------------------------------------------------------
+
+    def _error(self, error: KubeError) -> PrimeHubError:
+        """An API error the user can read; 403s name the missing permission."""
+        if error.status in (401, 403):
+            return ClusterUnavailable(
+                f"the Kubernetes API refused this server's account: {error.message}; "
+                "see the RBAC section of docs/kubernetes.md"
+            )
+        if error.status == 0:
+            return ClusterUnavailable(error.message)
+        if error.status == 422:
+            return ValidationError(f"the cluster rejected the deployment: {error.message}")
+        return PrimeHubError(f"Kubernetes API error {error.status}: {error.message}")

@@ -1,0 +1,489 @@
+"""Pure functions: the Deployment, Service, Ingress and Secret a PhDeployment becomes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ...core.config import InstanceType
+from ...core.models import DeploymentSpec
+from .crd import (
+    ANNOTATION_APPLIED,
+    API_VERSION,
+    APP,
+    KIND,
+    LABEL_APP,
+    LABEL_GROUP,
+    LABEL_ID,
+    LABEL_PREDICTOR,
+)
+from .settings import MODEL_PORT, OperatorSettings
+
+MODEL_CONTAINER = "model"
+INITIALIZER_CONTAINER = "model-initializer"
+MODEL_DIR = "/mnt/models"
+SOURCE_DIR = "/mnt/source"
+TERMINATION_LOG = "/dev/termination-log"
+PORT_NAME = "http"
+HEALTH_PATH = "/health/ping"
+PREDICT_PATH = "api/v1.0/predictions"
+SUPPORTED_SCHEMES = ("pvc://", "http://", "https://", "s3://", "models:/", "file://", "/")
+_LABEL_VALUE = re.compile(r"[^-_.a-zA-Z0-9]+")
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class ModelURIError(ValueError):
+    """The modelURI cannot be fetched in the cluster; the message says what to do."""
+
+
+# ---- names, labels, ownership ---------------------------------------------------------
+
+
+def label_value(text: str) -> str:
+    """`text` as a valid label value (at most 63 characters, alphanumeric at both ends)."""
+    value = _LABEL_VALUE.sub("-", text)[:63]
+    return re.sub(r"^[^a-zA-Z0-9]+|[^a-zA-Z0-9]+$", "", value)
+
+
+def selector_labels(deployment_id: str) -> dict[str, str]:
+    """The labels that select a deployment's pods (never change after create)."""
+    return {LABEL_APP: APP, LABEL_ID: deployment_id}
+
+
+def labels(deployment_id: str, group: str) -> dict[str, str]:
+    """The labels on every object made for a deployment."""
+    return {**selector_labels(deployment_id), LABEL_GROUP: label_value(group)}
+
+
+def owner_reference(cr: dict[str, Any]) -> dict[str, Any]:
+    """Makes a child garbage-collected with its PhDeployment."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": cr["metadata"]["name"],
+        "uid": cr["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(cr: dict[str, Any], name: str, group: str, **extra: Any) -> dict[str, Any]:
+    deployment_id = cr["metadata"]["name"]
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": cr["metadata"].get("namespace"),
+        "labels": labels(deployment_id, group),
+        "ownerReferences": [owner_reference(cr)],
+    }
+    meta.update(extra)
+    if meta["namespace"] is None:
+        del meta["namespace"]
+    return meta
+
+
+def clients_secret_name(deployment_id: str) -> str:
+    """The Secret of a deployment's client hashes (nginx basic auth, auth-map format)."""
+    return f"{deployment_id}-clients"
+
+
+def applied_hash(manifest: dict[str, Any]) -> str:
+    """A stable hash of what we asked for; compared instead of the live object."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def with_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest annotated with its own hash."""
+    digest = applied_hash(manifest)
+    annotations = manifest["metadata"].setdefault("annotations", {})
+    annotations[ANNOTATION_APPLIED] = digest
+    return manifest
+
+
+def endpoint_url(deployment_id: str, settings: OperatorSettings) -> str | None:
+    """The public prediction URL, when the ingress base URL (or host) is known."""
+    base = settings.ingress.base_url.rstrip("/")
+    if not base and settings.ingress.host:
+        scheme = "https" if settings.ingress.tls_secret_name else "http"
+        base = f"{scheme}://{settings.ingress.host}"
+    if not base:
+        return None
+    return f"{base}/deployment/{deployment_id}/{PREDICT_PATH}"
+
+
+# ---- quantities ------------------------------------------------------------------------
+
+
+def cpu_quantity(cores: float) -> str:
+    """Cores as a Kubernetes quantity: 2 -> '2', 0.5 -> '500m'."""
+    if float(cores).is_integer():
+        return str(int(cores))
+    return f"{round(cores * 1000)}m"
+
+
+def memory_quantity(value: float) -> str:
+    """Bytes as the shortest exact binary quantity: 1073741824 -> '1Gi'."""
+    number = int(value)
+    for unit, factor in (("Ti", 1024**4), ("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if number >= factor and number % factor == 0:
+            return f"{number // factor}{unit}"
+    return str(number)
+
+
+def resources(instance: InstanceType) -> dict[str, Any]:
+    """Requests equal limits: a replica gets exactly its instance type (Guaranteed QoS)."""
+    amounts = {"cpu": cpu_quantity(instance.cpu), "memory": memory_quantity(instance.memory)}
+    if instance.gpu:
+        amounts["nvidia.com/gpu"] = str(instance.gpu)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+# ---- the model source ----------------------------------------------------------------
+
+
+@dataclass
+class ModelSource:
+    """How the init container reaches a modelURI: the URI it fetches and what it mounts."""
+
+    uri: str
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _claim_source(claim: str, path: str) -> ModelSource:
+    if not _DNS1123.match(claim) or len(claim) > 253:
+        raise ModelURIError(
+            f"model URI cannot be fetched: '{claim}' is not a valid PersistentVolumeClaim name"
+        )
+    path = path.strip("/")
+    return ModelSource(
+        uri=f"file://{SOURCE_DIR}/{path}" if path else f"file://{SOURCE_DIR}",
+        volumes=[
+            {
+                "name": "model-source",
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+            }
+        ],
+        mounts=[{"name": "model-source", "mountPath": SOURCE_DIR, "readOnly": True}],
+    )
+
+
+def model_source(spec: DeploymentSpec, settings: OperatorSettings) -> ModelSource:
+    """Where the init container fetches the bundle from; ModelURIError when it cannot."""
+    uri = spec.predictor.model_uri or ""
+    if uri.startswith("pvc://"):
+        claim, _, path = uri[len("pvc://") :].partition("/")
+        return _claim_source(claim, path)
+    if uri.startswith(("http://", "https://", "s3://", "models:/")):
+        parsed = urlsplit(uri)
+        if uri.startswith("models:/"):
+            parts = [p for p in uri[len("models:/") :].split("/") if p]
+            if len(parts) != 2:
+                raise ModelURIError(
+                    f"model URI cannot be fetched: '{uri}' is not models:/<name>/<version> "
+                    "(or models:/<name>/<stage>)"
+                )
+        elif not parsed.netloc:
+            raise ModelURIError(f"model URI cannot be fetched: '{uri}' has no host or bucket")
+        return ModelSource(uri=uri)
+    if uri.startswith("file://") or uri.startswith("/"):
+        path = uri[len("file://") :] if uri.startswith("file://") else uri
+        volumes = sorted(settings.model_volumes, key=lambda v: len(v.prefix), reverse=True)
+        for volume in volumes:
+            prefix = volume.prefix.rstrip("/")
+            if path == prefix or path.startswith(prefix + "/"):
+                claim = volume.claim_name.format(
+                    user=label_value(spec.user_name).lower(), group=label_value(spec.group_name)
+                )
+                rest = path[len(prefix) :].strip("/")
+                inside = "/".join(p for p in (volume.sub_path.strip("/"), rest) if p)
+                return _claim_source(claim, inside)
+        known = ", ".join(v.prefix for v in volumes) or "none configured"
+        raise ModelURIError(
+            f"model URI cannot be fetched: the path {path} is not on a volume the cluster "
+            f"mounts (model volumes: {known}); use pvc://<claim>/<path>, http(s)://, s3:// "
+            "or models:/<name>/<version>, or ask your administrator to add a modelVolume"
+        )
+    scheme = uri.split(":", 1)[0] if ":" in uri else uri
+    raise ModelURIError(
+        f"model URI cannot be fetched: the scheme of '{scheme}' is not supported; use "
+        "pvc://, http(s)://, s3://, models:/ (MLflow) or an absolute path on a model volume"
+    )
+
+
+# ---- the Deployment --------------------------------------------------------------------
+
+
+def _probe(path: str, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def model_env(
+    cr: dict[str, Any], spec: DeploymentSpec, instance: InstanceType
+) -> list[dict[str, Any]]:
+    """The model container's environment: ours first, the user's last (theirs win)."""
+    deployment_id = cr["metadata"]["name"]
+    threads = str(max(1, int(instance.cpu)))
+    ours: list[dict[str, Any]] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "PRIMEHUB_DEPLOYMENT_ID", "value": deployment_id},
+        {"name": "PRIMEHUB_REPLICA", "value": "$(POD_NAME)"},
+        {"name": "SELDON_DEPLOYMENT_ID", "value": deployment_id},
+        {"name": "PREDICTIVE_UNIT_ID", "value": spec.predictor.name},
+        {"name": "PREDICTIVE_UNIT_SERVICE_PORT", "value": str(MODEL_PORT)},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "OMP_NUM_THREADS", "value": threads},
+        {"name": "OPENBLAS_NUM_THREADS", "value": threads},
+        {"name": "MKL_NUM_THREADS", "value": threads},
+    ]
+    if spec.predictor.metadata:
+        ours.append(
+            {
+                "name": "PRIMEHUB_MODEL_METADATA",
+                "value": json.dumps(spec.predictor.metadata, sort_keys=True),
+            }
+        )
+    user = [{"name": e.name, "value": e.value} for e in spec.env]
+    names = {e["name"] for e in user}
+    return [e for e in ours if e["name"] not in names] + user
+
+
+def _initializer(
+    spec: DeploymentSpec, source: ModelSource, instance: InstanceType, settings: OperatorSettings
+) -> dict[str, Any]:
+    env: list[dict[str, Any]] = []
+    if settings.mlflow_tracking_uri:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri})
+    env += [{"name": e.name, "value": e.value} for e in spec.env]
+    container: dict[str, Any] = {
+        "name": INITIALIZER_CONTAINER,
+        "image": settings.initializer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python", "-m", "primehub_jupyter.engines.kubernetes.fetch"],
+        "args": ["--termination-log", TERMINATION_LOG, source.uri, MODEL_DIR],
+        "env": env,
+        "resources": resources(instance),
+        "volumeMounts": [{"name": "model-store", "mountPath": MODEL_DIR}, *source.mounts],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    if settings.storage_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.storage_secret, "optional": True}}]
+    return container
+
+
+def deployment_manifest(
+    cr: dict[str, Any],
+    spec: DeploymentSpec,
+    instance: InstanceType,
+    settings: OperatorSettings,
+    *,
+    replicas: int,
+    deploy_timeout: float,
+) -> dict[str, Any]:
+    """The apps/v1 Deployment that runs the predictor (ModelURIError for an unusable URI)."""
+    deployment_id = cr["metadata"]["name"]
+    predictor = spec.predictor
+    pod_labels = {
+        **labels(deployment_id, spec.group_name),
+        LABEL_PREDICTOR: label_value(predictor.name),
+    }
+    container: dict[str, Any] = {
+        "name": MODEL_CONTAINER,
+        "imagePullPolicy": settings.image_pull_policy,
+        "ports": [{"name": PORT_NAME, "containerPort": MODEL_PORT, "protocol": "TCP"}],
+        "env": model_env(cr, spec, instance),
+        "resources": resources(instance),
+        # The model loads before the server answers: the startup probe gives it the whole
+        # deploy timeout; liveness only starts after that, so a slow load is never killed.
+        "startupProbe": _probe(HEALTH_PATH, 5, max(1, int(deploy_timeout // 5))),
+        "readinessProbe": _probe(HEALTH_PATH, 5, 3),
+        "livenessProbe": _probe(HEALTH_PATH, 10, 6),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+    }
+    if predictor.model_image:
+        container["image"] = predictor.model_image
+    else:
+        source = model_source(spec, settings)
+        container["image"] = settings.model_server_image
+        container["command"] = ["primehub-deploy", "model-server"]
+        container["args"] = [
+            MODEL_DIR,
+            "--host",
+            "0.0.0.0",  # the server's default is loopback: probes and the Service need more
+            "--port",
+            str(MODEL_PORT),
+            "--predictor",
+            predictor.name,
+            "--termination-log",
+            TERMINATION_LOG,
+            "--deployment",
+            deployment_id,
+            "--replica",
+            "$(POD_NAME)",
+        ]
+        container["volumeMounts"] = [{"name": "model-store", "mountPath": MODEL_DIR}]
+        pod_spec["initContainers"] = [_initializer(spec, source, instance, settings)]
+        pod_spec["volumes"] = [{"name": "model-store", "emptyDir": {}}, *source.volumes]
+    if predictor.image_pull_secret:
+        pod_spec["imagePullSecrets"] = [{"name": predictor.image_pull_secret}]
+    if instance.node_selector:
+        pod_spec["nodeSelector"] = dict(instance.node_selector)
+    if instance.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in instance.tolerations]
+    if settings.service_account_name:
+        pod_spec["serviceAccountName"] = settings.service_account_name
+    pod_annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(MODEL_PORT),
+        "prometheus.io/path": "/metrics",
+        **settings.pod_annotations,
+    }
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(cr, deployment_id, spec.group_name),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": settings.revision_history_limit,
+            "progressDeadlineSeconds": max(1, int(deploy_timeout)),
+            "selector": {"matchLabels": selector_labels(deployment_id)},
+            "strategy": {
+                "type": "RollingUpdate",
+                # Never fewer ready replicas than asked for: a new one must be ready first.
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+    return with_applied_hash(manifest)
+
+
+# ---- Service, Ingress, Secret -----------------------------------------------------------
+
+
+def service_manifest(cr: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any]:
+    """A ClusterIP Service in front of the ready replicas."""
+    deployment_id = cr["metadata"]["name"]
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(cr, deployment_id, spec.group_name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(deployment_id),
+            "ports": [
+                {"name": PORT_NAME, "port": MODEL_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}
+            ],
+        },
+    }
+    return with_applied_hash(manifest)
+
+
+def ingress_manifest(
+    cr: dict[str, Any], spec: DeploymentSpec, settings: OperatorSettings
+) -> dict[str, Any]:
+    """An ingress-nginx Ingress at /deployment/<id>/ (HTTP Basic for private endpoints)."""
+    deployment_id = cr["metadata"]["name"]
+    ingress = settings.ingress
+    prefix = "nginx.ingress.kubernetes.io"
+    annotations = {
+        f"{prefix}/use-regex": "true",
+        f"{prefix}/rewrite-target": "/$2",
+        f"{prefix}/proxy-body-size": ingress.proxy_body_size,
+        f"{prefix}/proxy-read-timeout": str(ingress.proxy_read_timeout_seconds),
+        f"{prefix}/proxy-send-timeout": str(ingress.proxy_read_timeout_seconds),
+        **ingress.annotations,
+    }
+    if ingress.forwarded_user:
+        # $remote_user is the client name after basic auth, empty on public endpoints: either
+        # way a caller's own X-Forwarded-User never reaches the model.
+        annotations[f"{prefix}/configuration-snippet"] = (
+            "proxy_set_header X-Forwarded-User $remote_user;\n"
+        )
+    if spec.endpoint.access_type == "private":
+        annotations.update(
+            {
+                f"{prefix}/auth-type": "basic",
+                f"{prefix}/auth-secret": clients_secret_name(deployment_id),
+                f"{prefix}/auth-secret-type": "auth-map",
+                f"{prefix}/auth-realm": f"PrimeHub deployment {deployment_id}",
+            }
+        )
+    rule: dict[str, Any] = {
+        "http": {
+            "paths": [
+                {
+                    "path": f"/deployment/{deployment_id}(/|$)(.*)",
+                    "pathType": "ImplementationSpecific",
+                    "backend": {"service": {"name": deployment_id, "port": {"name": PORT_NAME}}},
+                }
+            ]
+        }
+    }
+    if ingress.host:
+        rule["host"] = ingress.host
+    ingress_spec: dict[str, Any] = {"rules": [rule]}
+    if ingress.class_name:
+        ingress_spec["ingressClassName"] = ingress.class_name
+    if ingress.tls_secret_name and ingress.host:
+        ingress_spec["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls_secret_name}]
+    manifest = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _meta(cr, deployment_id, spec.group_name, annotations=annotations),
+        "spec": ingress_spec,
+    }
+    return with_applied_hash(manifest)
+
+
+def nginx_hash(bcrypt_hash: str) -> str:
+    """A bcrypt hash in the form every nginx crypt() accepts.
+
+    nginx checks basic auth with the C library's crypt(): musl (the ingress-nginx image) and
+    libxcrypt accept `$2y$`, and older crypt_blowfish builds know `$2a$`/`$2y$` but not `$2b$`.
+    `$2b$` and `$2y$` are the same algorithm (both fixed the old wrap-around bug), so renaming
+    the prefix keeps the hash valid everywhere.
+    """
+    if bcrypt_hash.startswith("$2b$"):
+        return "$2y$" + bcrypt_hash[4:]
+    return bcrypt_hash
+
+
+def encode_secret_value(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def clients_secret_manifest(
+    cr: dict[str, Any], group: str, hashes: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The Secret of client hashes: one key per client name, its bcrypt hash as the value."""
+    deployment_id = cr["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(cr, clients_secret_name(deployment_id), group),
+        "data": {name: encode_secret_value(nginx_hash(h)) for name, h in (hashes or {}).items()},
+    }

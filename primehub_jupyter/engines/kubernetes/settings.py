@@ -1,0 +1,101 @@
+"""Operator settings: images, ingress, model volumes, timeouts (operator.yaml of the ConfigMap)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from ..._version import __version__
+from ...core.models import describe_problems, pydantic_problems
+
+DEFAULT_MODEL_SERVER_IMAGE = f"ghcr.io/primehub-io/primehub-model-server:{__version__}"
+MODEL_PORT = 9000
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class IngressSettings(_Settings):
+    """How endpoints are exposed through ingress-nginx."""
+
+    class_name: str = Field("nginx", description="IngressClass of ingress-nginx.")
+    host: str = Field("", description="Host of the endpoints ('' accepts any host).")
+    base_url: str = Field(
+        "",
+        alias="baseURL",
+        description="Public URL of the ingress, e.g. https://models.example.com; endpoints "
+        "are <baseURL>/deployment/<id>/api/v1.0/predictions.",
+    )
+    tls_secret_name: str = Field("", description="TLS secret for `host`, when TLS ends at nginx.")
+    forwarded_user: bool = Field(
+        True,
+        description="Set X-Forwarded-User from the authenticated client ($remote_user) with a "
+        "configuration-snippet (the controller must allow snippet annotations).",
+    )
+    proxy_body_size: str = "64m"
+    proxy_read_timeout_seconds: int = 300
+    annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations.")
+
+
+class ModelVolume(_Settings):
+    """A volume that holds model bundles at an absolute path, e.g. users' home directories."""
+
+    prefix: str = Field(description="Absolute path prefix in modelURI, e.g. /home/jovyan.")
+    claim_name: str = Field(
+        description="PersistentVolumeClaim holding that path; may use {user} and {group}."
+    )
+    sub_path: str = Field("", description="Where `prefix` is inside the claim.")
+
+
+class OperatorSettings(_Settings):
+    """Everything the operator needs besides the groups configuration."""
+
+    namespace: str = ""
+    model_server_image: str = DEFAULT_MODEL_SERVER_IMAGE
+    model_initializer_image: str = Field(
+        "", description="Image of the init container fetching modelURI (default: the model server)."
+    )
+    image_pull_policy: str = "IfNotPresent"
+    deploy_timeout_seconds: float = Field(300.0, gt=0)
+    resync_seconds: float = Field(15.0, gt=0, description="Re-check every deployment this often.")
+    workers: int = Field(4, ge=1, le=64, description="Deployments reconciled at the same time.")
+    storage_secret: str = Field(
+        "",
+        description="Secret whose keys become the init container's environment: "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION, "
+        "MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME/PASSWORD.",
+    )
+    mlflow_tracking_uri: str = Field("", alias="mlflowTrackingURI")
+    model_volumes: list[ModelVolume] = Field(default_factory=list)
+    ingress: IngressSettings = Field(default_factory=lambda: IngressSettings.model_validate({}))
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    service_account_name: str = Field("", description="ServiceAccount of model pods.")
+    revision_history_limit: int = 3
+
+    @property
+    def initializer_image(self) -> str:
+        return self.model_initializer_image or self.model_server_image
+
+    @classmethod
+    def load(cls, path: str | Path | None, **overrides: Any) -> OperatorSettings:
+        """Read operator.yaml (if given); non-empty `overrides` (command line) win."""
+        document: dict[str, Any] = {}
+        if path:
+            text = Path(path).read_text()
+            document = yaml.safe_load(text) or {}
+            if not isinstance(document, dict):
+                raise ValueError(f"{path}: expected a mapping of settings")
+        for key, value in overrides.items():
+            if value not in (None, ""):
+                document[to_camel(key)] = value
+        try:
+            return cls.model_validate(document)
+        except ValidationError as error:
+            problems = describe_problems(pydantic_problems(error))
+            where = f" in {path}" if path else ""
+            raise ValueError(f"invalid operator settings{where}: {problems}") from None
