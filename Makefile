@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8888
 DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: help env demo test test-fast test-frontend test-browser lint format bench clean
 
@@ -24,8 +25,10 @@ LABEXTENSION := primehub_jupyter/labextension/package.json
 JLPM := PATH=$(abspath $(BIN)):$$PATH jlpm
 
 # The first editable install also builds the labextension (hatch-jupyter-builder runs jlpm).
+# torch first, pinned to the CPU build, so nothing later resolves a CUDA one.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,frameworks]"
 	@touch $@
 
 # Later changes of the frontend sources rebuild it.
@@ -72,6 +75,7 @@ format: env
 
 bench: env
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) primehub_jupyter/labextension labextension/lib labextension/node_modules

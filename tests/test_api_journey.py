@@ -105,9 +105,9 @@ async def test_openapi_document_is_served_and_valid(api):
     validate(document)
     assert document["servers"][0]["url"].endswith("/primehub/api")
     paths = set(document["paths"])
-    from primehub_jupyter.server.handlers import default_handlers
-
     import re
+
+    from primehub_jupyter.server.handlers import default_handlers
 
     # Every route the server has is documented.
     routes = set()

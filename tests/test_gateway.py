@@ -580,3 +580,22 @@ def test_metrics_count_answers_per_deployment_code_and_kind(
     gateway.route(counted=public(backend_a))
     text = requests.get(url, headers=gateway.admin(), timeout=10).text
     assert 'deployment="locked"' not in text and 'deployment="counted"' in text
+
+
+def test_a_replica_dying_mid_answer_is_retried_elsewhere(
+    gateway: Gateway, backend_a: Backend
+) -> None:
+    # Headers and part of the body, then the connection closes (a replica killed mid-answer).
+    truncated = RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+    try:
+        gateway.route(cut=public(truncated.url, backend_a))
+        for _ in range(6):  # round-robin reaches the broken replica; the client never notices
+            answer = requests.post(gateway.endpoint("cut", "/api/v1.0/predictions"), timeout=10)
+            assert answer.status_code == 200 and answer.json()["name"] == "A"
+        # Feedback could be counted twice, so it is not repeated: the caller is told instead.
+        gateway.route(cut=public(truncated.url))
+        feedback = requests.post(gateway.endpoint("cut", "/api/v1.0/feedback"), timeout=10)
+        assert feedback.status_code == 502
+        assert "broke off its response" in feedback.json()["message"]
+    finally:
+        truncated.close()

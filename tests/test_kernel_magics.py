@@ -267,3 +267,27 @@ def test_phlogs_follow_streams_until_interrupted_without_leaking(kernel: Kernel,
     # The follow connection was closed; pooled keep-alive connections may remain, no more.
     assert _connections(pid, served.port) <= max(before, 1)
     kernel.ok("%phdeploy delete {f.id}")
+
+
+def test_deploy_cell_with_a_seldon_style_class(kernel: Kernel):
+    kernel.ok("np.save('offset.npy', np.array([10.0, 20.0]))")
+    out = kernel.ok(
+        "%%deploy iris-class --sample [[1.0, 2.0]]\n"
+        "import numpy as np\n\n"
+        "class AddOffset:\n"
+        "    artifacts = ['offset.npy']\n"
+        "    def load(self):\n"
+        "        self.offset = np.load('offset.npy')\n"
+        "    def predict(self, X, features_names, meta=None):\n"
+        "        return np.asarray(X) + self.offset\n"
+    )
+    assert "AddOffset (iris-class) is Deployed" in out.text
+    served = kernel.ok("c = %phdeploy get iris-class\nprint(c.invoke([[1.0, 2.0]]).tolist())")
+    assert served.stdout.strip() == "[[11.0, 22.0]]"
+    local = kernel.ok("m = AddOffset()\nm.load()\nprint(m.predict([[1.0, 2.0]], None).tolist())")
+    assert local.stdout.strip() == "[[11.0, 22.0]]"  # the class exists in the notebook too
+    bad = kernel.run(
+        "%%deploy\nclass Nothing:\n    def predict(self):\n        raise NotImplementedError(\n"
+    )
+    assert bad.error is None and "Error:" in bad.text and "Traceback" not in bad.text
+    kernel.ok("%phdeploy delete iris-class")

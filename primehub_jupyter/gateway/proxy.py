@@ -250,7 +250,31 @@ class Proxy:
                 _discard(connection)  # the client went away (cancelled): never reuse it
                 raise
             else:
-                return await self._relay(request, route, replica, connection)
+                if not _bufferable(connection):
+                    return await self._relay(request, route, replica, connection)
+                try:
+                    payload = await connection.read()
+                except UpstreamError as exc:
+                    # The client has seen nothing yet, so this is as safe to repeat as a
+                    # disconnect before the first byte (a replica killed mid-answer), and as
+                    # unsafe for feedback.
+                    failures.append(f"{replica.name}: broke off its response ({exc})")
+                    if feedback:
+                        _discard(connection)
+                        break
+                except BaseException:
+                    _discard(connection)  # the client went away (cancelled): never reuse it
+                    raise
+                else:
+                    try:
+                        return web.Response(
+                            status=connection.status,
+                            reason=connection.reason.decode("latin-1") or None,
+                            headers=_response_headers(connection.headers),
+                            body=payload,
+                        )
+                    finally:
+                        connection.release()
             _discard(connection)
             if index == len(candidates):
                 # During a rolling update the engine may have switched the table to new replicas
@@ -271,22 +295,10 @@ class Proxy:
         replica: Replica,
         upstream: Connection,
     ) -> web.StreamResponse:
+        """Stream a large or chunked response through as it arrives."""
         try:
             headers = _response_headers(upstream.headers)
             reason = upstream.reason.decode("latin-1") or None
-            length = upstream.content_length
-            if upstream.complete or (length is not None and length <= BUFFERED_RESPONSE):
-                try:
-                    body = await upstream.read()
-                except UpstreamError as exc:
-                    return json_response(
-                        502,
-                        f"deployment '{route.id}': replica {replica.name} broke off its "
-                        f"response ({exc})",
-                    )
-                return web.Response(
-                    status=upstream.status, reason=reason, headers=headers, body=body
-                )
             return await self._stream(request, route, replica, upstream, headers, reason)
         finally:
             upstream.release()
@@ -318,6 +330,12 @@ class Proxy:
             if request.transport is not None:
                 request.transport.close()
         return stream
+
+
+def _bufferable(connection: Connection) -> bool:
+    """Small, known-length answers are read whole before the client sees any byte."""
+    length = connection.content_length
+    return connection.complete or (length is not None and length <= BUFFERED_RESPONSE)
 
 
 def _discard(connection: Connection | None) -> None:

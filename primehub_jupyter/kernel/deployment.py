@@ -13,7 +13,7 @@ from .client import Client
 from .display import PHASE_COLORS, Progress, copy_button, esc, phase_badge
 
 
-def package_for_deploy(model: Any, name: str, files: list[str] | None = None) -> str:
+def package_for_deploy(model: Any, name: str, **options: Any) -> str:
     """Package a notebook model into a new bundle folder; its absolute path (the modelURI).
 
     Every deploy gets its own folder (`.primehub/bundles/<name>/<UTC time>`), so each history
@@ -24,9 +24,7 @@ def package_for_deploy(model: Any, name: str, files: list[str] | None = None) ->
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model"
     target = Path.cwd() / ".primehub" / "bundles" / slug / stamp
-    kwargs: dict[str, Any] = {"name": name}
-    if files:
-        kwargs["files"] = files
+    kwargs = {"name": name, **{k: v for k, v in options.items() if v is not None}}
     return str(Path(package(model, target, **kwargs)).resolve())
 
 

@@ -8,6 +8,7 @@ import re
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -49,7 +50,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
                 show_error(getattr(error, "message", str(error)))
         except KeyboardInterrupt:
             show_error("interrupted")
-        except (ValueError, TypeError, KeyError, OSError) as error:
+        except Exception as error:  # never a traceback into our internals: one line
             show_error(f"{type(error).__name__}: {error}")
         return None
 
@@ -84,6 +85,12 @@ def _deploy_parser(prog: str, *, cell: bool) -> _Parser:
     parser.add_argument("--update-message", help="kept in the history")
     parser.add_argument("--metadata", nargs="*", metavar="KEY=VALUE", help="model metadata")
     parser.add_argument("--files", nargs="*", metavar="PATH", help="files a custom model needs")
+    parser.add_argument(
+        "--sample",
+        nargs="+",
+        metavar="EXPR",
+        help="example input rows (a notebook expression, e.g. X[:2]), recorded in the bundle",
+    )
     parser.add_argument("--no-wait", action="store_true", help="return without waiting")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait")
     return parser
@@ -129,6 +136,14 @@ class DeploymentMagics(Magics):
             raise MagicError("the cell must hold a YAML mapping (a deployment spec)")
         return self._deploy(document, args, default_name=None, deployment_id=args.id)
 
+    def _evaluate(self, expression: str) -> Any:
+        try:
+            if self.shell is not None:
+                return self.shell.ev(expression)
+            return eval(expression)  # a notebook expression the user typed
+        except Exception as error:
+            raise MagicError(f"cannot evaluate '{expression}': {error}") from None
+
     def _variable(self, name: str) -> Any:
         namespace = self.shell.user_ns if self.shell is not None else {}
         if name not in namespace:
@@ -151,9 +166,6 @@ class DeploymentMagics(Magics):
             )
         return enabled[0]
 
-    def _package(self, model: Any, name: str, files: list[str] | None = None) -> str:
-        return package_for_deploy(model, name, files)
-
     def _deploy(
         self,
         document: dict[str, Any],
@@ -161,6 +173,7 @@ class DeploymentMagics(Magics):
         *,
         default_name: str | None,
         deployment_id: str | None,
+        package_kwargs: dict[str, Any] | None = None,
     ) -> Deployment:
         flat = _flatten_document(document)
         name = args.name or flat.pop("name", None) or default_name or deployment_id
@@ -170,8 +183,13 @@ class DeploymentMagics(Magics):
         model = flat.pop("model", None)
         if isinstance(model, str):
             model = self._variable(model)
+        sample = flat.pop("sample", None)
+        if args.sample:
+            sample = self._evaluate(" ".join(args.sample))
         if model is not None:
-            flat["predictor"]["modelURI"] = self._package(model, name, args.files)
+            extra = dict(package_kwargs or {"files": args.files or None})
+            extra.setdefault("sample_input", sample)
+            flat["predictor"]["modelURI"] = package_for_deploy(model, name, **extra)
         predictor = flat["predictor"]
         if args.instance_type:
             predictor["instanceType"] = args.instance_type
@@ -252,9 +270,32 @@ class DeploymentMagics(Magics):
             raise MagicError("the cell defines no class with a predict() method")
         model_class = classes[-1]
         files = list(args.files or []) + list(getattr(model_class, "artifacts", []) or [])
-        args.files = files
         name = args.name or model_class.__name__
-        return self._deploy({"model": model_class}, args, default_name=name, deployment_id=args.id)
+        # A class typed in a cell has no source file: the cell becomes the bundle's module.
+        source_file = self._bundle_source(name, source)
+        return self._deploy(
+            {"model": source_file},  # a Path: the packager reads the class from it
+            args,
+            default_name=name,
+            deployment_id=args.id,
+            package_kwargs={
+                "files": files or None,
+                "model_class": model_class.__name__,
+                "sample_input": (
+                    self._evaluate(" ".join(args.sample))
+                    if args.sample
+                    else getattr(model_class, "sample_input", None)
+                ),
+            },
+        )
+
+    def _bundle_source(self, name: str, source: str) -> Path:
+        slug = re.sub(r"[^a-zA-Z0-9]+", "_", name).strip("_").lower() or "model"
+        folder = Path.cwd() / ".primehub" / "sources"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{slug}.py"
+        path.write_text(source + "\n")
+        return path
 
     # ---- %phlogs ----------------------------------------------------------------------
 
@@ -402,11 +443,7 @@ class DeploymentMagics(Magics):
         parser.add_argument("--raw", action="store_true", help="return the whole JSON response")
         parser.add_argument("--path", default="api/v1.0/predictions")
         args = parser.parse_args(rest)
-        expression = " ".join(args.data)
-        try:
-            data = self.shell.ev(expression) if self.shell is not None else eval(expression)
-        except Exception as error:
-            raise MagicError(f"cannot evaluate '{expression}': {error}") from None
+        data = self._evaluate(" ".join(args.data))
         response = self.client.invoke(args.id, to_payload(data), path=args.path)
         return response if args.raw else from_response(response)
 

@@ -203,7 +203,9 @@ def start_lab(home: Path, *, server_extension: bool = True) -> Lab:
     return server
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API holds an event loop on the main thread
+# while it runs, so it must be stopped before the rest of the suite (pytest-jupyter, asyncio).
+@pytest.fixture(scope="package")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The lab most tests share, with the server extension and the embedded engine."""
     server = start_lab(tmp_path_factory.mktemp("lab"))
@@ -264,7 +266,7 @@ def artifacts() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     """Debian's chromium, headless, driven by Playwright (never a downloaded browser)."""
     if not Path(CHROMIUM).exists():

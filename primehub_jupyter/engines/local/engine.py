@@ -23,6 +23,7 @@ from ...core.config import format_memory
 from ...core.errors import NotFound, ValidationError
 from ...core.models import Deployment, DeploymentSpec, Phase, utcnow
 from ...core.quota import Usage, quota_problem_for_usage, requested
+from ...serving.settings import model_server_args
 from ..base import Engine, InvokeResult
 from . import logs as logfiles
 from .gateway_process import GatewayProcess, child_env
@@ -256,12 +257,24 @@ class LocalEngine(Engine):
         from ...serving.errors import BundleError
 
         try:
+            model_server_args(predictor.metadata, request_log_dir=self.request_log_dir)
+        except ValueError as error:
+            raise ValidationError(
+                str(error), details=[{"field": "spec.predictors.0.metadata", "message": str(error)}]
+            ) from None
+
+        try:
             load_bundle(path)
         except BundleError as error:
             raise ValidationError(
                 f"model URI cannot be used: {error}",
                 details=[{"field": "spec.predictors.0.modelURI", "message": str(error)}],
             ) from None
+
+    @property
+    def request_log_dir(self) -> Path:
+        """Where replicas write request/response logs when a deployment turns them on."""
+        return self.base_dir / "request-logs"
 
     def resolve_model_uri(self, uri: str) -> Path:
         """A local path for a modelURI (plain path or file://), or a validation error."""
@@ -772,6 +785,9 @@ class LocalEngine(Engine):
                 runtime.id,
                 "--replica",
                 replica.name,
+                "--predictor",
+                spec.predictor.name,
+                *model_server_args(spec.predictor.metadata, request_log_dir=self.request_log_dir),
                 "--log-max-bytes",
                 str(self.log_max_bytes),
                 *self.model_server_args,
