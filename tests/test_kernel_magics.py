@@ -291,3 +291,22 @@ def test_deploy_cell_with_a_seldon_style_class(kernel: Kernel):
     )
     assert bad.error is None and "Error:" in bad.text and "Traceback" not in bad.text
     kernel.ok("%phdeploy delete iris-class")
+
+
+def test_invoke_takes_a_list_an_array_or_a_dataframe(kernel: Kernel):
+    pytest.importorskip("pandas")
+    kernel.ok("frame = %deploy model --name iris-frames")
+    code = (
+        "import pandas as pd\n"
+        "df = pd.DataFrame(X[:3], columns=['sl', 'sw', 'pl', 'pw'])\n"
+        "expected = model.predict_proba(X[:3])\n"
+        "from_frame = %phdeploy invoke {frame.id} df\n"
+        "from_list = %phdeploy invoke {frame.id} X[:3].tolist()\n"
+        "from_array = frame.invoke(X[:3])\n"
+        "raw = frame.invoke(df, raw=True)\n"
+        "print(type(from_frame).__name__, all(np.allclose(p, expected) for p in "
+        "(from_frame, from_list, from_array)), sorted(raw['data']))"
+    )
+    out = kernel.ok(code)
+    assert out.stdout.strip() == "ndarray True ['names', 'ndarray']"
+    kernel.ok("%phdeploy delete {frame.id}")
