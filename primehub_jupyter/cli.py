@@ -36,9 +36,15 @@ def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    # Piped output (scripts, grep) must not wrap table rows at 80 columns.
-    width = None if stream.isatty() else 1000
+    # Piped output (scripts, grep) must not wrap table rows at 80 columns, nor a notebook's
+    # `!primehub-deploy ...` (a pseudo-terminal of 80 columns).
+    width = None if stream.isatty() and not _in_notebook_shell() else 1000
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+def _in_notebook_shell() -> bool:
+    """Run by `!` in a Jupyter kernel: a terminal for colours, but output cannot be redrawn."""
+    return "JPY_PARENT_PID" in os.environ
 
 
 class CLIError(click.ClickException):
@@ -241,6 +247,20 @@ def parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 def _wait(client: Client, deployment_id: str, phase: str, timeout: float) -> dict[str, Any]:
     console = _console(stderr=True)
+    if not console.is_terminal or _in_notebook_shell():
+        # No live spinner where output cannot be redrawn: one line per change instead.
+        seen: list[str] = []
+
+        def line(d: dict[str, Any]) -> None:
+            status = d["status"]
+            text = f"{deployment_id}: {status.get('phase')}" + (
+                f" - {status['message']}" if status.get("message") else ""
+            )
+            if not seen or seen[-1] != text:
+                seen.append(text)
+                click.echo(text, err=True)
+
+        return _call(client.wait, deployment_id, phase=phase, timeout=timeout, on_progress=line)
     with console.status(f"waiting for {deployment_id}...") as spinner:
 
         def progress(d: dict[str, Any]) -> None:

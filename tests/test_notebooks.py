@@ -29,7 +29,13 @@ EXPECTED = {
         "deleted",
     ],
     "05-monitoring.ipynb": ["'predictRequests'", "<svg", "Model Deployments", "deleted"],
-    "06-yaml-and-cli.ipynb": ["Iris from YAML", "iris-from-cli", "scale out", "deleted"],
+    "06-yaml-and-cli.ipynb": [
+        "Iris from YAML",
+        "iris-from-cli: Deployed",
+        '"ndarray"',
+        "scale out",
+        "deleted",
+    ],
 }
 
 
@@ -66,6 +72,8 @@ def test_notebook_runs(path: Path, api_server: Server, tmp_path: Path, monkeypat
     ).execute()
     text = outputs_of(nb)
     assert "TRACEBACK" not in text and "Error:" not in text, text[-3000:]
+    assert "command not found" not in text, text[-3000:]  # a `!` line that did not expand
+    assert "\x1b[2K" not in text, "a live terminal redraw leaked into the notebook"
     for expected in EXPECTED[path.name]:
         assert expected in text, f"{path.name} does not show {expected!r}"
 
