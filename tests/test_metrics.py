@@ -160,3 +160,13 @@ async def test_rollback_reapplies_an_earlier_spec(api, bundles, models, iris):
     assert code == 404 and "no history revision 9" in body["message"]
     code, body = await api.call("POST", f"deployments/{deployment_id}/rollback", {"revision": "1"})
     assert code == 422
+
+
+def test_traffic_in_the_step_where_history_begins_is_counted():
+    store = MetricsStore(retention=600, interval=1)
+    store.add("d", Snapshot(101.2))  # created: the zero baseline
+    store.add("d", snap(102.0, ok=30))
+    store.add("d", snap(103.0, ok=50, bad=5))
+    result = store.series("d", window=10, step=5, now=106)  # the step (100, 105] is complete
+    assert result["totals"]["requests"] == 55 and result["totals"]["clientErrors"] == 5
+    assert result["series"]["requestsPerSecond"][-1] == pytest.approx(55 / 1.8)

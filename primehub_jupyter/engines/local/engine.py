@@ -286,6 +286,8 @@ class LocalEngine(Reconciler, Engine):
         stored = deployment.model_copy(deep=True)
         stored.resource_version = "1"
         self._runtimes[stored.id] = Runtime(stored, seq, phase=stored.status.phase)
+        # A new deployment has served nothing: a zero baseline, so its first requests count.
+        self._metrics.add(stored.id, Snapshot(time.time()))
         self.kick()
         return await self.get(stored.id)
 

@@ -183,6 +183,9 @@ class MetricsStore:
         reward_sum = 0.0
         for index, moment in enumerate(times):
             current, previous = self._at(history, moment), self._at(history, moment - step)
+            if previous is None and current is not None and history[0].time > moment - step:
+                # The deployment's history begins inside this step: count from its start.
+                previous = history[0]
             if current is None or previous is None or current is previous:
                 for values in series.values():
                     values.append(None)
