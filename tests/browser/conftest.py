@@ -7,7 +7,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 import yaml
@@ -239,20 +239,23 @@ def _wait_until_up(server: Lab, probe: str, limit: float = 120) -> None:
 
 
 def stop_lab(server: Lab) -> None:
-    """Stop a lab started by `start_lab` (its replicas stop with it)."""
+    """Stop a lab started by `start_lab`; its gateway and replicas stop with it."""
     _stop(server.process)
+    # The engine's processes are detached (they outlive a crashed server on purpose): if the
+    # lab could not stop them, nothing of this test may keep running after it.
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(server.data_dir) in " ".join(proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
-    process.send_signal(signal.SIGINT)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(30)
-        return
+    # SIGTERM is Jupyter's clean stop; SIGINT would ask for a confirmation on stdin first.
     process.terminate()
     with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(10)
+        process.wait(60)
         return
     process.kill()
     process.wait(10)
