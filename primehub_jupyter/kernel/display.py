@@ -99,18 +99,6 @@ class Progress:
             sys.stdout.flush()
 
 
-def show_error(message: str) -> None:
-    """One readable line, never a traceback."""
-    if in_notebook():
-        style = "color:#c62828;font-weight:600"
-        show(
-            f'<div class="ph-error" style="{style}">Error: {esc(message)}</div>',
-            f"Error: {message}",
-        )
-    else:
-        print(f"Error: {message}", file=sys.stderr)
-
-
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, raw: bool = False) -> str:
     """An HTML table; cells are escaped unless `raw` (then they are trusted HTML)."""
     head = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in headers)

@@ -16,7 +16,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from .client import Client, DeploymentFailed, PrimeHubError, WaitTimeout
 from .deployment import Deployment, from_response, package_for_deploy, to_payload
-from .display import Table, esc, html_table, metric_charts, phase_badge, show_error
+from .display import Table, esc, html_table, metric_charts, phase_badge
 
 
 class MagicError(Exception):
@@ -36,8 +36,23 @@ class _HelpShown(Exception):
     pass
 
 
+class MagicFailed(Exception):
+    """A magic that failed: the cell stops (so "Run All" does too) with one readable line.
+
+    IPython shows what `_render_traceback_` returns instead of a traceback, so the user sees
+    the reason and never a stack of our internals.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[1;31mError:\x1b[0m {self.message}"]
+
+
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn every failure into one readable line in the cell output."""
+    """Turn every failure into MagicFailed: one readable line, and the cell stops."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -45,14 +60,17 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except _HelpShown:
             return None
+        except MagicFailed:
+            raise
         except (PrimeHubError, MagicError) as error:
-            if str(error):
-                show_error(getattr(error, "message", str(error)))
+            message = getattr(error, "message", None) or str(error)
+            if not message:  # argparse already printed its usage
+                message = "invalid arguments (see the usage above)"
+            raise MagicFailed(message) from None
         except KeyboardInterrupt:
-            show_error("interrupted")
+            raise MagicFailed("interrupted") from None
         except Exception as error:  # never a traceback into our internals: one line
-            show_error(f"{type(error).__name__}: {error}")
-        return None
+            raise MagicFailed(f"{type(error).__name__}: {error}") from None
 
     return wrapper
 
@@ -237,7 +255,7 @@ class DeploymentMagics(Magics):
         try:
             deployment.wait(timeout=args.timeout)
         except (DeploymentFailed, WaitTimeout) as error:
-            show_error(error.message)
+            raise MagicFailed(f"{error.message} (see %phlogs {deployment.id})") from None
         return deployment
 
     def _existing(self, deployment_id: str | None, name: str, group: str) -> dict | None:
@@ -405,7 +423,7 @@ class DeploymentMagics(Magics):
         try:
             deployment.wait(phase, timeout=timeout)
         except (DeploymentFailed, WaitTimeout) as error:
-            show_error(error.message)
+            raise MagicFailed(f"{error.message} (see %phlogs {deployment.id})") from None
         return deployment
 
     def _lifecycle(self, rest: list[str], verb: str, phase: str) -> Deployment:
