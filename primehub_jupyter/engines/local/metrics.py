@@ -169,8 +169,10 @@ class MetricsStore:
         step = max(step, self.interval)
         points = max(1, int(window // step))
         now = time.time() if now is None else now
-        end = math.floor(now / step) * step
-        times = [end - (points - 1 - i) * step for i in range(points)]
+        # Buckets [t, t + step) aligned to the step; the last one holds `now` and is partial,
+        # so traffic of the last seconds is counted (and stays in its bucket as time passes).
+        last = math.floor(now / step) * step
+        times = [last - (points - 1 - i) * step for i in range(points)]
         history = self._history.get(deployment_id, deque())
         names = ("requestsPerSecond", "predictRequestsPerSecond", "successRate",
                  "clientErrorsPerSecond", "serverErrorsPerSecond", "latencyP50", "latencyP90",
@@ -181,9 +183,10 @@ class MetricsStore:
             ("requests", "predictRequests", "clientErrors", "serverErrors", "feedback"), 0.0
         )
         reward_sum = 0.0
-        for index, moment in enumerate(times):
-            current, previous = self._at(history, moment), self._at(history, moment - step)
-            if previous is None and current is not None and history[0].time > moment - step:
+        for index, start in enumerate(times):
+            current = self._at(history, min(start + step, now))
+            previous = self._at(history, start)
+            if previous is None and current is not None and history[0].time > start:
                 # The deployment's history begins inside this step: count from its start.
                 previous = history[0]
             if current is None or previous is None or current is previous:
