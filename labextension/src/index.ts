@@ -15,6 +15,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { addIcon, launchIcon, refreshIcon } from '@jupyterlab/ui-components';
 
 import { deleteDeployment, startDeployment, stopDeployment } from './actions';
+import { autoloadPlugin } from './autoload';
 import { IDeployment, PrimeHubAPI } from './api';
 import { deploymentsIcon } from './icons';
 import { DeploymentListModel } from './model';
@@ -363,4 +364,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, autoloadPlugin];
