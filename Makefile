@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8888
+GATEWAY_PORT ?= 8890
 DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
 TORCH_VERSION ?= 2.13.0
@@ -44,12 +45,13 @@ demo: env
 	@echo ""
 	@echo "  PrimeHub Model Deployment demo (embedded engine, data in $(DEMO_DIR)/data)"
 	@echo "  Open: http://127.0.0.1:$(PORT)/lab/tree/01-quickstart.ipynb?token=$$(cat $(DEMO_DIR)/token)"
+	@echo "  Gateway (model endpoints): http://127.0.0.1:$(GATEWAY_PORT)/deployment/<id>/api/v1.0/predictions"
 	@echo "  CLI:  export PRIMEHUB_API_URL=http://127.0.0.1:$(PORT)/ PRIMEHUB_API_TOKEN=$$(cat $(DEMO_DIR)/token)"
 	@echo "        $(BIN)/primehub-deploy get"
 	@echo ""
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.allow_root=True \
 		--ServerApp.root_dir=$(DEMO_DIR)/work --IdentityProvider.token=$$(cat $(DEMO_DIR)/token) \
-		--PrimeHubApp.data_dir=$(abspath $(DEMO_DIR))/data
+		--PrimeHubApp.data_dir=$(abspath $(DEMO_DIR))/data --LocalEngine.gateway_port=$(GATEWAY_PORT)
 
 test: env
 	cd labextension && $(JLPM) test
