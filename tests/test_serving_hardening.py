@@ -1,22 +1,32 @@
-"""Hostile input against a real model server: content codings, tensor shapes, deep nesting."""
+"""Hostile input and faults against a real model server: codings, shapes, nesting, full logs."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
+import resource
+import socket
+import time
 import zlib
 
 import numpy as np
 import pytest
+import requests
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from primehub_jupyter.serving.bundle import package
 
 try:
-    from tests.serving_helpers import PREDICT, ModelServer, serve
+    from tests.serving_helpers import PREDICT, ModelServer, metric_value, serve
 except ImportError:  # tests/ is on sys.path instead of the repository root
-    from serving_helpers import PREDICT, ModelServer, serve  # type: ignore[no-redef]
+    from serving_helpers import (  # type: ignore[no-redef]
+        PREDICT,
+        ModelServer,
+        metric_value,
+        serve,
+    )
 
 MODEL = "iris"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -286,3 +296,102 @@ def test_deep_json_data_and_meta_are_400(server):
         response = server.post(data=body, path=path)
         assert response.status_code == 400, response.text
         assert "levels deep" in message(response)
+
+
+# ---- an unwritable log file -------------------------------------------------------------------
+
+DROPPED = "primehub_log_lines_dropped_total"
+
+
+def wait_for(predicate, what: str, limit: float = 60.0):
+    """Poll `predicate` until truthy; the limit only bounds a hang."""
+    deadline = time.monotonic() + limit
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=60).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def dropped(server) -> float:
+    return metric_value(server.metrics(), DROPPED)
+
+
+def test_full_log_file_drops_counted_lines_and_reports_them_when_writable(iris, tmp_path):
+    """RLIMIT_FSIZE makes every write past the file's size fail (EFBIG), as a full disk does."""
+    X, model = iris
+    bundle = package(model, tmp_path / "bundle", name=MODEL)
+    server = ModelServer.on_port(bundle, tmp_path / "server", "--deployment", "iris-log")
+    try:
+        assert dropped(server) == 0
+        size = server.log_file.stat().st_size
+        _, hard = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (size, hard))
+        for _ in range(20):  # each answer is one access log line the file cannot take
+            response = server.post(data=seldon_body(X))
+            assert response.status_code == 200, response.text
+            assert np.allclose(response.json()["data"]["ndarray"], model.predict_proba(X[:3]))
+        wait_for(lambda: dropped(server) >= 20, "20 dropped lines counted on /metrics")
+        samples = server.metrics()
+        assert any(
+            name == DROPPED and labels.get("deployment_name") == "iris-log"
+            for name, labels, _ in samples
+        )
+        assert server.log_file.stat().st_size == size  # nothing got through, not even a part
+
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        notice = wait_for(
+            lambda: re.search(
+                r"log: (\d+) lines were dropped because the log file could not "
+                r"be written \(File too large\)",
+                server.log(),
+            ),
+            "the line reporting the dropped lines",
+        )
+        assert int(notice.group(1)) == dropped(server) >= 20
+        request_id = server.post(data=seldon_body(X)).headers["Request-ID"]
+        wait_for(lambda: request_id in server.log(), "logging to resume")
+        assert server.log().index(notice.group(0)) < server.log().index(request_id)
+    finally:
+        assert server.stop() == 0
+        server.kill()
+
+
+def test_log_file_on_a_full_device_keeps_the_server_serving(iris, tmp_path):
+    """/dev/full answers every write with ENOSPC: the server serves and counts what it loses."""
+    X, model = iris
+    bundle = package(model, tmp_path / "bundle", name=MODEL)
+    server = ModelServer(bundle, tmp_path / "server")
+    index = server.args.index("--log-file")
+    server.args[index + 1] = "/dev/full"
+    server.log_file = tmp_path / "no-log"  # what log() reads on failure (never /dev/full)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    server.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    server.args += ["--fd", str(listener.fileno())]
+    server.pass_fds = (listener.fileno(),)
+    try:
+        server._start()
+        listener.close()
+        # The socket listens before the model is loaded: the first ping waits for the load.
+        wait_for(lambda: answers(server.url + "/health/ping"), "the server to answer")
+        before = dropped(server)
+        assert before > 0  # the startup lines were lost already
+        for _ in range(10):
+            response = server.post(data=seldon_body(X))
+            assert response.status_code == 200, response.text
+        wait_for(lambda: dropped(server) >= before + 10, "10 more dropped lines")
+        assert server.stop() == 0
+    finally:
+        listener.close()
+        server.kill()

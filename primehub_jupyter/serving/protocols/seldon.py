@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from ..errors import PayloadError
-from .shapes import MAX_DIMS, MAX_ECHO_DEPTH, element_count, list_depth, too_deep
+from .shapes import MAX_DIMS, MAX_ECHO_DEPTH, checked_shape, list_depth, too_deep
 
 NDARRAY = "ndarray"
 TENSOR = "tensor"
@@ -225,7 +225,7 @@ def _tensor(tensor: Any, dtype: np.dtype[Any]) -> np.ndarray:
         raise PayloadError('"data.tensor" must be an object with "shape" and "values"')
     shape = tensor.get("shape")
     values = tensor.get("values")
-    expected = element_count(shape, '"data.tensor.shape"')
+    shape, expected = checked_shape(shape, '"data.tensor.shape"')
     array = _numbers(values, "data.tensor.values", dtype)
     if array.ndim != 1:
         raise PayloadError('"data.tensor.values" must be a flat list of numbers')

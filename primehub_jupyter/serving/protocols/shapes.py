@@ -24,11 +24,11 @@ def _kind(value: Any) -> str:
     return _KIND_NAMES.get(type(value), type(value).__name__)
 
 
-_KIND_NAMES = {str: "a string", list: "a list", dict: "an object"}
+_KIND_NAMES: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
 
 
-def element_count(shape: Any, field: str) -> int:
-    """The number of elements of a JSON `shape`; PayloadError naming `field` if it is not one.
+def checked_shape(shape: Any, field: str) -> tuple[list[int], int]:
+    """A JSON `shape` and its element count; PayloadError naming `field` if it is not one.
 
     A shape is a list of at most MAX_DIMS non-negative integers (booleans are not integers)
     whose product stays within MAX_ELEMENTS; the product is computed with Python ints, so an
@@ -53,7 +53,7 @@ def element_count(shape: Any, field: str) -> int:
                     f"{field} declares more than {MAX_ELEMENTS} elements; no request can "
                     "carry that many"
                 )
-    return count
+    return shape, count
 
 
 def list_depth(value: Any, limit: int) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 
 from ..errors import PayloadError
-from .shapes import MAX_DIMS, element_count, list_depth
+from .shapes import MAX_DIMS, checked_shape, list_depth
 
 #: Protocol extensions this server implements (reported by GET /v2).
 EXTENSIONS = ["binary_tensor_data", "classification"]
@@ -152,8 +152,7 @@ def _input(raw: Any, index: int, binary: memoryview) -> tuple[InputTensor, int]:
     if datatype != _BYTES and datatype not in _DTYPES:
         known = ", ".join([*_DTYPES, _BYTES])
         raise PayloadError(f"{where}: datatype {datatype!r} is not supported; use one of {known}")
-    shape = raw.get("shape")
-    count = element_count(shape, f'{where}: "inputs[{index}].shape"')
+    shape, count = checked_shape(raw.get("shape"), f'{where}: "inputs[{index}].shape"')
     parameters = raw.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise PayloadError(f'{where}: "parameters" must be a JSON object')
