@@ -367,10 +367,13 @@ def test_full_log_file_drops_counted_lines_and_reports_them_when_writable(iris, 
 
 
 def test_log_file_on_a_full_device_keeps_the_server_serving(iris, tmp_path):
-    """/dev/full answers every write with ENOSPC: the server serves and counts what it loses."""
+    """/dev/full answers every write with ENOSPC: the server serves and counts what it loses.
+
+    Two workers: the supervisor counts, whichever worker answers /metrics reports the count.
+    """
     X, model = iris
     bundle = package(model, tmp_path / "bundle", name=MODEL)
-    server = ModelServer(bundle, tmp_path / "server")
+    server = ModelServer(bundle, tmp_path / "server", workers=2)
     index = server.args.index("--log-file")
     server.args[index + 1] = "/dev/full"
     server.log_file = tmp_path / "no-log"  # what log() reads on failure (never /dev/full)
