@@ -398,3 +398,33 @@ def test_log_file_on_a_full_device_keeps_the_server_serving(iris, tmp_path):
     finally:
         listener.close()
         server.kill()
+
+
+def test_request_log_write_failures_are_counted(iris, tmp_path):
+    """With every file at its size limit, predictions go on and lost records are counted."""
+    X, model = iris
+    bundle = package(model, tmp_path / "bundle", name=MODEL)
+    requests_dir = tmp_path / "requests"
+    server = ModelServer.on_port(
+        bundle,
+        tmp_path / "server",
+        "--request-log-dir",
+        str(requests_dir),
+        "--request-log-fsync-seconds",
+        "0",
+    )
+    try:
+        assert server.post(data=seldon_body(X)).status_code == 200
+        logged = wait_for(lambda: list(requests_dir.rglob("*.jsonl")), "the first record")
+        size = logged[0].stat().st_size
+        _, hard = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (1, hard))
+        for _ in range(5):
+            assert server.post(data=seldon_body(X)).status_code == 200
+        name = "primehub_request_log_records_dropped_total"
+        wait_for(lambda: metric_value(server.metrics(), name) >= 5, "5 dropped records on /metrics")
+        assert logged[0].stat().st_size == size
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (hard, hard))
+    finally:
+        assert server.stop() == 0
+        server.kill()

@@ -33,6 +33,7 @@ FEEDBACK = "seldon_api_model_feedback"
 FEEDBACK_REWARD = "seldon_api_model_feedback_reward"
 BATCH_ROWS = "primehub_model_server_batch_rows"
 LOG_LINES_DROPPED = "primehub_log_lines_dropped"
+REQUEST_LOG_DROPPED = "primehub_request_log_records_dropped"
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -44,6 +45,7 @@ _HELP = {
     BATCH_ROWS: "Rows per model call (adaptive batching).",
     LOG_LINES_DROPPED: "Lines of the server's output lost because its log file could not be "
     "written (disk full, read-only, I/O error).",
+    REQUEST_LOG_DROPPED: "Request log records lost: the disk failed or did not keep up.",
 }
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -154,6 +156,13 @@ class ServerMetrics:
             self._batch = self._histogram(BATCH_ROWS, self._base_labels, BATCH_BUCKETS)
         self._batch.observe(float(rows))
         self._dirty = True
+
+    def request_log_dropped(self, count: int) -> None:
+        """This process's count of request log records lost so far (a counter's new total)."""
+        key: _Key = ("counter", REQUEST_LOG_DROPPED, self._base_labels)
+        if self._series.get(key) != float(count):
+            self._series[key] = float(count)
+            self._dirty = True
 
     def feedback(self, reward: float | None) -> None:
         """Count one feedback request and add its reward (Seldon's feedback counters).
