@@ -171,6 +171,7 @@ class ModelServerApp(V2Endpoints):
             asyncio.get_running_loop().call_later(1.0, self._flush_metrics)
 
     def _flush_metrics(self) -> None:
+        self._count_request_log_drops()
         self.metrics.flush()
         asyncio.get_running_loop().call_later(1.0, self._flush_metrics)
 
@@ -180,6 +181,7 @@ class ModelServerApp(V2Endpoints):
             self.batcher.close()
         if self.request_log is not None:
             self.request_log.close()
+        self._count_request_log_drops()
         self.metrics.flush(force=True)
 
     # ---- the model --------------------------------------------------------------------------
@@ -525,7 +527,13 @@ class ModelServerApp(V2Endpoints):
             return model_error(exc)
 
     async def _metrics(self, call: Call) -> Answer:
+        self._count_request_log_drops()
         return 200, METRICS_CONTENT_TYPE, self.metrics.render()
+
+    def _count_request_log_drops(self) -> None:
+        # Read here, on the event loop, so the metrics are never written from the log's thread.
+        if self.request_log is not None:
+            self.metrics.request_log_dropped(self.request_log.dropped)
 
     # ---- logs -------------------------------------------------------------------------------
 

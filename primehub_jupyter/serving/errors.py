@@ -26,3 +26,10 @@ class PayloadTooLargeError(PayloadError):
     """The request body is larger than the server's `--max-body-bytes`."""
 
     status = 413
+
+
+class UnsupportedEncodingError(PayloadError):
+    """The request body's Content-Encoding is not one this server can undo."""
+
+    status = 415
+    reason = "UNSUPPORTED_CONTENT_ENCODING"

@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import PayloadError, PayloadTooLargeError
+from .errors import PayloadError, PayloadTooLargeError, UnsupportedEncodingError
 from .protocols import seldon
 
 Scope = dict[str, Any]
@@ -25,6 +25,12 @@ OCTETS = b"application/octet-stream"
 # token: no spaces (log fields are space separated) and a bounded length.
 REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 REQUEST_ID_TEXT = re.compile(r"[\x21-\x7e]{1,128}")
+#: Content codings of request bodies this server undoes (the 415 answer's Accept-Encoding).
+ACCEPTED_ENCODINGS = b"gzip, deflate"
+_CODINGS = {b"gzip": b"gzip", b"x-gzip": b"gzip", b"deflate": b"deflate"}
+#: A body compressed more often than this is refused: each layer costs a full decompression.
+MAX_CODINGS = 2
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 class ClientGone(Exception):
@@ -78,7 +84,12 @@ Handler = Callable[[Call], Awaitable[Answer]]
 
 
 async def read_body(call: Call, limit: int) -> bytes:
-    """The whole request body (decompressed), at most `limit` bytes (413 beyond)."""
+    """The whole request body (decompressed), at most `limit` bytes (413 beyond).
+
+    A Content-Encoding this server cannot undo is a 415 (with Accept-Encoding naming what it
+    takes) before the body is read; a corrupt or truncated compressed body is a 400.
+    """
+    codings = content_codings(call)
     length = call.content_length
     if length is not None and length.isdigit() and int(length) > limit:
         # Answer before reading: the server discards the rest of the upload itself.
@@ -98,9 +109,9 @@ async def read_body(call: Call, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = call.content_encoding
-    if encoding is not None and encoding not in (b"identity", b""):
-        body = decompress(body, encoding, limit)
+    # Codings are listed in the order they were applied: undo the last one first.
+    for coding in reversed(codings):
+        body = decompress(body, coding, limit)
     call.request_body = body
     return body
 
@@ -119,22 +130,83 @@ def header_length(value: bytes | None) -> int | None:
     return int(value)
 
 
-def decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
-    """Undo Content-Encoding gzip/deflate without ever holding more than `limit` bytes."""
-    if encoding == b"gzip":
-        wbits = 16 + zlib.MAX_WBITS
-    elif encoding == b"deflate":
-        wbits = zlib.MAX_WBITS
+def content_codings(call: Call) -> list[bytes]:
+    """The request's Content-Encoding as a list of codings to undo (identity left out).
+
+    Codings are case-insensitive tokens (RFC 9110); anything but gzip (x-gzip) and deflate,
+    or more than MAX_CODINGS of them, is an UnsupportedEncodingError (415) that also sets
+    the Accept-Encoding answer header.
+    """
+    header = call.content_encoding
+    if header is None:
+        return []
+    codings = []
+    for token in header.split(b","):
+        coding = token.strip().lower()
+        if coding in (b"", b"identity"):
+            continue
+        if coding not in _CODINGS:
+            call.extra_headers = [(b"accept-encoding", ACCEPTED_ENCODINGS)]
+            shown = coding.decode("latin-1")[:64]
+            raise UnsupportedEncodingError(
+                f"Content-Encoding {shown!r} is not supported; send the body uncompressed or "
+                f"compressed with {ACCEPTED_ENCODINGS.decode()}"
+            )
+        codings.append(_CODINGS[coding])
+    if len(codings) > MAX_CODINGS:
+        call.extra_headers = [(b"accept-encoding", ACCEPTED_ENCODINGS)]
+        raise UnsupportedEncodingError(
+            f"the body is compressed {len(codings)} times over; this server undoes at most "
+            f"{MAX_CODINGS} content codings"
+        )
+    return codings
+
+
+def decompress(body: bytes, coding: bytes, limit: int) -> bytes:
+    """Undo one content coding (b"gzip" or b"deflate") without ever holding more than `limit`.
+
+    gzip may hold several members (concatenated files decompress to the concatenation);
+    deflate is the zlib format of RFC 9110, or raw deflate, which some clients send instead.
+    """
+    if not body:
+        return body
+    name = coding.decode()
+    if coding == b"gzip":
+        wbits = _GZIP_WBITS
+    elif len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0:
+        wbits = zlib.MAX_WBITS  # a zlib header: compression method 8, valid check bits
     else:
-        raise PayloadError(f"Content-Encoding {encoding.decode('latin-1')!r} is not supported")
-    inflater = zlib.decompressobj(wbits)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise PayloadError(f"the {encoding.decode()} body cannot be decompressed: {exc}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLargeError(too_large(limit))
-    return data
+        wbits = -zlib.MAX_WBITS
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise PayloadError(
+                f"the {name} request body is corrupt ({exc}); compress the whole body once, or "
+                "send it uncompressed without Content-Encoding"
+            ) from None
+        size += len(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise PayloadTooLargeError(too_large(limit))
+        parts.append(part)
+        if not inflater.eof:
+            raise PayloadError(
+                f"the {name} request body is truncated: the compressed data ends before its "
+                "end-of-stream marker"
+            )
+        rest = inflater.unused_data
+        if not rest:
+            break
+        if wbits != _GZIP_WBITS:
+            raise PayloadError(
+                f"the {name} request body has {len(rest)} bytes after the end of the compressed "
+                "data"
+            )
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def too_large(limit: int) -> str:

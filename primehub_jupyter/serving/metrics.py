@@ -9,7 +9,7 @@ import re
 import sys
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ CLIENT_REQUESTS = "seldon_api_executor_client_requests_seconds"
 FEEDBACK = "seldon_api_model_feedback"
 FEEDBACK_REWARD = "seldon_api_model_feedback_reward"
 BATCH_ROWS = "primehub_model_server_batch_rows"
+LOG_LINES_DROPPED = "primehub_log_lines_dropped"
+REQUEST_LOG_DROPPED = "primehub_request_log_records_dropped"
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -41,6 +43,9 @@ _HELP = {
     FEEDBACK: "Feedback requests received.",
     FEEDBACK_REWARD: "Sum of the rewards sent as feedback.",
     BATCH_ROWS: "Rows per model call (adaptive batching).",
+    LOG_LINES_DROPPED: "Lines of the server's output lost because its log file could not be "
+    "written (disk full, read-only, I/O error).",
+    REQUEST_LOG_DROPPED: "Request log records lost: the disk failed or did not keep up.",
 }
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -90,9 +95,16 @@ class ServerMetrics:
     numbers. Snapshots of workers that died stay, so counters never go backwards.
     """
 
-    def __init__(self, identity: Identity, snapshot_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        snapshot_dir: Path | None = None,
+        dropped_log_lines: Callable[[], int] | None = None,
+    ) -> None:
         self.identity = identity
         self.snapshot_dir = snapshot_dir
+        # The log capture's count (shared by every worker, so read, never summed).
+        self.dropped_log_lines = dropped_log_lines
         base = identity
         self._base_labels = (
             ("deployment_name", base.deployment_name),
@@ -144,6 +156,13 @@ class ServerMetrics:
             self._batch = self._histogram(BATCH_ROWS, self._base_labels, BATCH_BUCKETS)
         self._batch.observe(float(rows))
         self._dirty = True
+
+    def request_log_dropped(self, count: int) -> None:
+        """This process's count of request log records lost so far (a counter's new total)."""
+        key: _Key = ("counter", REQUEST_LOG_DROPPED, self._base_labels)
+        if self._series.get(key) != float(count):
+            self._series[key] = float(count)
+            self._dirty = True
 
     def feedback(self, reward: float | None) -> None:
         """Count one feedback request and add its reward (Seldon's feedback counters).
@@ -289,6 +308,10 @@ class ServerMetrics:
                         merged[key], times[key] = value, when
                 else:
                     merged[key] = merged.get(key, 0.0) + value
+
+        if self.dropped_log_lines is not None:
+            key = ("counter", LOG_LINES_DROPPED, self._base_labels)
+            merged[key] = float(self.dropped_log_lines())
 
         families: dict[tuple[str, str], list[tuple[dict[str, str], Any]]] = {}
         for (kind, name, labels), value in merged.items():

@@ -121,6 +121,7 @@ class RequestLog:
         self._thread: threading.Thread | None = None
         self._fds: dict[str, tuple[str, int]] = {}  # kind -> (day, fd)
         self._unsynced: set[int] = set()
+        self._torn: set[int] = set()  # files whose last write stopped inside a record
         self._synced_at = 0.0
         self._last_error = 0.0
 
@@ -156,7 +157,7 @@ class RequestLog:
         self._fds.clear()
         if self.dropped:
             print(
-                f"request log: dropped {self.dropped} records (the disk did not keep up)",
+                f"request log: dropped {self.dropped} records (the disk failed or did not keep up)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -209,18 +210,31 @@ class RequestLog:
             lines.setdefault((kind, day), []).append(line)
         for (kind, day), chunk in lines.items():
             data = b"\n".join(chunk) + b"\n"
+            view = memoryview(data)
+            fd = -1
             try:
                 fd = self._fd(kind, day)
-                view = memoryview(data)
+                if fd in self._torn:  # end the record a failed write left unfinished
+                    data = b"\n" + data
+                    view = memoryview(data)
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
+                self._torn.discard(fd)
                 self._unsynced.add(fd)
             except OSError as exc:
+                # Counted (primehub_request_log_records_dropped_total), never silently lost.
+                if 0 < len(view) < len(data):
+                    self._torn.add(fd)
+                self.dropped += min(len(chunk), bytes(view).count(b"\n"))
                 now = time.monotonic()
                 if now - self._last_error > 60:  # say it once a minute, not per batch
                     self._last_error = now
-                    print(f"request log: cannot write: {exc}", file=sys.stderr, flush=True)
+                    print(
+                        f"request log: cannot write ({exc}); {self.dropped} records dropped so far",
+                        file=sys.stderr,
+                        flush=True,
+                    )
 
     def _fd(self, kind: str, day: str) -> int:
         current = self._fds.get(kind)
@@ -231,6 +245,7 @@ class RequestLog:
                 os.fsync(current[1])
                 os.close(current[1])
             self._unsynced.discard(current[1])
+            self._torn.discard(current[1])
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{day}{_SUFFIX[kind]}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)

@@ -10,9 +10,12 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from .logcapture import LogCapture
 
 # Heavy modules (numpy, the model's framework, uvicorn) are imported inside serve() so that
 # --log-file captures whatever they print while importing.
@@ -56,11 +59,12 @@ class ServerOptions:
 
 def serve(options: ServerOptions) -> int:
     """Load the bundle, then serve it until SIGTERM/SIGINT; return the process exit code."""
+    capture = None
     if options.log_file is not None:
         from .logcapture import install
 
         try:
-            install(options.log_file, options.log_max_bytes)
+            capture = install(options.log_file, options.log_max_bytes)
         except OSError as exc:
             return _fail(options, EXIT_STARTUP_FAILED, f"cannot write --log-file: {exc}")
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,7 +87,7 @@ def serve(options: ServerOptions) -> int:
         # Workers leave snapshots of their metrics here for whichever one answers /metrics.
         options.metrics_dir = Path(tempfile.mkdtemp(prefix="primehub-metrics-"))
     try:
-        return _serve_loaded(options, sock)
+        return _serve_loaded(options, sock, capture)
     finally:
         if options.metrics_dir is not None and options.workers > 1:
             import shutil
@@ -91,9 +95,9 @@ def serve(options: ServerOptions) -> int:
             shutil.rmtree(options.metrics_dir, ignore_errors=True)
 
 
-def _serve_loaded(options: ServerOptions, sock: socket.socket) -> int:
+def _serve_loaded(options: ServerOptions, sock: socket.socket, capture: LogCapture | None) -> int:
     try:
-        app = _load_app(options)
+        app = _load_app(options, capture)
     except Exception as exc:
         traceback.print_exc()
         sock.close()
@@ -179,7 +183,7 @@ def _listening_socket(options: ServerOptions) -> socket.socket:
     return sock
 
 
-def _load_app(options: ServerOptions) -> Any:
+def _load_app(options: ServerOptions, capture: LogCapture | None = None) -> Any:
     import hashlib
 
     from .._version import __version__
@@ -231,7 +235,11 @@ def _load_app(options: ServerOptions) -> Any:
         max_batch_size=options.max_batch_size,
         max_batch_wait=options.max_batch_wait_ms / 1000.0,
         request_log=request_log,
-        metrics=ServerMetrics(identity, options.metrics_dir),
+        metrics=ServerMetrics(
+            identity,
+            options.metrics_dir,
+            dropped_log_lines=(lambda: capture.dropped) if capture is not None else None,
+        ),
         server_version=__version__,
     )
 

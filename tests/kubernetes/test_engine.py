@@ -18,6 +18,7 @@ from primehub_jupyter.core.errors import Conflict, NotFound
 from primehub_jupyter.core.service import DeploymentService
 from primehub_jupyter.engines.kubernetes.engine import KubernetesEngine
 
+from .conftest import phdeployment
 from .fakeapi import serve
 from .harness import ADMIN, JUPYTER, NAMESPACE, FakeCluster
 
@@ -375,3 +376,37 @@ async def test_without_the_operator_a_change_says_so(cluster, groups_file, tmp_p
         await engine.shutdown()
     assert current.status.phase.value == "Deploying"
     assert "is primehub-operator running in namespace 'primehub'?" in current.status.message
+
+
+async def test_an_unreadable_phdeployment_is_failed_and_the_others_are_served(service, cluster):
+    good = await service.create("alice", body())
+    # Edited by hand: the CRD accepts it, our validation does not (a metadata key that cannot
+    # be a label, the same client twice).
+    bad = phdeployment("by-hand", modelImage=IMAGE, metadata={"-team-": "ds"})
+    bad["spec"]["endpoint"] = {"accessType": "private", "clients": [{"name": "a"}, {"name": "a"}]}
+    bad["spec"]["description"] = "kept"
+    await asyncio.to_thread(cluster.apply, bad)
+
+    listed = {d.id: d for d in await service.list_deployments("alice")}
+    assert set(listed) == {good.id, "by-hand"}
+    failed = listed["by-hand"]
+    assert failed.status.phase.value == "Failed"
+    assert "the spec is invalid" in failed.status.message
+    assert "metadata" in failed.status.message and "client names must be unique" in (
+        failed.status.message
+    )
+    # What validates is kept (the model, the description); the rest is left out.
+    assert failed.spec.predictor.model_image == IMAGE
+    assert failed.spec.predictor.metadata == {}
+    assert failed.spec.description == "kept"
+    assert failed.spec.group_name == "default"
+    assert (await service.get("alice", "by-hand")).status.phase.value == "Failed"
+    assert (await wait_phase(service, good.id, "Deployed")).status.available_replicas == 1
+
+    # An update writes the whole (valid) spec back: the deployment recovers.
+    fixed = await service.update("alice", "by-hand", {"spec": {"description": "repaired"}})
+    assert fixed.spec.predictor.model_image == IMAGE
+    stored = await asyncio.to_thread(cluster.find, "phdeployments", "by-hand")
+    assert stored["spec"]["endpoint"].get("clients", []) == []
+    assert stored["spec"]["predictors"][0].get("metadata", {}) == {}
+    await wait_phase(service, "by-hand", "Deployed")

@@ -417,3 +417,80 @@ def test_monitoring_renders_the_dashboard():
             assert "$deployment" in target["expr"]
     latency = next(p for p in board["panels"] if p["title"] == "Latency")
     assert [t["legendFormat"] for t in latency["targets"]] == ["p50", "p90", "p99"]
+
+
+# ---- the model pod's securityContext ------------------------------------------------------------
+
+
+def _pod(variant: str, settings: OperatorSettings = SETTINGS) -> dict[str, Any]:
+    deployment_spec, instance = VARIANTS[variant]
+    manifest = resources.deployment_manifest(
+        CR, deployment_spec, instance, settings, replicas=1, deploy_timeout=300
+    )
+    validate_k8s(manifest)
+    return manifest["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_model_pods_run_unprivileged(variant):
+    pod = _pod(variant)
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    containers = pod["containers"] + pod.get("initContainers", [])
+    assert len(containers) == (2 if VARIANTS[variant][0].predictor.model_uri else 1)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for container in containers:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["privileged"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["runAsNonRoot"] is True
+        # The root is read-only: whatever the container writes goes to emptyDir volumes.
+        writable = {
+            m["mountPath"]: volumes[m["name"]]
+            for m in container["volumeMounts"]
+            if not m.get("readOnly")
+        }
+        assert writable["/tmp"] == {"name": "tmp", "emptyDir": {}}
+        assert all("emptyDir" in volume for volume in writable.values())
+    if VARIANTS[variant][0].predictor.model_uri:
+        model, init = pod["containers"][0], pod["initContainers"][0]
+        assert {"name": "model-store", "mountPath": "/mnt/models"} in model["volumeMounts"]
+        assert {"name": "model-store", "mountPath": "/mnt/models"} in init["volumeMounts"]
+        # Our image's user has its home in the read-only image: caches go to /tmp.
+        assert {"name": "HOME", "value": "/tmp"} in model["env"]
+        assert {"name": "HOME", "value": "/tmp"} in init["env"]
+    else:  # a user's image keeps its own HOME
+        assert "HOME" not in {e["name"] for e in pod["containers"][0]["env"]}
+
+
+def test_pod_security_is_configurable_and_users_env_wins():
+    settings = SETTINGS.model_copy(
+        update={
+            "pod_security": SETTINGS.pod_security.model_validate(
+                {"runAsUser": 8888, "fsGroup": 2000, "readOnlyRootFilesystem": False}
+            )
+        }
+    )
+    pod = _pod("image", settings)
+    assert pod["securityContext"]["runAsUser"] == 8888
+    assert pod["securityContext"]["fsGroup"] == 2000
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        OperatorSettings.load(None, pod_security={"runAsUser": 0})  # root is never an option
+    custom_home = spec(modelURI="pvc://models/iris", env=[{"name": "HOME", "value": "/mnt/h"}])
+    manifest = resources.deployment_manifest(
+        CR, custom_home, CPU, SETTINGS, replicas=1, deploy_timeout=60
+    )
+    pod = manifest["spec"]["template"]["spec"]
+    for container in (pod["containers"][0], pod["initContainers"][0]):
+        homes = [e["value"] for e in container["env"] if e["name"] == "HOME"]
+        assert homes == ["/mnt/h"]

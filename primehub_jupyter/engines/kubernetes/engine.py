@@ -24,13 +24,23 @@ from ...core.models import (
     HistoryEntry,
     Phase,
     ReplicaStatus,
+    describe_problems,
     format_time,
+    pydantic_problems,
     utcnow,
 )
 from ..base import Engine, InvokeResult
 from . import resources
 from .client import PHDEPLOYMENTS, PODS, SECRETS, Kube, KubeError, load_configuration
-from .crd import ANNOTATION_DEPLOY_TIMEOUT, ANNOTATION_HISTORY, API_VERSION, GROUP, KIND, VERSION
+from .crd import (
+    ANNOTATION_DEPLOY_TIMEOUT,
+    ANNOTATION_HISTORY,
+    API_VERSION,
+    GROUP,
+    KIND,
+    LABEL_GROUP,
+    VERSION,
+)
 from .metrics import PodMetrics, prometheus_metrics
 from .operator import merged_history
 from .phases import parse_time, pod_ready
@@ -57,6 +67,46 @@ def log_line(line: str) -> str:
         return line
     fraction = (match.group(2) or "").ljust(3, "0")[:3]
     return f"{match.group(1)}.{fraction}Z {line[match.end() :]}"
+
+
+# Stands in for a predictor field that does not validate; never a usable model or instance type.
+_PLACEHOLDER_PREDICTOR = {"name": "predictor1", "instanceType": "unknown", "modelImage": "unknown"}
+
+
+def salvaged_spec(raw: dict[str, Any], name: str, labels: dict[str, str]) -> DeploymentSpec:
+    """The valid spec closest to an invalid one: each field of `raw` that validates is kept.
+
+    Fields are tried one at a time on a valid skeleton (the id as displayName, the group from
+    the object's label, a placeholder predictor), so the result always validates.
+    """
+    group = labels.get(LABEL_GROUP) or "unknown"
+    document: dict[str, Any] = {"displayName": name or "unknown", "groupName": group}
+    document["predictors"] = [dict(_PLACEHOLDER_PREDICTOR)]
+
+    def valid(candidate: dict[str, Any]) -> bool:
+        try:
+            DeploymentSpec.model_validate(candidate)
+        except (PydanticError, ValueError, TypeError):
+            return False
+        return True
+
+    for key, value in raw.items():
+        if key != "predictors" and valid({**document, key: value}):
+            document[key] = value
+    predictors = raw.get("predictors")
+    first = predictors[0] if isinstance(predictors, list) and predictors else None
+    if isinstance(first, dict):
+        predictor = document["predictors"][0]
+        for key, value in first.items():
+            trials = [{**predictor, key: value}]
+            if key in ("modelImage", "modelURI"):  # the user's model replaces the placeholder
+                without = {k: v for k, v in predictor.items() if k != "modelImage"}
+                trials.insert(0, {**without, key: value})
+            for trial in trials:
+                if valid({**document, "predictors": [trial]}):
+                    predictor = document["predictors"][0] = trial
+                    break
+    return DeploymentSpec.model_validate(document)
 
 
 def tag_line(replica: str, line: str) -> str:
@@ -192,14 +242,54 @@ class KubernetesEngine(Engine):
         return status.get("endpoint") or None
 
     def to_deployment(self, cr: dict[str, Any]) -> Deployment:
-        """The API's deployment object from a PhDeployment."""
-        meta = cr["metadata"]
-        status = cr.get("status") or {}
-        name = meta["name"]
+        """The API's deployment object from a PhDeployment.
+
+        A PhDeployment this server cannot read (a spec edited with kubectl that fails our
+        validation, a status with unknown values) becomes a Failed deployment saying why,
+        so one bad object never hides the others.
+        """
         try:
             spec = DeploymentSpec.model_validate(cr.get("spec") or {})
         except PydanticError as error:
-            raise PrimeHubError(f"deployment '{name}' has an invalid spec: {error}") from None
+            problem = describe_problems(pydantic_problems(error))
+            return self._quarantined(cr, f"the spec is invalid: {problem}")
+        try:
+            return self._deployment(cr, spec)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            return self._quarantined(cr, f"the status cannot be read: {error}")
+
+    def _quarantined(self, cr: dict[str, Any], problem: str) -> Deployment:
+        """A Failed deployment for an unreadable PhDeployment: every field that validates is
+        kept, the rest comes from placeholders, so it can be shown, fixed by an update (which
+        writes a whole valid spec) or deleted."""
+        meta = cr.get("metadata") or {}
+        name = meta.get("name", "")
+        raw = cr.get("spec")
+        spec = salvaged_spec(raw if isinstance(raw, dict) else {}, name, meta.get("labels") or {})
+        message = (
+            f"{problem}; update the deployment (any change writes the valid fields shown "
+            f"back), or fix the {KIND} with kubectl edit {KIND.lower()} {name}"
+        )
+        try:
+            return Deployment(
+                id=name,
+                spec=spec,
+                status=DeploymentStatus(
+                    phase=Phase.FAILED,
+                    message=message,
+                    endpoint=self._endpoint(name, {}),
+                    creation_time=meta.get("creationTimestamp"),
+                    last_updated=meta.get("creationTimestamp"),
+                ),
+                resource_version=str(meta.get("generation") or 1),
+            )
+        except PydanticError as error:  # not even the name is a deployment id
+            raise PrimeHubError(f"{KIND} '{name}' cannot be read: {problem}; {error}") from None
+
+    def _deployment(self, cr: dict[str, Any], spec: DeploymentSpec) -> Deployment:
+        meta = cr["metadata"]
+        status = cr.get("status") or {}
+        name = meta["name"]
         history = []
         for item in merged_history(cr) or status.get("history") or []:
             with contextlib.suppress(PydanticError):

@@ -29,6 +29,8 @@ INITIALIZER_CONTAINER = "model-initializer"
 MODEL_DIR = "/mnt/models"
 SOURCE_DIR = "/mnt/source"
 TERMINATION_LOG = "/dev/termination-log"
+#: The writable scratch directory of every container (an emptyDir: the root is read-only).
+TMP_DIR = "/tmp"
 PORT_NAME = "http"
 HEALTH_PATH = "/health/ping"
 PREDICT_PATH = "api/v1.0/predictions"
@@ -246,6 +248,8 @@ def model_env(
         {"name": "OPENBLAS_NUM_THREADS", "value": threads},
         {"name": "MKL_NUM_THREADS", "value": threads},
     ]
+    if not spec.predictor.model_image:  # our model-server image
+        ours.append(_HOME)
     if spec.predictor.metadata:
         ours.append(
             {
@@ -258,13 +262,46 @@ def model_env(
     return [e for e in ours if e["name"] not in names] + user
 
 
+def container_security_context(settings: OperatorSettings) -> dict[str, Any]:
+    """What every container of a model pod may do: nothing beyond running as its user."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": settings.pod_security.read_only_root_filesystem,
+        "runAsNonRoot": True,
+    }
+
+
+def pod_security_context(settings: OperatorSettings) -> dict[str, Any]:
+    """A non-root user for the whole pod, its group on the volumes, the runtime's seccomp."""
+    security = settings.pod_security
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": security.run_as_user,
+        "runAsGroup": security.run_as_group,
+        "fsGroup": security.fs_group,
+        # Only the volume's root is checked: no recursive chown of a large model volume.
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+_TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
+_TMP_MOUNT = {"name": "tmp", "mountPath": TMP_DIR}
+# Our images' user has its home in the read-only image; caches and configs go to /tmp.
+_HOME = {"name": "HOME", "value": TMP_DIR}
+
+
 def _initializer(
     spec: DeploymentSpec, source: ModelSource, instance: InstanceType, settings: OperatorSettings
 ) -> dict[str, Any]:
-    env: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = [_HOME]
     if settings.mlflow_tracking_uri:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri})
-    env += [{"name": e.name, "value": e.value} for e in spec.env]
+    user = [{"name": e.name, "value": e.value} for e in spec.env]
+    names = {e["name"] for e in user}
+    env = [e for e in env if e["name"] not in names] + user
     container: dict[str, Any] = {
         "name": INITIALIZER_CONTAINER,
         "image": settings.initializer_image,
@@ -273,9 +310,13 @@ def _initializer(
         "args": ["--termination-log", TERMINATION_LOG, source.uri, MODEL_DIR],
         "env": env,
         "resources": resources(instance),
-        "volumeMounts": [{"name": "model-store", "mountPath": MODEL_DIR}, *source.mounts],
+        "volumeMounts": [
+            {"name": "model-store", "mountPath": MODEL_DIR},
+            _TMP_MOUNT,
+            *source.mounts,
+        ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": container_security_context(settings),
     }
     if settings.storage_secret:
         container["envFrom"] = [{"secretRef": {"name": settings.storage_secret, "optional": True}}]
@@ -311,13 +352,17 @@ def deployment_manifest(
         "livenessProbe": _probe(HEALTH_PATH, 10, 6),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": container_security_context(settings),
+        "volumeMounts": [_TMP_MOUNT],
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],
+        # User model code must not reach the Kubernetes API with the pod's identity.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        "securityContext": pod_security_context(settings),
         "terminationGracePeriodSeconds": 30,
+        "volumes": [_TMP_VOLUME],
     }
     if predictor.model_image:
         container["image"] = predictor.model_image
@@ -340,9 +385,13 @@ def deployment_manifest(
             "--replica",
             "$(POD_NAME)",
         ]
-        container["volumeMounts"] = [{"name": "model-store", "mountPath": MODEL_DIR}]
+        container["volumeMounts"] = [{"name": "model-store", "mountPath": MODEL_DIR}, _TMP_MOUNT]
         pod_spec["initContainers"] = [_initializer(spec, source, instance, settings)]
-        pod_spec["volumes"] = [{"name": "model-store", "emptyDir": {}}, *source.volumes]
+        pod_spec["volumes"] = [
+            {"name": "model-store", "emptyDir": {}},
+            _TMP_VOLUME,
+            *source.volumes,
+        ]
     if predictor.image_pull_secret:
         pod_spec["imagePullSecrets"] = [{"name": predictor.image_pull_secret}]
     if instance.node_selector:

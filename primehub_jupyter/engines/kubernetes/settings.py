@@ -52,6 +52,21 @@ class ModelVolume(_Settings):
     sub_path: str = Field("", description="Where `prefix` is inside the claim.")
 
 
+class PodSecurity(_Settings):
+    """The securityContext of model pods: user model code runs with no powers it does not need."""
+
+    run_as_user: int = Field(
+        1000, ge=1, description="User of every container (the model-server image's user)."
+    )
+    run_as_group: int = Field(1000, ge=0, description="Primary group of every container.")
+    fs_group: int = Field(1000, ge=0, description="Group owning the pod's writable volumes.")
+    read_only_root_filesystem: bool = Field(
+        True,
+        description="Mount the image read-only; /tmp is a writable emptyDir. Turn off for "
+        "modelImages that write elsewhere in their filesystem.",
+    )
+
+
 class OperatorSettings(_Settings):
     """Everything the operator needs besides the groups configuration."""
 
@@ -75,6 +90,7 @@ class OperatorSettings(_Settings):
     ingress: IngressSettings = Field(default_factory=lambda: IngressSettings.model_validate({}))
     pod_annotations: dict[str, str] = Field(default_factory=dict)
     service_account_name: str = Field("", description="ServiceAccount of model pods.")
+    pod_security: PodSecurity = Field(default_factory=lambda: PodSecurity.model_validate({}))
     revision_history_limit: int = 3
 
     @property

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 
 from ..errors import PayloadError
+from .shapes import MAX_DIMS, MAX_ECHO_DEPTH, checked_shape, list_depth, too_deep
 
 NDARRAY = "ndarray"
 TENSOR = "tensor"
@@ -111,11 +112,7 @@ def decode_payload(
     strict: bool = True,
 ) -> SeldonRequest:
     """Like `decode_request`, for an already parsed document."""
-    meta = payload.get("meta")
-    if meta is None:
-        meta = {}
-    elif not isinstance(meta, dict):
-        raise PayloadError('"meta" must be a JSON object')
+    meta = check_meta(payload.get("meta"), "meta")
 
     data = payload.get("data")
     if data is None:
@@ -143,6 +140,21 @@ def decode_payload(
         _check_kind(TENSOR, kinds, runtime)
         return SeldonRequest(_tensor(data[TENSOR], dtype), names, meta, TENSOR, payload)
     raise PayloadError(f'"data" must hold "ndarray" or "tensor"; {_HOW_TO}')
+
+
+def check_meta(meta: Any, field: str) -> dict[str, Any]:
+    """A message's meta ({} when absent); PayloadError when it cannot be answered with.
+
+    The server echoes meta's tags in its answer, so meta may nest at most MAX_ECHO_DEPTH
+    levels (a JSON writer refuses deeper documents, which would turn into a 500).
+    """
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise PayloadError(f'"{field}" must be a JSON object')
+    if too_deep(meta, MAX_ECHO_DEPTH):
+        raise PayloadError(f'"{field}" nests more than {MAX_ECHO_DEPTH} levels deep')
+    return meta
 
 
 def _check_kind(kind: str, kinds: frozenset[str], runtime: str) -> None:
@@ -177,6 +189,7 @@ def _numbers(value: Any, where: str, dtype: np.dtype[Any], strict: bool = True) 
         # converts and type-checks; asking for float64 directly would silently parse "1.5".
         array = np.asarray(value)
     except ValueError:
+        _check_depth(value, where)
         if not strict:  # a runtime that takes anything gets ragged rows as objects
             array = np.empty(len(value), dtype=object)
             array[:] = value
@@ -184,6 +197,8 @@ def _numbers(value: Any, where: str, dtype: np.dtype[Any], strict: bool = True) 
         raise PayloadError(
             f'"{where}" is ragged: every row must have the same number of values'
         ) from None
+    if array.ndim > MAX_DIMS:
+        _check_depth(value, where)
     kind = array.dtype.kind
     if kind not in _NUMERIC_KINDS:
         if not strict:
@@ -195,19 +210,25 @@ def _numbers(value: Any, where: str, dtype: np.dtype[Any], strict: bool = True) 
     return array
 
 
+def _check_depth(value: Any, where: str) -> None:
+    """A 400 for arrays nested deeper than MAX_DIMS (numpy itself stops at 64)."""
+    depth = list_depth(value, MAX_DIMS)
+    if depth > MAX_DIMS:
+        raise PayloadError(
+            f'"{where}" nests lists more than {MAX_DIMS} levels deep; at most {MAX_DIMS} '
+            "dimensions are supported"
+        )
+
+
 def _tensor(tensor: Any, dtype: np.dtype[Any]) -> np.ndarray:
     if not isinstance(tensor, dict):
         raise PayloadError('"data.tensor" must be an object with "shape" and "values"')
     shape = tensor.get("shape")
     values = tensor.get("values")
-    if not isinstance(shape, list) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
-    ):
-        raise PayloadError('"data.tensor.shape" must be a list of non-negative integers')
+    shape, expected = checked_shape(shape, '"data.tensor.shape"')
     array = _numbers(values, "data.tensor.values", dtype)
     if array.ndim != 1:
         raise PayloadError('"data.tensor.values" must be a flat list of numbers')
-    expected = int(np.prod(shape)) if shape else 1
     if array.size != expected:
         raise PayloadError(
             f'"data.tensor.shape" {shape} needs {expected} values but '
@@ -311,6 +332,8 @@ class Feedback:
         numeric = isinstance(reward, (int, float)) and not isinstance(reward, bool)
         if reward is not None and not numeric:
             raise PayloadError('feedback "reward" must be a number')
+        if request is not None:
+            check_meta(request.get("meta"), "request.meta")
         self.request: dict[str, Any] = request or {}
         self.response: dict[str, Any] = response or {}
         self.reward: float | None = float(reward) if reward is not None else None

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 
 from ..errors import PayloadError
+from .shapes import MAX_DIMS, checked_shape, list_depth
 
 #: Protocol extensions this server implements (reported by GET /v2).
 EXTENSIONS = ["binary_tensor_data", "classification"]
@@ -151,14 +152,7 @@ def _input(raw: Any, index: int, binary: memoryview) -> tuple[InputTensor, int]:
     if datatype != _BYTES and datatype not in _DTYPES:
         known = ", ".join([*_DTYPES, _BYTES])
         raise PayloadError(f"{where}: datatype {datatype!r} is not supported; use one of {known}")
-    shape = raw.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
-    ):
-        raise PayloadError(f'{where}: "shape" must be a list of non-negative integers')
-    count = 1
-    for n in shape:
-        count *= n
+    shape, count = checked_shape(raw.get("shape"), f'{where}: "inputs[{index}].shape"')
     parameters = raw.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise PayloadError(f'{where}: "parameters" must be a JSON object')
@@ -200,7 +194,10 @@ def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
     try:
         found = np.asarray(data)
     except ValueError:
-        raise PayloadError(f"{where}: data is ragged") from None
+        deep = list_depth(data, MAX_DIMS) > MAX_DIMS
+        raise PayloadError(_too_deep(where) if deep else f"{where}: data is ragged") from None
+    if found.ndim > MAX_DIMS:
+        raise PayloadError(_too_deep(where))
     if found.dtype.kind not in _JSON_KINDS[_DTYPES[datatype].kind]:
         wanted = "true/false" if datatype == "BOOL" else "numbers"
         if _DTYPES[datatype].kind in "iu" and found.dtype.kind == "f":
@@ -212,6 +209,10 @@ def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
         return found.astype(_DTYPES[datatype]).ravel()
     except OverflowError:
         raise PayloadError(f"{where}: a value is out of range for {datatype}") from None
+
+
+def _too_deep(where: str) -> str:
+    return f"{where}: data nests lists more than {MAX_DIMS} levels deep"
 
 
 def _flatten(data: list[Any]) -> list[Any]:
