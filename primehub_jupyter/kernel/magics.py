@@ -423,7 +423,8 @@ class DeploymentMagics(Magics):
         args = parser.parse_args(rest)
         a = self.client.history_entry(args.id, args.rev_a)["spec"]
         b = self.client.history_entry(args.id, args.rev_b)["spec"]
-        rows = [list(change) for change in describe_changes(a, b)]
+        # Between two revisions, who changed it and why are part of the answer.
+        rows = [list(change) for change in describe_changes(a, b, ignore=frozenset())]
         if not rows:
             rows = [["(no difference)", "", ""]]
         return Table(["Field", f"Revision {args.rev_a}", f"Revision {args.rev_b}"], rows)

@@ -277,7 +277,8 @@ class DeploymentDetail(w.VBox):
         self.stop_button = button(description="Stop", icon="stop")
         self.start_button = button(description="Start", icon="play")
         self.delete_button = button(description="Delete", icon="trash", button_style="danger")
-        self.confirm = w.HBox()
+        # A question with Yes/Cancel before Stop, Roll back and Delete (a preview may wrap).
+        self.confirm = w.HBox(layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.back.on_click(lambda _: on_back())
         self.refresh_button.on_click(lambda _: self.refresh(all_tabs=True))
         self.update_button.on_click(lambda _: on_update(self.data))
@@ -572,7 +573,7 @@ class DeploymentDetail(w.VBox):
         """Show a question with Yes/Cancel above the tabs; `action` runs on Yes only."""
         yes = button(description=yes_label, button_style="danger")
         no = button(description="Cancel")
-        self.confirm.children = [w.HTML(question), w.HBox([yes, no])]
+        self.confirm.children = [w.HTML(question), yes, no]
 
         def accept(_: Any) -> None:
             self.confirm.children = []

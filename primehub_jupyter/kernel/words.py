@@ -110,7 +110,7 @@ def _leaf(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def flatten_spec(spec: Any) -> dict[str, str]:
+def flatten_spec(spec: Any, ignore: frozenset[str] = IGNORED_FIELDS) -> dict[str, str]:
     """A spec as dotted paths and printable values, the way the sidebar flattens it.
 
     `{name, value}` lists (environment variables) become `env.NAME`; `{name}` lists (clients)
@@ -140,7 +140,7 @@ def flatten_spec(spec: Any) -> dict[str, str]:
             if not value and at:
                 out[at] = ""
             for key, item in value.items():
-                if not at and key in IGNORED_FIELDS:
+                if not at and key in ignore:
                     continue
                 walk(item, f"{at}.{key}" if at else key)
             return
@@ -150,9 +150,14 @@ def flatten_spec(spec: Any) -> dict[str, str]:
     return out
 
 
-def diff_specs(before: Any, after: Any) -> list[tuple[str, str | None, str | None]]:
-    """Fields that differ, as (path, before, after); a blank and a missing value are the same."""
-    a, b = flatten_spec(before), flatten_spec(after)
+def diff_specs(
+    before: Any, after: Any, ignore: frozenset[str] = IGNORED_FIELDS
+) -> list[tuple[str, str | None, str | None]]:
+    """Fields that differ, as (path, before, after); a blank and a missing value are the same.
+
+    Who and why (`ignore`: the update message and the user) are left out unless asked for.
+    """
+    a, b = flatten_spec(before, ignore), flatten_spec(after, ignore)
     changes = []
     for field in dict.fromkeys([*b, *a]):
         was, now = a.get(field), b.get(field)
@@ -162,11 +167,13 @@ def diff_specs(before: Any, after: Any) -> list[tuple[str, str | None, str | Non
     return changes
 
 
-def describe_changes(before: Any, after: Any) -> list[tuple[str, str, str]]:
+def describe_changes(
+    before: Any, after: Any, ignore: frozenset[str] = IGNORED_FIELDS
+) -> list[tuple[str, str, str]]:
     """`diff_specs` in PrimeHub's words: (label, before, after)."""
     return [
         (field_label(path), display_value(path, was), display_value(path, now))
-        for path, was, now in diff_specs(before, after)
+        for path, was, now in diff_specs(before, after, ignore)
     ]
 
 
