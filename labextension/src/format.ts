@@ -74,16 +74,24 @@ export function phaseClass(phase: string | undefined): string {
 }
 
 /**
- * An endpoint cut in two for a narrow cell: the head may be elided in the middle of the URL,
- * the tail (from the deployment id to the path's end) always shows.
+ * An endpoint cut in three for a narrow cell: the head (scheme, host, `/deployment/`) gives way
+ * first, the deployment id always shows, the rest of the path gives way from its start so its
+ * end (`predictions`) stays. Without the id in it, the last 24 characters are the rest.
  */
 export function splitEndpoint(
   endpoint: string,
   id: string
-): { head: string; tail: string } {
+): { head: string; id: string; rest: string } {
   const at = id ? endpoint.lastIndexOf(`/${id}`) : -1;
-  const cut = at >= 0 ? at + 1 : Math.max(0, endpoint.length - 24);
-  return { head: endpoint.slice(0, cut), tail: endpoint.slice(cut) };
+  if (at < 0) {
+    const cut = Math.max(0, endpoint.length - 24);
+    return { head: endpoint.slice(0, cut), id: '', rest: endpoint.slice(cut) };
+  }
+  return {
+    head: endpoint.slice(0, at + 1),
+    id,
+    rest: endpoint.slice(at + 1 + id.length)
+  };
 }
 
 /** The file name of a downloaded log: `<replica>.log` (a replica's name starts with the id). */

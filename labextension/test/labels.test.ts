@@ -109,9 +109,10 @@ describe('format', () => {
       'http://127.0.0.1:8888/deployment/iris-classifier-ab12c/api/v1.0/predictions';
     expect(splitEndpoint(url, 'iris-classifier-ab12c')).toEqual({
       head: 'http://127.0.0.1:8888/deployment/',
-      tail: 'iris-classifier-ab12c/api/v1.0/predictions'
+      id: 'iris-classifier-ab12c',
+      rest: '/api/v1.0/predictions'
     });
-    expect(splitEndpoint('http://x/y', 'nope').tail).toBe('http://x/y');
+    expect(splitEndpoint('http://x/y', 'nope').rest).toBe('http://x/y');
   });
 
   it('names a replica log after the replica, never repeating the id', () => {

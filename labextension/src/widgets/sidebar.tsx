@@ -95,7 +95,10 @@ function DeploymentCell(props: {
           ) : (
             <>
               <span className="jp-PrimeHub-endpoint-head">{parts.head}</span>
-              <span className="jp-PrimeHub-endpoint-tail">{parts.tail}</span>
+              <span className="jp-PrimeHub-endpoint-id">{parts.id}</span>
+              <span className="jp-PrimeHub-endpoint-rest">
+                <bdi>{parts.rest}</bdi>
+              </span>
             </>
           )}
         </button>
