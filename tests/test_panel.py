@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -293,7 +294,7 @@ def test_confirmations_rollback_preview_words_and_polish(
     for header in ("Deployment Stopped", "Replicas", "Model Image / URI", "Update Message"):
         assert f">{header}<" in table, table
     assert "predictors" not in table and "scale out" in table and ">Yes<" in table
-    assert 'class="ph-time" title="20' in table and 'Z">' in table
+    assert re.search(r'class="ph-time" title="20[-0-9]+T[:0-9]+Z"', table), table
     assert detail.revision.description == "View revision"
     assert detail.revision.style.description_width == "initial"  # not cut to "View revis..."
     detail.revision.value = 1

@@ -49,7 +49,10 @@ def phase_badge(phase: str) -> str:
 
 def time_html(iso: str | None) -> str:
     """A time in the local zone with its abbreviation, the ISO UTC time in the tooltip."""
-    return f'<span class="ph-time" title="{esc(utc_time(iso))}">{esc(local_time(iso))}</span>'
+    return (
+        f'<span class="ph-time" title="{esc(utc_time(iso))}" style="white-space:nowrap">'
+        f"{esc(local_time(iso))}</span>"
+    )
 
 
 def copy_button(text: str, label: str = "Copy") -> str:
