@@ -279,7 +279,11 @@ def parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
     return patch
 
 
-def _wait(client: Client, deployment_id: str, phase: str, timeout: float) -> dict[str, Any]:
+def _wait(
+    client: Client, deployment_id: str, phase: str, timeout: float, *, says_phase: bool = False
+) -> dict[str, Any]:
+    """Wait for a phase, showing progress; `says_phase`: the caller prints the final phase
+    itself (stop, start, wait), so the progress lines stop before it (never printed twice)."""
     console = _console(stderr=True)
     if not console.is_terminal or _in_notebook_shell():
         # No live spinner where output cannot be redrawn: one line per change instead.
@@ -287,8 +291,8 @@ def _wait(client: Client, deployment_id: str, phase: str, timeout: float) -> dic
 
         def line(d: dict[str, Any]) -> None:
             status = d["status"]
-            if status.get("phase") == phase:
-                return  # the command reports the final phase once, on stdout
+            if says_phase and status.get("phase") == phase:
+                return
             text = f"{deployment_id}: {status.get('phase')}" + (
                 f" - {status['message']}" if status.get("message") else ""
             )
@@ -462,7 +466,7 @@ def _lifecycle(name: str, target: str, help_text: str) -> None:
         fn = client.stop if name == "stop" else client.start
         result = _call(fn, deployment_id, message)
         if wait:
-            result = _wait(client, deployment_id, target, timeout)
+            result = _wait(client, deployment_id, target, timeout, says_phase=True)
         _console().print(f"{deployment_id}: {_phase(result['status'])}")
 
 
@@ -493,7 +497,7 @@ def delete(ctx: click.Context, deployment_id: str, yes: bool) -> None:
 @click.pass_context
 def wait(ctx: click.Context, deployment_id: str, phase: str, timeout: float) -> None:
     """Wait until a deployment reaches a phase (exit 1 if it fails)."""
-    result = _wait(_client(ctx), deployment_id, phase, timeout)
+    result = _wait(_client(ctx), deployment_id, phase, timeout, says_phase=True)
     _console().print(f"{deployment_id}: {_phase(result['status'])}")
     if phase == "Deployed" and result["status"].get("endpoint"):
         click.echo(result["status"]["endpoint"])
