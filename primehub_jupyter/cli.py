@@ -14,14 +14,8 @@ import click
 import yaml
 
 from .kernel.client import Client, PrimeHubError
+from .kernel.words import describe_changes, in_words, phase_style, rollback_spec
 
-PHASE_STYLE = {
-    "Deployed": "green",
-    "Failed": "red",
-    "Deploying": "yellow",
-    "Stopping": "bright_black",
-    "Stopped": "bright_black",
-}
 SET_SHORTCUTS = {
     "replicas": "predictors.0.replicas",
     "modelURI": "predictors.0.modelURI",
@@ -29,6 +23,14 @@ SET_SHORTCUTS = {
     "instanceType": "predictors.0.instanceType",
     "imagePullSecret": "predictors.0.imagePullSecret",
     "accessType": "endpoint.accessType",
+}
+
+
+# The CLI's name for the API fields `update --set` writes: `spec.predictors.0.replicas` is
+# `--set replicas` to the person who typed it. Other fields are named in PrimeHub's words.
+SET_FLAGS = {
+    **{f"spec.{path}": f"--set {short}" for short, path in SET_SHORTCUTS.items()},
+    "spec.updateMessage": "-m/--message",
 }
 
 
@@ -61,11 +63,27 @@ def _client(ctx: click.Context) -> Client:
         raise CLIError(error.message) from None
 
 
-def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _call(fn: Any, *args: Any, names: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """Call the API; an error is one line naming fields as the user knows them (`names`)."""
     try:
         return fn(*args, **kwargs)
     except PrimeHubError as error:
-        raise CLIError(error.message) from None
+        raise CLIError(in_words(error.message, error.details, names)) from None
+
+
+def _confirm(question: str, yes: bool, flag_hint: str) -> None:
+    """Ask before something that stops or removes a deployment, unless -y/--yes.
+
+    With no terminal to ask on (a script, a pipe), refuse rather than guess.
+    """
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CLIError(
+            f"{question} Not confirmed: stdin is not a terminal, so nobody can answer; "
+            f"pass -y/--yes to {flag_hint} without asking."
+        )
+    click.confirm(question, abort=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,7 +116,7 @@ def _ago(value: str | None) -> str:
 
 def _phase(status: dict[str, Any]) -> str:
     phase = status.get("phase", "?")
-    return f"[{PHASE_STYLE.get(phase, 'white')}]{phase}[/]"
+    return f"[{phase_style(phase)}]{phase}[/]"
 
 
 def _emit(data: Any, output: str) -> bool:
@@ -168,6 +186,22 @@ def _deployment_detail(d: dict[str, Any]) -> None:
         extra = f" restarts={replica['restarts']}" if replica["restarts"] else ""
         note = f"  {replica['message']}" if replica.get("message") else ""
         console.print(f"  replica {replica['name']}: {mark}{extra}{note}")
+
+
+def _preview(changes: list[tuple[str, str, str]], before: str, after: str) -> None:
+    """The fields a change will touch, in PrimeHub's words (on stderr: stdout stays data)."""
+    console = _console(stderr=True)
+    if not changes:
+        console.print("Nothing changes in the spec; the history records the roll back.")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("FIELD", before.upper(), after.upper()):
+        table.add_column(column, overflow="fold")
+    for label, was, now in changes:
+        table.add_row(label, was, now)
+    console.print(table)
 
 
 def _example(d: dict[str, Any]) -> str:
@@ -245,7 +279,11 @@ def parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
     return patch
 
 
-def _wait(client: Client, deployment_id: str, phase: str, timeout: float) -> dict[str, Any]:
+def _wait(
+    client: Client, deployment_id: str, phase: str, timeout: float, *, says_phase: bool = False
+) -> dict[str, Any]:
+    """Wait for a phase, showing progress; `says_phase`: the caller prints the final phase
+    itself (stop, start, wait), so the progress lines stop before it (never printed twice)."""
     console = _console(stderr=True)
     if not console.is_terminal or _in_notebook_shell():
         # No live spinner where output cannot be redrawn: one line per change instead.
@@ -253,6 +291,8 @@ def _wait(client: Client, deployment_id: str, phase: str, timeout: float) -> dic
 
         def line(d: dict[str, Any]) -> None:
             status = d["status"]
+            if says_phase and status.get("phase") == phase:
+                return
             text = f"{deployment_id}: {status.get('phase')}" + (
                 f" - {status['message']}" if status.get("message") else ""
             )
@@ -393,7 +433,7 @@ def update(
 
     patch = merge_patch(patch, parse_sets(sets)) if sets else patch
     client = _client(ctx)
-    updated = _call(client.update, deployment_id, patch, update_message=message)
+    updated = _call(client.update, deployment_id, patch, update_message=message, names=SET_FLAGS)
     if wait:
         updated = _wait(client, deployment_id, "Deployed", timeout)
     if not _emit(updated, output):
@@ -406,15 +446,27 @@ def _lifecycle(name: str, target: str, help_text: str) -> None:
     @click.option("-m", "--message", help="Update message, kept in the history.")
     @click.option("--wait/--no-wait", default=False, help=f"Wait until {target}.")
     @click.option("--timeout", type=float, default=600, show_default=True)
+    @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (stop).")
     @click.pass_context
     def command(
-        ctx: click.Context, deployment_id: str, message: str | None, wait: bool, timeout: float
+        ctx: click.Context,
+        deployment_id: str,
+        message: str | None,
+        wait: bool,
+        timeout: float,
+        yes: bool,
     ) -> None:
         client = _client(ctx)
+        if name == "stop":
+            _confirm(
+                f"Stop deployment {deployment_id}? Its endpoint answers 503 until you start it.",
+                yes,
+                "stop",
+            )
         fn = client.stop if name == "stop" else client.start
         result = _call(fn, deployment_id, message)
         if wait:
-            result = _wait(client, deployment_id, target, timeout)
+            result = _wait(client, deployment_id, target, timeout, says_phase=True)
         _console().print(f"{deployment_id}: {_phase(result['status'])}")
 
 
@@ -429,8 +481,11 @@ _lifecycle("start", "Deployed", "Start a stopped deployment.")
 def delete(ctx: click.Context, deployment_id: str, yes: bool) -> None:
     """Delete a deployment and everything that runs it."""
     client = _client(ctx)
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"Delete deployment {deployment_id}?", abort=True)
+    _confirm(
+        f"Delete deployment {deployment_id} with its clients and history? This cannot be undone.",
+        yes,
+        "delete",
+    )
     _call(client.delete, deployment_id)
     click.echo(f"{deployment_id}: deleted")
 
@@ -442,7 +497,7 @@ def delete(ctx: click.Context, deployment_id: str, yes: bool) -> None:
 @click.pass_context
 def wait(ctx: click.Context, deployment_id: str, phase: str, timeout: float) -> None:
     """Wait until a deployment reaches a phase (exit 1 if it fails)."""
-    result = _wait(_client(ctx), deployment_id, phase, timeout)
+    result = _wait(_client(ctx), deployment_id, phase, timeout, says_phase=True)
     _console().print(f"{deployment_id}: {_phase(result['status'])}")
     if phase == "Deployed" and result["status"].get("endpoint"):
         click.echo(result["status"]["endpoint"])
@@ -533,6 +588,7 @@ def history(ctx: click.Context, deployment_id: str, revision: int | None, output
 @click.option("-m", "--message", help="Update message (default: 'rollback to revision N').")
 @click.option("--wait/--no-wait", default=False, help="Wait until Deployed.")
 @click.option("--timeout", type=float, default=600, show_default=True)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def rollback(
     ctx: click.Context,
@@ -541,9 +597,15 @@ def rollback(
     message: str | None,
     wait: bool,
     timeout: float,
+    yes: bool,
 ) -> None:
-    """Re-apply history revision REVISION's spec as a new update."""
+    """Re-apply history revision REVISION's spec as a new update (shows the changes first)."""
     client = _client(ctx)
+    current = _call(client.get, deployment_id)["spec"]
+    target = _call(client.history_entry, deployment_id, revision)["spec"]
+    changes = describe_changes(current, rollback_spec(current, target))
+    _preview(changes, "Now", f"After the roll back to revision {revision}")
+    _confirm(f"Roll back {deployment_id} to revision {revision}?", yes, "roll back")
     result = _call(client.rollback, deployment_id, revision, message)
     if wait:
         result = _wait(client, deployment_id, "Deployed", timeout)
@@ -649,6 +711,58 @@ def invoke(
         raise CLIError(f"the request is not valid JSON: {error}") from None
     result = _call(_client(ctx).invoke, deployment_id, payload, path=api_path)
     click.echo(json.dumps(result, indent=2) if not isinstance(result, str) else result)
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def groups(ctx: click.Context) -> None:
+    """Your groups: whether model deployment is on, quota and usage (admins turn it on/off)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("GROUP", "DEPLOYMENT", "INSTANCE TYPES"):
+        table.add_column(column, overflow="fold")
+    for group in _call(_client(ctx).groups):
+        table.add_row(
+            group["name"],
+            "[green]enabled[/]" if group.get("enabledDeployment") else "[red]disabled[/]",
+            ", ".join(it["name"] for it in group.get("instanceTypes", [])) or "-",
+        )
+    _console().print(table)
+
+
+@groups.command("disable")
+@click.argument("group")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def groups_disable(ctx: click.Context, group: str, yes: bool) -> None:
+    """Turn model deployment off for GROUP: its running deployments stop serving (Failed)."""
+    client = _client(ctx)
+    running = [
+        d for d in _call(client.list, group=group) if not d["spec"].get("stop")
+    ]  # fmt: skip
+    if running:
+        console = _console(stderr=True)
+        console.print(f"These deployments of group {group} will stop serving:")
+        for d in running:
+            console.print(f"  {d['id']}  {d['spec']['displayName']}  {_phase(d['status'])}")
+        question = f"Disable model deployment for {group} and stop {len(running)} deployment(s)?"
+    else:
+        question = f"Disable model deployment for {group}? No deployment of it is running."
+    _confirm(question, yes, "disable it")
+    _call(client.set_group_enabled, group, False)
+    click.echo(f"group {group}: model deployment disabled")
+
+
+@groups.command("enable")
+@click.argument("group")
+@click.pass_context
+def groups_enable(ctx: click.Context, group: str) -> None:
+    """Turn model deployment on for GROUP (its deployments recover)."""
+    _call(_client(ctx).set_group_enabled, group, True)
+    click.echo(f"group {group}: model deployment enabled")
 
 
 def _attach_package() -> None:

@@ -192,11 +192,11 @@ def test_cli_journey_and_server_restarts(server: Server, models, iris, tmp_path:
     assert entries[0]["spec"]["predictors"][0]["replicas"] == 2
 
     # Roll back to the first model, then forward again: history keeps every step.
-    out = server.cli("rollback", "iris-cli", "1", "--wait")
+    out = server.cli("rollback", "iris-cli", "1", "--wait", "-y")
     assert "bundle-v1" in out.stdout
     curl = requests.post(endpoint, json={"data": {"ndarray": X[:3].tolist()}}, timeout=30)
     np.testing.assert_allclose(curl.json()["data"]["ndarray"], models["v1"].predict_proba(X[:3]))
-    server.cli("rollback", "iris-cli", "2", "-m", "forward again", "--wait")
+    server.cli("rollback", "iris-cli", "2", "-m", "forward again", "--wait", "-y")
     entries = json.loads(server.cli("history", "iris-cli", "-o", "json").stdout)
     assert [e["updateMessage"] for e in entries[:2]] == ["forward again", "rollback to revision 1"]
     table = server.cli("metrics", "iris-cli", "--window", "120", "--step", "10").stdout
@@ -244,7 +244,7 @@ def test_cli_journey_and_server_restarts(server: Server, models, iris, tmp_path:
     assert [r["restarts"] for r in status["replicaStatuses"]] == [0, 0]
     server.cli("wait", "iris-cli", "--timeout", "60")
 
-    out = server.cli("stop", "iris-cli", "--wait")
+    out = server.cli("stop", "iris-cli", "--wait", "-y")
     assert "Stopped" in out.stdout
     out = server.cli("start", "iris-cli", "--wait")
     assert "Deployed" in out.stdout

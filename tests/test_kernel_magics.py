@@ -139,8 +139,9 @@ def test_deploy_update_diff_rollback_and_lifecycle(kernel: Kernel):
     history = kernel.ok("%phdeploy history {ID}")
     assert "a tree now" in history.text and "team=ds" in history.text
     diff = kernel.ok("%phdeploy diff {ID} 1 2")
-    assert "predictors.0.modelURI" in diff.text and "updateMessage" in diff.text
-    assert "groupName" not in diff.text  # unchanged fields are not listed
+    assert "Model URI" in diff.text and "Update Message" in diff.text  # PrimeHub's words
+    assert "predictors.0" not in diff.text and "updateMessage" not in diff.text
+    assert "Group" not in diff.text  # unchanged fields are not listed
 
     kernel.ok("%phdeploy rollback {ID} 1")
     kernel.ok("assert np.allclose(d.refresh().invoke(X[:3]), model.predict_proba(X[:3]))")
@@ -324,3 +325,26 @@ def test_invoke_takes_a_list_an_array_or_a_dataframe(kernel: Kernel):
     out = kernel.ok(code)
     assert out.stdout.strip() == "ndarray True ['names', 'ndarray']"
     kernel.ok("%phdeploy delete {frame.id}")
+
+
+def test_history_and_diff_in_primehub_words_and_errors_name_the_flag(kernel: Kernel):
+    """Issue 13 (items 7, 11): no JSON paths where the user typed flags or reads history."""
+    kernel.ok("w = %deploy model --name iris-words --no-wait\nWID = w.id")
+    kernel.ok("%phdeploy stop {WID}")
+    history = kernel.ok("%phdeploy history {WID}")
+    shown = history.text
+    for header in ("Revision", "Deployment Stopped", "Model Image / URI", "Replicas",
+                   "Instance Type", "Access Type", "Update Message"):  # fmt: skip
+        assert header in shown, shown
+    assert "predictors" not in shown and "stopped" not in shown.split("\n")[0]
+    diff = kernel.ok("%phdeploy diff {WID} 1 2")
+    row = next(line for line in diff.plain[0].splitlines() if "Deployment Stopped" in line)
+    assert row.split()[-2:] == ["No", "Yes"], diff.plain[0]  # "Deployment Stopped: No -> Yes"
+    assert "stop " not in diff.plain[0] and "false" not in diff.plain[0]
+
+    # The API says `spec.predictors.0.replicas`; the user typed --replicas.
+    failed = kernel.run("%deploy model --name iris-words --replicas 0")
+    assert_one_line_failure(failed, "--replicas:")
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", failed.traceback[0])
+    assert "spec.predictors" not in shown and "greater than or equal to 1" in shown, shown
+    kernel.ok("%phdeploy delete {WID}")

@@ -24,7 +24,7 @@ EXPECTED = {
     "03-private-endpoint.ipynb": ["401", "(200, 401)", "user=billing-service", "deleted"],
     "04-update-history-rollback.ipynb": [
         "try a shallow tree",
-        "predictors.0.modelURI",
+        "Model URI",  # %phdeploy diff in PrimeHub's words
         "rollback to revision 1",
         "deleted",
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,8 @@ def test_create_inspect_update_clients_stop_delete(client: Client, models, tmp_p
     assert again.metrics_view.value.count("<svg") == 5
 
     again.stop_button.click()
+    assert "Stop" in widget_text(again.confirm)  # asks first, like Delete
+    again.confirm.children[1].click()  # Yes, stop
     until(lambda: phase_of(again) == "Stopped", "Stopped")
     assert again.start_button.layout.display is None and again.stop_button.layout.display == "none"
     again.start_button.click()
@@ -235,3 +238,112 @@ def test_disabled_group_message_and_auto_refresh_stops_on_close(tmp_path: Path):
         assert panel.refreshes == stopped_at
     finally:
         other.stop()
+
+
+def all_widgets(root: Any) -> list[Any]:
+    """Every widget of a tree."""
+    found, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        stack.extend(getattr(node, "children", ()) or ())
+    return found
+
+
+def test_confirmations_rollback_preview_words_and_polish(
+    client: Client, bundles, tmp_path, monkeypatch
+):
+    """Issue 13 (items 3, 7, 8 and the polish list), driven through the panel's widgets."""
+    import ipywidgets as w
+
+    from primehub_jupyter.kernel.display import PHASE_COLORS
+
+    monkeypatch.chdir(tmp_path)
+    panel = DeploymentPanel(client, refresh_seconds=0)
+    form = panel.show_create()
+    assert form is not None
+    # The image pull secret only shows for a container image; Update Message is there on create.
+    assert form.pull_secret not in all_widgets(form) and form.update_message in all_widgets(form)
+    form.source.value = "Model image"
+    assert form.pull_secret in all_widgets(form)
+    form.source.value = "Model URI"
+    assert form.pull_secret not in all_widgets(form)
+    form.name.value = "Panel words"
+    form.model_uri.value = str(bundles["v1"])
+    form.update_message.value = "first version"
+    form.submit.click()
+    detail = panel.detail
+    assert detail is not None, form.errors.value
+    deployment_id = detail.deployment_id
+    assert client.history(deployment_id)[-1]["updateMessage"] == "first version"
+    client.update(deployment_id, {"predictors": [{"replicas": 2}]}, update_message="scale out")
+    detail.refresh()
+
+    # Stop asks first; Cancel leaves it running.
+    detail.stop_button.click()
+    assert "Yes, stop" in widget_text(detail.confirm)
+    detail.confirm.children[2].click()  # Cancel
+    assert detail.confirm.children == () and not client.get(deployment_id)["spec"]["stop"]
+    detail.stop_button.click()
+    detail.confirm.children[1].click()  # Yes, stop
+    assert client.get(deployment_id)["spec"]["stop"] is True
+
+    # History in PrimeHub's words, times local with the ISO UTC time in the tooltip.
+    detail.tabs.selected_index = 2
+    table = detail.history_view.value
+    for header in ("Deployment Stopped", "Replicas", "Model Image / URI", "Update Message"):
+        assert f">{header}<" in table, table
+    assert "predictors" not in table and "scale out" in table and ">Yes<" in table
+    assert re.search(r'class="ph-time" title="20[-0-9]+T[:0-9]+Z"', table), table
+    assert detail.revision.description == "View revision"
+    assert detail.revision.style.description_width == "initial"  # not cut to "View revis..."
+    detail.revision.value = 1
+    assert "Model URI" in detail.revision_view.value
+    assert "predictors" not in detail.revision_view.value
+
+    # Roll back previews its changes in words, asks, and keeps the deployment stopped.
+    detail.rollback_button.click()
+    preview = widget_text(detail.confirm)
+    assert "Yes, roll back" in preview and "ph-rollback-preview" in preview
+    assert "<td style='text-align:left'>Replicas</td><td style='text-align:left'>2</td>" \
+        "<td style='text-align:left'>1</td>" in preview  # fmt: skip
+    assert "Deployment Stopped" not in preview  # a roll back neither starts nor stops
+    detail.confirm.children[2].click()  # Cancel
+    assert client.get(deployment_id)["spec"]["predictors"][0]["replicas"] == 2
+    detail.rollback_button.click()
+    detail.confirm.children[1].click()  # Yes, roll back
+    after = client.get(deployment_id)
+    assert after["spec"]["predictors"][0]["replicas"] == 1 and after["spec"]["stop"] is True
+    assert after["status"]["history"][0]["updateMessage"] == "rollback to revision 1"
+
+    # Locked update fields say why; buttons fit their labels; one colour per phase.
+    detail.update_button.click()
+    update = panel.form
+    assert update is not None and "fixed once a deployment is created" in update.locked_note.value
+    assert all(
+        b.layout.width in ("auto", "40px")
+        for b in all_widgets(panel) + all_widgets(panel.list_view)
+        if isinstance(b, w.Button)
+    )
+    assert panel.create_button.layout.width == "auto"  # "Create deployment", not "Create deplo..."
+    assert PHASE_COLORS["Stopping"] == PHASE_COLORS["Deploying"]  # as in the sidebar
+
+    # The list row: local time with the zone, the endpoint cut in its middle, never the id.
+    update.cancel.click()
+    panel.show_list()
+    client.start(deployment_id)
+    client.wait(deployment_id)
+    panel.refresh()
+    row = panel.rows[deployment_id]
+    assert 'class="ph-time"' in row.summary.value
+    assert deployment_id in row.endpoint.value.split(">", 1)[1]
+
+    # A replica's log is saved as <replica>.log, not <id>-<id>-0.log.
+    detail = panel.show_detail(deployment_id)
+    detail.tabs.selected_index = 1
+    replica = client.replicas(deployment_id)[0]
+    detail.replica.value = replica
+    detail.logs_save.click()
+    assert replica.startswith(deployment_id) and (tmp_path / f"{replica}.log").exists()
+    panel.close()
+    client.delete(deployment_id)

@@ -1,5 +1,7 @@
 /** Field-level comparison of two deployment specs, for the History tab. */
 
+import { IDeploymentSpec } from './api';
+
 /** One leaf of a spec: `predictors.0.replicas` -> `2`. */
 export type FlatSpec = Map<string, string>;
 
@@ -27,7 +29,8 @@ function leaf(value: unknown): string {
 /**
  * Flatten a spec into dotted paths and printable values.
  *
- * Objects and lists of objects are walked (`env.0.name`); a list of plain values and a list of
+ * Objects and lists of objects are walked (`predictors.0.replicas`); a list of `{name, value}`
+ * pairs (environment variables) becomes `env.NAME`; a list of plain values and a list of
  * `{name}` objects (the endpoint's clients) read better as one comma-separated value.
  */
 export function flattenSpec(spec: unknown, prefix = ''): FlatSpec {
@@ -41,8 +44,21 @@ export function flattenSpec(spec: unknown, prefix = ''): FlatSpec {
           Object.keys(item).length === 1 &&
           'name' in item
       );
+      const pairs = value.every(
+        item =>
+          item !== null &&
+          typeof item === 'object' &&
+          Object.keys(item).length === 2 &&
+          'name' in item &&
+          'value' in item
+      );
       if (value.length === 0) {
         out.set(at, '');
+      } else if (pairs) {
+        // Environment variables read as `env.NAME` -> value, like PrimeHub's form.
+        for (const item of value) {
+          out.set(`${at}.${leaf(item.name)}`, leaf(item.value));
+        }
       } else if (named) {
         out.set(at, value.map(item => leaf(item.name)).join(', '));
       } else if (
@@ -154,4 +170,24 @@ export function mergePatch(
     ];
   }
   return patch;
+}
+
+/**
+ * The spec a roll back to `target` applies, as the server builds it: the target's spec with
+ * the current `stop`, user and clients (a roll back neither starts nor stops, and client tokens
+ * cannot come back). Used to preview a roll back.
+ */
+export function rollbackSpec(
+  current: IDeploymentSpec,
+  target: IDeploymentSpec
+): IDeploymentSpec {
+  return {
+    ...target,
+    stop: current.stop,
+    userName: current.userName,
+    endpoint: {
+      ...(target.endpoint ?? { accessType: 'public' }),
+      clients: current.endpoint?.clients ?? []
+    }
+  };
 }

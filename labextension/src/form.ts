@@ -7,6 +7,7 @@ import {
   IGroup,
   IInstanceType
 } from './api';
+import { apiFieldLabel, inWords } from './labels';
 import { APIError } from './request';
 
 /** The fields of the form, by the name the inputs use. */
@@ -331,10 +332,14 @@ export function fieldErrorsOf(
       const field = fieldOfPath(detail.field);
       // One problem: the top-level message is the most complete sentence, unless it is only
       // `field: message` again. Several: each detail's own message.
-      const whole =
+      // A problem of no one field goes above the form: it names its field in PrimeHub's words.
+      let whole =
         single && !error.message.startsWith(`${detail.field}:`)
-          ? error.message
-          : detail.message || error.message;
+          ? inWords(error.message, error.details)
+          : detail.message || inWords(error.message, error.details);
+      if (!field && detail.field && detail.message) {
+        whole = `${apiFieldLabel(detail.field)}: ${detail.message}`;
+      }
       errors[field] = errors[field] ? `${errors[field]}; ${whole}` : whole;
     }
     return errors;
@@ -342,5 +347,5 @@ export function fieldErrorsOf(
   if (error.status === 409 && mode === 'create') {
     return { id: error.message };
   }
-  return { '': error.message };
+  return { '': inWords(error.message, error.details) };
 }

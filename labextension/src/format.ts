@@ -30,28 +30,76 @@ export function timeAgo(
   return days === 1 ? '1 day ago' : `${days} days ago`;
 }
 
-/** A time as the user's locale writes it, with the UTC original kept for tooltips. */
+/**
+ * A time as the user's locale writes it, with the zone's abbreviation
+ * (`11/29/2026, 8:25:59 PM UTC`); the same format in the sidebar, the detail view and the
+ * notebook's card. `utcTime` is its tooltip.
+ */
 export function localTime(iso: string | null | undefined): string {
   if (!iso) {
     return '';
   }
   const then = new Date(iso);
-  return Number.isNaN(then.getTime()) ? iso : then.toLocaleString();
+  return Number.isNaN(then.getTime())
+    ? iso
+    : then.toLocaleString(undefined, { timeZoneName: 'short' });
 }
 
-/** The CSS modifier of a phase: Deployed green, Failed red, Deploying yellow, Stopped grey. */
-export function phaseClass(phase: string | undefined): string {
-  switch (phase) {
-    case 'Deployed':
-      return 'jp-PrimeHub-phase-deployed';
-    case 'Failed':
-      return 'jp-PrimeHub-phase-failed';
-    case 'Deploying':
-    case 'Stopping':
-      return 'jp-PrimeHub-phase-deploying';
-    default:
-      return 'jp-PrimeHub-phase-stopped';
+/** The ISO 8601 UTC form of a time (`2026-11-29T20:25:59Z`), for tooltips. */
+export function utcTime(iso: string | null | undefined): string {
+  if (!iso) {
+    return '';
   }
+  const then = new Date(iso);
+  return Number.isNaN(then.getTime())
+    ? iso
+    : then.toISOString().replace(/\.\d+Z$/, 'Z');
+}
+
+/**
+ * The one colour table of phases: Deployed green, Failed red, Deploying and Stopping (moving by
+ * themselves) yellow, Stopped grey. Its Python twin is `PHASES` in `kernel/words.py`.
+ */
+export const PHASE_TONES: Readonly<Record<string, string>> = {
+  Deployed: 'deployed',
+  Failed: 'failed',
+  Deploying: 'deploying',
+  Stopping: 'deploying',
+  Stopped: 'stopped'
+};
+
+/** The CSS modifier of a phase, from `PHASE_TONES`. */
+export function phaseClass(phase: string | undefined): string {
+  return `jp-PrimeHub-phase-${PHASE_TONES[phase ?? ''] ?? 'stopped'}`;
+}
+
+/**
+ * An endpoint cut in three for a narrow cell: the head (scheme, host, `/deployment/`) gives way
+ * first, the deployment id always shows, the rest of the path gives way from its start so its
+ * end (`predictions`) stays. Without the id in it, the last 24 characters are the rest.
+ */
+export function splitEndpoint(
+  endpoint: string,
+  id: string
+): { head: string; id: string; rest: string } {
+  const at = id ? endpoint.lastIndexOf(`/${id}`) : -1;
+  if (at < 0) {
+    const cut = Math.max(0, endpoint.length - 24);
+    return { head: endpoint.slice(0, cut), id: '', rest: endpoint.slice(cut) };
+  }
+  return {
+    head: endpoint.slice(0, at + 1),
+    id,
+    rest: endpoint.slice(at + 1 + id.length)
+  };
+}
+
+/** The file name of a downloaded log: `<replica>.log` (a replica's name starts with the id). */
+export function logFileName(id: string, replica?: string): string {
+  if (!replica) {
+    return `${id}.log`;
+  }
+  return replica.startsWith(id) ? `${replica}.log` : `${id}-${replica}.log`;
 }
 
 /** Where the model comes from, as one line. */

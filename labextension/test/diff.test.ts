@@ -18,8 +18,7 @@ describe('flattenSpec', () => {
     });
     expect(Object.fromEntries(flat)).toEqual({
       displayName: 'iris',
-      'env.0.name': 'A',
-      'env.0.value': '1',
+      'env.A': '1',
       'endpoint.accessType': 'private',
       'endpoint.clients': 'a, b',
       'predictors.0.replicas': '2',

@@ -152,6 +152,12 @@ class Client:
     def groups(self) -> list[dict[str, Any]]:
         return self._json("GET", "groups")["groups"]
 
+    def set_group_enabled(self, group: str, enabled: bool) -> dict[str, Any]:
+        """Admins: turn model deployment on or off for a group (off fails its deployments)."""
+        return self._json(
+            "PATCH", f"groups/{quote(group)}", json={"enabledDeployment": bool(enabled)}
+        )
+
     def instance_types(self, group: str | None = None) -> list[dict[str, Any]]:
         params = {"group": group} if group else {}
         return self._json("GET", "instance-types", params=params)["instanceTypes"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import Client
-from .display import PHASE_COLORS, Progress, copy_button, esc, phase_badge
+from .display import PHASE_COLORS, Progress, copy_button, esc, phase_badge, time_html
 
 
 def package_for_deploy(model: Any, name: str, **options: Any) -> str:
@@ -206,7 +206,7 @@ class Deployment:
             ("Model", esc(predictor.get("modelURI") or predictor.get("modelImage"))),
             ("Replicas", f"{self.status.get('availableReplicas', 0)}/{predictor['replicas']} "
              f"available ({esc(predictor['instanceType'])})"),
-            ("Last updated", esc(self.status.get("lastUpdated"))),
+            ("Last updated", time_html(self.status.get("lastUpdated"))),
         ]  # fmt: skip
         if self.message:
             rows.insert(0, ("Message", esc(self.message)))

@@ -9,13 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-PHASE_COLORS = {
-    "Deployed": "#2e7d32",
-    "Failed": "#c62828",
-    "Deploying": "#f9a825",
-    "Stopping": "#757575",
-    "Stopped": "#757575",
-}
+from .words import PHASES, local_time, phase_color, phase_text_color, utc_time
+
+PHASE_COLORS = {phase: colors[0] for phase, colors in PHASES.items()}
 
 
 def in_notebook() -> bool:
@@ -44,10 +40,18 @@ def esc(value: Any) -> str:
 
 
 def phase_badge(phase: str) -> str:
-    color = PHASE_COLORS.get(phase, "#757575")
+    color, text = phase_color(phase), phase_text_color(phase)
     return (
-        f'<span class="ph-phase" data-phase="{esc(phase)}" style="background:{color};color:#fff;'
+        f'<span class="ph-phase" data-phase="{esc(phase)}" style="background:{color};color:{text};'
         f'border-radius:10px;padding:1px 8px;font-size:0.85em;font-weight:600">{esc(phase)}</span>'
+    )
+
+
+def time_html(iso: str | None) -> str:
+    """A time in the local zone with its abbreviation, the ISO UTC time in the tooltip."""
+    return (
+        f'<span class="ph-time" title="{esc(utc_time(iso))}" style="white-space:nowrap">'
+        f"{esc(local_time(iso))}</span>"
     )
 
 

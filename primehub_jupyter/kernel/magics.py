@@ -17,6 +17,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from .client import Client, DeploymentFailed, PrimeHubError, WaitTimeout
 from .deployment import Deployment, from_response, package_for_deploy, to_payload
 from .display import Table, esc, html_table, metric_charts, phase_badge
+from .words import describe_changes, display_value, field_label, in_words, local_time
 
 
 class MagicError(Exception):
@@ -64,6 +65,9 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except (PrimeHubError, MagicError) as error:
             message = getattr(error, "message", None) or str(error)
+            if isinstance(error, PrimeHubError):
+                # The API names `spec.predictors.0.replicas`; the user typed `--replicas`.
+                message = in_words(message, error.details, MAGIC_FLAGS)
             if not message:  # argparse already printed its usage
                 message = "invalid arguments (see the usage above)"
             raise MagicFailed(message) from None
@@ -73,6 +77,20 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise MagicFailed(f"{type(error).__name__}: {error}") from None
 
     return wrapper
+
+
+# The magics' name for each API field: the flag of %deploy / %%deploy that sets it.
+MAGIC_FLAGS = {
+    "id": "--id",
+    "spec.displayName": "--name",
+    "spec.groupName": "--group",
+    "spec.description": "--description",
+    "spec.updateMessage": "--update-message",
+    "spec.endpoint.accessType": "--private/--public",
+    "spec.predictors.0.replicas": "--replicas",
+    "spec.predictors.0.instanceType": "--instance-type",
+    "spec.predictors.0.metadata": "--metadata",
+}
 
 
 def _metadata(pairs: list[str] | None) -> dict[str, str]:
@@ -384,14 +402,17 @@ class DeploymentMagics(Magics):
             spec = entry["spec"]
             p = spec["predictors"][0]
             rows.append([
-                entry["revision"], entry["time"], entry["user"], "yes" if spec["stop"] else "no",
-                p.get("modelURI") or p.get("modelImage"), p["replicas"], spec["groupName"],
-                p["instanceType"], spec.get("description", ""),
+                entry["revision"], local_time(entry["time"]), entry["user"],
+                entry.get("updateMessage", ""), "Yes" if spec.get("stop") else "No",
+                p.get("modelImage") or p.get("modelURI"), p["replicas"], p["instanceType"],
+                display_value("endpoint.accessType", spec["endpoint"]["accessType"]),
+                spec.get("description", ""),
                 ", ".join(f"{k}={v}" for k, v in p.get("metadata", {}).items()),
-                entry.get("updateMessage", ""),
             ])  # fmt: skip
-        headers = ["rev", "time (UTC)", "user", "stopped", "model", "replicas", "group",
-                   "instance type", "description", "metadata", "message"]  # fmt: skip
+        headers = ["Revision", "Time", "User", field_label("updateMessage"), field_label("stop"),
+                   "Model Image / URI", field_label("replicas"), field_label("instanceType"),
+                   field_label("endpoint.accessType"), field_label("description"),
+                   field_label("metadata")]  # fmt: skip
         return Table(headers, rows)
 
     def _ph_diff(self, rest: list[str]) -> Table:
@@ -402,10 +423,11 @@ class DeploymentMagics(Magics):
         args = parser.parse_args(rest)
         a = self.client.history_entry(args.id, args.rev_a)["spec"]
         b = self.client.history_entry(args.id, args.rev_b)["spec"]
-        rows = [[k, va, vb] for k, va, vb in spec_diff(a, b)]
+        # Between two revisions, who changed it and why are part of the answer.
+        rows = [list(change) for change in describe_changes(a, b, ignore=frozenset())]
         if not rows:
             rows = [["(no difference)", "", ""]]
-        return Table(["field", f"revision {args.rev_a}", f"revision {args.rev_b}"], rows)
+        return Table(["Field", f"Revision {args.rev_a}", f"Revision {args.rev_b}"], rows)
 
     def _ph_rollback(self, rest: list[str]) -> Deployment:
         parser = _Parser(prog="%phdeploy rollback")
@@ -536,21 +558,6 @@ def _flatten_document(document: dict[str, Any]) -> dict[str, Any]:
         document.setdefault("endpoint", {})["accessType"] = "private"
     document.pop("id", None)
     return {"spec": document, "predictor": predictor, "model": model, "name": name, "group": group}
-
-
-def spec_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Fields that differ between two specs, as (dotted path, value in a, value in b)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        changes = []
-        for key in sorted(set(a) | set(b)):
-            changes += spec_diff(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
-        return changes
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        changes = []
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            changes += spec_diff(x, y, f"{prefix}.{i}")
-        return changes
-    return [] if a == b else [(prefix, a, b)]
 
 
 class DeploymentList:

@@ -8,8 +8,23 @@ from typing import Any
 import ipywidgets as w
 
 from .client import Client, PrimeHubError
-from .display import PHASE_COLORS, copy_button, esc, phase_badge
-from .panel_views import DeploymentDetail, DeploymentForm, _error_html, _pairs
+from .display import PHASE_COLORS, copy_button, esc, phase_badge, time_html
+from .panel_views import DeploymentDetail, DeploymentForm, _error_html, _pairs, button
+
+
+def elide_endpoint(endpoint: str, deployment_id: str, width: int = 70) -> str:
+    """Shorten an endpoint in its middle, keeping the deployment id and the path's end."""
+    if len(endpoint) <= width:
+        return endpoint
+    at = endpoint.rfind(f"/{deployment_id}")
+    tail = endpoint[at + 1 :] if at >= 0 else endpoint[-(width // 2) :]
+    room = max(width - len(tail) - 1, 12)
+    head = endpoint[: len(endpoint) - len(tail)]
+    return (
+        head[: room // 2] + "…" + head[-(room - room // 2) :] + tail
+        if len(head) > room
+        else (head + tail)
+    )
 
 
 class DeploymentRow(w.HBox):
@@ -21,7 +36,7 @@ class DeploymentRow(w.HBox):
         self.endpoint = w.HTML()
         self.metadata_button = w.ToggleButton(description="Metadata", icon="tags")
         self.metadata_view = w.HTML()
-        self.open_button = w.Button(description="Open", icon="external-link")
+        self.open_button = button(description="Open", icon="external-link")
         self.open_button.on_click(lambda _: on_open(self.deployment_id))
         self.metadata_button.observe(lambda _: self._show_metadata(), "value")
         super().__init__(
@@ -42,12 +57,13 @@ class DeploymentRow(w.HBox):
         self.summary.value = (
             f"<b>{esc(spec['displayName'])}</b> <code>{esc(data['id'])}</code> "
             f"{phase_badge(status['phase'])} &middot; group {esc(spec['groupName'])} &middot; "
-            f"updated {esc(status.get('lastUpdated') or '-')}"
+            f"updated {time_html(status.get('lastUpdated'))}"
         )
         endpoint = status.get("endpoint") or ""
         self.endpoint.value = (
-            f"<span title='{esc(endpoint)}' style='font-family:monospace;font-size:12px'>"
-            f"{esc(endpoint[:70] + ('...' if len(endpoint) > 70 else ''))}</span> "
+            f"<span class='ph-endpoint' title='{esc(endpoint)}' "
+            f"style='font-family:monospace;font-size:12px'>"
+            f"{esc(elide_endpoint(endpoint, self.deployment_id))}</span> "
             + (copy_button(endpoint) if endpoint else "")
         )
         self._show_metadata()
@@ -91,10 +107,10 @@ class DeploymentPanel(w.VBox):
         self.refreshes = 0
         self.search = w.Text(placeholder="Search by name", description="Search")
         self.mine = w.Checkbox(description="Deployed by me")
-        self.refresh_button = w.Button(description="Refresh", icon="refresh")
-        self.create_button = w.Button(description="Create deployment", icon="plus",
+        self.refresh_button = button(description="Refresh", icon="refresh")
+        self.create_button = button(description="Create deployment", icon="plus",
                                       button_style="primary")  # fmt: skip
-        self.close_button = w.Button(description="Close", icon="times", tooltip="Close the panel")
+        self.close_button = button(description="Close", icon="times", tooltip="Close the panel")
         self.message = w.HTML()
         self.rows: dict[str, DeploymentRow] = {}
         self.list_box = w.VBox()

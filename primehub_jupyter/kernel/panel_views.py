@@ -7,13 +7,32 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
-import yaml
 
 from .client import Client, PrimeHubError
 from .deployment import Deployment, looks_like_model, package_for_deploy
-from .display import copy_button, esc, html_table, metric_charts, phase_badge
+from .display import copy_button, esc, html_table, metric_charts, phase_badge, time_html
+from .words import (
+    describe_changes,
+    display_value,
+    field_label,
+    flatten_spec,
+    in_words,
+    local_time,
+    log_file_name,
+    rollback_spec,
+)
 
 SOURCES = ("Model URI", "Model image", "Notebook variable")
+
+
+def button(description: str = "", **options: Any) -> w.Button:
+    """A button as wide as its label (the default width cut "Create deployment" short)."""
+    options.setdefault("layout", w.Layout(width="auto", min_width="fit-content"))
+    return w.Button(description=description, **options)
+
+
+# A description as wide as its words (the default width cut "View revision" short).
+_LABEL_FITS = {"description_width": "initial"}
 WINDOWS = {"5 minutes": 300, "15 minutes": 900, "1 hour": 3600}
 
 
@@ -29,7 +48,7 @@ class MetadataRows(w.VBox):
     """Key/value rows with add and remove buttons."""
 
     def __init__(self, values: dict[str, str] | None = None) -> None:
-        self.add_button = w.Button(description="Add metadata", icon="plus")
+        self.add_button = button(description="Add metadata", icon="plus")
         self.add_button.on_click(lambda _: self.add_row())
         self.rows: list[w.HBox] = []
         super().__init__([self.add_button])
@@ -121,29 +140,33 @@ class DeploymentForm(w.VBox):
             description="Private access (clients need a token)",
         )
         self.update_message = w.Text(description="Update message", **label)
-        self.submit = w.Button(
+        self.submit = button(
             description="Update" if existing else "Deploy", button_style="primary", icon="rocket"
         )
-        self.cancel = w.Button(description="Cancel")
+        self.cancel = button(description="Cancel")
         self.errors = w.HTML()
         self.field_errors: dict[str, w.HTML] = {}
         self.submit.on_click(lambda _: self._submit())
         self.cancel.on_click(lambda _: on_cancel())
         self.group.observe(lambda _: self._instance_types(), "value")
         self.source.observe(lambda _: self._show_source(), "value")
+        self.locked_note = w.HTML()
         if existing:
             for locked in (self.group, self.name, self.deployment_id):
                 locked.disabled = True
+            self.locked_note.value = (
+                "<div class='ph-locked-note' style='opacity:0.8;font-style:italic'>Group, Name "
+                "and ID are fixed once a deployment is created (greyed out); create a new "
+                "deployment to change them.</div>"
+            )
         self._instance_types(predictor.get("instanceType"))
         title = f"Update {esc(existing['id'])}" if existing else "Create a deployment"
         self._source_box = w.VBox()
         fields = [
-            self.group, self.instance_type, self.replicas, self.name, self.deployment_id,
-            self.source, self._source_box, self.pull_secret, self.description,
-            w.HTML("<b>Metadata</b>"), self.metadata, self.private,
+            self.locked_note, self.group, self.instance_type, self.replicas, self.name,
+            self.deployment_id, self.source, self._source_box, self.description,
+            w.HTML("<b>Metadata</b>"), self.metadata, self.private, self.update_message,
         ]  # fmt: skip
-        if existing:
-            fields.append(self.update_message)
         super().__init__([w.HTML(f"<h3>{title}</h3>"), *fields, self.errors,
                           w.HBox([self.submit, self.cancel])])  # fmt: skip
         self._show_source()
@@ -161,14 +184,16 @@ class DeploymentForm(w.VBox):
             "Model image": self.model_image,
             "Notebook variable": self.variable,
         }[self.source.value]
-        self._source_box.children = [chosen]
+        # An image pull secret only means something for a container image.
+        image = self.source.value == "Model image"
+        self._source_box.children = [chosen, self.pull_secret] if image else [chosen]
 
     def _predictor(self) -> dict[str, Any]:
         predictor: dict[str, Any] = {
             "instanceType": self.instance_type.value,
             "replicas": self.replicas.value,
             "metadata": self.metadata.value,
-            "imagePullSecret": self.pull_secret.value.strip() or None,
+            "imagePullSecret": None,
         }
         if self.source.value == "Notebook variable":
             if not self.variable.value:
@@ -181,6 +206,7 @@ class DeploymentForm(w.VBox):
         elif self.source.value == "Model image":
             predictor["modelImage"] = self.model_image.value.strip() or None
             predictor["modelURI"] = None
+            predictor["imagePullSecret"] = self.pull_secret.value.strip() or None
         else:
             uri = self.model_uri.value.strip()
             if uri and "://" not in uri and not Path(uri).is_absolute():
@@ -216,9 +242,11 @@ class DeploymentForm(w.VBox):
                     "endpoint": {"accessType": access},
                     "predictors": [predictor],
                 }
+                if self.update_message.value.strip():
+                    spec["updateMessage"] = self.update_message.value.strip()
                 result = self.client.create(spec, id=self.deployment_id.value.strip() or None)
         except PrimeHubError as error:
-            self.errors.value = _error_html(error.message)
+            self.errors.value = _error_html(in_words(error.message, error.details))
             return
         except (ValueError, TypeError, OSError) as error:
             self.errors.value = _error_html(str(error))
@@ -243,26 +271,29 @@ class DeploymentDetail(w.VBox):
         self.data: dict[str, Any] = {}
         self.header = w.HTML()
         self.status = w.HTML()
-        self.back = w.Button(description="Back", icon="arrow-left")
-        self.refresh_button = w.Button(description="Refresh", icon="refresh")
-        self.update_button = w.Button(description="Update", icon="pencil")
-        self.stop_button = w.Button(description="Stop", icon="stop")
-        self.start_button = w.Button(description="Start", icon="play")
-        self.delete_button = w.Button(description="Delete", icon="trash", button_style="danger")
-        self.confirm = w.HBox()
+        self.back = button(description="Back", icon="arrow-left")
+        self.refresh_button = button(description="Refresh", icon="refresh")
+        self.update_button = button(description="Update", icon="pencil")
+        self.stop_button = button(description="Stop", icon="stop")
+        self.start_button = button(description="Start", icon="play")
+        self.delete_button = button(description="Delete", icon="trash", button_style="danger")
+        # A question with Yes/Cancel before Stop, Roll back and Delete (a preview may wrap).
+        self.confirm = w.HBox(layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.back.on_click(lambda _: on_back())
         self.refresh_button.on_click(lambda _: self.refresh(all_tabs=True))
         self.update_button.on_click(lambda _: on_update(self.data))
-        self.stop_button.on_click(lambda _: self._act(self.client.stop))
+        self.stop_button.on_click(lambda _: self._ask_stop())
         self.start_button.on_click(lambda _: self._act(self.client.start))
         self.delete_button.on_click(lambda _: self._ask_delete(on_back))
         # Information
         self.info = w.HTML()
         # Logs
         self.replica = w.Dropdown(description="Replica", options=[("All replicas", "")])
-        self.tail = w.BoundedIntText(value=2000, min=1, max=100000, description="Last lines")
-        self.logs_refresh = w.Button(description="Reload", icon="refresh")
-        self.logs_save = w.Button(description="Save whole log", icon="download")
+        self.tail = w.BoundedIntText(
+            value=2000, min=1, max=100000, description="Last lines", style=_LABEL_FITS
+        )
+        self.logs_refresh = button(description="Reload", icon="refresh")
+        self.logs_save = button(description="Save whole log", icon="download")
         self.logs_view = w.HTML()
         self.logs_note = w.HTML()
         self.replica.observe(lambda _: self.load_logs(), "value")
@@ -270,18 +301,22 @@ class DeploymentDetail(w.VBox):
         self.logs_save.on_click(lambda _: self.save_logs())
         # History
         self.history_view = w.HTML()
-        self.revision = w.Dropdown(description="View revision")
+        self.revision = w.Dropdown(description="View revision", style=_LABEL_FITS)
+        self.rollback_button = button(description="Roll back to this revision", icon="undo")
         self.revision_view = w.HTML()
         self.revision.observe(lambda _: self._show_revision(), "value")
+        self.rollback_button.on_click(lambda _: self._ask_rollback())
         # Clients
         self.clients_view = w.VBox()
-        self.client_name = w.Text(placeholder="client name", description="New client")
-        self.add_client = w.Button(description="Add client", icon="plus")
+        self.client_name = w.Text(
+            placeholder="client name", description="New client", style=_LABEL_FITS
+        )
+        self.add_client = button(description="Add client", icon="plus")
         self.token_box = w.HTML()
         self.add_client.on_click(lambda _: self._add_client())
         # Metrics
         self.window = w.Dropdown(options=list(WINDOWS.items()), value=900, description="Window")
-        self.metrics_refresh = w.Button(description="Reload", icon="refresh")
+        self.metrics_refresh = button(description="Reload", icon="refresh")
         self.metrics_view = w.HTML()
         self.window.observe(lambda _: self.load_metrics(), "value")
         self.metrics_refresh.on_click(lambda _: self.load_metrics())
@@ -290,7 +325,8 @@ class DeploymentDetail(w.VBox):
                 self.info,
                 w.VBox([w.HBox([self.replica, self.tail, self.logs_refresh, self.logs_save]),
                         self.logs_note, self.logs_view]),
-                w.VBox([self.history_view, self.revision, self.revision_view]),
+                w.VBox([self.history_view, w.HBox([self.revision, self.rollback_button]),
+                        self.revision_view]),
                 w.VBox([self.clients_view, w.HBox([self.client_name, self.add_client]),
                         self.token_box]),
                 w.VBox([w.HBox([self.window, self.metrics_refresh]), self.metrics_view]),
@@ -342,15 +378,15 @@ class DeploymentDetail(w.VBox):
             ("Message", esc(d.message or "-")),
             ("Endpoint", f"<code>{esc(d.endpoint or '-')}</code> "
              + (copy_button(d.endpoint) if d.endpoint else "")),
-            ("Access type", esc(d.access_type)),
-            ("Model image", esc(p.get("modelImage") or "-")),
+            ("Access Type", esc(d.access_type.capitalize())),
+            ("Model Image", esc(p.get("modelImage") or "-")),
             ("Model URI", esc(p.get("modelURI") or "-")),
             ("Replicas", f"{status.get('availableReplicas', 0)}/{p['replicas']}"),
             ("Name", esc(d.name)),
             ("Group", esc(d.group)),
-            ("Instance type", esc(p["instanceType"])),
-            ("Creation time", esc(status.get("creationTime"))),
-            ("Last updated", esc(status.get("lastUpdated"))),
+            ("Instance Type", esc(p["instanceType"])),
+            ("Creation time", time_html(status.get("creationTime"))),
+            ("Last updated", time_html(status.get("lastUpdated"))),
             ("Description", esc(d.spec.get("description") or "-")),
             ("Metadata", esc(_pairs(p.get("metadata", {})) or "-")),
         ]  # fmt: skip
@@ -386,12 +422,13 @@ class DeploymentDetail(w.VBox):
         )
         base = self.client.api_url + f"deployments/{self.deployment_id}/logs?download=1"
         self.logs_note.value = (
-            f"<a href='{esc(base)}' download='{esc(self.deployment_id)}.log' target='_blank'>"
+            f"<a href='{esc(base)}' download='{esc(log_file_name(self.deployment_id))}' "
+            "target='_blank'>"
             "Download the whole log</a> (or <i>Save whole log</i> next to the notebook)"
         )
 
     def save_logs(self) -> None:
-        target = Path.cwd() / f"{self.deployment_id}.log"
+        target = Path.cwd() / log_file_name(self.deployment_id, self.replica.value or None)
         try:
             self.client.download_logs(
                 self.deployment_id, target, replica=self.replica.value or None
@@ -413,24 +450,43 @@ class DeploymentDetail(w.VBox):
             spec = e["spec"]
             p = spec["predictors"][0]
             rows.append([
-                e["revision"], e["user"], "yes" if spec["stop"] else "no",
-                p.get("modelImage") or p.get("modelURI"), p["replicas"], spec["groupName"],
-                p["instanceType"], e["time"], spec.get("description", ""),
-                _pairs(p.get("metadata", {})), e.get("updateMessage", ""),
+                str(e["revision"]), time_html(e["time"]), esc(e["user"]),
+                "Yes" if spec.get("stop") else "No",
+                esc(p.get("modelImage") or p.get("modelURI")), esc(p["replicas"]),
+                esc(p["instanceType"]), esc(spec.get("description", "")),
+                esc(_pairs(p.get("metadata", {}))),
+                f"<span class='ph-history-message'>{esc(e.get('updateMessage', ''))}</span>",
             ])  # fmt: skip
-        headers = ["rev", "user", "stopped", "image / URI", "replicas", "group", "instance type",
-                   "time (UTC)", "description", "metadata", "message"]  # fmt: skip
-        self.history_view.value = html_table(headers, rows)
-        options = [(f"revision {e['revision']} ({e['time']})", e["revision"]) for e in entries]
+        headers = ["Revision", "Time", "User", field_label("stop"), "Model Image / URI",
+                   field_label("replicas"), field_label("instanceType"),
+                   field_label("description"), field_label("metadata"),
+                   field_label("updateMessage")]  # fmt: skip
+        self.history_view.value = (
+            "<div class='ph-history' style='overflow-x:auto'>"
+            + html_table(headers, rows, raw=True)
+            .replace("<td style='text-align:left'>", "<td style='text-align:left;"
+                     "white-space:normal;min-width:4em;padding-right:10px'>")
+            + "</div>"
+        )  # fmt: skip
+        options = [
+            (f"revision {e['revision']} ({local_time(e['time'])})", e["revision"]) for e in entries
+        ]
         self.revision.options = options
 
     def _show_revision(self) -> None:
         entry = getattr(self, "_history", {}).get(self.revision.value)
+        current = next(iter(getattr(self, "_history", {})), None)
+        self.rollback_button.disabled = entry is None or entry["revision"] == current
         if entry is None:
             self.revision_view.value = ""
             return
-        text = yaml.safe_dump(entry["spec"], sort_keys=False)
-        self.revision_view.value = f"<pre class='ph-revision'>{esc(text)}</pre>"
+        rows = [
+            [field_label(path), display_value(path, value)]
+            for path, value in flatten_spec(entry["spec"]).items()
+        ]
+        self.revision_view.value = (
+            f"<div class='ph-revision'>{html_table(['Field', 'Value'], rows)}</div>"
+        )
 
     def load_clients(self) -> None:
         try:
@@ -447,7 +503,7 @@ class DeploymentDetail(w.VBox):
         )
         rows: list[w.Widget] = [note]
         for name in names:
-            remove = w.Button(description="Delete", icon="trash", button_style="danger")
+            remove = button(description="Delete", icon="trash", button_style="danger")
             remove.on_click(lambda _, n=name: self._delete_client(n))
             rows.append(w.HBox([w.HTML(f"<code>{esc(name)}</code>"), remove]))
         if not names:
@@ -513,17 +569,49 @@ class DeploymentDetail(w.VBox):
             return
         self.refresh(all_tabs=True)
 
-    def _ask_delete(self, on_back: Callable[[], Any]) -> None:
-        yes = w.Button(description="Yes, delete", button_style="danger")
-        no = w.Button(description="Cancel")
-        self.confirm.children = [
-            w.HTML(f"Delete <b>{esc(self.deployment_id)}</b> and everything that runs it? "),
-            yes,
-            no,
-        ]
+    def _ask(self, question: str, yes_label: str, action: Callable[[], Any]) -> None:
+        """Show a question with Yes/Cancel above the tabs; `action` runs on Yes only."""
+        yes = button(description=yes_label, button_style="danger")
+        no = button(description="Cancel")
+        self.confirm.children = [w.HTML(question), yes, no]
 
-        def delete(_: Any) -> None:
+        def accept(_: Any) -> None:
             self.confirm.children = []
+            action()
+
+        yes.on_click(accept)
+        no.on_click(lambda _: setattr(self.confirm, "children", []))
+
+    def _ask_stop(self) -> None:
+        self._ask(
+            f"Stop <b>{esc(self.deployment_id)}</b>? Its replicas stop and its endpoint answers "
+            "503 until you start it again; its spec, clients and history are kept.",
+            "Yes, stop",
+            lambda: self._act(self.client.stop),
+        )
+
+    def _ask_rollback(self) -> None:
+        entry = getattr(self, "_history", {}).get(self.revision.value)
+        if entry is None:
+            return
+        current = self.data.get("spec") or {}
+        changes = describe_changes(current, rollback_spec(current, entry["spec"]))
+        preview = (
+            html_table(["Field", "Now", "After the roll back"], changes)
+            if changes
+            else "<i>Nothing changes: that revision is the current spec.</i>"
+        )
+        revision = entry["revision"]
+        self._ask(
+            f"<div class='ph-rollback-preview'>Roll back <b>{esc(self.deployment_id)}</b> to "
+            f"revision {revision}? Running or stopped stays as it is. These fields change:"
+            f"{preview}</div>",
+            "Yes, roll back",
+            lambda: self._act(lambda deployment_id: self.client.rollback(deployment_id, revision)),
+        )
+
+    def _ask_delete(self, on_back: Callable[[], Any]) -> None:
+        def delete() -> None:
             try:
                 self.client.delete(self.deployment_id)
             except PrimeHubError as error:
@@ -531,5 +619,9 @@ class DeploymentDetail(w.VBox):
                 return
             on_back()
 
-        yes.on_click(delete)
-        no.on_click(lambda _: setattr(self.confirm, "children", []))
+        self._ask(
+            f"Delete <b>{esc(self.deployment_id)}</b> and everything that runs it? Its clients "
+            "and history go with it; this cannot be undone.",
+            "Yes, delete",
+            delete,
+        )

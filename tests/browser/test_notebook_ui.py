@@ -4,6 +4,7 @@ cell render (headless Debian chromium, Playwright)."""
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import nbformat
@@ -16,6 +17,13 @@ from .conftest import ConsoleLog, Lab
 pytestmark = pytest.mark.browser
 
 GREEN = "rgb(46, 125, 50)"  # Deployed
+
+#: The buttons and descriptions of a widget tree that do not show their whole text.
+TRUNCATED = """
+(root) => [...root.querySelectorAll('button.jupyter-button, .widget-label, .widget-button')]
+  .filter(el => el.offsetParent !== null && el.scrollWidth > el.clientWidth + 1)
+  .map(el => el.textContent.trim() || el.title)
+"""
 
 
 def write_notebook(path: Path) -> None:
@@ -64,6 +72,8 @@ def test_deploy_magic_and_panel_render_in_jupyterlab(
     expect(card.locator("pre.ph-curl")).to_contain_text("curl -X POST")
     border = card.evaluate("el => getComputedStyle(el).borderLeftColor")
     assert border == GREEN, border
+    # Times as in the sidebar: local with the zone, the ISO UTC time in the tooltip.
+    expect(card.locator(".ph-time")).to_have_attribute("title", re.compile(r"T\d\d:\d\d:\d\dZ$"))
 
     # The panel: the deployment's cell in the list, coloured green.
     row = notebook.locator(".widget-hbox", has_text="iris-notebook-ui").first
@@ -72,11 +82,21 @@ def test_deploy_magic_and_panel_render_in_jupyterlab(
     assert row.evaluate("el => getComputedStyle(el).borderLeftColor") == GREEN
     row.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "notebook-deploy-card-and-panel.png"), full_page=True)
+    # No label cut short ("Create deplo...", "View revis..."), in the list or the detail.
+    panel = notebook.locator(".jp-OutputArea-output").filter(has_text="Model Deployments").last
+    assert panel.evaluate(TRUNCATED) == []
 
     # Opening it from the panel shows the detail tabs.
     row.get_by_role("button", name="Open").click()
     expect(notebook.locator(".widget-tab").first).to_contain_text("Information", timeout=30_000)
     page.screenshot(path=str(artifacts / "notebook-panel-detail.png"), full_page=True)
+    assert panel.evaluate(TRUNCATED) == []
+    notebook.get_by_role("tab", name="History").click()
+    expect(notebook.get_by_text("View revision")).to_be_visible(timeout=30_000)
+    expect(panel.locator(".ph-history")).to_contain_text("Deployment Stopped")
+    panel.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "notebook-panel-history.png"), full_page=True)
+    assert panel.evaluate(TRUNCATED) == []
 
     deployment_id = next(
         d["id"] for d in lab.api("GET", "deployments")["deployments"]

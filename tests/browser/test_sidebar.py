@@ -174,10 +174,10 @@ def test_deployment_journey(page: Page, lab: Lab, console: ConsoleLog, artifacts
     for locked in ("Deployment name", "Deployment ID", "Group"):
         expect(field(update_form, locked)).to_be_disabled()
     field(update_form, "Replicas").fill("2")
-    field(update_form, "Update message").fill("more replicas")
+    field(update_form, "Update Message").fill("more replicas")
     update_form.get_by_role("button", name="Update", exact=True).click()
     body = confirm_dialog(page, "Update Iris browser?", "Update")
-    assert "predictors.0.replicas" in body, body
+    assert "Replicas" in body and "predictors.0.replicas" not in body, body  # PrimeHub's words
     expect(update_form).to_have_count(0)
 
     history = detail.get_by_role("table", name="History").locator("tbody tr")
@@ -185,16 +185,19 @@ def test_deployment_journey(page: Page, lab: Lab, console: ConsoleLog, artifacts
     expect(history.first).to_contain_text("more replicas")
     history.last.get_by_role("button", name=re.compile("^Compare")).click()
     diff = detail.get_by_role("table", name=re.compile("Differences between revision 1"))
-    expect(diff).to_contain_text("predictors.0.replicas")
-    expect(diff).to_contain_text("endpoint.clients")
+    expect(diff).to_contain_text("Replicas")
+    expect(diff).to_contain_text("Clients")
+    expect(diff).not_to_contain_text("predictors.0")
     # Roll back to revision 2 (one replica): a new revision, back to the old value.
     history.nth(1).get_by_role("button", name="Roll back to revision 2").click()
-    confirm_dialog(page, "Roll back to revision 2?", "Roll back")
+    preview = confirm_dialog(page, "Roll back to revision 2?", "Roll back")
+    assert "Replicas" in preview, preview  # the roll back shows what it changes
     expect(history).to_have_count(history_before + 2, timeout=SOON)
     expect(history.first).to_contain_text("rollback to revision 2")
     history.nth(1).get_by_role("button", name=re.compile("^View")).click()
     spec_table = detail.get_by_role("table", name=re.compile("Spec of revision"))
-    expect(spec_table.locator("tr").filter(has_text="predictors.0.replicas")).to_contain_text("2")
+    expect(spec_table.locator('tr[data-field="predictors.0.replicas"]')).to_contain_text("2")
+    expect(spec_table).not_to_contain_text("predictors.0")
     page.screenshot(path=str(artifacts / "detail-history.png"))
     expect(cell).to_have_class(re.compile("jp-PrimeHub-phase-deployed"), timeout=ROLLOUT)
     expect(detail.locator(".jp-PrimeHub-detail-header .jp-PrimeHub-badge")).to_have_text(

@@ -23,6 +23,7 @@ import {
 } from '../form';
 import { deploymentsIcon } from '../icons';
 import { FEATURE_DISABLED_MESSAGE } from '../request';
+import { ChangeTable } from './changes';
 import { ErrorMessage, messageOf } from './common';
 
 /** The order fields are checked in, for focusing the first one with a problem. */
@@ -251,6 +252,12 @@ export function DeploymentForm(props: IFormProps): JSX.Element {
         />
       ) : null}
       <ErrorMessage message={errors[''] ?? ''} />
+      {locked ? (
+        <p className="jp-PrimeHub-locked-note" id={`${idPrefix}-locked`}>
+          The deployment name, ID and group are fixed once a deployment is
+          created (greyed out below); to change them, create a new deployment.
+        </p>
+      ) : null}
 
       <Field {...f} name="displayName" label="Deployment name" required>
         {ids => (
@@ -526,23 +533,25 @@ export function DeploymentForm(props: IFormProps): JSX.Element {
         )}
       </Field>
 
-      {mode === 'update' ? (
-        <Field
-          {...f}
-          name="updateMessage"
-          label="Update message"
-          hint="Why you change it: shown in the history."
-        >
-          {ids => (
-            <input
-              {...ids}
-              type="text"
-              value={values.updateMessage}
-              onChange={e => update({ updateMessage: e.target.value })}
-            />
-          )}
-        </Field>
-      ) : null}
+      <Field
+        {...f}
+        name="updateMessage"
+        label="Update Message"
+        hint={
+          mode === 'create'
+            ? 'Optional: why you deploy it, shown as the first entry of the history.'
+            : 'Why you change it: shown in the history.'
+        }
+      >
+        {ids => (
+          <input
+            {...ids}
+            type="text"
+            value={values.updateMessage}
+            onChange={e => update({ updateMessage: e.target.value })}
+          />
+        )}
+      </Field>
 
       <div className="jp-PrimeHub-form-actions">
         <button
@@ -580,27 +589,12 @@ async function confirmUpdate(
     ) : (
       <div>
         <p>These fields change:</p>
-        <table className="jp-PrimeHub-diff">
-          <thead>
-            <tr>
-              <th scope="col">Field</th>
-              <th scope="col">Now</th>
-              <th scope="col">After the update</th>
-            </tr>
-          </thead>
-          <tbody>
-            {changes.map(change => (
-              <tr
-                key={change.field}
-                className={`jp-PrimeHub-diff-${change.kind}`}
-              >
-                <td>{change.field}</td>
-                <td>{change.before ?? ''}</td>
-                <td>{change.after ?? ''}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+        <ChangeTable
+          changes={changes}
+          beforeLabel="Now"
+          afterLabel="After the update"
+          ariaLabel="Changes of the update"
+        />
       </div>
     );
   const result = await showDialog({

@@ -4,71 +4,11 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import * as React from 'react';
 
 import { IDeployment, IHistoryEntry, PrimeHubAPI } from '../api';
-import { diffSpecs, flattenSpec, IFieldChange } from '../diff';
-import { localTime } from '../format';
+import { diffSpecs, rollbackSpec } from '../diff';
+import { localTime, utcTime } from '../format';
 import { APIError } from '../request';
+import { ChangeTable, SpecTable } from './changes';
 import { ErrorMessage, messageOf } from './common';
-
-function ChangeTable(props: {
-  changes: IFieldChange[];
-  beforeLabel: string;
-  afterLabel: string;
-  caption: string;
-}): JSX.Element {
-  if (props.changes.length === 0) {
-    return (
-      <p className="jp-PrimeHub-muted">{props.caption}: no field differs.</p>
-    );
-  }
-  return (
-    <table className="jp-PrimeHub-diff" aria-label={props.caption}>
-      <caption>{props.caption}</caption>
-      <thead>
-        <tr>
-          <th scope="col">Field</th>
-          <th scope="col">{props.beforeLabel}</th>
-          <th scope="col">{props.afterLabel}</th>
-        </tr>
-      </thead>
-      <tbody>
-        {props.changes.map(change => (
-          <tr key={change.field} className={`jp-PrimeHub-diff-${change.kind}`}>
-            <td>
-              <code>{change.field}</code>
-            </td>
-            <td>{change.before ?? ''}</td>
-            <td>{change.after ?? ''}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
-  );
-}
-
-function SpecTable(props: { spec: unknown; caption: string }): JSX.Element {
-  const fields = [...flattenSpec(props.spec).entries()];
-  return (
-    <table className="jp-PrimeHub-diff" aria-label={props.caption}>
-      <caption>{props.caption}</caption>
-      <thead>
-        <tr>
-          <th scope="col">Field</th>
-          <th scope="col">Value</th>
-        </tr>
-      </thead>
-      <tbody>
-        {fields.map(([field, value]) => (
-          <tr key={field}>
-            <td>
-              <code>{field}</code>
-            </td>
-            <td>{value}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
-  );
-}
 
 export function HistoryTab(props: {
   api: PrimeHubAPI;
@@ -86,11 +26,33 @@ export function HistoryTab(props: {
   const current = history[0]?.revision;
 
   const rollback = async (target: IHistoryEntry) => {
+    const changes = diffSpecs(
+      deployment.spec,
+      rollbackSpec(deployment.spec, target.spec)
+    );
     const result = await showDialog({
       title: `Roll back to revision ${target.revision}?`,
-      body:
-        `Applies the spec of revision ${target.revision} (${localTime(target.time)}) as a new ` +
-        'update. Running or stopped stays as it is.',
+      body: (
+        <div className="jp-PrimeHub-rollback-preview">
+          <p>
+            {`Applies the spec of revision ${target.revision} (${localTime(target.time)}) as a new ` +
+              'update. Running or stopped stays as it is.'}
+          </p>
+          {changes.length === 0 ? (
+            <p>
+              Nothing changes: revision {target.revision} is the current spec.
+            </p>
+          ) : (
+            <ChangeTable
+              changes={changes}
+              beforeLabel="Now"
+              afterLabel="After the roll back"
+              caption="These fields change:"
+              ariaLabel={`Changes of the roll back to revision ${target.revision}`}
+            />
+          )}
+        </div>
+      ),
       buttons: [
         Dialog.cancelButton(),
         Dialog.warnButton({ label: 'Roll back' })
@@ -145,9 +107,9 @@ export function HistoryTab(props: {
                 {h.revision}
                 {h.revision === current ? ' (current)' : ''}
               </td>
-              <td>{localTime(h.time)}</td>
+              <td title={utcTime(h.time)}>{localTime(h.time)}</td>
               <td>{h.user}</td>
-              <td>{h.updateMessage}</td>
+              <td className="jp-PrimeHub-history-message">{h.updateMessage}</td>
               <td>
                 <div className="jp-PrimeHub-actions">
                   <button
@@ -197,11 +159,17 @@ export function HistoryTab(props: {
               ? ' compared with the current spec'
               : ''}
           </h3>
-          <p className="jp-PrimeHub-muted">
+          <p className="jp-PrimeHub-muted" title={utcTime(entry.time)}>
             {localTime(entry.time)} by {entry.user}
             {entry.updateMessage ? `: ${entry.updateMessage}` : ''}
           </p>
-          {selected.mode === 'compare' ? (
+          {selected.mode === 'compare' &&
+          diffSpecs(entry.spec, deployment.spec).length === 0 ? (
+            <p className="jp-PrimeHub-muted">
+              Differences between revision {entry.revision} and the current
+              spec: no field differs.
+            </p>
+          ) : selected.mode === 'compare' ? (
             <ChangeTable
               changes={diffSpecs(entry.spec, deployment.spec)}
               beforeLabel={`Revision ${entry.revision}`}

@@ -3,7 +3,13 @@
 import * as React from 'react';
 
 import { IDeployment, PrimeHubAPI } from '../api';
-import { examplePayload, exampleCurl, localTime, modelSource } from '../format';
+import {
+  examplePayload,
+  exampleCurl,
+  localTime,
+  modelSource,
+  utcTime
+} from '../format';
 import {
   CodeBlock,
   CopyButton,
@@ -142,19 +148,27 @@ export function InformationTab(props: {
             <code>{deployment.id}</code>
           </Row>
           <Row label="Group">{spec.groupName}</Row>
-          <Row label={predictor.modelImage ? 'Model image' : 'Model URI'}>
+          <Row label={predictor.modelImage ? 'Model Image' : 'Model URI'}>
             <code className="jp-PrimeHub-break">{modelSource(deployment)}</code>
           </Row>
           {predictor.imagePullSecret ? (
-            <Row label="Image pull secret">{predictor.imagePullSecret}</Row>
+            <Row label="Image Pull Secret">{predictor.imagePullSecret}</Row>
           ) : null}
-          <Row label="Instance type">{predictor.instanceType}</Row>
+          <Row label="Instance Type">{predictor.instanceType}</Row>
           <Row label="Replicas">
             {status.availableReplicas}/{predictor.replicas} available
           </Row>
           <Row label="Deployed by">{spec.userName || '–'}</Row>
-          <Row label="Created">{localTime(status.creationTime)}</Row>
-          <Row label="Last updated">{localTime(status.lastUpdated)}</Row>
+          <Row label="Created">
+            <span title={utcTime(status.creationTime)}>
+              {localTime(status.creationTime)}
+            </span>
+          </Row>
+          <Row label="Last updated">
+            <span title={utcTime(status.lastUpdated)}>
+              {localTime(status.lastUpdated)}
+            </span>
+          </Row>
           <Row label="Description">
             {spec.description ? (
               <span className="jp-PrimeHub-pre-line">{spec.description}</span>

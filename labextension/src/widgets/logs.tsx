@@ -3,6 +3,7 @@
 import * as React from 'react';
 
 import { IDeployment, PrimeHubAPI } from '../api';
+import { logFileName } from '../format';
 import { LOG_TAIL, LogBuffer, LogFollower } from '../logs';
 import { ErrorMessage, messageOf } from './common';
 
@@ -124,7 +125,7 @@ export function LogsTab(props: {
   const download = async () => {
     try {
       const blob = await api.downloadLogs(id, replica || undefined);
-      saveBlob(blob, `${id}${replica ? `-${replica}` : ''}.log`);
+      saveBlob(blob, logFileName(id, replica || undefined));
     } catch (e) {
       setError(messageOf(e));
     }

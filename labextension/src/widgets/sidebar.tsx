@@ -11,7 +11,14 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { IDeployment } from '../api';
-import { localTime, metadataText, phaseClass, timeAgo } from '../format';
+import {
+  localTime,
+  metadataText,
+  phaseClass,
+  splitEndpoint,
+  timeAgo,
+  utcTime
+} from '../format';
 import { deploymentsIcon } from '../icons';
 import { DeploymentListModel } from '../model';
 import { PIP_INSTALL, SERVER_EXTENSION_MISSING } from '../request';
@@ -32,6 +39,7 @@ function DeploymentCell(props: {
   const { deployment, actions } = props;
   const { spec, status } = deployment;
   const endpoint = status.endpoint ?? '';
+  const parts = splitEndpoint(endpoint, deployment.id);
   const [copied, setCopied] = React.useState(false);
   React.useEffect(() => {
     if (!copied) {
@@ -66,7 +74,7 @@ function DeploymentCell(props: {
         </span>
         <span
           className="jp-PrimeHub-cell-updated"
-          title={`Last updated ${localTime(status.lastUpdated)}`}
+          title={`Last updated ${localTime(status.lastUpdated)}\n${utcTime(status.lastUpdated)}`}
         >
           {timeAgo(status.lastUpdated, props.now)}
         </span>
@@ -82,7 +90,17 @@ function DeploymentCell(props: {
             setCopied(true);
           }}
         >
-          {copied ? 'Endpoint copied' : endpoint}
+          {copied ? (
+            'Endpoint copied'
+          ) : (
+            <>
+              <span className="jp-PrimeHub-endpoint-head">{parts.head}</span>
+              <span className="jp-PrimeHub-endpoint-id">{parts.id}</span>
+              <span className="jp-PrimeHub-endpoint-rest">
+                <bdi>{parts.rest}</bdi>
+              </span>
+            </>
+          )}
         </button>
       ) : (
         <div className="jp-PrimeHub-cell-endpoint jp-PrimeHub-muted">
