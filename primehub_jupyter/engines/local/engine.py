@@ -21,7 +21,7 @@ from ...core.models import Deployment, DeploymentSpec, Phase, utcnow
 from ...serving.settings import model_server_args
 from ..base import Engine, InvokeResult
 from . import logs as logfiles
-from .files import private_dir, restrict
+from .files import private_dir, restrict_tree
 from .gateway_process import GatewayProcess, child_env
 from .metrics import (
     MetricsStore,
@@ -147,7 +147,7 @@ class LocalEngine(Reconciler, Engine):
 
     def _acquire_lock(self) -> None:
         private_dir(self.base_dir)
-        restrict(self.base_dir, 0o700)  # secrets live here; older versions made it 0755
+        restrict_tree(self.base_dir)  # secrets live here; older versions made it all 0755/0644
         path = self.base_dir / "engine.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

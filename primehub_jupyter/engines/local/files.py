@@ -49,3 +49,20 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def restrict_tree(root: Path) -> None:
+    """Make every directory (0700) and file (0600) under `root` private to its owner.
+
+    For data dirs written by older versions (0755 directories, 0644 logs); what exists
+    now stays private because everything is created that way.
+    """
+    restrict(root, DIR_MODE)
+    for directory, subdirs, names in os.walk(root):
+        base = Path(directory)
+        for name in subdirs:
+            restrict(base / name, DIR_MODE)
+        for name in names:
+            path = base / name
+            if not path.is_symlink():
+                restrict(path)
