@@ -196,7 +196,8 @@ class Sandbox:
     ) -> Mounts:
         """One replica's mounts. `secrets` are never visible; `others` (other deployments'
         bundles) and $HOME are masked where they fall inside a visible directory."""
-        assert self._python_paths is not None
+        if self._python_paths is None:  # not sandboxed: nothing to mount
+            return Mounts()
         home = _real(os.path.expanduser("~"))
         secret_paths = [_real(p) for p in secrets]
         read_only: list[Path] = []
