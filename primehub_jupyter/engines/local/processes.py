@@ -103,8 +103,8 @@ class ProcessHandle:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
 
-    def group(self) -> list[int]:
-        """Pids of the processes in our group, sandbox launchers left out."""
+    def group(self, *, launchers: bool = False) -> list[int]:
+        """Pids of the processes in our group (sandbox launchers only when asked)."""
         members = []
         for proc in psutil.process_iter(["name"]):
             try:
@@ -112,7 +112,7 @@ class ProcessHandle:
                     continue
             except (ProcessLookupError, PermissionError):
                 continue
-            if proc.info["name"] not in SANDBOX_LAUNCHERS:
+            if launchers or proc.info["name"] not in SANDBOX_LAUNCHERS:
                 members.append(proc.pid)
         return members
 
@@ -126,6 +126,11 @@ class ProcessHandle:
             self.signal(signal.SIGKILL)
             while self.exit_code() is None:
                 await asyncio.sleep(0.05)
+        # Whatever outlived the leader (a sandbox whose launcher was killed, a model's own
+        # child processes) still carries the group id, which no new process can take meanwhile.
+        if self.group(launchers=True):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
 
 
 def spawn(
