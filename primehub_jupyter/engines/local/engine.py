@@ -121,7 +121,10 @@ class LocalEngine(Reconciler, Engine):
         self._metrics = MetricsStore(self.metrics_retention, self.metrics_interval)
         self._metrics_task: asyncio.Task | None = None
         self._sandbox = Sandbox(
-            self.sandbox, python=self.python_executable, share_network=self.sandbox_network
+            self.sandbox,
+            python=self.python_executable,
+            share_network=self.sandbox_network,
+            logger=self.log,
         )
 
     # ---- lifecycle --------------------------------------------------------------------

@@ -84,7 +84,14 @@ class Sandbox:
     unsandboxed; `bwrap` refuses to run replicas without it; `off` never sandboxes.
     """
 
-    def __init__(self, mode: str, *, python: str, share_network: bool = False) -> None:
+    def __init__(
+        self,
+        mode: str,
+        *,
+        python: str,
+        share_network: bool = False,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"sandbox must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
@@ -92,6 +99,7 @@ class Sandbox:
         self.share_network = share_network
         self.bwrap = ""
         self.reason = ""
+        self.log = logger or log
         self._python_paths: list[Path] | None = None
         self._checked = False
 
@@ -109,7 +117,7 @@ class Sandbox:
             return
         self._checked = True
         if self.mode == "off":
-            log.info("replica sandbox is off (LocalEngine.sandbox = 'off')")
+            self.log.info("replica sandbox is off (LocalEngine.sandbox = 'off')")
             return
         found = shutil.which("bwrap")
         problem = self._try(found) if found else "bwrap is not installed"
@@ -119,7 +127,7 @@ class Sandbox:
                 raise RuntimeError(
                     f"LocalEngine.sandbox is 'bwrap' but bubblewrap cannot run here: {problem}"
                 )
-            log.warning(
+            self.log.warning(
                 "replicas run WITHOUT a sandbox: %s. Model code can then read the data dir "
                 "(tokens, client hashes, config). Install bubblewrap (apt-get install "
                 "bubblewrap) and allow unprivileged user namespaces, or set "
@@ -130,7 +138,7 @@ class Sandbox:
         assert found is not None
         self.bwrap = found
         self._python_paths = self._ask_python(env)
-        log.info("replicas run in a bubblewrap sandbox (%s)", found)
+        self.log.info("replicas run in a bubblewrap sandbox (%s)", found)
 
     def _try(self, bwrap: str) -> str:
         """'' when bubblewrap can create the namespaces replicas get; else why not."""
@@ -159,7 +167,7 @@ class Sandbox:
             )
             found = json.loads(done.stdout)
         except (OSError, ValueError, subprocess.SubprocessError) as error:
-            log.warning("could not ask %s for its paths (%s); using ours", self.python, error)
+            self.log.warning("could not ask %s for its paths (%s); using ours", self.python, error)
             found = {
                 "path": [p for p in sys.path if p],
                 "package": str(Path(__file__).resolve().parents[2] / "__init__.py"),
@@ -195,7 +203,8 @@ class Sandbox:
         others: list[Path],
     ) -> Mounts:
         """One replica's mounts. `secrets` are never visible; `others` (other deployments'
-        bundles) and $HOME are masked where they fall inside a visible directory."""
+        bundles) and $HOME are masked where they fall inside a visible directory (a source
+        checkout holding $HOME, say), with what must be seen inside them mounted on top."""
         if self._python_paths is None:  # not sandboxed: nothing to mount
             return Mounts()
         home = _real(os.path.expanduser("~"))
@@ -203,8 +212,8 @@ class Sandbox:
         read_only: list[Path] = []
         for path in self._python_paths:
             real = _real(path)
-            if not real.exists() or _inside(home, real):
-                continue  # never the root or $HOME because of a stray sys.path entry
+            if not real.exists() or real == Path("/"):
+                continue  # never the whole root because of a stray sys.path entry
             if any(_inside(real, s) for s in secret_paths):
                 continue
             # Both spellings: the replica runs `python` by the path the engine knows.
