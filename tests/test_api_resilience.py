@@ -14,8 +14,11 @@ PAYLOAD = {"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2]]}}
 
 
 def replica_pid(name: str) -> int | None:
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    """The model server of a replica (inside its sandbox: not the bwrap processes around it)."""
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "bwrap":
+            continue
         if "primehub_jupyter.serving" in cmdline and name in cmdline:
             return proc.info["pid"]
     return None

@@ -257,7 +257,7 @@ class ConfigStore:
         self._mtime: float | None = None
         self._config: PrimeHubConfig | None = None
         if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._write_document(default_config_document(user or default_user()))
 
     @staticmethod
@@ -312,5 +312,9 @@ class ConfigStore:
 
     def _write_document(self, document: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(_HEADER + yaml.safe_dump(document, sort_keys=False))
+        # Admins and groups are defined here: readable and writable by this user only.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(_HEADER + yaml.safe_dump(document, sort_keys=False))
         os.replace(tmp, self.path)

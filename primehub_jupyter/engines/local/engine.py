@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from traitlets import Bool, Float, Integer, List, Unicode, default
+from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
 from ...core.errors import NotFound, ValidationError
 from ...core.models import Deployment, DeploymentSpec, Phase, utcnow
 from ...serving.settings import model_server_args
 from ..base import Engine, InvokeResult
 from . import logs as logfiles
-from .gateway_process import GatewayProcess
+from .files import private_dir, restrict_tree
+from .gateway_process import GatewayProcess, child_env
 from .metrics import (
     MetricsStore,
     ReplicaSample,
@@ -36,6 +37,8 @@ from .processes import (
 )
 from .reconciler import Reconciler
 from .replica import READY, RETIRING, TERMINATING, Replica, Runtime
+from .sandbox import MODES as SANDBOX_MODES
+from .sandbox import Sandbox
 from .store import Store
 
 
@@ -82,6 +85,19 @@ class LocalEngine(Reconciler, Engine):
     metrics_interval = Float(5.0, config=True, help="Seconds between metrics scrapes.")
     metrics_retention = Float(3600.0, config=True, help="Seconds of metrics kept in memory.")
     tick_seconds = Float(0.25, config=True, help="Reconciler period while something changes.")
+    sandbox = Enum(
+        list(SANDBOX_MODES),
+        default_value="auto",
+        config=True,
+        help="Run replicas in a bubblewrap sandbox: 'auto' when bwrap works here (else a "
+        "warning), 'bwrap' always (replicas do not start without it), 'off' never.",
+    )
+    sandbox_network = Bool(
+        False,
+        config=True,
+        help="Let sandboxed replicas use this machine's network (outbound calls, e.g. to a "
+        "feature store). Off: a replica reaches no port, not even other replicas on 127.0.0.1.",
+    )
 
     @default("data_dir")
     def _default_data_dir(self) -> str:
@@ -104,6 +120,12 @@ class LocalEngine(Reconciler, Engine):
         self._samples: dict[Path, tuple[float, dict | None]] = {}
         self._metrics = MetricsStore(self.metrics_retention, self.metrics_interval)
         self._metrics_task: asyncio.Task | None = None
+        self._sandbox = Sandbox(
+            self.sandbox,
+            python=self.python_executable,
+            share_network=self.sandbox_network,
+            logger=self.log,
+        )
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -127,7 +149,8 @@ class LocalEngine(Reconciler, Engine):
         return f"{self.gateway_base_url}/deployment/{deployment_id}/api/v1.0/predictions"
 
     def _acquire_lock(self) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.base_dir)
+        restrict_tree(self.base_dir)  # secrets live here; older versions made it all 0755/0644
         path = self.base_dir / "engine.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -145,6 +168,7 @@ class LocalEngine(Reconciler, Engine):
 
     async def start(self) -> None:
         self._acquire_lock()
+        await asyncio.to_thread(self._sandbox.check, child_env({}))
         self._store = Store(self.base_dir / "state.sqlite3")
         await self._store.open()
         for stored in await self._store.load_all():

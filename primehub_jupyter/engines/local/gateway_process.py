@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from .files import private_dir, write_private
 from .processes import Prober, ProcessHandle, spawn
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class GatewayProcess:
 
     async def start(self) -> None:
         """Adopt the gateway an earlier server left running, or start a new one."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         state = self._read_state()
         if state and self._token_file.exists():
             handle = ProcessHandle.adopt(state["pid"], state["createTime"])
@@ -126,10 +127,11 @@ class GatewayProcess:
                 raise RuntimeError(f"the gateway did not start within 30 s; see {log_file}")
             await asyncio.sleep(0.05)
         self.port = int(port_file.read_text().strip())
-        self._state_file.write_text(
+        write_private(
+            self._state_file,
             json.dumps(
                 {"pid": self.handle.pid, "createTime": self.handle.create_time, "port": self.port}
-            )
+            ),
         )
         log.info("started the gateway on %s", self.url)
 
@@ -184,9 +186,45 @@ def _is_secret_env(name: str) -> bool:
     )
 
 
+# What a replica inherits from the server's environment: nothing else (tokens, Jupyter's
+# variables, cloud credentials), like a container that gets only its spec's env.
+_CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "TMPDIR",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONNOUSERSITE",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONHASHSEED",
+        "PYTHONIOENCODING",
+        "PYTHONUTF8",
+        "PYTHONWARNINGS",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+    }
+)
+_CHILD_ENV_PREFIXES = ("LC_", "OMP_", "MKL_", "OPENBLAS_", "NUMEXPR_", "VECLIB_", "KMP_")
+
+
+def _inherited(name: str) -> bool:
+    return name in _CHILD_ENV_NAMES or (
+        name.startswith(_CHILD_ENV_PREFIXES) and "TOKEN" not in name.upper()
+    )
+
+
 def child_env(extra: dict[str, str]) -> dict[str, str]:
-    """os.environ minus secrets, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not _is_secret_env(k)}
+    """An allowlist of os.environ (locale, PATH, Python and thread-pool settings) plus `extra`.
+
+    Never a token or anything else of the server's: the replica gets what its spec says.
+    """
+    env = {k: v for k, v in os.environ.items() if _inherited(k)}
     env.update(extra)
     return env
 

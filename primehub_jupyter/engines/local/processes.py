@@ -17,6 +17,13 @@ import aiohttp
 import psutil
 
 from ...core.models import format_time
+from .files import open_append
+
+# Files our children create (logs, request logs, the gateway's port file) are theirs alone.
+CHILD_UMASK = 0o077
+# bubblewrap's launcher and its PID 1 do not pass signals on: the launcher dies of SIGTERM
+# (leaving the model server running, its exit code lost) and PID 1 ignores it.
+SANDBOX_LAUNCHERS = frozenset({"bwrap"})
 
 
 def timestamp() -> str:
@@ -26,9 +33,8 @@ def timestamp() -> str:
 
 def append_engine_line(log_file: Path, text: str) -> None:
     """Write an engine event into a replica's log, so users see it in context."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a", encoding="utf-8") as f:
-        f.write(f"{timestamp()} [engine] {text}\n")
+    with open_append(log_file) as f:
+        f.write(f"{timestamp()} [engine] {text}\n".encode())
 
 
 def bind_loopback() -> socket.socket:
@@ -48,6 +54,7 @@ class ProcessHandle:
     pid: int
     create_time: float
     popen: subprocess.Popen | None = None
+    sandboxed: bool = False
 
     @classmethod
     def adopt(cls, pid: int, create_time: float) -> ProcessHandle | None:
@@ -65,7 +72,10 @@ class ProcessHandle:
     def exit_code(self) -> int | None:
         """None while running; the exit code (or -1 when unknown) once it has ended."""
         if self.popen is not None:
-            return self.popen.poll()
+            code = self.popen.poll()
+            if code is not None and self.sandboxed and 128 < code < 128 + 65:
+                return 128 - code  # bubblewrap reports death by signal N as 128 + N, as shells do
+            return code
         try:
             proc = psutil.Process(self.pid)
             if abs(proc.create_time() - self.create_time) > 0.01:
@@ -77,10 +87,34 @@ class ProcessHandle:
         return None
 
     def signal(self, sig: int) -> None:
+        """Signal the process group it leads (a sandboxed model server is not its leader).
+
+        SIGKILL goes to the whole group. Other signals skip sandbox launchers, which do not
+        forward them: the model server inside gets them, stops gracefully, and the launcher
+        exits with its exit code.
+        """
         if self.exit_code() is not None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(self.pid, sig)
+        if sig == signal.SIGKILL:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+            return
+        for pid in self.group():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def group(self, *, launchers: bool = False) -> list[int]:
+        """Pids of the processes in our group (sandbox launchers only when asked)."""
+        members = []
+        for proc in psutil.process_iter(["name"]):
+            try:
+                if os.getpgid(proc.pid) != self.pid:
+                    continue
+            except (ProcessLookupError, PermissionError):
+                continue
+            if launchers or proc.info["name"] not in SANDBOX_LAUNCHERS:
+                members.append(proc.pid)
+        return members
 
     async def terminate(self, grace: float) -> None:
         """SIGTERM, then SIGKILL when it has not ended after `grace` seconds."""
@@ -92,6 +126,11 @@ class ProcessHandle:
             self.signal(signal.SIGKILL)
             while self.exit_code() is None:
                 await asyncio.sleep(0.05)
+        # Whatever outlived the leader (a sandbox whose launcher was killed, a model's own
+        # child processes) still carries the group id, which no new process can take meanwhile.
+        if self.group(launchers=True):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
 
 
 def spawn(
@@ -101,13 +140,14 @@ def spawn(
     env: dict[str, str],
     cwd: Path,
     pass_fds: tuple[int, ...] = (),
+    sandboxed: bool = False,
 ) -> ProcessHandle:
-    """Start a detached child (own session) whose early output goes to `log_file`.
+    """Start a detached child (own session and process group) whose early output goes to
+    `log_file`; files it creates are private to the user (umask 077).
 
     Detached so it survives a crash of the server that started it, which then adopts it.
     """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as out:
+    with open_append(log_file) as out:
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -117,12 +157,13 @@ def spawn(
             cwd=cwd,
             pass_fds=pass_fds,
             start_new_session=True,
+            umask=CHILD_UMASK,
         )
     try:
         create_time = psutil.Process(popen.pid).create_time()
     except psutil.NoSuchProcess:
         create_time = 0.0
-    return ProcessHandle(popen.pid, create_time, popen)
+    return ProcessHandle(popen.pid, create_time, popen, sandboxed)
 
 
 @dataclass

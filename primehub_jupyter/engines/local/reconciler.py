@@ -14,12 +14,16 @@ from typing import Any
 import psutil
 
 from ...core.config import ConfigStore, format_memory
+from ...core.errors import ValidationError
 from ...core.models import DeploymentSpec, Phase, utcnow
 from ...core.quota import Usage, quota_problem_for_usage, requested
 from ...serving.settings import model_server_args as metadata_args
+from ...serving.settings import request_log_enabled
+from .files import private_dir
 from .gateway_process import GatewayProcess, child_env
 from .processes import Prober, append_engine_line, bind_loopback, spawn
 from .replica import CRASHED, READY, RETIRING, STARTING, TERMINATING, Replica, Runtime
+from .sandbox import Sandbox
 from .store import ReplicaRecord, Store
 
 LOAD_FAILURE_EXIT_CODE = 3
@@ -56,6 +60,7 @@ class Reconciler:
     _wake: asyncio.Event
     _tasks: set[asyncio.Task]
     _tick_lock: asyncio.Lock
+    _sandbox: Sandbox
 
     @property
     def store(self) -> Store:  # pragma: no cover - overridden by LocalEngine
@@ -318,7 +323,7 @@ class Reconciler:
         config = self.config_store.get()
         instance = config.instance_type(spec.predictor.instance_type)
         threads = str(max(1, int(instance.cpu if instance else 1)))
-        replica.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(replica.directory)
         replica.termination_log.unlink(missing_ok=True)
         bundle = self.resolve_model_uri(spec.predictor.model_uri or "")
         sock = bind_loopback()
@@ -363,11 +368,12 @@ class Reconciler:
             else:
                 append_engine_line(replica.log_file, f"starting replica for {bundle}")
             replica.handle = spawn(
-                argv,
+                self._sandboxed(runtime, replica, bundle, argv),
                 log_file=replica.log_file,
-                env=child_env(extra),
+                env=self._sandbox.environment(child_env(extra)),
                 cwd=replica.directory,
                 pass_fds=(sock.fileno(),),
+                sandboxed=self._sandbox.enabled,
             )
             replica.port = sock.getsockname()[1]
         finally:
@@ -388,6 +394,34 @@ class Reconciler:
                 start_time=replica.start_time,
             )
         )
+
+    def _sandboxed(
+        self, runtime: Runtime, replica: Replica, bundle: Path, argv: list[str]
+    ) -> list[str]:
+        """The model server's command line inside the sandbox (unchanged without one)."""
+        if not self._sandbox.enabled:
+            return argv
+        writable = [replica.directory]
+        if request_log_enabled(runtime.deployment.spec.predictor.metadata):
+            writable.append(private_dir(self.request_log_dir / runtime.id))
+        others = []
+        for other in self._runtimes.values():
+            with contextlib.suppress(ValidationError):
+                if other is not runtime and other.deployment.spec.predictor.model_uri:
+                    others.append(self.resolve_model_uri(other.deployment.spec.predictor.model_uri))
+        mounts = self._sandbox.mounts_for(
+            bundle=bundle, writable=writable, secrets=self._sandbox_secrets(), others=others
+        )
+        return self._sandbox.wrap(argv, mounts, chdir=replica.directory)
+
+    def _sandbox_secrets(self) -> list[Path]:
+        """What no replica may see: state, config, Jupyter's runtime and config files."""
+        from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
+
+        data_dir = self.request_log_dir.parent
+        paths = [data_dir, Path(self.config_store.path)]
+        paths += [Path(jupyter_runtime_dir()), *(Path(p) for p in jupyter_config_path())]
+        return paths
 
     async def _observe_exits(self, runtime: Runtime) -> None:
         """Notice replicas that ended, record why, schedule their restart with backoff."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,8 +14,10 @@ from typing import Any, TypeVar
 
 from ...core.errors import Conflict, NotFound
 from ...core.models import Deployment, DeploymentSpec, HistoryEntry
+from .files import private_dir, restrict
 
 T = TypeVar("T")
+WAL = ("-wal", "-shm", "-journal")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -88,8 +91,12 @@ class Store:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # Client hashes live here: 0600, which SQLite copies to the -wal and -shm files.
+            for path in (self.path, *(self.path.with_name(self.path.name + s) for s in WAL)):
+                restrict(path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
