@@ -65,8 +65,6 @@ class Server:
                     str(self.port),
                     "--data-dir",
                     str(self.data_dir),
-                    "--token",
-                    self.token,
                     "--LocalEngine.drain_seconds=0.3",
                     *self.extra,
                 ],
