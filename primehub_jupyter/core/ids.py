@@ -10,14 +10,14 @@ MAX_ID_LENGTH = 63
 SUFFIX_LENGTH = 5
 MAX_INVOKE_PATH = 1024
 # Every pattern is used with re.fullmatch: `$` with re.match lets a trailing newline through.
-_DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 CLIENT_NAME = re.compile(r"[a-zA-Z0-9][-_.a-zA-Z0-9]{0,62}")
 METADATA_KEY = re.compile(r"[a-zA-Z0-9]([-_./a-zA-Z0-9]{0,126}[a-zA-Z0-9])?")
 # Groups, instance types and predictors: names people type, that also become labels and headers.
 RESOURCE_NAME = re.compile(r"[a-zA-Z0-9]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?")
-_PATH_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
+PATH_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -27,7 +27,7 @@ def id_problem(value: str) -> str | None:
         return "the id must not be empty"
     if len(value) > MAX_ID_LENGTH:
         return f"the id is {len(value)} characters long; at most {MAX_ID_LENGTH} are allowed"
-    if not _DNS1035.fullmatch(value):
+    if not DNS1035.fullmatch(value):
         return (
             f"{value!r} is not a valid id: use lowercase letters, digits and '-', "
             "start with a letter and end with a letter or digit (a DNS-1035 label)"
@@ -71,7 +71,7 @@ def invoke_path_problem(path: str) -> str | None:
             return "the invoke path must not contain '.' or '..' segments"
         if not segment:
             return "the invoke path must not contain an empty segment ('//' or a trailing '/')"
-        if not _PATH_SEGMENT.fullmatch(segment):
+        if not PATH_SEGMENT.fullmatch(segment):
             return (
                 f"the invoke path segment {segment!r} is invalid: use letters, digits, "
                 "'-', '_' and '.'"

@@ -156,7 +156,7 @@ class APIOnlyServerApp(ServerApp):
 
     # "auth" has no handlers of its own (the identity provider adds login/logout); the base
     # handlers (/api version, /metrics, static) are always there and harmless.
-    default_services = ("auth",)
+    default_services = ("auth",)  # type: ignore[assignment]
 
     @default("terminals_enabled")
     def _default_terminals_enabled(self) -> bool:
