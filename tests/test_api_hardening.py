@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
 from .conftest import OWNER, spec, wait_until
+from .test_cli import CLI, Server
 
 PAYLOAD = {"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2]]}}
 PREDICTIONS = "POST /api/v1.0/predictions 200"
@@ -299,3 +305,103 @@ async def test_blind_updates_are_retried_and_stale_versions_conflict(api, bundle
     current = await api.ok("GET", path)
     fresh = {"spec": {"description": "on time"}, "resourceVersion": current["resourceVersion"]}
     assert (await api.ok("PATCH", path, fresh))["spec"]["description"] == "on time"
+
+
+class _FileTokenServer(Server):
+    """`serve --token-file FILE` with no token in its environment."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(super().env)
+        env.pop("PRIMEHUB_API_TOKEN")
+        return env
+
+
+def _cmdlines(root: psutil.Process) -> list[str]:
+    found = []
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            found.append(" ".join(proc.cmdline()))
+    return found
+
+
+def _status(server: Server, path: str, token: str | None) -> int:
+    headers = {"Authorization": f"token {token}"} if token else {}
+    return requests.get(server.url + path, headers=headers, timeout=30).status_code
+
+
+def test_serve_takes_its_token_from_env_or_file_and_serves_the_api_only(tmp_path: Path):
+    server = Server(tmp_path / "data", tmp_path / "serve.log")
+    server.start()
+    try:
+        assert server.proc is not None
+        assert _status(server, "primehub/api/me", server.token) == 200
+        assert _status(server, "primehub/api/me", None) in (401, 403)
+        assert _status(server, "primehub/api/me", "wrong") in (401, 403)
+        # Its token opens no shell and no file: none of Jupyter's own services are there.
+        for path in (
+            "api/kernels",
+            "api/contents",
+            "api/terminals",
+            "api/sessions",
+            "api/kernelspecs",
+            "api/nbconvert",
+            "api/config/notebook",
+            "api/shutdown",
+            "files/serve.log",
+            "view/serve.log",
+            "lab",
+            "tree",
+        ):
+            assert _status(server, path, server.token) == 404, path
+        response = requests.post(
+            server.url + "api/kernels",
+            headers={"Authorization": f"token {server.token}"},
+            json={"name": "python3"},
+            timeout=30,
+        )
+        assert response.status_code == 404
+        # No process of the server shows the token in its command line (ps).
+        lines = _cmdlines(psutil.Process(server.proc.pid))
+        assert lines and all(server.token not in line for line in lines), lines
+    finally:
+        server.stop()
+
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file-" + os.urandom(4).hex() + "\n")
+    by_file = _FileTokenServer(
+        tmp_path / "data", tmp_path / "serve2.log", "--token-file", str(token_file)
+    )
+    by_file.token = token_file.read_text().strip()
+    by_file.start()
+    try:
+        assert by_file.proc is not None
+        assert _status(by_file, "primehub/api/me", by_file.token) == 200
+        lines = _cmdlines(psutil.Process(by_file.proc.pid))
+        assert all(by_file.token not in line for line in lines), lines
+    finally:
+        by_file.stop()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--token", "s3cret"],
+        ["serve", "--token=s3cret"],
+        ["--token", "s3cret", "serve"],
+        ["serve", "--IdentityProvider.token=s3cret"],
+        ["serve", "--ServerApp.token=s3cret"],
+    ],
+)
+def test_serve_refuses_a_token_on_the_command_line(args: list[str], tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k != "PRIMEHUB_API_TOKEN"}
+    result = subprocess.run(
+        [*CLI, *args, "--data-dir", str(tmp_path / "data")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "PRIMEHUB_API_TOKEN" in result.stderr and "--token-file" in result.stderr
+    assert not (tmp_path / "data").exists()
