@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,8 +66,6 @@ class Server:
                     str(self.port),
                     "--data-dir",
                     str(self.data_dir),
-                    "--token",
-                    self.token,
                     "--LocalEngine.drain_seconds=0.3",
                     *self.extra,
                 ],
@@ -217,9 +216,21 @@ def test_cli_journey_and_server_restarts(server: Server, models, iris, tmp_path:
         stdout=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)
-    requests.post(endpoint, json={"data": {"ndarray": X[:1].tolist()}}, timeout=30)
+    # Requests until the follower shows one: it may subscribe after the first (bounded loop).
+    read = threading.Event()
+
+    def post_until_read() -> None:
+        for _ in range(200):
+            if read.is_set():
+                return
+            requests.post(endpoint, json={"data": {"ndarray": X[:1].tolist()}}, timeout=30)
+            read.wait(0.5)
+
+    poster = threading.Thread(target=post_until_read, daemon=True)
+    poster.start()
     line = follower.stdout.readline()
+    read.set()
+    poster.join(timeout=60)
     follower.send_signal(signal.SIGINT)
     follower.wait(timeout=10)
     assert "Z" in line[:25]

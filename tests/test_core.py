@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from pydantic import ValidationError as PydanticError
 
 from primehub_jupyter.core.config import ConfigStore, parse_cpu, parse_memory
 from primehub_jupyter.core.errors import FeatureDisabled, Forbidden, NotFound, ValidationError
-from primehub_jupyter.core.ids import generate_id, id_problem, normalize_name
+from primehub_jupyter.core.ids import generate_id, id_problem, invoke_path_problem, normalize_name
 from primehub_jupyter.core.models import Deployment, DeploymentSpec, merge_patch
 from primehub_jupyter.core.quota import Usage, quota_problem_for_usage
 from primehub_jupyter.core.security import hash_token, new_token, verify_token
@@ -177,3 +178,155 @@ def test_tokens_are_random_and_hashed_slowly():
     assert verify_token(token, hashed)
     assert not verify_token(token + "x", hashed)
     assert not verify_token(token, "not a hash")
+
+
+_BASE_SPEC = {"displayName": "x", "groupName": "g", "predictors": [{"instanceType": "cpu-1"}]}
+
+
+def _with(path: str, value: object) -> dict:
+    """The base spec (with a modelURI) and one field set, by a dotted path."""
+    data = {**_BASE_SPEC, "predictors": [{"instanceType": "cpu-1", "modelURI": "/m"}]}
+    node: dict = data
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]  # type: ignore[index]
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\x00", "\t"])
+@pytest.mark.parametrize(
+    "path, name",
+    [
+        ("groupName", "default"),
+        ("predictors.0.instanceType", "cpu-1"),
+        ("predictors.0.name", "predictor1"),
+        ("predictors.0.imagePullSecret", "pull-secret"),
+    ],
+)
+def test_spec_names_are_full_matched_and_never_stripped(path: str, name: str, suffix: str):
+    assert parse_spec(_with(path, name))  # the name itself is fine
+    with pytest.raises(ValidationError, match=path.replace(".", r"\.")):
+        parse_spec(_with(path, name + suffix))
+    with pytest.raises(ValidationError):
+        parse_spec(_with(path, suffix + name))
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\x00"])
+def test_every_name_pattern_refuses_a_trailing_newline(suffix: str):
+    from primehub_jupyter.core.models import EnvVar, Predictor, check_client_name
+
+    assert id_problem("iris" + suffix) is not None
+    with pytest.raises(ValueError, match="not a valid client name"):
+        check_client_name("ok" + suffix)
+    with pytest.raises(PydanticError):
+        EnvVar.model_validate({"name": "MODE" + suffix})
+    with pytest.raises(PydanticError):
+        Predictor.model_validate(
+            {"instanceType": "cpu-1", "modelURI": "/m", "metadata": {"team" + suffix: "a"}}
+        )
+    assert EnvVar.model_validate({"name": "MODE"}).name == "MODE"
+    assert check_client_name("ok") == "ok"
+
+
+@pytest.mark.parametrize("suffix", ["\n", " "])
+def test_config_names_are_full_matched(tmp_path, suffix: str):
+    for document in (
+        {"groups": [{"name": "team" + suffix}]},
+        {"instanceTypes": [{"name": "cpu-1" + suffix}]},
+        {
+            "instanceTypes": [{"name": "cpu-1"}],
+            "groups": [{"name": "g", "instanceTypes": ["cpu-1" + suffix]}],
+        },
+    ):
+        with pytest.raises(ValidationError, match="not a valid name"):
+            ConfigStore.parse(document)
+    assert ConfigStore.parse({"instanceTypes": [{"name": "cpu-1"}], "groups": [{"name": "team"}]})
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("predictors.0.replicas", "2"),
+        ("predictors.0.replicas", True),
+        ("predictors.0.replicas", 2.5),
+        ("predictors.0.replicas", 2.0),
+        ("stop", "yes"),
+        ("stop", 1),
+        ("predictors.0.modelURI", "/m\x00"),
+        ("predictors.0.modelURI", "/m\nx"),
+        ("displayName", "a\x00b"),
+        ("description", "a\x00b"),
+        ("updateMessage", "x" * 1001),
+        ("updateMessage", 5),
+        ("env", [{"name": "A", "value": "v\x00"}]),
+        ("predictors.0.metadata", {"k": "v\x00"}),
+        ("predictors.0.metadata", "x"),
+    ],
+)
+def test_loose_types_and_nul_bytes_are_refused(field: str, value: object):
+    with pytest.raises(ValidationError, match=field.split(".")[-1]):
+        parse_spec(_with(field, value))
+
+
+def test_multi_line_text_is_kept_where_it_belongs():
+    spec = parse_spec(
+        {
+            **_with("description", "line one\nline two"),
+            "env": [{"name": "PEM", "value": "-----BEGIN-----\nabc\n-----END-----"}],
+        }
+    )
+    assert spec.description == "line one\nline two"
+    assert spec.env[0].value.count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    "path, ok",
+    [
+        ("api/v1.0/predictions", True),
+        ("v2/models/iris_model-1/infer", True),
+        ("api/model/invoke", True),
+        ("health/ping", True),
+        ("../other/api/v1.0/predictions", False),
+        ("api/../../other", False),
+        ("api/./predictions", False),
+        ("./api", False),
+        ("..", False),
+        ("..%2Fother", False),
+        ("%2e%2e/other", False),
+        ("api%2Fv1.0", False),
+        ("/api/v1.0/predictions", False),
+        ("http://127.0.0.1:9/deployment/other/api", False),
+        ("HTTP://x", False),
+        ("file:/etc/passwd", False),
+        ("//evil.example/x", False),
+        ("api//predictions", False),
+        ("api/predictions/", False),
+        ("api\\..\\other", False),
+        ("api/v1.0/predictions\x00", False),
+        ("api/v1.0/predictions\n", False),
+        ("api/v1.0/predictions?x=1", False),
+        ("api/v1.0/predictions#x", False),
+        ("api/v1.0/pré", False),
+        ("api/\u2025/x", False),
+        ("", False),
+        ("a/" * 600 + "a", False),
+    ],
+)
+def test_invoke_paths_stay_inside_the_deployment(path: str, ok: bool):
+    assert (invoke_path_problem(path) is None) is ok, invoke_path_problem(path)
+
+
+def test_json_depth_is_measured_without_recursion():
+    from primehub_jupyter.server.handlers import MAX_JSON_DEPTH, json_too_deep
+
+    nested: object = 1
+    for _ in range(MAX_JSON_DEPTH):
+        nested = [nested]
+    assert not json_too_deep(nested)
+    assert json_too_deep([nested])
+    deep: object = {}
+    for _ in range(100_000):
+        deep = {"a": deep}
+    assert json_too_deep(deep)
+    assert not json_too_deep({"spec": {"predictors": [{"metadata": {"k": "v"}}]}})

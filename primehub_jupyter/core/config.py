@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import FeatureDisabled, Forbidden, NotFound
 from .errors import ValidationError as InvalidInput
-from .models import describe_problems, pydantic_problems
+from .models import ResourceName, describe_problems, pydantic_problems
 
 GLOBAL_GROUP = "everyone"
 
-_MEMORY = re.compile(r"^([0-9]*\.?[0-9]+)\s*([KMGTPE]i?|[kmgtpe]|)B?$")
+_MEMORY = re.compile(r"([0-9]*\.?[0-9]+)\s*([KMGTPE]i?|[kmgtpe]|)B?")
 _MEMORY_FACTORS = {
     "": 1,
     "k": 1000,
@@ -50,7 +50,7 @@ def parse_cpu(value: Any) -> float:
 
 def parse_memory(value: Any) -> int:
     """Kubernetes memory quantity ('512Mi', '1G', 1073741824) to bytes."""
-    match = _MEMORY.match(str(value).strip())
+    match = _MEMORY.fullmatch(str(value).strip())
     if not match:
         raise ValueError(f"'{value}' is not a memory quantity (e.g. 512Mi, 1Gi, 2G)")
     number, unit = match.groups()
@@ -73,7 +73,7 @@ class _Config(BaseModel):
 class InstanceType(_Config):
     """A size of replica: what each replica is given and is charged against quota."""
 
-    name: str = Field(min_length=1)
+    name: ResourceName
     display_name: str = Field("", alias="displayName")
     description: str = ""
     cpu: float = 1.0
@@ -135,12 +135,12 @@ class Quota(_Config):
 class Group(_Config):
     """A team: its members, whether it may deploy, its quota and its instance types."""
 
-    name: str = Field(min_length=1)
+    name: ResourceName
     display_name: str = Field("", alias="displayName")
     enabled_deployment: bool = Field(False, alias="enabledDeployment")
     members: list[str] = Field(default_factory=list)
     quota: Quota = Field(default_factory=lambda: Quota.model_validate({}))
-    instance_types: list[str] = Field(default_factory=list, alias="instanceTypes")
+    instance_types: list[ResourceName] = Field(default_factory=list, alias="instanceTypes")
 
 
 class PrimeHubConfig(_Config):

@@ -1,4 +1,4 @@
-"""Deployment id rules (DNS-1035 labels) and id generation from a display name."""
+"""Full-match rules for ids, names and invoke paths, and id generation from a display name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import string
 
 MAX_ID_LENGTH = 63
 SUFFIX_LENGTH = 5
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+MAX_INVOKE_PATH = 1024
+# Every pattern is used with re.fullmatch: `$` with re.match lets a trailing newline through.
+DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+CLIENT_NAME = re.compile(r"[a-zA-Z0-9][-_.a-zA-Z0-9]{0,62}")
+METADATA_KEY = re.compile(r"[a-zA-Z0-9]([-_./a-zA-Z0-9]{0,126}[a-zA-Z0-9])?")
+# Groups, instance types and predictors: names people type, that also become labels and headers.
+RESOURCE_NAME = re.compile(r"[a-zA-Z0-9]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?")
+PATH_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -18,11 +27,55 @@ def id_problem(value: str) -> str | None:
         return "the id must not be empty"
     if len(value) > MAX_ID_LENGTH:
         return f"the id is {len(value)} characters long; at most {MAX_ID_LENGTH} are allowed"
-    if not _DNS1035.match(value):
+    if not DNS1035.fullmatch(value):
         return (
-            f"'{value}' is not a valid id: use lowercase letters, digits and '-', "
+            f"{value!r} is not a valid id: use lowercase letters, digits and '-', "
             "start with a letter and end with a letter or digit (a DNS-1035 label)"
         )
+    return None
+
+
+def name_problem(value: object, pattern: re.Pattern[str], what: str, rule: str) -> str | None:
+    """Say what is wrong with `value` as a name of `pattern`, or None when it is valid.
+
+    Names are never stripped: a name with whitespace is not the name a person types later
+    (in `curl -u name:token`, a label or a header), so it is refused, not quietly changed.
+    """
+    if not isinstance(value, str):
+        return f"{what} must be a string"
+    if not pattern.fullmatch(value):
+        return f"{value!r} is not a valid {what}: {rule}"
+    return None
+
+
+def invoke_path_problem(path: str) -> str | None:
+    """Say why `path` cannot be sent to a deployment's endpoint, or None when it can.
+
+    The path stays inside the deployment: relative segments of letters, digits, '-', '_' and
+    '.', never '.' or '..', an empty segment, a percent-encoding, a backslash or a URL.
+    """
+    if not path:
+        return "the invoke path must not be empty"
+    if len(path) > MAX_INVOKE_PATH:
+        return f"the invoke path is {len(path)} characters long; at most {MAX_INVOKE_PATH}"
+    if "://" in path or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", path):
+        return "the invoke path must be a path of the deployment's endpoint, not a URL"
+    if path.startswith("/"):
+        return "the invoke path must be relative (e.g. api/v1.0/predictions), without a leading '/'"
+    if "%" in path:
+        return "the invoke path must not contain percent-encodings ('%')"
+    if "\\" in path:
+        return "the invoke path must not contain a backslash"
+    for segment in path.split("/"):
+        if segment in (".", ".."):
+            return "the invoke path must not contain '.' or '..' segments"
+        if not segment:
+            return "the invoke path must not contain an empty segment ('//' or a trailing '/')"
+        if not PATH_SEGMENT.fullmatch(segment):
+            return (
+                f"the invoke path segment {segment!r} is invalid: use letters, digits, "
+                "'-', '_' and '.'"
+            )
     return None
 
 

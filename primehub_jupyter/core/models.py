@@ -5,20 +5,113 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from .ids import id_problem
+from .ids import (
+    CLIENT_NAME,
+    DNS1123_SUBDOMAIN,
+    ENV_NAME,
+    METADATA_KEY,
+    RESOURCE_NAME,
+    id_problem,
+    name_problem,
+)
 
 API_VERSION = "primehub.io/v1alpha1"
 KIND = "PhDeployment"
 MAX_HISTORY = 32
 
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_CLIENT_NAME = re.compile(r"^[a-zA-Z0-9][-_.a-zA-Z0-9]{0,62}$")
-_METADATA_KEY = re.compile(r"^[a-zA-Z0-9]([-_./a-zA-Z0-9]{0,126}[a-zA-Z0-9])?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_nul(value: str) -> str:
+    # A NUL cannot travel in an argv, an environment or a file name: refuse it at the door.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must be one line without control characters")
+    return value
+
+
+def _name_check(pattern: re.Pattern[str], what: str, rule: str) -> BeforeValidator:
+    """A before-validator: it sees the raw input, before any stripping, and refuses a change."""
+
+    def check(value: Any) -> Any:
+        problem = name_problem(value, pattern, what, rule)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return BeforeValidator(check)
+
+
+def _name_schema(pattern: re.Pattern[str], max_length: int) -> WithJsonSchema:
+    schema = {"type": "string", "pattern": f"^{pattern.pattern}$", "maxLength": max_length}
+    return WithJsonSchema(schema)
+
+
+# Free text may span lines (descriptions, messages, env values) but never carries a NUL;
+# a `Line` (display names, URIs, images) has no control characters at all.
+Text = Annotated[str, AfterValidator(_no_nul)]
+Line = Annotated[str, AfterValidator(_one_line)]
+EnvName = Annotated[
+    str,
+    _name_check(ENV_NAME, "environment variable name", "letters, digits, '-', '.' and '_'"),
+    _name_schema(ENV_NAME, 255),
+]
+ClientName = Annotated[
+    str,
+    _name_check(
+        CLIENT_NAME,
+        "client name",
+        "1-63 letters, digits, '-', '_' or '.', starting with a letter or digit",
+    ),
+    _name_schema(CLIENT_NAME, 63),
+]
+MetadataKey = Annotated[
+    str,
+    _name_check(
+        METADATA_KEY,
+        "metadata key",
+        "letters, digits, '-', '_', '.', '/', at most 128 characters, "
+        "starting and ending with a letter or digit",
+    ),
+    _name_schema(METADATA_KEY, 128),
+]
+ResourceName = Annotated[
+    str,
+    _name_check(
+        RESOURCE_NAME,
+        "name",
+        "1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+    ),
+    _name_schema(RESOURCE_NAME, 63),
+]
+SecretName = Annotated[
+    str,
+    _name_check(
+        DNS1123_SUBDOMAIN,
+        "secret name",
+        "lowercase letters, digits, '-' and '.' (a Kubernetes object name)",
+    ),
+    _name_schema(DNS1123_SUBDOMAIN, 253),
+]
 
 
 def utcnow() -> str:
@@ -59,36 +152,27 @@ class _Model(BaseModel):
 class EnvVar(_Model):
     """An environment variable passed to the model server."""
 
-    name: str
-    value: str = ""
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not _ENV_NAME.match(value):
-            raise ValueError(f"'{value}' is not a valid environment variable name")
-        return value
+    name: EnvName
+    value: Text = ""
 
 
 class ClientRef(_Model):
     """A client allowed to call a private endpoint (its token lives elsewhere, hashed)."""
 
-    name: str
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        return check_client_name(value)
+    name: ClientName
 
 
-def check_client_name(value: str) -> str:
-    """Validate a client name: it becomes the user name of HTTP Basic auth."""
-    if not _CLIENT_NAME.match(value):
-        raise ValueError(
-            f"'{value}' is not a valid client name: 1-63 letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit"
-        )
-    return value
+def check_client_name(value: Any) -> str:
+    """Validate a client name (it becomes the user name of HTTP Basic auth); ValueError if not."""
+    problem = name_problem(
+        value,
+        CLIENT_NAME,
+        "client name",
+        "1-63 letters, digits, '-', '_' or '.', starting with a letter or digit",
+    )
+    if problem:
+        raise ValueError(problem)
+    return str(value)
 
 
 class Endpoint(_Model):
@@ -108,24 +192,14 @@ class Endpoint(_Model):
 class Predictor(_Model):
     """The model to serve and how many replicas serve it."""
 
-    name: str = "predictor1"
-    replicas: int = Field(1, ge=1, le=64)
-    model_image: str | None = None
-    model_uri: str | None = Field(None, alias="modelURI")
-    instance_type: str = Field(min_length=1)
-    image_pull_secret: str | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("metadata")
-    @classmethod
-    def _check_metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not _METADATA_KEY.match(key):
-                raise ValueError(
-                    f"metadata key '{key}' is invalid: letters, digits, '-', '_', '.', '/', "
-                    "at most 128 characters, starting and ending with a letter or digit"
-                )
-        return value
+    name: ResourceName = "predictor1"
+    # Strict: "2", 2.5 and true are mistakes to report, not values to coerce.
+    replicas: int = Field(1, ge=1, le=64, strict=True)
+    model_image: Line | None = Field(None, max_length=1024)
+    model_uri: Line | None = Field(None, alias="modelURI", max_length=4096)
+    instance_type: ResourceName
+    image_pull_secret: SecretName | None = None
+    metadata: dict[MetadataKey, Text] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> Predictor:
@@ -137,13 +211,13 @@ class Predictor(_Model):
 class DeploymentSpec(_Model):
     """What the user asked for: everything but id, groupName and displayName may change."""
 
-    display_name: str = Field(min_length=1, max_length=255)
-    description: str = Field("", max_length=4000)
-    update_message: str = Field("", max_length=1000)
-    group_name: str = Field(min_length=1)
-    user_name: str = ""
-    stop: bool = False
-    env: list[EnvVar] = Field(default_factory=list)
+    display_name: Line = Field(min_length=1, max_length=255)
+    description: Text = Field("", max_length=4000)
+    update_message: Text = Field("", max_length=1000)
+    group_name: ResourceName
+    user_name: Line = ""
+    stop: bool = Field(False, strict=True)
+    env: list[EnvVar] = Field(default_factory=list, max_length=256)
     endpoint: Endpoint = Field(default_factory=Endpoint)
     predictors: list[Predictor] = Field(min_length=1, max_length=1)
 
@@ -200,9 +274,11 @@ class Deployment(_Model):
     status: DeploymentStatus = Field(default_factory=DeploymentStatus)
     resource_version: str = "0"
 
-    @field_validator("id")
+    @field_validator("id", mode="before")
     @classmethod
-    def _check_id(cls, value: str) -> str:
+    def _check_id(cls, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError("the id must be a string")
         problem = id_problem(value)
         if problem:
             raise ValueError(problem)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import random
+import re
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from pydantic import ValidationError as PydanticError
-
 from ..engines.base import DEFAULT_TAIL, Engine, InvokeResult
+from .bodies import parse_spec, requested_id, resource_version, revalidate
 from .config import ConfigStore, PrimeHubConfig
 from .errors import BadRequest, Conflict, NotFound, ValidationError
-from .ids import generate_id, id_problem
+from .ids import generate_id, id_problem, invoke_path_problem
 from .models import (
     IMMUTABLE_SPEC_FIELDS,
     MAX_HISTORY,
@@ -23,15 +24,22 @@ from .models import (
     HistoryEntry,
     Phase,
     check_client_name,
-    describe_problems,
     merge_patch,
-    pydantic_problems,
     utcnow,
 )
 from .quota import group_usage
 from .security import hash_token, new_token
 
 log = logging.getLogger(__name__)
+
+# A change without a resourceVersion is retried on a conflict (re-read, re-apply, re-validate),
+# as `kubectl apply` retries: bounded, with a small randomized backoff so contenders spread out.
+MAX_CHANGE_ATTEMPTS = 50
+_BACKOFF_BASE = 0.005
+_BACKOFF_CAP = 0.2
+_REPLICA_INDEX = re.compile(r"[0-9]{1,6}")
+
+SpecBuilder = Callable[[Deployment], DeploymentSpec]
 
 
 def holds_resources(deployment: Deployment) -> bool:
@@ -41,19 +49,6 @@ def holds_resources(deployment: Deployment) -> bool:
     return deployment.status.phase in (Phase.DEPLOYING, Phase.DEPLOYED) or (
         deployment.status.replicas > 0
     )
-
-
-def parse_spec(data: Any) -> DeploymentSpec:
-    """Validate a spec document, turning pydantic's errors into one readable 422."""
-    if not isinstance(data, dict):
-        raise ValidationError("spec must be an object")
-    try:
-        return DeploymentSpec.model_validate(data)
-    except PydanticError as error:
-        problems = pydantic_problems(error)
-        for p in problems:
-            p["field"] = f"spec.{p['field']}" if p["field"] else "spec"
-        raise ValidationError(describe_problems(problems), details=problems) from None
 
 
 class DeploymentService:
@@ -178,10 +173,10 @@ class DeploymentService:
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object with a 'spec'")
         spec_data = body.get("spec")
-        requested_id = body.get("id") or (body.get("metadata") or {}).get("name")
         unknown = set(body) - {"id", "spec", "apiVersion", "kind", "metadata", "status"}
         if unknown:
             raise ValidationError(f"unknown fields: {', '.join(sorted(unknown))}")
+        wanted_id = requested_id(body)
         if not isinstance(spec_data, dict):
             raise ValidationError("'spec' is required and must be an object")
         spec_data = {**spec_data, "userName": user}
@@ -192,13 +187,6 @@ class DeploymentService:
                 "returns each client's token once",
                 details=[{"field": "spec.endpoint.clients", "message": "must be empty"}],
             )
-        if requested_id is not None and (
-            not isinstance(requested_id, str) or id_problem(requested_id)
-        ):
-            raise ValidationError(
-                id_problem(str(requested_id)) or "invalid id",
-                details=[{"field": "id", "message": "invalid"}],
-            )
         self._check_runnable(user, spec)
         now = utcnow()
         history = [
@@ -207,7 +195,7 @@ class DeploymentService:
             )
         ]
         for attempt in range(5):
-            deployment_id = requested_id or generate_id(spec.display_name)
+            deployment_id = wanted_id or generate_id(spec.display_name)
             deployment = Deployment(
                 id=deployment_id,
                 spec=spec,
@@ -221,7 +209,7 @@ class DeploymentService:
             try:
                 created = await self.engine.create(deployment)
             except Conflict:
-                if requested_id or attempt == 4:
+                if wanted_id or attempt == 4:
                     raise
                 continue
             log.info("user %s created deployment %s", user, created.id)
@@ -229,40 +217,80 @@ class DeploymentService:
         raise AssertionError("unreachable")
 
     async def update(self, user: str, deployment_id: str, body: Any) -> Deployment:
-        """Apply a merge patch `{"spec": {...}, "resourceVersion"?}` to a deployment."""
+        """Apply a merge patch `{"spec": {...}, "resourceVersion"?}` to a deployment.
+
+        With a resourceVersion the update is refused (409) when the deployment changed since;
+        without one it is re-applied to the newest version until it lands (a blind update).
+        """
         if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
             raise BadRequest("the body must be a JSON object with a 'spec' object to merge")
         unknown = set(body) - {"id", "spec", "resourceVersion", "apiVersion", "kind", "metadata"}
         if unknown:
             raise ValidationError(f"unknown fields: {', '.join(sorted(unknown))}")
-        if body.get("id") not in (None, deployment_id):
+        if requested_id(body) not in (None, deployment_id):
             raise ValidationError(
                 "id is immutable", details=[{"field": "id", "message": "immutable"}]
             )
-        current = await self.get(user, deployment_id)
+        version = resource_version(body)
         patch = dict(body["spec"])
         patch.pop("userName", None)
-        merged = merge_patch(current.spec.to_json(), patch)
-        for name in IMMUTABLE_SPEC_FIELDS:
-            if merged.get(name) != current.spec.to_json()[name]:
+
+        def build(current: Deployment) -> DeploymentSpec:
+            before = current.spec.to_json()
+            merged = merge_patch(before, patch)
+            for name in IMMUTABLE_SPEC_FIELDS:
+                if merged.get(name) != before[name]:
+                    raise ValidationError(
+                        f"{name} is immutable after create",
+                        details=[{"field": f"spec.{name}", "message": "immutable"}],
+                    )
+            if "updateMessage" not in patch:
+                merged["updateMessage"] = ""
+            spec = parse_spec(merged)
+            old_clients = {c.name for c in current.spec.endpoint.clients}
+            added = [c.name for c in spec.endpoint.clients if c.name not in old_clients]
+            if added:
                 raise ValidationError(
-                    f"{name} is immutable after create",
-                    details=[{"field": f"spec.{name}", "message": "immutable"}],
+                    f"clients cannot be added by an update ({', '.join(added)}); "
+                    "use POST .../clients, which returns the token once",
+                    details=[{"field": "spec.endpoint.clients", "message": "use the clients API"}],
                 )
-        merged.setdefault("updateMessage", "")
-        if "updateMessage" not in patch:
-            merged["updateMessage"] = ""
-        spec = parse_spec(merged)
-        old_clients = {c.name for c in current.spec.endpoint.clients}
-        added = [c.name for c in spec.endpoint.clients if c.name not in old_clients]
-        if added:
-            raise ValidationError(
-                f"clients cannot be added by an update ({', '.join(added)}); "
-                "use POST .../clients, which returns the token once",
-                details=[{"field": "spec.endpoint.clients", "message": "use the clients API"}],
-            )
-        version = body.get("resourceVersion")
-        return await self._apply(user, current, spec, version=version)
+            return spec
+
+        return await self._change(user, deployment_id, build, version=version)
+
+    async def _change(
+        self,
+        user: str,
+        deployment_id: str,
+        build: SpecBuilder,
+        *,
+        version: str | None = None,
+        client_secret: tuple[str, str] | None = None,
+        force_history: bool = False,
+    ) -> Deployment:
+        """Read, build the new spec, validate and store it; retry blind changes on a conflict."""
+        for attempt in range(MAX_CHANGE_ATTEMPTS):
+            current = await self.get(user, deployment_id)
+            spec = build(current)
+            try:
+                return await self._apply(
+                    user,
+                    current,
+                    spec,
+                    version=version,
+                    client_secret=client_secret,
+                    force_history=force_history,
+                )
+            except Conflict:
+                if version is not None:
+                    raise
+            delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt) * random.random()
+            await asyncio.sleep(delay)
+        raise Conflict(
+            f"deployment '{deployment_id}' kept changing while this change was applied "
+            f"({MAX_CHANGE_ATTEMPTS} attempts); try again"
+        )
 
     async def _apply(
         self,
@@ -274,9 +302,15 @@ class DeploymentService:
         client_secret: tuple[str, str] | None = None,
         force_history: bool = False,
     ) -> Deployment:
-        """Store a changed spec with a new history entry; a no-op when nothing changed."""
+        """Store a changed spec with a new history entry; a no-op when nothing changed.
+
+        Every spec is validated here as create validates it, whether it came from a user's
+        patch or was built in code (stop, start, rollback, clients): nothing unreadable is
+        ever stored.
+        """
+        spec = revalidate(spec)
         self._check_runnable(user, spec)
-        if version is not None and str(version) != current.resource_version:
+        if version is not None and version != current.resource_version:
             raise Conflict(
                 f"deployment '{current.id}' was changed by someone else "
                 f"(resourceVersion {version} is stale, current is {current.resource_version}); "
@@ -304,16 +338,16 @@ class DeploymentService:
         return result
 
     async def set_stopped(
-        self, user: str, deployment_id: str, stop: bool, message: str | None = None
+        self, user: str, deployment_id: str, stop: bool, message: Any = None
     ) -> Deployment:
         """Stop (replicas go away, the spec stays) or start a deployment."""
-        current = await self.get(user, deployment_id)
-        if current.spec.stop == stop:
-            return current
-        spec = current.spec.model_copy(
-            update={"stop": stop, "update_message": message if message is not None else ""}
-        )
-        return await self._apply(user, current, spec)
+
+        def build(current: Deployment) -> DeploymentSpec:
+            return current.spec.model_copy(
+                update={"stop": stop, "update_message": message if message is not None else ""}
+            )
+
+        return await self._change(user, deployment_id, build)
 
     async def delete(self, user: str, deployment_id: str) -> None:
         """Delete a deployment and everything that runs it."""
@@ -323,7 +357,7 @@ class DeploymentService:
         log.info("user %s deleted deployment %s", user, deployment_id)
 
     async def rollback(
-        self, user: str, deployment_id: str, revision: Any, message: str | None = None
+        self, user: str, deployment_id: str, revision: Any, message: Any = None
     ) -> Deployment:
         """Re-apply history entry `revision`'s spec as a new update (history grows).
 
@@ -332,19 +366,24 @@ class DeploymentService:
         """
         if not isinstance(revision, int) or isinstance(revision, bool):
             raise ValidationError("'revision' must be a history revision number")
-        current = await self.get(user, deployment_id)
-        entry = await self.history_entry(user, deployment_id, revision)
-        spec = entry.spec.model_copy(
-            update={
-                "stop": current.spec.stop,
-                "user_name": current.spec.user_name,
-                "endpoint": entry.spec.endpoint.model_copy(
-                    update={"clients": current.spec.endpoint.clients}
-                ),
-                "update_message": message or f"rollback to revision {revision}",
-            }
-        )
-        return await self._apply(user, current, spec, force_history=True)
+        await self.history_entry(user, deployment_id, revision)
+
+        def build(current: Deployment) -> DeploymentSpec:
+            entry = next((h for h in current.status.history if h.revision == revision), None)
+            if entry is None:
+                raise NotFound(f"deployment '{deployment_id}' has no history revision {revision}")
+            return entry.spec.model_copy(
+                update={
+                    "stop": current.spec.stop,
+                    "user_name": current.spec.user_name,
+                    "endpoint": entry.spec.endpoint.model_copy(
+                        update={"clients": current.spec.endpoint.clients}
+                    ),
+                    "update_message": message or f"rollback to revision {revision}",
+                }
+            )
+
+        return await self._change(user, deployment_id, build, force_history=True)
 
     # ---- history ----------------------------------------------------------------------
 
@@ -374,41 +413,42 @@ class DeploymentService:
             check_client_name(name)
         except ValueError as error:
             raise ValidationError(str(error), details=[{"field": "name"}]) from None
-        current = await self.get(user, deployment_id)
+        await self.get(user, deployment_id)
         token = new_token()
         hashed = await asyncio.to_thread(hash_token, token, self.bcrypt_rounds)
-        names = [c.name for c in current.spec.endpoint.clients]
-        replaced = name in names
-        clients = (
-            current.spec.endpoint.clients
-            if replaced
-            else [
-                *current.spec.endpoint.clients,
-                ClientRef(name=name),
-            ]
+
+        def build(current: Deployment) -> DeploymentSpec:
+            clients = current.spec.endpoint.clients
+            replaced = name in [c.name for c in clients]
+            if not replaced:
+                clients = [*clients, ClientRef(name=name)]
+            return current.spec.model_copy(
+                update={
+                    "endpoint": current.spec.endpoint.model_copy(update={"clients": clients}),
+                    "update_message": f"client '{name}' {'replaced' if replaced else 'added'}",
+                }
+            )
+
+        await self._change(
+            user, deployment_id, build, client_secret=(name, hashed), force_history=True
         )
-        spec = current.spec.model_copy(
-            update={
-                "endpoint": current.spec.endpoint.model_copy(update={"clients": clients}),
-                "update_message": f"client '{name}' {'replaced' if replaced else 'added'}",
-            }
-        )
-        await self._apply(user, current, spec, client_secret=(name, hashed), force_history=True)
         return {"name": name, "token": token}
 
     async def delete_client(self, user: str, deployment_id: str, name: str) -> None:
         """Remove a client; its token stops working at once."""
-        current = await self.get(user, deployment_id)
-        clients = [c for c in current.spec.endpoint.clients if c.name != name]
-        if len(clients) == len(current.spec.endpoint.clients):
-            raise NotFound(f"deployment '{deployment_id}' has no client '{name}'")
-        spec = current.spec.model_copy(
-            update={
-                "endpoint": current.spec.endpoint.model_copy(update={"clients": clients}),
-                "update_message": f"client '{name}' deleted",
-            }
-        )
-        await self._apply(user, current, spec)
+
+        def build(current: Deployment) -> DeploymentSpec:
+            clients = [c for c in current.spec.endpoint.clients if c.name != name]
+            if len(clients) == len(current.spec.endpoint.clients):
+                raise NotFound(f"deployment '{deployment_id}' has no client '{name}'")
+            return current.spec.model_copy(
+                update={
+                    "endpoint": current.spec.endpoint.model_copy(update={"clients": clients}),
+                    "update_message": f"client '{name}' deleted",
+                }
+            )
+
+        await self._change(user, deployment_id, build)
 
     # ---- logs and invoke --------------------------------------------------------------
 
@@ -416,7 +456,8 @@ class DeploymentService:
         if replica is None or replica == "":
             return None
         names = await self.engine.replica_names(deployment_id)
-        if replica.isdigit() and int(replica) < len(names):
+        # ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
+        if _REPLICA_INDEX.fullmatch(replica) and int(replica) < len(names):
             return names[int(replica)]
         if replica not in names:
             raise NotFound(
@@ -466,6 +507,13 @@ class DeploymentService:
     async def invoke(
         self, user: str, deployment_id: str, path: str, body: bytes, headers: dict[str, str]
     ) -> InvokeResult:
-        """Call the endpoint as the signed-in user (private endpoints included)."""
+        """Call the endpoint as the signed-in user (private endpoints included).
+
+        The path is confined to this deployment before any engine sees it: a '..' segment, an
+        encoded separator or a URL would otherwise reach another deployment as this caller.
+        """
+        problem = invoke_path_problem(path)
+        if problem:
+            raise BadRequest(problem, details=[{"field": "path", "message": problem}])
         await self.get(user, deployment_id)
         return await self.engine.invoke(deployment_id, path, body, headers, user)

@@ -7,7 +7,9 @@ import os
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.serverapp import ServerApp
 from traitlets import Enum, Integer, Type, Unicode, default
+from traitlets.config import Config
 
 from .._version import __version__
 from ..core.config import ConfigStore, default_user
@@ -145,10 +147,40 @@ class PrimeHubApp(ExtensionApp):
         return getattr(user, "username", None) or str(user)
 
 
+class APIOnlyServerApp(ServerApp):
+    """The Jupyter server under `primehub-deploy serve`: its token opens the PrimeHub API only.
+
+    No kernels, contents, files, terminals, sessions, kernel specs, nbconvert, config or
+    shutdown: whoever holds this token manages deployments, and gets no shell on the machine.
+    """
+
+    # "auth" has no handlers of its own (the identity provider adds login/logout); the base
+    # handlers (/api version, /metrics, static) are always there and harmless.
+    default_services = ("auth",)  # type: ignore[assignment]
+
+    @default("terminals_enabled")
+    def _default_terminals_enabled(self) -> bool:
+        return False
+
+    def init_configurables(self) -> None:
+        """Create the managers as usual, then take away the contents manager's /files/ route."""
+        super().init_configurables()
+        self.contents_manager.files_handler_class = None
+
+
 class ServeApp(PrimeHubApp):
     """`primehub-deploy serve`: the API and the engine alone, without other extensions."""
 
     load_other_extensions = False
+    serverapp_class = APIOnlyServerApp
+
+    @classmethod
+    def serve(cls, argv: list[str], token: str) -> None:
+        """Run until stopped; the token goes in as configuration, never through an argv."""
+        config = Config()
+        config.IdentityProvider.token = token
+        serverapp = cls.initialize_server(argv=argv, config=config)
+        serverapp.start()
 
 
 main = launch_new_instance = PrimeHubApp.launch_instance

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import functools
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,13 +17,36 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..core.errors import BadRequest, PrimeHubError
+from ..core.errors import BadRequest, NotFound, PrimeHubError
 from ..core.service import DeploymentService
 from ..engines.base import DEFAULT_TAIL
 from .openapi import openapi_document
 
 ID = r"(?P<deployment_id>[^/]+)"
 MAX_TAIL = 100_000
+# No API body is deeper than a few levels; a deeper one is an attack on a recursive parser.
+MAX_JSON_DEPTH = 64
+_TAIL = re.compile(r"[0-9]{1,6}")
+_REVISION = re.compile(r"[0-9]{1,9}")
+# The invoke path as sent, before tornado decodes it: '..%2F' must be seen as an encoding.
+_RAW_INVOKE_PATH = re.compile(r"/deployments/[^/]+/invoke/(?P<path>.+)\Z")
+
+
+def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a parsed JSON value nests objects/arrays deeper than `limit` (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def api(method: Callable[..., Awaitable[Any]]) -> Any:
@@ -59,12 +84,19 @@ class PrimeHubHandler(ExtensionHandlerMixin, APIHandler):
         return await self.app.ensure_started()
 
     def json_body(self) -> Any:
+        """The parsed JSON body; 400 when absent, invalid or nested too deeply."""
         if not self.request.body:
             raise BadRequest("the request needs a JSON body")
+        too_deep = BadRequest(f"the body nests objects or arrays deeper than {MAX_JSON_DEPTH}")
         try:
-            return json.loads(self.request.body)
+            data = json.loads(self.request.body)
+        except RecursionError:
+            raise too_deep from None
         except ValueError as error:
             raise BadRequest(f"the body is not valid JSON: {error}") from None
+        if json_too_deep(data):
+            raise too_deep
+        return data
 
     def flag(self, name: str) -> bool:
         return self.get_argument(name, "").lower() in ("1", "true", "yes", "on")
@@ -154,7 +186,9 @@ class StopHandler(PrimeHubHandler):
     async def post(self, deployment_id: str) -> None:
         service = await self.service()
         body = self.json_body() if self.request.body else {}
-        message = body.get("updateMessage") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            raise BadRequest('the body, when given, must be {"updateMessage": "..."}')
+        message = body.get("updateMessage")
         result = await service.set_stopped(self.user_name, deployment_id, self.stop, message)
         self.send(result.to_json())
 
@@ -175,6 +209,8 @@ class HistoryEntryHandler(PrimeHubHandler):
     @api
     async def get(self, deployment_id: str, revision: str) -> None:
         service = await self.service()
+        if not _REVISION.fullmatch(revision):
+            raise NotFound(f"deployment '{deployment_id}' has no history revision {revision[:20]}")
         entry = await service.history_entry(self.user_name, deployment_id, int(revision))
         self.send(entry.to_json())
 
@@ -221,7 +257,8 @@ class LogsHandler(PrimeHubHandler):
         raw = self.get_argument("tail", str(DEFAULT_TAIL))
         if raw in ("all", "-1"):
             return None
-        if not raw.isdigit() or int(raw) > MAX_TAIL:
+        # ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
+        if not _TAIL.fullmatch(raw) or int(raw) > MAX_TAIL:
             raise BadRequest(f"tail must be a number from 0 to {MAX_TAIL}, or 'all'")
         return int(raw)
 
@@ -299,6 +336,8 @@ class MetricsHandler(PrimeHubHandler):
             step = float(self.get_argument("step", "5"))
         except ValueError:
             raise BadRequest("window and step must be numbers of seconds") from None
+        if not (math.isfinite(window) and math.isfinite(step)):
+            raise BadRequest("window and step must be finite numbers of seconds")
         self.send(await service.metrics(self.user_name, deployment_id, window, step))
 
 
@@ -321,7 +360,11 @@ class InvokeHandler(PrimeHubHandler):
     @api
     async def post(self, deployment_id: str, path: str | None = None) -> None:
         service = await self.service()
-        target = path or self.get_argument("path", "api/v1.0/predictions")
+        if path is not None:
+            raw = _RAW_INVOKE_PATH.search(self.request.path)
+            target = raw.group("path") if raw else path
+        else:
+            target = self.get_argument("path", "api/v1.0/predictions", strip=False)
         headers = {"Content-Type": self.request.headers.get("Content-Type", "application/json")}
         for name in ("Request-ID", "X-Request-ID"):
             if name in self.request.headers:

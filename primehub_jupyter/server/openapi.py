@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
 from .._version import __version__
+from ..core.ids import CLIENT_NAME, DNS1035, MAX_INVOKE_PATH, PATH_SEGMENT
 from ..core.models import Deployment, DeploymentSpec, HistoryEntry
 
 REF = "#/components/schemas/{model}"
@@ -34,22 +36,29 @@ def _schemas() -> dict[str, Any]:
         "type": "object",
         "required": ["spec"],
         "properties": {
-            "id": {"type": "string", "description": "DNS-1035 label; generated when absent."},
+            "id": {
+                "type": "string",
+                "pattern": f"^{DNS1035.pattern}$",
+                "maxLength": 63,
+                "description": "DNS-1035 label; generated when absent.",
+            },
             "spec": {"$ref": REF.format(model="DeploymentSpec")},
         },
     }
+    schemas.update(_patch_schemas(schemas))
     schemas["UpdateDeployment"] = {
         "type": "object",
         "required": ["spec"],
         "properties": {
             "spec": {
-                "type": "object",
+                **_ref("DeploymentSpecPatch"),
                 "description": "A JSON merge patch of the spec; list items of objects merge by "
                 "index. groupName and displayName are immutable.",
             },
             "resourceVersion": {
                 "type": "string",
-                "description": "When given, the update fails with 409 if the deployment changed.",
+                "description": "When given, the update fails with 409 if the deployment changed; "
+                "without it the change is applied to the newest version.",
             },
         },
     }
@@ -57,14 +66,40 @@ def _schemas() -> dict[str, Any]:
         "type": "object",
         "required": ["name"],
         "properties": {
-            "name": {"type": "string"},
+            "name": {"type": "string", "pattern": f"^{CLIENT_NAME.pattern}$", "maxLength": 63},
             "token": {"type": "string", "description": "Returned once, when the client is added."},
         },
     }
     return schemas
 
 
+_PATCHED = ("DeploymentSpec", "Predictor", "Endpoint", "EnvVar", "ClientRef")
+
+
+def _patch_schemas(schemas: dict[str, Any]) -> dict[str, Any]:
+    """`<Model>Patch` copies of the spec's schemas with nothing required (a merge patch)."""
+    patches = {}
+    for name in _PATCHED:
+        patch = copy.deepcopy(schemas[name])
+        patch.pop("required", None)
+        patch["title"] = f"{name}Patch"
+        patches[f"{name}Patch"] = _repoint(patch)
+    return patches
+
+
+def _repoint(node: Any) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.rsplit("/", 1)[-1] in _PATCHED:
+            return {**node, "$ref": ref + "Patch"}
+        return {key: _repoint(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_repoint(item) for item in node]
+    return node
+
+
 def _ref(name: str) -> dict[str, Any]:
+    """A reference to a component schema."""
     return {"$ref": REF.format(model=name)}
 
 
@@ -90,12 +125,41 @@ def _op(summary: str, responses: dict[str, Any], *, errors: tuple[str, ...] = ()
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _OBJECT = {"type": "object"}
+_SEGMENT = PATH_SEGMENT.pattern
+_INVOKE_PATH = {
+    "type": "string",
+    "pattern": f"^{_SEGMENT}(/{_SEGMENT})*$",
+    "maxLength": MAX_INVOKE_PATH,
+    "description": "A path of the deployment's endpoint, e.g. api/v1.0/predictions or "
+    "v2/models/<name>/infer: relative segments of letters, digits, '-', '_' and '.', "
+    "never '.', '..', an empty segment, a percent-encoding or a URL (400).",
+}
+_MESSAGE_BODY = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"updateMessage": {"type": "string", "maxLength": 1000}},
+            }
+        }
+    }
+}
+_PREDICTION = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": _OBJECT,
+            "example": {"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2]]}},
+        }
+    },
+}
 
 
 def _paths() -> dict[str, Any]:
     deployment = _json(_ref("Deployment"), "The deployment.")
     return {
         "/me": {"get": _op("The signed-in user and their groups", {"200": _json(_OBJECT, "Me")})},
+        "/openapi.json": {"get": _op("This document", {"200": _json(_OBJECT, "OpenAPI 3.1")})},
         "/groups": {"get": _op("Groups with quota and usage", {"200": _json(_OBJECT, "Groups")})},
         "/groups/{group}": {
             "parameters": [
@@ -105,7 +169,18 @@ def _paths() -> dict[str, Any]:
                 "Enable or disable model deployment for a group (admins)",
                 {"200": _json(_OBJECT, "The group")},
                 errors=("400", "403", "404"),
-                requestBody={"content": {"application/json": {"schema": _OBJECT}}},
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["enabledDeployment"],
+                                "properties": {"enabledDeployment": {"type": "boolean"}},
+                            }
+                        }
+                    },
+                },
             ),
         },
         "/instance-types": {
@@ -166,12 +241,20 @@ def _paths() -> dict[str, Any]:
         "/deployments/{id}/stop": {
             "parameters": [_ID],
             "post": _op(
-                "Stop: replicas go away, the spec stays", {"200": deployment}, errors=("403", "404")
+                "Stop: replicas go away, the spec stays",
+                {"200": deployment},
+                errors=("400", "403", "404", "422"),
+                requestBody=_MESSAGE_BODY,
             ),
         },
         "/deployments/{id}/start": {
             "parameters": [_ID],
-            "post": _op("Start a stopped deployment", {"200": deployment}, errors=("403", "404")),
+            "post": _op(
+                "Start a stopped deployment",
+                {"200": deployment},
+                errors=("400", "403", "404", "422"),
+                requestBody=_MESSAGE_BODY,
+            ),
         },
         "/deployments/{id}/history": {
             "parameters": [_ID],
@@ -194,7 +277,12 @@ def _paths() -> dict[str, Any]:
         "/deployments/{id}/history/{revision}": {
             "parameters": [
                 _ID,
-                {"name": "revision", "in": "path", "required": True, "schema": {"type": "integer"}},
+                {
+                    "name": "revision",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                },
             ],
             "get": _op(
                 "One history entry", {"200": _json(_ref("HistoryEntry"), "Entry")}, errors=("404",)
@@ -253,7 +341,7 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "tail",
                         "in": "query",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": "^([0-9]{1,6}|all|-1)$"},
                         "description": "Last N lines (default 2000) or 'all'.",
                     },
                     {"name": "follow", "in": "query", "schema": {"type": "boolean"}},
@@ -292,8 +380,8 @@ def _paths() -> dict[str, Any]:
                                 "type": "object",
                                 "required": ["revision"],
                                 "properties": {
-                                    "revision": {"type": "integer"},
-                                    "updateMessage": {"type": "string"},
+                                    "revision": {"type": "integer", "minimum": 1},
+                                    "updateMessage": {"type": "string", "maxLength": 1000},
                                 },
                             }
                         }
@@ -302,23 +390,33 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/deployments/{id}/invoke": {
-            "parameters": [_ID],
+            "parameters": [
+                _ID,
+                {"name": "path", "in": "query", "schema": {**_INVOKE_PATH, "default": _DEFAULT}},
+            ],
             "post": _op(
                 "Send a prediction request as the signed-in user (private endpoints too)",
                 {"200": _json(_OBJECT, "The model's response")},
-                errors=("404",),
-                requestBody={
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": _OBJECT,
-                            "example": {"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2]]}},
-                        }
-                    },
-                },
+                errors=("400", "404"),
+                requestBody=_PREDICTION,
+            ),
+        },
+        "/deployments/{id}/invoke/{path}": {
+            "parameters": [
+                _ID,
+                {"name": "path", "in": "path", "required": True, "schema": _INVOKE_PATH},
+            ],
+            "post": _op(
+                "Send a request to a path of the endpoint as the signed-in user",
+                {"200": _json(_OBJECT, "The model's response")},
+                errors=("400", "404"),
+                requestBody=_PREDICTION,
             ),
         },
     }
+
+
+_DEFAULT = "api/v1.0/predictions"
 
 
 def openapi_document(base_url: str = "/") -> dict[str, Any]:
