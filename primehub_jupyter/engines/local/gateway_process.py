@@ -12,9 +12,12 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
+from yarl import URL
 
+from ...gateway.auth import internal_token
 from .processes import Prober, ProcessHandle, spawn
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,9 @@ log = logging.getLogger(__name__)
 ADMIN_HEADER = "Authorization"
 INTERNAL_TOKEN_HEADER = "X-PrimeHub-Internal-Token"
 INTERNAL_USER_HEADER = "X-PrimeHub-User"
+# Characters of an invoke path sent as they are: '%' included, so an escape the caller wrote
+# (%2F, %2e) reaches the gateway as written and is judged there, never decoded on the way.
+PATH_SAFE = "/%?&=:@!$'()*+,;~-._"
 
 
 def _port_free(port: int) -> bool:
@@ -47,6 +53,8 @@ class GatewayProcess:
         self.token = ""
         self._pushed: str | None = None
         self._lock = asyncio.Lock()
+        # Deployment id -> why the gateway refused its entry in the last table it accepted.
+        self.rejected: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -159,6 +167,9 @@ class GatewayProcess:
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
                 log.warning("could not push routes to the gateway: %s", error)
                 return False
+            self.rejected = _rejected(text)
+            for dep_id, reason in self.rejected.items():
+                log.error("the gateway refused the routing entry of %r: %s", dep_id, reason)
             self._pushed = body
             return True
 
@@ -166,14 +177,38 @@ class GatewayProcess:
         """The admin Authorization header, for the gateway's own endpoints (metrics)."""
         return self._headers()
 
-    def internal_headers(self, user: str) -> dict[str, str]:
-        """Headers that let the control plane call a private endpoint as a signed-in user."""
-        return {INTERNAL_TOKEN_HEADER: self.token, INTERNAL_USER_HEADER: user}
+    def internal_headers(self, user: str, deployment_id: str) -> dict[str, str]:
+        """Headers that let the control plane call one deployment's endpoint as a signed-in user.
+
+        The token is good for `deployment_id` only (see gateway.auth.internal_token).
+        """
+        token = internal_token(self.token, deployment_id)
+        return {INTERNAL_TOKEN_HEADER: token, INTERNAL_USER_HEADER: user}
+
+    def invoke_url(self, deployment_id: str, path: str) -> URL:
+        """The gateway URL of `path` inside a deployment, exactly as given.
+
+        Built with `encoded=True`, so neither yarl nor aiohttp collapses a '..' or decodes an
+        escape on the way: the gateway sees the path as written and refuses an unsafe one.
+        """
+        tail = quote(path.lstrip("/"), safe=PATH_SAFE)
+        return URL(f"{self.url}/deployment/{deployment_id}/{tail}", encoded=True)
 
     async def stop(self, grace: float) -> None:
         # The state file stays: its port is reused on the next start, so endpoints are stable.
         if self.handle is not None:
             await self.handle.terminate(grace)
+
+
+def _rejected(text: str) -> dict[str, str]:
+    """The `rejected` map of the gateway's answer to a routes PUT (empty if absent)."""
+    try:
+        rejected = json.loads(text).get("rejected")
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(rejected, dict):
+        return {}
+    return {str(k): str(v) for k, v in rejected.items()}
 
 
 def _is_secret_env(name: str) -> bool:
