@@ -298,7 +298,8 @@ async def _serve(name: str) -> None:
             headers={"Content-Type": "application/json", "X-Backend": name},
         )
 
-    server = web.Server(echo, access_log=None)
+    # Bodies are echoed as they arrived, compressed or not (the tests check what was sent).
+    server = web.Server(echo, access_log=None, auto_decompress=False)
     runner = web.ServerRunner(server)
     await runner.setup()
     sock = socket.socket()
