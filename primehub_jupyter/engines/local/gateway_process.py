@@ -18,6 +18,7 @@ import aiohttp
 from yarl import URL
 
 from ...gateway.auth import internal_token
+from ...gateway.server import SHUTDOWN_GRACE as GATEWAY_SHUTDOWN_GRACE
 from .processes import Prober, ProcessHandle, spawn
 
 log = logging.getLogger(__name__)
@@ -195,9 +196,15 @@ class GatewayProcess:
         return URL(f"{self.url}/deployment/{deployment_id}/{tail}", encoded=True)
 
     async def stop(self, grace: float) -> None:
+        """SIGTERM the gateway and wait until it exits (SIGKILL only if it hangs).
+
+        The gateway stops accepting connections, answers 503 on open ones and lets requests in
+        flight finish (up to its own shutdown grace) before it exits, so it gets at least that
+        long; call this before stopping replicas, so in-flight requests still have them.
+        """
         # The state file stays: its port is reused on the next start, so endpoints are stable.
         if self.handle is not None:
-            await self.handle.terminate(grace)
+            await self.handle.terminate(max(grace, GATEWAY_SHUTDOWN_GRACE + 2.0))
 
 
 def _rejected(text: str) -> dict[str, str]:
