@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -112,6 +113,31 @@ class RawServer:
     def close(self) -> None:
         """Stop accepting connections."""
         self.sock.close()
+
+
+class _SourceAddressAdapter(HTTPAdapter):
+    """Connects from a chosen local address (any of 127.0.0.0/8 works on Linux loopback)."""
+
+    def __init__(self, source: str) -> None:
+        self._source = (source, 0)
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = self._source
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session_from(address: str) -> requests.Session:
+    """A requests session whose connections come from `address` (e.g. 127.0.0.2)."""
+    session = requests.Session()
+    session.mount("http://", _SourceAddressAdapter(address))
+    return session
+
+
+def post_from(address: str, url: str, **kwargs: Any) -> requests.Response:
+    """One POST from the loopback address `address`, as a different client would send it."""
+    with session_from(address) as session:
+        return session.post(url, timeout=60, **kwargs)
 
 
 def closed_port() -> int:
@@ -230,9 +256,17 @@ async def _serve(name: str) -> None:
     async def echo(request: web.BaseRequest) -> web.StreamResponse:
         body = await request.content.read()  # no 1 MiB cap: the tests send larger bodies
         if request.path == "/slow":
-            # Tells the test (on stdout) that the request is in flight, then answers late.
+            # Tells the test (on stdout) that the request is in flight, then answers late: after
+            # `seconds`, or once the file `release` exists (at most a minute).
             print("SLOW", flush=True)
-            await asyncio.sleep(float(request.query.get("seconds", "1")))
+            if "release" in request.query:
+                release = Path(request.query["release"])
+                for _ in range(6000):
+                    if release.exists():
+                        break
+                    await asyncio.sleep(0.01)
+            else:
+                await asyncio.sleep(float(request.query.get("seconds", "1")))
         if "delay" in request.query:  # keeps requests in flight while a test kills this process
             await asyncio.sleep(float(request.query["delay"]))
         if request.path == "/stream":
@@ -264,7 +298,8 @@ async def _serve(name: str) -> None:
             headers={"Content-Type": "application/json", "X-Backend": name},
         )
 
-    server = web.Server(echo, access_log=None)
+    # Bodies are echoed as they arrived, compressed or not (the tests check what was sent).
+    server = web.Server(echo, access_log=None, auto_decompress=False)
     runner = web.ServerRunner(server)
     await runner.setup()
     sock = socket.socket()

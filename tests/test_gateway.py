@@ -23,12 +23,15 @@ import bcrypt
 import pytest
 import requests
 
+from primehub_jupyter.gateway.auth import internal_token
+
 from .gateway_backends import (
     REPO,
     Backend,
     Gateway,
     RawServer,
     closed_port,
+    post_from,
     run_load,
     start_backend,
     start_gateway,
@@ -134,20 +137,9 @@ def test_health_counts_deployments(gateway: Gateway, backend_a: Backend) -> None
         (b"{not json", "not valid JSON"),
         ([], "JSON object"),
         ({"deployments": []}, "'deployments' must be an object"),
-        ({"deployments": {"Bad_Id": {}}}, "DNS-1035"),
-        ({"deployments": {"-x": {}}}, "DNS-1035"),
-        ({"deployments": {"a" * 64: {}}}, "DNS-1035"),
-        ({"deployments": {"ok": {"replicas": [{"name": "r", "url": "ftp://h:1"}]}}}, "url"),
-        ({"deployments": {"ok": {"replicas": [{"name": "r", "url": "http://h:99999"}]}}}, "port"),
-        ({"deployments": {"ok": {"replicas": [{"name": "r", "url": "http://h:1/p"}]}}}, "path"),
-        ({"deployments": {"ok": {"replicas": {"name": "r"}}}}, "must be a list"),
-        ({"deployments": {"ok": {"accessType": "secret"}}}, "accessType"),
-        ({"deployments": {"ok": {"clients": {"alice": "plain"}}}}, "bcrypt"),
-        ({"deployments": {"ok": {"clients": {"a:b": ALICE_HASH}}}}, "client name"),
-        ({"deployments": {"ok": {"phase": 3}}}, "phase"),
     ],
 )
-def test_invalid_routes_are_refused_and_the_old_table_stays(
+def test_malformed_tables_are_refused_and_the_old_table_stays(
     gateway: Gateway, backend_a: Backend, body: Any, fragment: str
 ) -> None:
     gateway.route(keep=public(backend_a))
@@ -155,6 +147,49 @@ def test_invalid_routes_are_refused_and_the_old_table_stays(
     assert response.status_code == 400
     assert fragment in response.json()["message"]
     assert requests.get(gateway.endpoint("keep", "/x"), timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("dep_id", "entry", "fragment"),
+    [
+        ("Bad_Id", {}, "DNS-1035"),
+        ("-x", {}, "DNS-1035"),
+        ("a" * 64, {}, "DNS-1035"),
+        ("bad", [], "must be an object"),
+        ("bad", {"replicas": [{"name": "r", "url": "ftp://h:1"}]}, "url"),
+        ("bad", {"replicas": [{"name": "r", "url": "http://h:99999"}]}, "port"),
+        ("bad", {"replicas": [{"name": "r", "url": "http://h:1/p"}]}, "path"),
+        ("bad", {"replicas": [{"name": "r", "url": "http://[::1"}]}, "url"),
+        ("bad", {"replicas": [{"name": "r\n", "url": "http://h:1"}]}, "name"),
+        ("bad", {"replicas": {"name": "r"}}, "must be a list"),
+        ("bad", {"accessType": "secret"}, "accessType"),
+        ("bad", {"clients": {"alice": "plain"}}, "bcrypt"),
+        ("bad", {"clients": {"alice": "$2b$04$" + "\u00e9" * 53}}, "bcrypt"),
+        ("bad", {"clients": {"a:b": ALICE_HASH}}, "client name"),
+        ("bad", {"clients": {"ok\n": ALICE_HASH}}, "client name"),
+        ("bad", {"phase": 3}, "phase"),
+    ],
+)
+def test_a_bad_entry_is_skipped_and_the_others_are_routed(
+    gateway: Gateway, backend_a: Backend, dep_id: str, entry: Any, fragment: str
+) -> None:
+    gateway.route(old=public(backend_a))
+    new = public(backend_a)
+    response = gateway.put_routes({"deployments": {"new": new, dep_id: entry, "old": new}})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["ok"] is True and answer["deployments"] == 2
+    assert list(answer["rejected"]) == [dep_id]
+    assert fragment in answer["rejected"][dep_id]
+    for routed in ("new", "old"):
+        assert requests.get(gateway.endpoint(routed, "/x"), timeout=10).status_code == 200
+    if dep_id == "bad":  # a refused deployment is unavailable, never served without its rules
+        refused = requests.get(gateway.endpoint("bad", "/x"), timeout=10)
+        assert refused.status_code == 503
+        assert "refused its routing entry" in refused.json()["message"]
+        assert refused.headers["Retry-After"].isdigit()
+    gateway.route(new=new)
+    assert requests.get(gateway.endpoint("bad", "/x"), timeout=10).status_code == 404
 
 
 # --- routing --------------------------------------------------------------------------------------
@@ -326,14 +361,15 @@ def test_password_flood_is_throttled_and_public_traffic_flows(
     url = gateway.endpoint("vault", "/api/v1.0/predictions")
     with ThreadPoolExecutor(100) as pool:
         flood = [
-            pool.submit(requests.post, url, auth=("alice", f"guess-{i}"), timeout=60)
+            pool.submit(post_from, "127.0.0.3", url, auth=("alice", f"guess-{i}"))
             for i in range(100)
         ]
         during = requests.get(gateway.endpoint("open", "/x"), timeout=30)
         statuses = Counter(f.result().status_code for f in flood)
     assert during.status_code == 200
     assert set(statuses) <= {401, 429}
-    assert statuses[429] > 0, "more wrong passwords were hashed than the queue allows"
+    assert statuses[429] > 0, "more wrong passwords were hashed than the limits allow"
+    # The flood came from 127.0.0.3; the right client from another address is not held back.
     assert requests.post(url, auth=("alice", "right"), timeout=30).status_code == 200
 
 
@@ -352,20 +388,27 @@ def test_changed_client_token_takes_effect_with_the_routes_update(
     assert requests.get(url, auth=("alice", new_token), timeout=10).status_code == 401
 
 
-def test_control_plane_invokes_private_with_the_admin_token(
+def test_control_plane_invokes_private_with_a_per_deployment_token(
     gateway: Gateway, backend_a: Backend
 ) -> None:
-    gateway.route(priv=private(backend_a))
+    gateway.route(priv=private(backend_a), other=private(backend_a))
     url = gateway.endpoint("priv", "/api/v1.0/predictions")
-    vouched = {"X-PrimeHub-Internal-Token": ADMIN_TOKEN, "X-PrimeHub-User": "bob"}
+    vouched = {
+        "X-PrimeHub-Internal-Token": internal_token(ADMIN_TOKEN, "priv"),
+        "X-PrimeHub-User": "bob",
+    }
     response = requests.post(url, headers=vouched, timeout=10)
     assert response.status_code == 200
     echo = response.json()
     assert header(echo, "X-Forwarded-User") == ["bob"]
     assert header(echo, "X-PrimeHub-Internal-Token") == []
     assert header(echo, "X-PrimeHub-User") == []
-    forged = {"X-PrimeHub-Internal-Token": "guess", "X-PrimeHub-User": "bob"}
-    assert requests.post(url, headers=forged, timeout=10).status_code == 401
+    # priv's token is no use for another deployment, and the admin token itself is no token.
+    other = gateway.endpoint("other", "/api/v1.0/predictions")
+    assert requests.post(other, headers=vouched, timeout=10).status_code == 401
+    for token in ("guess", ADMIN_TOKEN, internal_token(ADMIN_TOKEN, "priv").upper()):
+        forged = {"X-PrimeHub-Internal-Token": token, "X-PrimeHub-User": "bob"}
+        assert requests.post(url, headers=forged, timeout=10).status_code == 401, token
 
 
 # --- failures and retries -------------------------------------------------------------------------
@@ -512,10 +555,9 @@ def test_log_file_has_timestamps_and_never_a_secret(gateway: Gateway, backend_a:
     )
     requests.post(url, auth=("alice", ALICE_TOKEN + "x"), timeout=10)
     gateway.put_routes({"deployments": {}}, token=ADMIN_TOKEN + "x")
+    vouched = internal_token(ADMIN_TOKEN, "logged")
     requests.post(
-        url,
-        headers={"X-PrimeHub-Internal-Token": ADMIN_TOKEN, "X-PrimeHub-User": "bob"},
-        timeout=10,
+        url, headers={"X-PrimeHub-Internal-Token": vouched, "X-PrimeHub-User": "bob"}, timeout=10
     )
     # The access log is written after the response; the health call below is logged after it.
     requests.get(f"{gateway.url}/_primehub/health", headers=gateway.admin(), timeout=10)
@@ -529,7 +571,7 @@ def test_log_file_has_timestamps_and_never_a_secret(gateway: Gateway, backend_a:
     assert "POST /deployment/logged/api/v1.0/predictions 200" in text
     assert "user=alice" in text
     basic = base64.b64encode(f"alice:{ALICE_TOKEN}".encode()).decode()
-    for secret in (ADMIN_TOKEN, ALICE_TOKEN, basic, ALICE_HASH, "Authorization"):
+    for secret in (ADMIN_TOKEN, ALICE_TOKEN, basic, ALICE_HASH, vouched, "Authorization"):
         assert secret not in text
 
 

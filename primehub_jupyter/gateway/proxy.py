@@ -9,7 +9,7 @@ import logging
 import orjson
 from aiohttp import web
 
-from .auth import ClientAuthenticator, TooManyAttempts
+from .auth import ClientAuthenticator, TooManyAttempts, internal_token
 from .routes import Replica, Route, carry_over
 from .upstream import (
     BrokenResponse,
@@ -127,8 +127,10 @@ class Proxy:
     """Holds the routing table and the upstream connection pool, and forwards requests."""
 
     def __init__(self, admin_token: str) -> None:
-        self._admin_token = admin_token.encode()
+        self._admin_token = admin_token
         self.routes: dict[str, Route] = {}
+        # Deployments whose routing entry the last table had but the gateway refused.
+        self.rejected: dict[str, str] = {}
         self.auth = ClientAuthenticator()
         self.pool = UpstreamPool(
             connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, idle_timeout=POOL_KEEPALIVE
@@ -139,10 +141,11 @@ class Proxy:
         await self.pool.close()
         self.auth.close()
 
-    def replace_routes(self, routes: dict[str, Route]) -> None:
+    def replace_routes(self, routes: dict[str, Route], rejected: dict[str, str]) -> None:
         """Swap in a new routing table; requests already forwarded finish on their replica."""
         carry_over(self.routes, routes)
         self.routes = routes
+        self.rejected = rejected
 
     async def forward(
         self, request: web.BaseRequest, dep_id: str, target: str, path: str
@@ -150,19 +153,32 @@ class Proxy:
         """Answer a request for deployment `dep_id`; `target` is the upstream path and query."""
         route = self.routes.get(dep_id)
         if route is None:
+            if dep_id in self.rejected:
+                # The reason goes to the engine (and the deployment's status), not to anonymous
+                # callers: it may name a private deployment's clients.
+                return json_response(
+                    503,
+                    f"deployment '{dep_id}' is not routed: the gateway refused its routing "
+                    "entry (its status says why)",
+                    {"Retry-After": RETRY_AFTER},
+                )
             return json_response(404, f"deployment '{dep_id[:80]}' not found")
         user: str | None = None
-        if INTERNAL_TOKEN in request.headers and self._vouched(request):
+        if INTERNAL_TOKEN in request.headers and self._vouched(request, dep_id):
             user = request.headers.get(INTERNAL_USER, "")
             # Jupyter user names may be non-ASCII; they are passed on as UTF-8.
             if not user or len(user) > 256 or not user.isprintable():
                 return json_response(400, f"{INTERNAL_USER} must name the signed-in user")
         if route.private and user is None:
             try:
-                user = await self.auth.authenticate(route, request.headers.get("Authorization"))
-            except TooManyAttempts:
+                user = await self.auth.authenticate(
+                    route, request.headers.get("Authorization"), request.remote or ""
+                )
+            except TooManyAttempts as exc:
                 return json_response(
-                    429, "too many authentication attempts; retry later", {"Retry-After": "1"}
+                    429,
+                    f"too many failed authentication attempts; retry in {exc.retry_after} s",
+                    {"Retry-After": str(exc.retry_after)},
                 )
             if user is None:
                 return json_response(
@@ -188,15 +204,18 @@ class Proxy:
             request, route, start_line, headers, body, path.endswith("/feedback")
         )
 
-    def _vouched(self, request: web.BaseRequest) -> bool:
+    def _vouched(self, request: web.BaseRequest, dep_id: str) -> bool:
         """Whether the control plane vouches for the request's X-PrimeHub-User.
 
         The Jupyter server invokes private deployments for signed-in users (the sidebar's "try
-        it") without a client token; it proves itself with the admin token instead. A wrong token
-        counts as no vouching at all, so the request falls back to HTTP Basic.
+        it") without a client token; it proves itself with a token derived from the admin token
+        for this one deployment (`internal_token`), so a request addressed to any other
+        deployment is not vouched for. A wrong token counts as no vouching at all, so the
+        request falls back to HTTP Basic.
         """
         given = request.headers.get(INTERNAL_TOKEN, "").encode("utf-8", "replace")
-        return hmac.compare_digest(given, self._admin_token)
+        expected = internal_token(self._admin_token, dep_id).encode("ascii")
+        return hmac.compare_digest(given, expected)
 
     async def _send(
         self,

@@ -11,9 +11,13 @@ DEPLOYMENT_ID = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 ACCESS_TYPES = ("public", "private")
 # Client names and replica URLs end up in raw header bytes: no spaces or control characters.
 VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+# Modular crypt format of bcrypt: $2a$/$2b$/$2y$, a two-digit cost, 53 characters of salt+hash.
+BCRYPT_HASH = re.compile(r"\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}")
 # Sizes of the per-deployment credential caches; entries only exist for names in `clients`
 # (positive) or are dropped wholesale when full (negative), so memory stays bounded.
 NEGATIVE_CACHE_SIZE = 256
+# Rejected ids are echoed back to the engine; an id that is not even a label is cut to this.
+REJECTED_ID_LENGTH = 80
 
 
 class RouteError(ValueError):
@@ -98,27 +102,36 @@ def _parse_replica(dep_id: str, index: int, raw: Any) -> Replica:
     where = f"deployments.{dep_id}.replicas[{index}]"
     _require(isinstance(raw, dict), f"{where} must be an object")
     name = raw.get("name", f"{dep_id}-{index}")
-    _require(isinstance(name, str) and bool(name), f"{where}.name must be a non-empty string")
+    _require(
+        isinstance(name, str) and len(name) <= 253 and VISIBLE_ASCII.fullmatch(name) is not None,
+        f"{where}.name must be 1-253 visible ASCII characters",
+    )
     url = raw.get("url")
     _require(isinstance(url, str), f"{where}.url must be a string like http://127.0.0.1:8080")
-    parts = urlsplit(url)
+    # Checked before parsing: urlsplit raises on some non-ASCII and bracket forms.
     _require(
-        parts.scheme in ("http", "https") and bool(parts.hostname),
+        len(url) <= 2048 and VISIBLE_ASCII.fullmatch(url) is not None,
+        f"{where}.url must be visible ASCII: {url[:100]!r}",
+    )
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:
+        raise RouteError(f"{where}.url is not a valid URL ({exc}): {url!r}") from None
+    _require(
+        parts.scheme in ("http", "https") and bool(hostname),
         f"{where}.url must be an http(s) URL with a host, got {url!r}",
     )
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise RouteError(f"{where}.url has an invalid port: {url!r}") from None
-    _require(
-        VISIBLE_ASCII.fullmatch(url) is not None and parts.username is None,
-        f"{where}.url must be visible ASCII without credentials: {url!r}",
-    )
+    _require(parts.username is None, f"{where}.url must not carry credentials: {url!r}")
     _require(
         parts.path in ("", "/") and not parts.query and not parts.fragment,
         f"{where}.url must not have a path, query or fragment: {url!r}",
     )
-    host = parts.hostname or ""
+    host = hostname or ""
     return Replica(
         name=name,
         url=f"{parts.scheme}://{parts.netloc}",
@@ -141,7 +154,7 @@ def _parse_clients(dep_id: str, raw: Any) -> dict[str, bytes]:
             f"{where}: client name {name!r} must be 1-253 visible ASCII characters without ':'",
         )
         _require(
-            isinstance(hashed, str) and hashed.startswith("$2") and len(hashed) == 60,
+            isinstance(hashed, str) and BCRYPT_HASH.fullmatch(hashed) is not None,
             f"{where}.{name} must be a bcrypt hash ($2b$...)",
         )
         clients[name] = hashed.encode("ascii")
@@ -176,12 +189,24 @@ def _parse_route(dep_id: Any, raw: Any) -> Route:
     )
 
 
-def parse_routes(document: Any) -> dict[str, Route]:
-    """Validate a `PUT /_primehub/routes` body and build the new table; raises RouteError."""
+def parse_routes(document: Any) -> tuple[dict[str, Route], dict[str, str]]:
+    """Validate a `PUT /_primehub/routes` body: the new table and the entries it refused.
+
+    Each deployment's entry is validated on its own: a bad one is left out of the table and
+    reported (id -> reason), so one bad entry never keeps the others from their routes. Only
+    a malformed document as a whole raises RouteError.
+    """
     _require(isinstance(document, dict), "body must be a JSON object with a 'deployments' key")
     deployments = document.get("deployments")
     _require(isinstance(deployments, dict), "'deployments' must be an object keyed by id")
-    return {dep_id: _parse_route(dep_id, raw) for dep_id, raw in deployments.items()}
+    routes: dict[str, Route] = {}
+    rejected: dict[str, str] = {}
+    for dep_id, raw in deployments.items():
+        try:
+            routes[dep_id] = _parse_route(dep_id, raw)
+        except RouteError as exc:
+            rejected[str(dep_id)[:REJECTED_ID_LENGTH]] = str(exc)
+    return routes, rejected
 
 
 def carry_over(old: dict[str, Route], new: dict[str, Route]) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import hmac
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -27,9 +28,32 @@ access_log = logging.getLogger("primehub_jupyter.gateway.access")
 DEPLOYMENT_PREFIX = "/deployment/"
 ADMIN_PREFIX = "/_primehub/"
 MAX_ROUTES_BODY = 16 * 1024 * 1024
+# Seconds in-flight requests get to finish after SIGTERM before their connections are closed.
 SHUTDOWN_GRACE = 10.0
+RETRY_AFTER = "1"
+# Percent-encoded '/', '\\' and NUL: a server behind us may decode them into separators.
+ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
+DOT_SEGMENT = re.compile(r"(?:\.|%2e){1,2}", re.IGNORECASE)
+UNSAFE_PATH = (
+    "the path of a deployment request must not contain '.' or '..' segments (also "
+    "percent-encoded), encoded '/' or '\\' (%2F, %5C), backslashes or NUL bytes"
+)
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def unsafe_path(path: str) -> bool:
+    """Whether a raw request path (no query) could address something outside its own prefix.
+
+    Dot segments and encoded separators are refused rather than normalised, as they are never
+    needed to reach a model: whatever a client, a proxy or a replica would make of them, no
+    request may leave the deployment its path starts with.
+    """
+    if "%" not in path and "/." not in path and "\\" not in path and "\x00" not in path:
+        return False  # the common case, without a regex
+    if "\\" in path or "\x00" in path or ENCODED_SEPARATOR.search(path):
+        return True
+    return any(DOT_SEGMENT.fullmatch(segment) for segment in path.split("/"))
 
 
 class Gateway:
@@ -39,27 +63,69 @@ class Gateway:
         self._admin = f"Bearer {admin_token}".encode()
         self.proxy = proxy
         self.metrics = GatewayMetrics()
+        # Until the engine's first table, "not found" would be a lie about every deployment.
+        self.has_routes = False
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Dispatch one request; the hot path is a prefix check and two string partitions."""
         raw = request.raw_path
         if raw.startswith(DEPLOYMENT_PREFIX):
+            if self.draining or not self.has_routes:
+                return self._unavailable()
             path, sep, query = raw.partition("?")
             dep_id, _, tail = path[len(DEPLOYMENT_PREFIX) :].partition("/")
             target = f"/{tail}?{query}" if sep else f"/{tail}"
             started = time.perf_counter()
             status = 499  # the client went away before an answer (nginx's code)
+            self._in_flight += 1
+            self._idle.clear()
             try:
-                response = await self.proxy.forward(request, dep_id, target, path)
+                response: web.StreamResponse
+                if unsafe_path(path):
+                    response = json_response(400, UNSAFE_PATH)
+                else:
+                    response = await self.proxy.forward(request, dep_id, target, path)
                 status = response.status
                 return response
             finally:
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._idle.set()
                 if dep_id in self.proxy.routes:  # unknown ids would grow the series unbounded
                     kind = request_kind(path)
                     self.metrics.observe(dep_id, status, kind, time.perf_counter() - started)
         if raw.startswith(ADMIN_PREFIX):
             return await self._admin_request(request)
         return json_response(404, "not found: deployments are served under /deployment/<id>/<path>")
+
+    def _unavailable(self) -> web.Response:
+        if self.draining:
+            response = json_response(
+                503, "the gateway is shutting down; retry shortly", {"Retry-After": RETRY_AFTER}
+            )
+            response.force_close()  # the client reconnects to whatever serves next
+            return response
+        return json_response(
+            503,
+            "the gateway has not received its routing table yet; retry shortly",
+            {"Retry-After": RETRY_AFTER},
+        )
+
+    async def drain(self, grace: float) -> bool:
+        """Answer new deployment requests 503 and wait (at most `grace` s) for in-flight ones.
+
+        True when every in-flight request finished in time.
+        """
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def handle_logged(self, request: web.BaseRequest) -> web.StreamResponse:
         """`handle` plus one access-log line (path without query: queries may carry secrets)."""
@@ -123,18 +189,23 @@ class Gateway:
         except orjson.JSONDecodeError as exc:
             return json_response(400, f"body is not valid JSON: {exc}")
         try:
-            routes = parse_routes(document)
+            routes, rejected = parse_routes(document)
         except RouteError as exc:
             return json_response(400, f"invalid routing table: {exc}")
         # Synchronous, so no request sees half a table and two PUTs cannot interleave.
-        self.proxy.replace_routes(routes)
+        self.proxy.replace_routes(routes, rejected)
+        self.has_routes = True
         self.metrics.forget(set(routes))
         log.info(
             "routes updated: %d deployment(s): %s",
             len(routes),
             ", ".join(f"{r.id}[{len(r.replicas)}]" for r in routes.values()) or "-",
         )
-        return self._ok()
+        for dep_id, reason in rejected.items():
+            # %r: the id and reason may hold control characters that would forge log lines.
+            log.warning("routing entry of %r refused: %r", dep_id, reason)
+        body = {"ok": True, "deployments": len(routes), "rejected": rejected}
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 class _UtcFormatter(logging.Formatter):
@@ -187,7 +258,7 @@ def write_port_file(path: str, port: int) -> None:
 
 
 async def serve(args: argparse.Namespace, admin_token: str) -> None:
-    """Run the gateway until SIGTERM or SIGINT, then drain in-flight requests."""
+    """Run the gateway until SIGTERM or SIGINT, then drain in-flight requests and exit."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -201,8 +272,12 @@ async def serve(args: argparse.Namespace, admin_token: str) -> None:
         # Stop work for clients that went away instead of finishing it for no one.
         handler_cancellation=True,
         access_log=None,
+        # Bodies go to the replica as sent, Content-Encoding and all: decompressing here while
+        # forwarding the header would hand the replica plain bytes labelled gzip.
+        auto_decompress=False,
     )
-    runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE)
+    # The drain above already waited; what is left is cancelled after a short moment.
+    runner = web.ServerRunner(server, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, backlog=1024, reuse_address=True)
     try:
@@ -225,6 +300,13 @@ async def serve(args: argparse.Namespace, admin_token: str) -> None:
     )
     try:
         await stop.wait()
+        # Like nginx's graceful stop: close the listening socket first (new connections are
+        # refused, so clients go elsewhere at once), answer requests on open connections with
+        # 503 + Retry-After, and let the ones in flight finish.
+        log.info("gateway draining (at most %g s)", args.shutdown_grace)
+        await site.stop()
+        if not await gateway.drain(args.shutdown_grace):
+            log.warning("requests still in flight after %g s; closing them", args.shutdown_grace)
     finally:
         log.info("gateway shutting down")
         await runner.cleanup()
@@ -263,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--port-file", help="write the bound port here (atomically) once listening")
     parser.add_argument("--log-file", help="append timestamped log lines here (default stderr)")
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=SHUTDOWN_GRACE,
+        help=f"seconds in-flight requests get to finish after SIGTERM (default {SHUTDOWN_GRACE:g})",
+    )
     parser.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction,

@@ -486,8 +486,8 @@ class LocalEngine(Reconciler, Engine):
         assert self._gateway is not None
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
-        url = f"{self._gateway.url}/deployment/{deployment_id}/{path.lstrip('/')}"
-        sent = {**headers, **self._gateway.internal_headers(user)}
+        url = self._gateway.invoke_url(deployment_id, path)
+        sent = {**headers, **self._gateway.internal_headers(user, deployment_id)}
         async with self._session.post(url, data=body, headers=sent) as response:
             data = await response.read()
             keep = {"Content-Type", "Request-ID"}

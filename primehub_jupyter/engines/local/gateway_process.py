@@ -12,9 +12,13 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
+from yarl import URL
 
+from ...gateway.auth import internal_token
+from ...gateway.server import SHUTDOWN_GRACE as GATEWAY_SHUTDOWN_GRACE
 from .files import private_dir, write_private
 from .processes import Prober, ProcessHandle, spawn
 
@@ -23,6 +27,9 @@ log = logging.getLogger(__name__)
 ADMIN_HEADER = "Authorization"
 INTERNAL_TOKEN_HEADER = "X-PrimeHub-Internal-Token"
 INTERNAL_USER_HEADER = "X-PrimeHub-User"
+# Characters of an invoke path sent as they are: '%' included, so an escape the caller wrote
+# (%2F, %2e) reaches the gateway as written and is judged there, never decoded on the way.
+PATH_SAFE = "/%?&=:@!$'()*+,;~-._"
 
 
 def _port_free(port: int) -> bool:
@@ -48,6 +55,8 @@ class GatewayProcess:
         self.token = ""
         self._pushed: str | None = None
         self._lock = asyncio.Lock()
+        # Deployment id -> why the gateway refused its entry in the last table it accepted.
+        self.rejected: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -161,6 +170,9 @@ class GatewayProcess:
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
                 log.warning("could not push routes to the gateway: %s", error)
                 return False
+            self.rejected = _rejected(text)
+            for dep_id, reason in self.rejected.items():
+                log.error("the gateway refused the routing entry of %r: %s", dep_id, reason)
             self._pushed = body
             return True
 
@@ -168,14 +180,44 @@ class GatewayProcess:
         """The admin Authorization header, for the gateway's own endpoints (metrics)."""
         return self._headers()
 
-    def internal_headers(self, user: str) -> dict[str, str]:
-        """Headers that let the control plane call a private endpoint as a signed-in user."""
-        return {INTERNAL_TOKEN_HEADER: self.token, INTERNAL_USER_HEADER: user}
+    def internal_headers(self, user: str, deployment_id: str) -> dict[str, str]:
+        """Headers that let the control plane call one deployment's endpoint as a signed-in user.
+
+        The token is good for `deployment_id` only (see gateway.auth.internal_token).
+        """
+        token = internal_token(self.token, deployment_id)
+        return {INTERNAL_TOKEN_HEADER: token, INTERNAL_USER_HEADER: user}
+
+    def invoke_url(self, deployment_id: str, path: str) -> URL:
+        """The gateway URL of `path` inside a deployment, exactly as given.
+
+        Built with `encoded=True`, so neither yarl nor aiohttp collapses a '..' or decodes an
+        escape on the way: the gateway sees the path as written and refuses an unsafe one.
+        """
+        tail = quote(path.lstrip("/"), safe=PATH_SAFE)
+        return URL(f"{self.url}/deployment/{deployment_id}/{tail}", encoded=True)
 
     async def stop(self, grace: float) -> None:
+        """SIGTERM the gateway and wait until it exits (SIGKILL only if it hangs).
+
+        The gateway stops accepting connections, answers 503 on open ones and lets requests in
+        flight finish (up to its own shutdown grace) before it exits, so it gets at least that
+        long; call this before stopping replicas, so in-flight requests still have them.
+        """
         # The state file stays: its port is reused on the next start, so endpoints are stable.
         if self.handle is not None:
-            await self.handle.terminate(grace)
+            await self.handle.terminate(max(grace, GATEWAY_SHUTDOWN_GRACE + 2.0))
+
+
+def _rejected(text: str) -> dict[str, str]:
+    """The `rejected` map of the gateway's answer to a routes PUT (empty if absent)."""
+    try:
+        rejected = json.loads(text).get("rejected")
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(rejected, dict):
+        return {}
+    return {str(k): str(v) for k, v in rejected.items()}
 
 
 def _is_secret_env(name: str) -> bool:

@@ -124,6 +124,10 @@ class Reconciler:
                 machine = machine.add(runtime.admitted)
         pushed = await self._push_routes()
         for runtime in list(self._runtimes.values()):
+            refused = self._gateway.rejected.get(runtime.id)
+            if refused is not None:  # only this deployment: the gateway routes the others
+                reason = f"the gateway refused this deployment's routing entry: {refused}"
+                self._set_phase(runtime, Phase.FAILED, reason)
             for replica in runtime.replicas:
                 if replica.state == TERMINATING and replica.handle is not None:
                     continue
