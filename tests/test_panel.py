@@ -10,6 +10,7 @@ import pytest
 import requests
 import yaml
 
+from primehub_jupyter.core.charts import CHART_IDS
 from primehub_jupyter.core.errors import FEATURE_DISABLED_MESSAGE
 from primehub_jupyter.kernel.client import Client
 from primehub_jupyter.kernel.panel import DeploymentPanel
@@ -140,8 +141,10 @@ def test_create_inspect_update_clients_stop_delete(client: Client, models, tmp_p
 
     again.tabs.selected_index = 4  # Metrics
     again.load_metrics()
-    assert "<svg" in again.metrics_view.value
-    assert again.metrics_view.value.count("<svg") == 5
+    (shown,) = again.metrics_view.outputs
+    spec = shown["data"]["application/vnd.vegalite.v5+json"]  # JupyterLab's Vega renderer
+    assert [c["name"] for c in spec["concat"]] == list(CHART_IDS)
+    assert "requests" in shown["data"]["text/plain"]
 
     again.stop_button.click()
     until(lambda: phase_of(again) == "Stopped", "Stopped")
