@@ -238,3 +238,21 @@ def test_disabled_group_message_and_auto_refresh_stops_on_close(tmp_path: Path):
         assert panel.refreshes == stopped_at
     finally:
         other.stop()
+
+
+def test_the_panel_shows_changes_made_elsewhere_at_once(served: Server, bundles):
+    # Polling once a minute: only the change stream can bring the new row this soon.
+    panel = DeploymentPanel(Client(served.url, served.token), refresh_seconds=60)
+    other = Client(served.url, served.token)
+    try:
+        until(lambda: panel.live, "the panel's change stream", limit=30)
+        created = other.create({
+            "displayName": "Pushed to the panel", "groupName": "default",
+            "predictors": [{"instanceType": "cpu-0.5", "modelURI": str(bundles["v1"])}],
+        })  # fmt: skip
+        until(lambda: created["id"] in panel.rows, "the new row", limit=10)
+        other.delete(created["id"])
+        until(lambda: created["id"] not in panel.rows, "the row gone", limit=15)
+    finally:
+        panel.close()
+    assert not panel.auto_refreshing and not panel._listener.is_alive()

@@ -107,9 +107,14 @@ def _rows(
     positive: bool = False,
     start: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Long-format rows {time (ms), series, value}; None stays None so lines break there."""
+    """Long-format rows {time (ms), series, value, segment} of the values that exist.
+
+    A gap (None) is no row, and the rows after it start a new `segment`: each segment is drawn
+    as its own line, so a gap shows as a gap in every Vega-Lite version (no `invalid` mode).
+    """
     rows = []
     for label, values in labelled:
+        segment = 0
         for t, raw in zip(times, values, strict=False):
             ms = float(t) * 1000.0
             if start is not None and ms < start:
@@ -119,7 +124,11 @@ def _rows(
                 value *= scale
                 if positive and value <= 0:  # a log scale has no place for 0
                     value = None
-            rows.append({"time": ms, "series": label, "value": value})
+            if value is None:
+                segment += 1
+                continue
+            rows.append({"time": ms, "series": label, "value": value,
+                         "segment": f"{label}/{segment}"})  # fmt: skip
     return rows
 
 
@@ -162,7 +171,10 @@ def _chart(
     labels = [label for label, _ in legend]
     roles = {label: role for label, role in legend}
     x_scale: dict[str, Any] = {"domain": list(domain)} if domain else {}
-    subtitle = "" if any(r["value"] is not None for r in rows) else "no data yet"
+    subtitle = "" if rows else "no data yet"
+    # Seconds on the axis when the chart spans minutes, else hours and minutes.
+    span = (domain[1] - domain[0]) / 1000.0 if domain else 3600.0
+    time_format = TIME_FORMAT if span <= 600 else "%H:%M"
     return {
         "$schema": SCHEMA,
         "title": {"text": title, "subtitle": subtitle, "anchor": "start"},
@@ -173,7 +185,6 @@ def _chart(
         "mark": {
             "type": "line",
             "point": {"filled": True, "size": 16},
-            "invalid": None,  # break the line at a gap instead of bridging it
             "clip": True,
         },
         "encoding": {
@@ -182,7 +193,7 @@ def _chart(
                 "type": "temporal",
                 "title": None,
                 "scale": x_scale,
-                "axis": {"format": "%H:%M", "labelOverlap": True, "tickCount": 5},
+                "axis": {"format": time_format, "labelOverlap": True, "tickCount": 4},
             },
             "y": {
                 "field": "value",
@@ -199,6 +210,7 @@ def _chart(
                 "scale": {"domain": labels, "range": [ROLE_COLORS[roles[x]] for x in labels]},
                 "legend": {"orient": "bottom", "direction": "horizontal"},
             },
+            "detail": {"field": "segment", "type": "nominal"},
             "tooltip": [
                 {"field": "time", "type": "temporal", "title": "time", "format": TIME_FORMAT},
                 {"field": "series", "type": "nominal", "title": "series"},
