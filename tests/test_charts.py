@@ -99,9 +99,13 @@ def test_a_single_bucket_of_data_gets_a_one_step_axis() -> None:
 def test_no_data_at_all_says_so_and_keeps_the_axis_free() -> None:
     doc = document(first=60, spike=None)
     assert charts.time_domain(doc) is None
+    window = [doc["timestamps"][0] * 1000, doc["timestamps"][-1] * 1000]
     for spec in charts.chart_specs(doc):
-        assert spec["encoding"]["x"]["scale"] == {}
+        assert spec["encoding"]["x"]["scale"]["domain"] == window
         assert spec["title"]["subtitle"] == "no data yet"
+        assert spec["data"]["values"] == []
+        # fixed y domains: an empty chart still has a size (Vega draws it without NaN or inf)
+        assert spec["encoding"]["y"]["scale"]["domain"] in ([0, 1], [1, 1000])
 
 
 def test_latency_is_on_a_log_scale_in_ms_and_keeps_the_spike_and_the_steady_line() -> None:

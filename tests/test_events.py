@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from primehub_jupyter.core.charts import CHART_IDS
 from primehub_jupyter.core.feed import feed_of
 
 from .conftest import OWNER, spec, wait_until
@@ -177,3 +178,30 @@ async def test_a_subscriber_that_does_not_keep_up_is_dropped_not_buffered(api, j
     finally:
         feed.queue_size = 256
         await feed.close()
+
+
+async def test_metrics_charts_route_answers_specs_and_readable_errors(api, bundles):
+    created = await api.ok("POST", "deployments", {"spec": spec(bundles["v1"])})
+    deployment_id = created["id"]
+    try:
+        answer = await api.ok("GET", f"deployments/{deployment_id}/metrics/charts", window="300")
+        assert [c["id"] for c in answer["charts"]] == list(CHART_IDS)
+        assert answer["summary"].startswith(f"{deployment_id}, last 300 s:")
+        assert all(c["spec"]["$schema"].endswith("vega-lite/v5.json") for c in answer["charts"])
+        code, body = await api.call("GET", f"deployments/{deployment_id}/metrics/charts",
+                                    window="soon")  # fmt: skip
+        assert code == 400 and "window and step" in body["message"]
+        code, body = await api.call("GET", f"deployments/{deployment_id}/metrics/charts",
+                                    window="5")  # fmt: skip
+        assert code == 422 and "window" in body["message"]
+        # Another group's deployment does not exist for carol; an unknown user gets nothing.
+        code, body = await api.as_user("carol").call(
+            "GET", f"deployments/{deployment_id}/metrics/charts"
+        )
+        assert code == 404 and "not found" in body["message"]
+        code, _ = await api.as_user("intruder").call(
+            "GET", f"deployments/{deployment_id}/metrics/charts"
+        )
+        assert code in (401, 403)
+    finally:
+        await api.ok("DELETE", f"deployments/{deployment_id}")

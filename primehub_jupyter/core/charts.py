@@ -172,6 +172,9 @@ def _chart(
     roles = {label: role for label, role in legend}
     x_scale: dict[str, Any] = {"domain": list(domain)} if domain else {}
     subtitle = "" if rows else "no data yet"
+    if not rows:
+        # Nothing to scale to: fixed domains, so an empty chart still has a well-defined size.
+        y_scale = {**y_scale, "domain": [1, 1000] if y_scale.get("type") == "log" else [0, 1]}
     # Seconds on the axis when the chart spans minutes, else hours and minutes.
     span = (domain[1] - domain[0]) / 1000.0 if domain else 3600.0
     time_format = TIME_FORMAT if span <= 600 else "%H:%M"
@@ -229,9 +232,13 @@ def chart_specs(
     Requests/s by outcome, success rate, latency p50/p90/p99 on a log scale (ms), reward, and
     per-replica CPU and memory; every time axis starts at the document's first data point.
     """
-    domain = time_domain(doc)
-    start = domain[0] if domain else None
     times = doc.get("timestamps") or []
+    start = None
+    domain = time_domain(doc)
+    if domain is not None:
+        start = domain[0]
+    elif len(times) > 1:  # no data at all: the window, so the empty axes still read as time
+        domain = (float(times[0]) * 1000.0, float(times[-1]) * 1000.0)
     series = doc.get("series") or {}
     specs = []
     for chart_id, title, axis_title, keys, kind in SERIES_CHARTS:

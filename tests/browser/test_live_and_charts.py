@@ -95,6 +95,10 @@ def test_the_metrics_tab_draws_vega_charts_for_a_deployment_with_traffic(
         requests_chart = detail.locator('[data-chart="requests"] .vega-embed svg')
         expect(requests_chart).to_contain_text("2xx")
         page.screenshot(path=str(artifacts / "detail-metrics-vega.png"))
+        print("VIEWBOXES", page.evaluate(
+            "[...document.querySelectorAll('.jp-PrimeHub-chart')].map(f => [f.dataset.chart, "
+            "[...f.querySelectorAll('svg')].map(s => s.getAttribute('viewBox'))])"
+        ), console.errors)
     finally:
         requests.delete(
             f"{lab.url}primehub/api/deployments/{deployment_id}",

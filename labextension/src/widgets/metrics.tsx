@@ -41,6 +41,8 @@ export function Chart(props: { chart: IChart; theme: string }): JSX.Element {
   const { chart, theme } = props;
   const box = React.useRef<HTMLDivElement>(null);
   const [error, setError] = React.useState('');
+  // Redraw only when the spec changed (a reload usually brings new data, not always).
+  const spec = React.useMemo(() => JSON.stringify(chart.spec), [chart.spec]);
   React.useEffect(() => {
     const node = box.current;
     if (!node) {
@@ -50,13 +52,21 @@ export function Chart(props: { chart: IChart; theme: string }): JSX.Element {
     let live = true;
     const css = cssReader(node);
     const dark = document.body.dataset.jpThemeLight === 'false';
-    embed(node, themedSpec(chart.spec, css) as unknown as VisualizationSpec, {
-      actions: false,
-      renderer: 'svg',
-      mode: 'vega-lite',
-      config: themeConfig(css) as EmbedOptions['config'],
-      tooltip: { theme: dark ? 'dark' : 'light' }
-    })
+    // A fresh element per drawing: the previous view is finalized with its own element, so
+    // nothing of it (a resize listener) acts on the new one.
+    const target = document.createElement('div');
+    node.replaceChildren(target);
+    embed(
+      target,
+      themedSpec(JSON.parse(spec), css) as unknown as VisualizationSpec,
+      {
+        actions: false,
+        renderer: 'svg',
+        mode: 'vega-lite',
+        config: themeConfig(css) as EmbedOptions['config'],
+        tooltip: { theme: dark ? 'dark' : 'light' }
+      }
+    )
       .then(r => {
         if (live) {
           result = r;
@@ -69,8 +79,9 @@ export function Chart(props: { chart: IChart; theme: string }): JSX.Element {
     return () => {
       live = false;
       result?.finalize();
+      target.remove();
     };
-  }, [chart, theme]);
+  }, [spec, theme]);
   return (
     <figure className="jp-PrimeHub-chart" data-chart={chart.id}>
       <div ref={box} className="jp-PrimeHub-chart-box" />
