@@ -116,11 +116,18 @@ export function themeConfig(css: CSSReader): Record<string, unknown> {
 
 /**
  * The spec with its series coloured by the theme (`usermeta.colorRoles` -> --jp-* variables)
- * and sized to its container; the server's colours stay where a variable is unset.
+ * and `width` pixels wide in all (axes and legend included); the server's colours stay where a
+ * variable is unset.
  */
-export function themedSpec(spec: IVegaLiteSpec, css: CSSReader): IVegaLiteSpec {
+export function themedSpec(
+  spec: IVegaLiteSpec,
+  css: CSSReader,
+  width = 320
+): IVegaLiteSpec {
   const copy = JSON.parse(JSON.stringify(spec)) as IVegaLiteSpec;
-  copy.width = 'container';
+  // A measured width rather than 'container': the chart is drawn once, at its final size.
+  copy.width = Math.max(160, Math.floor(width));
+  copy.autosize = { type: 'fit-x', contains: 'padding' };
   const roles = copy.usermeta?.colorRoles ?? {};
   const scale = copy.encoding?.color?.scale;
   if (scale?.domain && scale.range) {

@@ -39,7 +39,8 @@ describe('chart theming', () => {
       '#aa0', // --jp-warn-color1 unset here: the server's colour stays
       'rgb(200, 0, 0)'
     ]);
-    expect(themed.width).toBe('container');
+    expect(themedSpec(original, css, 300.7).width).toBe(300);
+    expect(themed.autosize).toEqual({ type: 'fit-x', contains: 'padding' });
     // The server's spec is not changed in place (it is re-themed on a theme switch).
     expect(original.encoding.color.scale.range[0]).toBe('#0a0');
     expect(Object.keys(ROLE_VARIABLES)).toEqual(

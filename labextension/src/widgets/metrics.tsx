@@ -36,6 +36,26 @@ function useThemeKey(): string {
   return key;
 }
 
+/** The content width of an element, kept up to date (0 until it is laid out). */
+function useWidth(ref: React.RefObject<HTMLElement>): number {
+  const [width, setWidth] = React.useState(0);
+  React.useLayoutEffect(() => {
+    const node = ref.current;
+    if (!node) {
+      return;
+    }
+    setWidth(node.clientWidth);
+    const observer = new ResizeObserver(entries => {
+      // Whole pixels, and only real changes: each change redraws the chart.
+      const next = Math.round(entries[0].contentRect.width);
+      setWidth(previous => (Math.abs(previous - next) >= 2 ? next : previous));
+    });
+    observer.observe(node);
+    return () => observer.disconnect();
+  }, [ref]);
+  return width;
+}
+
 /** One chart, drawn by vega-embed into its own element. */
 export function Chart(props: { chart: IChart; theme: string }): JSX.Element {
   const { chart, theme } = props;
@@ -43,9 +63,10 @@ export function Chart(props: { chart: IChart; theme: string }): JSX.Element {
   const [error, setError] = React.useState('');
   // Redraw only when the spec changed (a reload usually brings new data, not always).
   const spec = React.useMemo(() => JSON.stringify(chart.spec), [chart.spec]);
+  const width = useWidth(box);
   React.useEffect(() => {
     const node = box.current;
-    if (!node) {
+    if (!node || width === 0) {
       return;
     }
     let result: Result | null = null;
@@ -58,7 +79,7 @@ export function Chart(props: { chart: IChart; theme: string }): JSX.Element {
     node.replaceChildren(target);
     embed(
       target,
-      themedSpec(JSON.parse(spec), css) as unknown as VisualizationSpec,
+      themedSpec(JSON.parse(spec), css, width) as unknown as VisualizationSpec,
       {
         actions: false,
         renderer: 'svg',
@@ -81,7 +102,7 @@ export function Chart(props: { chart: IChart; theme: string }): JSX.Element {
       result?.finalize();
       target.remove();
     };
-  }, [spec, theme]);
+  }, [spec, theme, width]);
   return (
     <figure className="jp-PrimeHub-chart" data-chart={chart.id}>
       <div ref={box} className="jp-PrimeHub-chart-box" />
