@@ -96,7 +96,7 @@ def test_a_single_bucket_of_data_gets_a_one_step_axis() -> None:
     assert domain == (doc["timestamps"][59] * 1000, (doc["timestamps"][59] + STEP) * 1000)
 
 
-def test_no_data_at_all_says_so_and_keeps_the_axis_free() -> None:
+def test_no_data_at_all_says_so_over_the_whole_window() -> None:
     doc = document(first=60, spike=None)
     assert charts.time_domain(doc) is None
     window = [doc["timestamps"][0] * 1000, doc["timestamps"][-1] * 1000]
