@@ -177,11 +177,23 @@ def test_nan_and_garbage_values_are_gaps() -> None:
     json.dumps(spec, allow_nan=False)  # what the REST API and the kernel send must be JSON
 
 
+def test_no_replica_yet_means_no_empty_legend() -> None:
+    doc = document(first=60, spike=None)
+    doc["replicas"] = {}
+    specs = by_id(charts.chart_specs(doc))
+    for chart_id in ("cpu", "memory"):
+        color = specs[chart_id]["encoding"]["color"]
+        # An empty domain/legend made Vega draw the chart at an infinite height in chromium.
+        assert color["legend"] is None and "scale" not in color
+
+
 @pytest.mark.parametrize("first", [0, 52, 59, 60])
 def test_specs_and_dashboard_validate_against_the_vega_lite_v5_schema(
     validator: Any, first: int
 ) -> None:
     doc = document(first=first)
+    if first == 60:
+        doc["replicas"] = {}
     for spec in [*charts.chart_specs(doc), charts.dashboard(doc)]:
         errors = sorted(validator.iter_errors(spec), key=lambda e: list(e.path))
         assert not errors, [f"{list(e.path)}: {e.message[:200]}" for e in errors[:3]]

@@ -172,6 +172,15 @@ def _chart(
     roles = {label: role for label, role in legend}
     x_scale: dict[str, Any] = {"domain": list(domain)} if domain else {}
     subtitle = "" if rows else "no data yet"
+    color: dict[str, Any] = {"field": "series", "type": "nominal", "title": None}
+    if labels:
+        color["sort"] = labels
+        color["scale"] = {"domain": labels, "range": [ROLE_COLORS[roles[x]] for x in labels]}
+        color["legend"] = {"orient": "bottom", "direction": "horizontal"}
+    else:
+        # No series yet (no replica has run): an empty legend makes Vega size the view
+        # to infinity, so there is none.
+        color["legend"] = None
     if not rows:
         # Nothing to scale to: fixed domains, so an empty chart still has a well-defined size.
         y_scale = {**y_scale, "domain": [1, 1000] if y_scale.get("type") == "log" else [0, 1]}
@@ -205,14 +214,7 @@ def _chart(
                 "scale": y_scale,
                 "axis": {"format": y_format, "tickCount": 4},
             },
-            "color": {
-                "field": "series",
-                "type": "nominal",
-                "title": None,
-                "sort": labels,
-                "scale": {"domain": labels, "range": [ROLE_COLORS[roles[x]] for x in labels]},
-                "legend": {"orient": "bottom", "direction": "horizontal"},
-            },
+            "color": color,
             "detail": {"field": "segment", "type": "nominal"},
             "tooltip": [
                 {"field": "time", "type": "temporal", "title": "time", "format": TIME_FORMAT},

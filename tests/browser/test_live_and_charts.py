@@ -107,8 +107,4 @@ def test_the_metrics_tab_draws_vega_charts_for_a_deployment_with_traffic(
             headers={"Authorization": f"token {lab.token}"},
             timeout=30,
         )
-    # KNOWN (see the report): one chart's first, transient draw gets an infinite height from
-    # Vega (attributes with 1.797e308, logged by the browser) before its final, finite draw.
-    # Only those are tolerated here; any other console error fails the test.
-    transient = re.compile(r"console\.error: Error: <\w+> attribute .*1\.7976931348623.*vega")
-    assert [e for e in console.errors if not transient.search(e)] == [], console.errors
+    assert console.errors == [], console.errors
