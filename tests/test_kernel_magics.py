@@ -13,6 +13,7 @@ import pytest
 import yaml
 from jupyter_client.manager import KernelManager
 
+from primehub_jupyter.core.charts import CHART_IDS
 from primehub_jupyter.core.errors import FEATURE_DISABLED_MESSAGE
 
 from .conftest import GROUPS, OWNER
@@ -28,6 +29,8 @@ class Result:
     stdout: str = ""
     plain: list[str] = field(default_factory=list)
     html: list[str] = field(default_factory=list)
+    mimetypes: list[str] = field(default_factory=list)
+    vegalite: list[dict] = field(default_factory=list)
     error: str | None = None
     traceback: list[str] = field(default_factory=list)
 
@@ -53,6 +56,9 @@ class Kernel:
         elif kind in ("display_data", "execute_result", "update_display_data"):
             data = content.get("data", {})
             result.plain.append(data.get("text/plain", ""))
+            result.mimetypes += list(data)
+            if "application/vnd.vegalite.v5+json" in data:
+                result.vegalite.append(data["application/vnd.vegalite.v5+json"])
             if "text/html" in data:
                 result.html.append(data["text/html"])
         elif kind == "error":
@@ -154,7 +160,11 @@ def test_deploy_update_diff_rollback_and_lifecycle(kernel: Kernel):
     listing = kernel.ok("%phdeploy list")
     assert "iris-magic" in listing.text and 'data-phase="Deployed"' in "".join(listing.html)
     metrics = kernel.ok("%phdeploy metrics {ID} --window 60 --step 5")
-    assert "<svg" in "".join(metrics.html) and "requests" in "".join(metrics.plain)
+    # Charts for JupyterLab's own Vega renderer, the totals as the text/plain fallback.
+    assert "application/vnd.vegalite.v5+json" in metrics.mimetypes and not metrics.html
+    (spec,) = metrics.vegalite
+    assert [c["name"] for c in spec["concat"]] == list(CHART_IDS)
+    assert re.search(r"last 60 s: [1-9]\d* requests", "".join(metrics.plain)), metrics.plain
 
     stopped = kernel.ok("%phdeploy stop {ID}")
     assert "is Stopped" in stopped.text

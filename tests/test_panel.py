@@ -11,6 +11,7 @@ import pytest
 import requests
 import yaml
 
+from primehub_jupyter.core.charts import CHART_IDS
 from primehub_jupyter.core.errors import FEATURE_DISABLED_MESSAGE
 from primehub_jupyter.kernel.client import Client
 from primehub_jupyter.kernel.panel import DeploymentPanel
@@ -141,8 +142,10 @@ def test_create_inspect_update_clients_stop_delete(client: Client, models, tmp_p
 
     again.tabs.selected_index = 4  # Metrics
     again.load_metrics()
-    assert "<svg" in again.metrics_view.value
-    assert again.metrics_view.value.count("<svg") == 5
+    (shown,) = again.metrics_view.outputs
+    spec = shown["data"]["application/vnd.vegalite.v5+json"]  # JupyterLab's Vega renderer
+    assert [c["name"] for c in spec["concat"]] == list(CHART_IDS)
+    assert "requests" in shown["data"]["text/plain"]
 
     again.stop_button.click()
     assert "Stop" in widget_text(again.confirm)  # asks first, like Delete
@@ -347,3 +350,21 @@ def test_confirmations_rollback_preview_words_and_polish(
     assert replica.startswith(deployment_id) and (tmp_path / f"{replica}.log").exists()
     panel.close()
     client.delete(deployment_id)
+
+
+def test_the_panel_shows_changes_made_elsewhere_at_once(served: Server, bundles):
+    # Polling once a minute: only the change stream can bring the new row this soon.
+    panel = DeploymentPanel(Client(served.url, served.token), refresh_seconds=60)
+    other = Client(served.url, served.token)
+    try:
+        until(lambda: panel.live, "the panel's change stream", limit=30)
+        created = other.create({
+            "displayName": "Pushed to the panel", "groupName": "default",
+            "predictors": [{"instanceType": "cpu-0.5", "modelURI": str(bundles["v1"])}],
+        })  # fmt: skip
+        until(lambda: created["id"] in panel.rows, "the new row", limit=10)
+        other.delete(created["id"])
+        until(lambda: created["id"] not in panel.rows, "the row gone", limit=15)
+    finally:
+        panel.close()
+    assert not panel.auto_refreshing and not panel._listener.is_alive()

@@ -19,6 +19,7 @@ import { autoloadPlugin } from './autoload';
 import { IDeployment, PrimeHubAPI } from './api';
 import { deploymentsIcon } from './icons';
 import { DeploymentListModel } from './model';
+import { PhaseNotices } from './notices';
 import {
   apiUrl,
   requestAPI,
@@ -214,26 +215,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     shell.add(sidebar, 'left', { rank: 700 });
     restorer?.add(sidebar, 'primehub-deployments');
 
-    list.phaseChanged.connect((_, change) => {
-      const d = change.deployment;
-      const name = d.spec.displayName;
-      const open = {
-        label: 'Open',
-        caption: `Open ${name}`,
-        callback: () => void openDeployment(d.id)
-      };
-      if (d.status.phase === 'Deployed') {
-        Notification.success(`Deployment "${name}" is Deployed.`, {
-          autoClose: 5000,
-          actions: [open]
-        });
-      } else {
-        Notification.error(
-          `Deployment "${name}" Failed${d.status.message ? `: ${d.status.message}` : '.'}`,
-          { autoClose: false, actions: [open] }
-        );
-      }
-    });
+    const notices = new PhaseNotices(
+      Notification,
+      id => void openDeployment(id)
+    );
+    list.phaseChanged.connect((_, change) => notices.notify(change));
 
     commands.addCommand(CommandIDs.openApiDocs, {
       label: 'Model Deployments: Open API document',

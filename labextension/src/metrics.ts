@@ -1,68 +1,37 @@
-/** Turning the metrics endpoint's series into chart lines, scales and readable values. */
+/**
+ * The Metrics tab's data: Vega-Lite specs from the server (one chart definition, in Python),
+ * themed here with JupyterLab's CSS variables.
+ */
 
-import { IMetrics } from './api';
+import { ServerConnection } from '@jupyterlab/services';
 
-export type Unit = 'rps' | 'percent' | 'seconds' | 'ratio';
+import { requestAPI } from './request';
 
-export interface ISeriesSpec {
-  key: string;
-  label: string;
-}
-
-/** One chart of the Metrics tab. */
-export interface IChartSpec {
+/** One chart as `GET deployments/<id>/metrics/charts` serves it. */
+export interface IChart {
   id: string;
-  title: string;
-  unit: Unit;
-  series: ISeriesSpec[];
+  spec: IVegaLiteSpec;
 }
 
-/** The charts of the Metrics tab, in order. */
-export const CHARTS: IChartSpec[] = [
-  {
-    id: 'requests',
-    title: 'Requests per second',
-    unit: 'rps',
-    series: [
-      { key: 'requestsPerSecond', label: 'all' },
-      { key: 'predictRequestsPerSecond', label: 'predict' }
-    ]
-  },
-  {
-    id: 'success',
-    title: 'Success rate',
-    unit: 'percent',
-    series: [{ key: 'successRate', label: '2xx' }]
-  },
-  {
-    id: 'client-errors',
-    title: '4xx per second',
-    unit: 'rps',
-    series: [{ key: 'clientErrorsPerSecond', label: '4xx' }]
-  },
-  {
-    id: 'server-errors',
-    title: '5xx per second',
-    unit: 'rps',
-    series: [{ key: 'serverErrorsPerSecond', label: '5xx' }]
-  },
-  {
-    id: 'latency',
-    title: 'Latency',
-    unit: 'seconds',
-    series: [
-      { key: 'latencyP50', label: 'p50' },
-      { key: 'latencyP90', label: 'p90' },
-      { key: 'latencyP99', label: 'p99' }
-    ]
-  },
-  {
-    id: 'reward',
-    title: 'Reward',
-    unit: 'ratio',
-    series: [{ key: 'reward', label: 'reward' }]
-  }
-];
+/** The parts of a Vega-Lite spec this module reads or changes. */
+export interface IVegaLiteSpec {
+  width?: number | string;
+  encoding?: {
+    color?: { scale?: { domain?: string[]; range?: string[] } };
+  };
+  usermeta?: { chartId?: string; colorRoles?: Record<string, string> };
+  [key: string]: unknown;
+}
+
+/** `GET deployments/<id>/metrics/charts`. */
+export interface IMetricsCharts {
+  deploymentId: string;
+  window: number;
+  step: number;
+  summary: string;
+  totals: Record<string, number | null>;
+  charts: IChart[];
+}
 
 /** The time windows offered, in seconds, with the step that keeps ~180 points. */
 export const WINDOWS: { label: string; window: number; step: number }[] = [
@@ -72,136 +41,111 @@ export const WINDOWS: { label: string; window: number; step: number }[] = [
   { label: 'Last 6 hours', window: 21600, step: 120 }
 ];
 
-/** A value as a person reads it, in the chart's unit. */
-export function formatValue(
-  value: number | null | undefined,
-  unit: Unit
-): string {
-  if (value === null || value === undefined || Number.isNaN(value)) {
-    return '–';
-  }
-  switch (unit) {
-    case 'percent':
-      return `${round(value * 100)}%`;
-    case 'seconds':
-      return value < 1 ? `${round(value * 1000)} ms` : `${round(value)} s`;
-    case 'rps':
-      return `${round(value)}/s`;
-    default:
-      return `${round(value)}`;
-  }
-}
-
-function round(value: number): string {
-  const abs = Math.abs(value);
-  const digits = abs >= 100 ? 0 : abs >= 10 ? 1 : abs >= 1 ? 2 : 3;
-  return Number(value.toFixed(digits)).toString();
-}
-
-/** Smallest and largest non-null value over some series; null when there is none. */
-export function extentOf(
-  series: ((number | null)[] | undefined)[]
-): [number, number] | null {
-  let min = Infinity;
-  let max = -Infinity;
-  for (const values of series) {
-    for (const value of values ?? []) {
-      if (value !== null && Number.isFinite(value)) {
-        min = Math.min(min, value);
-        max = Math.max(max, value);
-      }
-    }
-  }
-  return min === Infinity ? null : [min, max];
-}
-
-/** The y range of a chart: from 0, to a round number above the data (percent: to 100%). */
-export function yDomain(
-  unit: Unit,
-  extent: [number, number] | null
-): [number, number] {
-  if (unit === 'percent' || unit === 'ratio') {
-    return [0, 1];
-  }
-  const top = extent ? extent[1] : 0;
-  return [0, top > 0 ? niceCeil(top) : 1];
-}
-
-/** 1, 2, 2.5 or 5 times a power of ten, at or above `value`. */
-export function niceCeil(value: number): number {
-  if (value <= 0) {
-    return 1;
-  }
-  const power = Math.pow(10, Math.floor(Math.log10(value)));
-  for (const factor of [1, 2, 2.5, 5, 10]) {
-    if (factor * power >= value * (1 - 1e-9)) {
-      return factor * power;
-    }
-  }
-  return 10 * power;
-}
-
-/**
- * An SVG path through the points, lifting the pen over nulls (no data is no line, not zero).
- *
- * @param values - one value per timestamp.
- * @param x - maps an index to a pixel.
- * @param y - maps a value to a pixel.
- */
-export function linePath(
-  values: (number | null)[],
-  x: (index: number) => number,
-  y: (value: number) => number
-): string {
-  let path = '';
-  let pen = false;
-  values.forEach((value, index) => {
-    if (value === null || !Number.isFinite(value)) {
-      pen = false;
-      return;
-    }
-    path += `${pen ? 'L' : 'M'}${x(index).toFixed(1)},${y(value).toFixed(1)}`;
-    pen = true;
+/** Fetch a deployment's charts over a window. */
+export function fetchCharts(
+  id: string,
+  window: number,
+  step: number,
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): Promise<IMetricsCharts> {
+  const query = new URLSearchParams({
+    window: String(window),
+    step: String(step)
   });
-  return path;
-}
-
-/** Indexes of values with no neighbour to draw a line to: they are drawn as dots. */
-export function isolatedPoints(values: (number | null)[]): number[] {
-  const ok = (i: number) =>
-    i >= 0 &&
-    i < values.length &&
-    values[i] !== null &&
-    Number.isFinite(values[i]);
-  return values.map((_, i) => i).filter(i => ok(i) && !ok(i - 1) && !ok(i + 1));
-}
-
-/** Whether the answer has anything to draw. */
-export function hasData(metrics: IMetrics | null): boolean {
-  if (!metrics || metrics.timestamps.length === 0) {
-    return false;
-  }
-  return Object.values(metrics.series).some(values =>
-    values.some(value => value !== null)
+  return requestAPI<IMetricsCharts>(
+    `deployments/${encodeURIComponent(id)}/metrics/charts?${query}`,
+    {},
+    settings
   );
 }
 
-/** The latest non-null value of a series. */
-export function lastValue(
-  values: (number | null)[] | undefined
-): number | null {
-  for (let i = (values?.length ?? 0) - 1; i >= 0; i--) {
-    const value = values![i];
-    if (value !== null && Number.isFinite(value)) {
-      return value;
-    }
-  }
-  return null;
+/** The CSS variable of each colour role the server names in `usermeta.colorRoles`. */
+export const ROLE_VARIABLES: Record<string, string> = {
+  success: '--jp-success-color1',
+  warn: '--jp-warn-color1',
+  error: '--jp-error-color1',
+  brand: '--jp-brand-color1',
+  accent: '--jp-accent-color1',
+  info: '--jp-info-color1'
+};
+
+/** Reads a CSS variable; '' when unset. */
+export type CSSReader = (name: string) => string;
+
+/** A reader of the computed CSS variables of an element (the theme's, in JupyterLab). */
+export function cssReader(node: Element = document.body): CSSReader {
+  const style = getComputedStyle(node);
+  return name => style.getPropertyValue(name).trim();
 }
 
-/** `HH:MM:SS` of a Unix time in seconds, in the user's time zone. */
-export function clockTime(seconds: number): string {
-  const date = new Date(seconds * 1000);
-  const pad = (n: number) => String(n).padStart(2, '0');
-  return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+/** A Vega config that draws text, axes and grid in the theme's colours and font. */
+export function themeConfig(css: CSSReader): Record<string, unknown> {
+  const text = css('--jp-ui-font-color1') || '#000';
+  const muted = css('--jp-ui-font-color2') || text;
+  const grid = css('--jp-border-color2') || muted;
+  const font = css('--jp-ui-font-family') || 'sans-serif';
+  const axis = {
+    labelColor: muted,
+    titleColor: muted,
+    domainColor: grid,
+    tickColor: grid,
+    gridColor: grid,
+    labelFont: font,
+    titleFont: font
+  };
+  return {
+    background: 'transparent',
+    font,
+    view: { stroke: 'transparent' },
+    axis,
+    legend: {
+      labelColor: text,
+      titleColor: text,
+      labelFont: font,
+      titleFont: font
+    },
+    title: {
+      color: text,
+      subtitleColor: muted,
+      font,
+      subtitleFont: font,
+      fontSize: 12
+    }
+  };
+}
+
+/**
+ * The spec with its series coloured by the theme (`usermeta.colorRoles` -> --jp-* variables)
+ * and `width` pixels wide in all (axes and legend included); the server's colours stay where a
+ * variable is unset.
+ */
+export function themedSpec(
+  spec: IVegaLiteSpec,
+  css: CSSReader,
+  width = 320
+): IVegaLiteSpec {
+  const copy = JSON.parse(JSON.stringify(spec)) as IVegaLiteSpec;
+  // A measured width rather than 'container': the chart is drawn once, at its final size.
+  copy.width = Math.max(160, Math.floor(width));
+  copy.autosize = { type: 'fit-x', contains: 'padding' };
+  const roles = copy.usermeta?.colorRoles ?? {};
+  const scale = copy.encoding?.color?.scale;
+  if (scale?.domain && scale.range) {
+    scale.range = scale.domain.map((label, i) => {
+      const variable = ROLE_VARIABLES[roles[label] ?? ''];
+      return (variable && css(variable)) || scale.range![i];
+    });
+  }
+  return copy;
+}
+
+/** Whether any chart has something to draw. */
+export function hasData(charts: IMetricsCharts | null): boolean {
+  return (
+    charts?.charts.some(chart => {
+      const values = (chart.spec.data as { values?: { value: unknown }[] })
+        ?.values;
+      return (values ?? []).some(row => row.value !== null);
+    }) ?? false
+  );
 }

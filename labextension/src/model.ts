@@ -11,6 +11,7 @@ import {
   PrimeHubAPI,
   TRANSITIONAL_PHASES
 } from './api';
+import { ChangeStream, IChangeEvent } from './events';
 import { matchesName } from './format';
 import { APIError } from './request';
 
@@ -73,6 +74,9 @@ export interface IPhaseChange {
 /** What the list shows instead of deployments, when it cannot show them. */
 export type ListState = 'loading' | 'ready' | 'error' | 'server-missing';
 
+/** How long to gather a burst of change events into one reload, in milliseconds. */
+const EVENT_COALESCE_MS = 100;
+
 /** The phases worth a notification. */
 const SETTLED: ReadonlySet<string> = new Set(['Deployed', 'Failed']);
 
@@ -83,6 +87,10 @@ const SETTLED: ReadonlySet<string> = new Set(['Deployed', 'Failed']);
  * slower and slower while nothing changes, with exponential backoff after errors. It stands
  * by while the panel is hidden (and while the browser tab is hidden), except that it keeps
  * watching a rollout in progress so that its notification still arrives.
+ *
+ * The server's change stream (`events.ts`) triggers a reload as soon as a deployment of the
+ * user's groups or a group changes; while the stream is live the poll only runs at `max`, as
+ * a safety net, and it takes over again when the stream breaks.
  */
 export class DeploymentListModel implements IDisposable {
   constructor(options: DeploymentListModel.IOptions) {
@@ -103,9 +111,26 @@ export class DeploymentListModel implements IDisposable {
           ? true
           : 'when-hidden'
     });
+    if (options.events ?? options.autoStart ?? true) {
+      this._stream = new ChangeStream({
+        settings: this.api.settings,
+        onEvent: event => this._onEvent(event),
+        onState: live => this._onLive(live)
+      });
+    }
   }
 
   readonly api: PrimeHubAPI;
+
+  /** Whether the server's change stream is connected (changes show at once). */
+  get live(): boolean {
+    return this._live;
+  }
+
+  /** Emitted for every change event of the stream (detail views follow their deployment). */
+  get remoteChanged(): ISignal<this, IChangeEvent> {
+    return this._remoteChanged;
+  }
 
   /** The signed-in user, once known. */
   get me(): IMe | null {
@@ -260,8 +285,36 @@ export class DeploymentListModel implements IDisposable {
     if (this.isDisposed) {
       return;
     }
+    this._stream?.dispose();
+    if (this._eventTimer !== null) {
+      clearTimeout(this._eventTimer);
+    }
     this._poll.dispose();
     Signal.clearData(this);
+  }
+
+  private _onEvent(event: IChangeEvent): void {
+    if (event.type === 'ready') {
+      return;
+    }
+    this._remoteChanged.emit(event);
+    if (this._eventTimer) {
+      return; // a reload is on its way and will see this change too
+    }
+    this._eventTimer = setTimeout(() => {
+      this._eventTimer = null;
+      this.load().catch(() => undefined);
+    }, EVENT_COALESCE_MS);
+  }
+
+  private _onLive(live: boolean): void {
+    this._live = live;
+    // Going live: catch up on what changed before the stream started. Going down: poll.
+    this._setInterval(true);
+    this._changed.emit();
+    if (live) {
+      this.load().catch(() => undefined);
+    }
   }
 
   private _ingest(list: IDeployment[]): void {
@@ -289,11 +342,13 @@ export class DeploymentListModel implements IDisposable {
   }
 
   private _setInterval(changed: boolean): void {
-    const interval = nextInterval(
-      this._poll.frequency.interval,
-      { transitional: this._all.some(isTransitional), changed },
-      this._intervals
-    );
+    const interval = this._live
+      ? this._intervals.max
+      : nextInterval(
+          this._poll.frequency.interval,
+          { transitional: this._all.some(isTransitional), changed },
+          this._intervals
+        );
     this._poll.frequency = { ...this._poll.frequency, interval };
   }
 
@@ -308,8 +363,12 @@ export class DeploymentListModel implements IDisposable {
   private _intervals: IIntervals;
   private _isVisible: () => boolean;
   private _poll: Poll;
+  private _stream: ChangeStream | null = null;
+  private _live = false;
+  private _eventTimer: ReturnType<typeof setTimeout> | null = null;
   private _changed = new Signal<this, void>(this);
   private _phaseChanged = new Signal<this, IPhaseChange>(this);
+  private _remoteChanged = new Signal<this, IChangeEvent>(this);
 }
 
 export namespace DeploymentListModel {
@@ -320,6 +379,8 @@ export namespace DeploymentListModel {
     intervals?: IIntervals;
     /** Start polling at once (default); tests call `load()` themselves. */
     autoStart?: boolean;
+    /** Subscribe to the server's change stream (default: as `autoStart`). */
+    events?: boolean;
   }
 }
 
@@ -344,6 +405,7 @@ export class DeploymentModel implements IDisposable {
       name: `primehub-jupyter:deployment:${options.id}`,
       standby: () => (this._isVisible() ? 'when-hidden' : true)
     });
+    this._list?.remoteChanged.connect(this._onRemote, this);
   }
 
   readonly api: PrimeHubAPI;
@@ -409,16 +471,32 @@ export class DeploymentModel implements IDisposable {
         (this._deployment.status.history?.length ?? 0);
     this._deployment = deployment;
     this._error = '';
-    const interval = nextInterval(
-      this._poll.frequency.interval,
-      { transitional: isTransitional(deployment), changed },
-      this._intervals
-    );
+    // With the change stream live, events bring changes: the poll is only a safety net.
+    const interval = this._list?.live
+      ? this._intervals.max
+      : nextInterval(
+          this._poll.frequency.interval,
+          { transitional: isTransitional(deployment), changed },
+          this._intervals
+        );
     this._poll.frequency = { ...this._poll.frequency, interval };
     this._list?.observe(deployment);
     if (changed) {
       this._changed.emit();
     }
+  }
+
+  /** A change event: reload at once if it is about this deployment (or its group's rules). */
+  private _onRemote(_: DeploymentListModel, event: IChangeEvent): void {
+    const mine = event.id === this.id || event.type === 'groups';
+    if (!mine || this._gone || this._reloading || !this._isVisible()) {
+      return;
+    }
+    this._reloading = true;
+    setTimeout(() => {
+      this._reloading = false;
+      this.load().catch(() => undefined);
+    }, EVENT_COALESCE_MS);
   }
 
   /** The deployment was deleted from this view. */
@@ -440,6 +518,7 @@ export class DeploymentModel implements IDisposable {
   private _deployment: IDeployment | null = null;
   private _error = '';
   private _gone = false;
+  private _reloading = false;
   private _list: DeploymentListModel | null;
   private _intervals: IIntervals;
   private _isVisible: () => boolean;

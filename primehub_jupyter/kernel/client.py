@@ -260,6 +260,18 @@ class Client:
         params = {"window": str(window), "step": str(step)}
         return self._json("GET", f"deployments/{quote(deployment_id)}/metrics", params=params)
 
+    def events(self, *, heartbeat: int = 5) -> EventStream:
+        """The change stream of the user's groups (GET events): iterate for its events."""
+        response = self.request(
+            "GET",
+            "events",
+            params={"heartbeat": str(heartbeat)},
+            stream=True,
+            # A stream that stays silent for three heartbeats is dead: let the read fail.
+            timeout=(self.timeout, heartbeat * 3),
+        )
+        return EventStream(response)
+
     # ---- history, logs, clients, invoke -----------------------------------------------
 
     def history(self, deployment_id: str) -> builtins.list[dict[str, Any]]:
@@ -344,3 +356,33 @@ class Client:
             return response.json()
         except ValueError:
             return response.text
+
+
+class EventStream:
+    """Server-sent events as dicts ({"type": "ready" | "deployment" | "groups" ...});
+    heartbeats come as {"type": "heartbeat"}. `close()` ends it from any thread."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+
+    def __iter__(self) -> Generator[dict[str, Any], None, None]:
+        data: list[str] = []
+        with self.response:
+            for line in self.response.iter_lines(decode_unicode=True):
+                if line is None:
+                    continue
+                if line.startswith(":"):
+                    yield {"type": "heartbeat"}
+                elif line.startswith("data:"):
+                    data.append(line[5:].removeprefix(" "))
+                elif line == "" and data:
+                    try:
+                        event = json.loads("\n".join(data))
+                    except ValueError:
+                        event = None
+                    data = []
+                    if isinstance(event, dict) and isinstance(event.get("type"), str):
+                        yield event
+
+    def close(self) -> None:
+        self.response.close()

@@ -14,9 +14,10 @@ from typing import Any
 import yaml
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
+from ..core import charts
 from .client import Client, DeploymentFailed, PrimeHubError, WaitTimeout
 from .deployment import Deployment, from_response, package_for_deploy, to_payload
-from .display import Table, esc, html_table, metric_charts, phase_badge
+from .display import Table, esc, html_table, phase_badge
 from .words import describe_changes, display_value, field_label, in_words, local_time
 
 
@@ -614,28 +615,16 @@ class NewClient(dict):
 
 
 class MetricsView:
-    """`%phdeploy metrics`: charts in Jupyter, the totals as text elsewhere."""
+    """`%phdeploy metrics`: Vega-Lite charts in Jupyter (its own Vega renderer), totals as text."""
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
 
-    def _summary(self) -> str:
-        t = self.data["totals"]
-        reward = f", reward {t['reward']:.2f}" if t.get("reward") is not None else ""
-        return (
-            f"{self.data['deploymentId']}, last {self.data['window']:g} s: {t['requests']} "
-            f"requests ({t['predictRequests']} predictions), {t['clientErrors']} 4xx, "
-            f"{t['serverErrors']} 5xx, {t['feedback']} feedback{reward}"
-        )
-
     def __repr__(self) -> str:
-        return self._summary()
+        return charts.summary(self.data)
 
-    def _repr_html_(self) -> str:
-        charts = "".join(
-            f"<div style='display:inline-block'>{c}</div>" for c in metric_charts(self.data)
-        )
-        return f"<div class='ph-metrics'><div>{esc(self._summary())}</div>{charts}</div>"
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return charts.bundle(self.data)
 
 
 def load_ipython_extension(ipython: Any) -> None:

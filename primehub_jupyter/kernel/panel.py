@@ -83,8 +83,13 @@ class DeploymentPanel(w.VBox):
     >>> from primehub_jupyter import DeploymentPanel
     >>> DeploymentPanel()
 
-    The list refreshes itself every `refresh_seconds` (0: never) until the panel is closed.
+    The list refreshes itself every `refresh_seconds` (0: never) until the panel is closed,
+    and at once when the server's change stream (GET events) says that a deployment of the
+    user's groups or a group changed; while that stream is live, polling slows down sixfold.
     """
+
+    #: While the change stream is live, polling is a safety net: this many times slower.
+    LIVE_SLOWDOWN = 6
 
     def __init__(
         self,
@@ -134,9 +139,14 @@ class DeploymentPanel(w.VBox):
         self._stop = threading.Event()
         self.refresh()
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
+        self._events: Any = None
+        self.live = False
         if refresh_seconds > 0:
             self._thread = threading.Thread(target=self._auto_refresh, daemon=True)
             self._thread.start()
+            self._listener = threading.Thread(target=self._listen, daemon=True)
+            self._listener.start()
 
     # ---- navigation -------------------------------------------------------------------
 
@@ -210,8 +220,33 @@ class DeploymentPanel(w.VBox):
                 del self.rows[stale]
             self.list_box.children = rows
 
+    def _closed(self) -> bool:
+        # In a kernel a widget has a comm until it is closed, from either side.
+        return self._stop.is_set() or (self._had_comm and self.comm is None)
+
+    def _listen(self) -> None:
+        """Follow the change stream in this thread; reconnect after a break, while open."""
+        while not self._closed():
+            try:
+                self._events = self.client.events()
+                for event in self._events:
+                    if self._closed():
+                        break
+                    if event["type"] == "ready":
+                        self.live = True
+                        self.refresh()  # whatever changed before the stream started
+                    elif event["type"] in ("deployment", "groups"):
+                        self.refresh()
+            except Exception:  # no stream (older server, network): the poll carries on
+                pass
+            finally:
+                self.live = False
+                if self._events is not None:
+                    self._events.close()
+            self._stop.wait(self.refresh_seconds * self.LIVE_SLOWDOWN)
+
     def _auto_refresh(self) -> None:
-        while not self._stop.wait(self.refresh_seconds):
+        while not self._stop.wait(self.refresh_seconds * (self.LIVE_SLOWDOWN if self.live else 1)):
             # In a kernel a widget has a comm until it is closed, from either side.
             if self._had_comm and self.comm is None:
                 break
@@ -227,6 +262,9 @@ class DeploymentPanel(w.VBox):
     def close(self) -> None:
         """Stop the automatic refresh and close every widget of the panel."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self.refresh_seconds + 30)
+        if self._events is not None:
+            self._events.close()  # ends the listener's blocking read
+        for thread in (self._thread, self._listener):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=self.refresh_seconds * self.LIVE_SLOWDOWN + 30)
         super().close()

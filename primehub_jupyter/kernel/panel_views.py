@@ -8,9 +8,10 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..core import charts
 from .client import Client, PrimeHubError
 from .deployment import Deployment, looks_like_model, package_for_deploy
-from .display import copy_button, esc, html_table, metric_charts, phase_badge, time_html
+from .display import copy_button, esc, html_table, phase_badge, time_html
 from .words import (
     describe_changes,
     display_value,
@@ -317,7 +318,9 @@ class DeploymentDetail(w.VBox):
         # Metrics
         self.window = w.Dropdown(options=list(WINDOWS.items()), value=900, description="Window")
         self.metrics_refresh = button(description="Reload", icon="refresh")
-        self.metrics_view = w.HTML()
+        # An Output shows the charts through JupyterLab's own Vega renderer.
+        self.metrics_view = w.Output()
+        self.metrics_error = w.HTML()
         self.window.observe(lambda _: self.load_metrics(), "value")
         self.metrics_refresh.on_click(lambda _: self.load_metrics())
         self.tabs = w.Tab(
@@ -329,7 +332,8 @@ class DeploymentDetail(w.VBox):
                         self.revision_view]),
                 w.VBox([self.clients_view, w.HBox([self.client_name, self.add_client]),
                         self.token_box]),
-                w.VBox([w.HBox([self.window, self.metrics_refresh]), self.metrics_view]),
+                w.VBox([w.HBox([self.window, self.metrics_refresh]), self.metrics_error,
+                        self.metrics_view]),
             ]
         )  # fmt: skip
         for index, title in enumerate(self.TABS):
@@ -539,25 +543,12 @@ class DeploymentDetail(w.VBox):
         try:
             data = self.client.metrics(self.deployment_id, window=self.window.value, step=15)
         except PrimeHubError as error:
-            self.metrics_view.value = _error_html(error.message)
+            self.metrics_error.value = _error_html(error.message)
             return
-        charts = "".join(
-            f"<div style='display:inline-block'>{c}</div>" for c in metric_charts(data)
-        )
-        rows = []
-        for name, series in data["replicas"].items():
-            cpu = next((v for v in reversed(series["cpu"]) if v is not None), None)
-            memory = next((v for v in reversed(series["memory"]) if v is not None), None)
-            rows.append([
-                name, "-" if cpu is None else f"{cpu:.2f}",
-                "-" if memory is None else f"{memory / 2**20:.0f} MiB",
-            ])  # fmt: skip
-        totals = data["totals"]
-        self.metrics_view.value = (
-            f"<div class='ph-metrics'><div>{totals['requests']} requests, "
-            f"{totals['clientErrors']} 4xx, {totals['serverErrors']} 5xx in the window</div>"
-            f"{charts}{html_table(['replica', 'CPU (cores)', 'memory'], rows)}</div>"
-        )
+        self.metrics_error.value = ""
+        # Set the outputs directly (no `with output:`): this may run on the refresh thread.
+        output = {"output_type": "display_data", "data": charts.bundle(data), "metadata": {}}
+        self.metrics_view.outputs = (output,)
 
     # ---- actions ----------------------------------------------------------------------
 

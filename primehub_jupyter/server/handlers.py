@@ -407,3 +407,6 @@ default_handlers: list[tuple[str, type]] = [
     (rf"{PREFIX}/deployments/{ID}/invoke", InvokeHandler),
     (rf"{PREFIX}/deployments/{ID}/invoke/(?P<path>.+)", InvokeHandler),
 ]
+
+# The event stream and the metrics charts live in events.py, which adds its routes above.
+from . import events as _events  # noqa: E402, F401

@@ -421,6 +421,8 @@ _DEFAULT = "api/v1.0/predictions"
 
 def openapi_document(base_url: str = "/") -> dict[str, Any]:
     """The OpenAPI document for a server mounted at `base_url`."""
+    from .events import openapi_paths  # here: events.py imports the handlers, which import us
+
     return {
         "openapi": "3.1.0",
         "info": {
@@ -431,7 +433,7 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
         },
         "servers": [{"url": base_url.rstrip("/") + "/primehub/api"}],
         "security": [{"token": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **openapi_paths({"content": _json(_ref("Error"), "")["content"]})},
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {

@@ -1,152 +1,112 @@
 /**
- * The Metrics tab: small SVG line charts over the metrics endpoint.
- *
- * Drawn by hand rather than with a chart library: six line charts with a hover readout
- * need ~150 lines, add nothing to the bundle, and take their colours straight from
- * JupyterLab's CSS variables, so they follow the theme with no extra work.
+ * The Metrics tab: the server's Vega-Lite charts (core/charts.py, the one chart definition),
+ * rendered with vega-embed and coloured by the JupyterLab theme.
  */
 
 import * as React from 'react';
+import embed, { EmbedOptions, Result, VisualizationSpec } from 'vega-embed';
 
-import { IDeployment, IMetrics, PrimeHubAPI } from '../api';
+import { IDeployment, PrimeHubAPI } from '../api';
 import {
-  CHARTS,
-  clockTime,
-  extentOf,
-  formatValue,
+  cssReader,
+  fetchCharts,
   hasData,
-  IChartSpec,
-  isolatedPoints,
-  lastValue,
-  linePath,
-  WINDOWS,
-  yDomain
+  IChart,
+  IMetricsCharts,
+  themeConfig,
+  themedSpec,
+  WINDOWS
 } from '../metrics';
 import { APIError } from '../request';
 import { ErrorMessage, messageOf } from './common';
 
-const HEIGHT = 120;
-const PAD = { left: 44, right: 8, top: 8, bottom: 18 };
+/** Changes whenever JupyterLab switches between a light and a dark theme. */
+function useThemeKey(): string {
+  const read = () =>
+    `${document.body.dataset.jpThemeLight ?? ''}:${document.body.dataset.jpThemeName ?? ''}`;
+  const [key, setKey] = React.useState(read);
+  React.useEffect(() => {
+    const observer = new MutationObserver(() => setKey(read()));
+    observer.observe(document.body, {
+      attributes: true,
+      attributeFilter: ['data-jp-theme-light', 'data-jp-theme-name']
+    });
+    return () => observer.disconnect();
+  }, []);
+  return key;
+}
 
-/** The width of an element, kept up to date. */
-function useWidth(ref: React.RefObject<HTMLElement>, fallback = 320): number {
-  const [width, setWidth] = React.useState(fallback);
+/** The content width of an element, kept up to date (0 until it is laid out). */
+function useWidth(ref: React.RefObject<HTMLElement>): number {
+  const [width, setWidth] = React.useState(0);
   React.useLayoutEffect(() => {
     const node = ref.current;
     if (!node) {
       return;
     }
-    setWidth(node.clientWidth || fallback);
-    if (typeof ResizeObserver === 'undefined') {
-      return;
-    }
+    setWidth(node.clientWidth);
     const observer = new ResizeObserver(entries => {
+      // Whole pixels, and only real changes: each change redraws the chart.
       const next = Math.round(entries[0].contentRect.width);
-      if (next > 0) {
-        setWidth(next);
-      }
+      setWidth(previous => (Math.abs(previous - next) >= 2 ? next : previous));
     });
     observer.observe(node);
     return () => observer.disconnect();
-  }, [ref, fallback]);
+  }, [ref]);
   return width;
 }
 
-/** One chart: its series as lines, a y axis, and the values under the pointer. */
-export function Chart(props: {
-  spec: IChartSpec;
-  metrics: IMetrics;
-}): JSX.Element {
-  const { spec, metrics } = props;
+/** One chart, drawn by vega-embed into its own element. */
+export function Chart(props: { chart: IChart; theme: string }): JSX.Element {
+  const { chart, theme } = props;
   const box = React.useRef<HTMLDivElement>(null);
+  const [error, setError] = React.useState('');
+  // Redraw only when the spec changed (a reload usually brings new data, not always).
+  const spec = React.useMemo(() => JSON.stringify(chart.spec), [chart.spec]);
   const width = useWidth(box);
-  const [hover, setHover] = React.useState<number | null>(null);
-  const series = spec.series.map(s => ({
-    ...s,
-    values: metrics.series[s.key] ?? []
-  }));
-  const n = metrics.timestamps.length;
-  const [y0, y1] = yDomain(spec.unit, extentOf(series.map(s => s.values)));
-  const plotW = Math.max(10, width - PAD.left - PAD.right);
-  const plotH = HEIGHT - PAD.top - PAD.bottom;
-  const x = (i: number) => PAD.left + (n <= 1 ? 0 : (i / (n - 1)) * plotW);
-  const y = (v: number) =>
-    PAD.top + plotH - ((v - y0) / (y1 - y0 || 1)) * plotH;
-  const ticks = [y0, (y0 + y1) / 2, y1];
-  const at = hover ?? n - 1;
-  const summary = series
-    .map(s => `${s.label} ${formatValue(lastValue(s.values), spec.unit)}`)
-    .join(', ');
-
-  const onMove = (event: React.MouseEvent<SVGSVGElement>) => {
-    const rect = event.currentTarget.getBoundingClientRect();
-    const px = event.clientX - rect.left - PAD.left;
-    const index = Math.round((px / plotW) * (n - 1));
-    setHover(Math.min(n - 1, Math.max(0, index)));
-  };
-
+  React.useEffect(() => {
+    const node = box.current;
+    if (!node || width === 0) {
+      return;
+    }
+    let result: Result | null = null;
+    let live = true;
+    const css = cssReader(node);
+    const dark = document.body.dataset.jpThemeLight === 'false';
+    // A fresh element per drawing: the previous view is finalized with its own element, so
+    // nothing of it (a resize listener) acts on the new one.
+    const target = document.createElement('div');
+    node.replaceChildren(target);
+    embed(
+      target,
+      themedSpec(JSON.parse(spec), css, width) as unknown as VisualizationSpec,
+      {
+        actions: false,
+        renderer: 'svg',
+        mode: 'vega-lite',
+        config: themeConfig(css) as EmbedOptions['config'],
+        tooltip: { theme: dark ? 'dark' : 'light' }
+      }
+    )
+      .then(r => {
+        if (live) {
+          result = r;
+          setError('');
+        } else {
+          r.finalize();
+        }
+      })
+      .catch(e => live && setError(messageOf(e)));
+    return () => {
+      live = false;
+      result?.finalize();
+      target.remove();
+    };
+  }, [spec, theme, width]);
   return (
-    <figure className="jp-PrimeHub-chart" data-chart={spec.id}>
-      <figcaption>
-        <span className="jp-PrimeHub-chart-title">{spec.title}</span>
-        <span className="jp-PrimeHub-chart-readout">
-          {n > 0 ? `${clockTime(metrics.timestamps[at])} ` : ''}
-          {series.map((s, i) => (
-            <span key={s.key} className={`jp-PrimeHub-series-${i}`}>
-              {s.label} {formatValue(s.values[at] ?? null, spec.unit)}{' '}
-            </span>
-          ))}
-        </span>
-      </figcaption>
-      <div ref={box} className="jp-PrimeHub-chart-box">
-        <svg
-          width={width}
-          height={HEIGHT}
-          role="img"
-          aria-label={`${spec.title}, latest: ${summary}`}
-          onMouseMove={onMove}
-          onMouseLeave={() => setHover(null)}
-        >
-          {ticks.map(t => (
-            <g key={t} className="jp-PrimeHub-chart-grid">
-              <line x1={PAD.left} x2={PAD.left + plotW} y1={y(t)} y2={y(t)} />
-              <text x={PAD.left - 4} y={y(t) + 3} textAnchor="end">
-                {formatValue(t, spec.unit)}
-              </text>
-            </g>
-          ))}
-          {n > 0 ? (
-            <g className="jp-PrimeHub-chart-grid">
-              <text x={PAD.left} y={HEIGHT - 4}>
-                {clockTime(metrics.timestamps[0])}
-              </text>
-              <text x={PAD.left + plotW} y={HEIGHT - 4} textAnchor="end">
-                {clockTime(metrics.timestamps[n - 1])}
-              </text>
-            </g>
-          ) : null}
-          {series.map((s, i) => (
-            <g key={s.key} className={`jp-PrimeHub-series-${i}`}>
-              <path
-                className="jp-PrimeHub-chart-line"
-                d={linePath(s.values, x, y)}
-              />
-              {isolatedPoints(s.values).map(p => (
-                <circle key={p} cx={x(p)} cy={y(s.values[p]!)} r={2} />
-              ))}
-            </g>
-          ))}
-          {hover !== null ? (
-            <line
-              className="jp-PrimeHub-chart-cursor"
-              x1={x(hover)}
-              x2={x(hover)}
-              y1={PAD.top}
-              y2={PAD.top + plotH}
-            />
-          ) : null}
-        </svg>
-      </div>
+    <figure className="jp-PrimeHub-chart" data-chart={chart.id}>
+      <div ref={box} className="jp-PrimeHub-chart-box" />
+      <ErrorMessage message={error} />
     </figure>
   );
 }
@@ -159,8 +119,9 @@ export function MetricsTab(props: {
   deployment: IDeployment;
 }): JSX.Element {
   const { api, deployment } = props;
+  const theme = useThemeKey();
   const [choice, setChoice] = React.useState(1);
-  const [metrics, setMetrics] = React.useState<IMetrics | null>(null);
+  const [charts, setCharts] = React.useState<IMetricsCharts | null>(null);
   const [state, setState] = React.useState<
     'loading' | 'ready' | 'missing' | 'error'
   >('loading');
@@ -173,11 +134,16 @@ export function MetricsTab(props: {
     let timer = 0;
     const load = async () => {
       try {
-        const found = await api.metrics(deployment.id, span, step);
+        const found = await fetchCharts(
+          deployment.id,
+          span,
+          step,
+          api.settings
+        );
         if (!live) {
           return;
         }
-        setMetrics(found);
+        setCharts(found);
         setState('ready');
         setError('');
       } catch (e) {
@@ -215,7 +181,6 @@ export function MetricsTab(props: {
       </div>
     );
   }
-  const totals = metrics?.totals ?? {};
   return (
     <div className="jp-PrimeHub-metrics">
       <div className="jp-PrimeHub-row">
@@ -231,30 +196,24 @@ export function MetricsTab(props: {
             </option>
           ))}
         </select>
-        {metrics ? (
-          <span className="jp-PrimeHub-muted jp-PrimeHub-totals">
-            Totals: {totals.requests ?? 0} requests, {totals.clientErrors ?? 0}{' '}
-            4xx, {totals.serverErrors ?? 0} 5xx, {totals.feedback ?? 0} feedback
-            {typeof totals.reward === 'number'
-              ? `, reward ${formatValue(totals.reward, 'ratio')}`
-              : ''}
-          </span>
-        ) : null}
       </div>
+      {charts ? (
+        <p className="jp-PrimeHub-muted jp-PrimeHub-totals">{charts.summary}</p>
+      ) : null}
       <ErrorMessage message={error} />
       {state === 'loading' ? (
         <p className="jp-PrimeHub-muted">Loading metrics…</p>
       ) : null}
-      {metrics && !hasData(metrics) ? (
+      {charts && !hasData(charts) ? (
         <p className="jp-PrimeHub-muted">
           No requests in this window yet: call the endpoint (see Information,
           Run an Example).
         </p>
       ) : null}
-      {metrics ? (
+      {charts ? (
         <div className="jp-PrimeHub-charts">
-          {CHARTS.map(spec => (
-            <Chart key={spec.id} spec={spec} metrics={metrics} />
+          {charts.charts.map(chart => (
+            <Chart key={chart.id} chart={chart} theme={theme} />
           ))}
         </div>
       ) : null}

@@ -207,6 +207,17 @@ export function DeploymentList(props: {
       <header className="jp-PrimeHub-sidebar-header">
         <h2 className="jp-PrimeHub-sidebar-title">Model Deployments</h2>
         <div className="jp-PrimeHub-toolbar">
+          <span
+            className="jp-PrimeHub-live"
+            data-live={model.live ? 'true' : 'false'}
+            role="img"
+            aria-label={model.live ? 'Live updates' : 'Polling for updates'}
+            title={
+              model.live
+                ? 'Live: changes show as they happen'
+                : 'Checking for changes every few seconds'
+            }
+          />
           <button
             type="button"
             className="jp-PrimeHub-icon-button"
