@@ -342,10 +342,11 @@ class DeploymentService:
     ) -> Deployment:
         """Stop (replicas go away, the spec stays) or start a deployment."""
 
+        # History entries say what happened when the caller gave no message of their own.
+        said = message if message not in (None, "") else ("stopped" if stop else "started")
+
         def build(current: Deployment) -> DeploymentSpec:
-            return current.spec.model_copy(
-                update={"stop": stop, "update_message": message if message is not None else ""}
-            )
+            return current.spec.model_copy(update={"stop": stop, "update_message": said})
 
         return await self._change(user, deployment_id, build)
 
