@@ -14,9 +14,11 @@ from typing import Any
 import psutil
 
 from ...core.config import ConfigStore, format_memory
+from ...core.errors import StorageUnavailable
 from ...core.models import DeploymentSpec, Phase, utcnow
 from ...core.quota import Usage, quota_problem_for_usage, requested
 from ...serving.settings import model_server_args as metadata_args
+from .adoption import mark_env
 from .gateway_process import GatewayProcess, child_env
 from .processes import Prober, append_engine_line, bind_loopback, spawn
 from .replica import CRASHED, READY, RETIRING, STARTING, TERMINATING, Replica, Runtime
@@ -56,6 +58,8 @@ class Reconciler:
     _wake: asyncio.Event
     _tasks: set[asyncio.Task]
     _tick_lock: asyncio.Lock
+    _pending_rows: dict[str, ReplicaRecord | None]
+    _storage_failing: bool
 
     @property
     def store(self) -> Store:  # pragma: no cover - overridden by LocalEngine
@@ -72,6 +76,10 @@ class Reconciler:
         raise NotImplementedError
 
     def kick(self) -> None:  # pragma: no cover - overridden by LocalEngine
+        raise NotImplementedError
+
+    @property
+    def engine_id(self) -> str:  # pragma: no cover - overridden by LocalEngine
         raise NotImplementedError
 
     async def _run(self) -> None:
@@ -104,11 +112,12 @@ class Reconciler:
         assert self._gateway is not None
         await self._gateway.ensure_running()
         config = self.config_store.get()
+        await self._flush_pending_rows()
         await self._probe_all()
         admitted_by_group: dict[str, Usage] = {}
         machine = Usage()
         for runtime in sorted(self._runtimes.values(), key=lambda r: r.seq):
-            if runtime.deleted:
+            if runtime.deleted or runtime.quarantined:
                 continue
             await self._reconcile(runtime, config, admitted_by_group)
             if runtime.admitted is not None:
@@ -135,8 +144,64 @@ class Reconciler:
     async def _save_phase(self, runtime: Runtime) -> None:
         current = (runtime.phase.value, runtime.message)
         if current != runtime.saved_phase and not runtime.deleted:
+            try:
+                await self.store.save_phase(runtime.id, *current)
+            except StorageUnavailable as error:
+                self._storage_failed(error)  # kept in memory; saved by a later tick
+                return
+            self._storage_ok()
             runtime.saved_phase = current
-            await self.store.save_phase(runtime.id, *current)
+
+    # ---- replica rows: written with retries, never lost from memory ---------------------
+
+    def _record_of(self, replica: Replica) -> ReplicaRecord:
+        handle = replica.handle
+        return ReplicaRecord(
+            name=replica.name,
+            deployment_id=replica.deployment_id,
+            slot=replica.slot,
+            template=replica.template,
+            # pid 0: the intent to start it (written before the spawn), completed after.
+            pid=handle.pid if handle is not None else 0,
+            create_time=handle.create_time if handle is not None else 0.0,
+            port=replica.port,
+            restarts=replica.restarts,
+            start_time=replica.start_time,
+        )
+
+    async def _write_replica(self, name: str, record: ReplicaRecord | None) -> bool:
+        """Store (or with None forget) a replica's row; when storage fails, a later tick retries.
+
+        The process itself is known in memory and carries its mark, so a failed write loses
+        nothing: the row only speeds up adoption after a restart.
+        """
+        self._pending_rows.pop(name, None)
+        try:
+            if record is None:
+                await self.store.forget_replica(name)
+            else:
+                await self.store.save_replica(record)
+        except StorageUnavailable as error:
+            self._storage_failed(error)
+            self._pending_rows.setdefault(name, record)
+            return False
+        self._storage_ok()
+        return True
+
+    async def _flush_pending_rows(self) -> None:
+        for name, record in list(self._pending_rows.items()):
+            if not await self._write_replica(name, record):
+                return  # still failing: the rest waits for the next tick
+
+    def _storage_failed(self, error: StorageUnavailable) -> None:
+        if not self._storage_failing:
+            self.log.error("PrimeHub state is not being saved: %s", error.message)
+        self._storage_failing = True
+
+    def _storage_ok(self) -> None:
+        if self._storage_failing:
+            self.log.warning("PrimeHub state is saved again")
+        self._storage_failing = False
 
     def _template(self, spec: DeploymentSpec) -> str:
         predictor = spec.predictor
@@ -296,7 +361,7 @@ class Reconciler:
                 continue
             if replica.handle is None or not replica.alive:
                 runtime.replicas.remove(replica)
-                self._spawn_task(self.store.forget_replica(replica.name))
+                self._spawn_task(self._write_replica(replica.name, None))
                 continue
             replica.state = RETIRING
 
@@ -310,7 +375,7 @@ class Reconciler:
         if replica in runtime.replicas:
             runtime.replicas.remove(replica)
         if not runtime.deleted:
-            await self.store.forget_replica(replica.name)
+            await self._write_replica(replica.name, None)
         self.kick()
 
     async def _start_replica(self, runtime: Runtime, replica: Replica) -> None:
@@ -322,6 +387,13 @@ class Reconciler:
         replica.termination_log.unlink(missing_ok=True)
         bundle = self.resolve_model_uri(spec.predictor.model_uri or "")
         sock = bind_loopback()
+        replica.port = sock.getsockname()[1]
+        # The intent first (no pid yet); a failed write does not stop the start: the process
+        # carries its mark, so a restarted server finds it either way.
+        await self._write_replica(replica.name, self._record_of(replica))
+        if runtime.deleted or replica not in runtime.replicas:
+            sock.close()  # deleted (or retired) while the intent was being written
+            return
         try:
             argv = [
                 self.python_executable,
@@ -350,11 +422,11 @@ class Reconciler:
                 "OMP_NUM_THREADS": threads,
                 "OPENBLAS_NUM_THREADS": threads,
                 "MKL_NUM_THREADS": threads,
-                "PRIMEHUB_DEPLOYMENT_ID": runtime.id,
-                "PRIMEHUB_REPLICA": replica.name,
                 "PREDICTIVE_UNIT_ID": spec.predictor.name,
                 "SELDON_DEPLOYMENT_ID": runtime.id,
                 **{e.name: e.value for e in spec.env},
+                # Last, so a user's env cannot change the mark adoption relies on.
+                **mark_env(self.engine_id, runtime.id, replica.name, replica.port),
             }
             if replica.restarts:
                 append_engine_line(
@@ -369,25 +441,12 @@ class Reconciler:
                 cwd=replica.directory,
                 pass_fds=(sock.fileno(),),
             )
-            replica.port = sock.getsockname()[1]
         finally:
             sock.close()
         replica.state = STARTING
         replica.start_time = utcnow()
         replica.probe_failures = 0
-        await self.store.save_replica(
-            ReplicaRecord(
-                name=replica.name,
-                deployment_id=runtime.id,
-                slot=replica.slot,
-                template=replica.template,
-                pid=replica.handle.pid,
-                create_time=replica.handle.create_time,
-                port=replica.port,
-                restarts=replica.restarts,
-                start_time=replica.start_time,
-            )
-        )
+        await self._write_replica(replica.name, self._record_of(replica))
 
     async def _observe_exits(self, runtime: Runtime) -> None:
         """Notice replicas that ended, record why, schedule their restart with backoff."""
@@ -447,6 +506,7 @@ class Reconciler:
             return
         if ok:
             replica.probe_failures = 0
+            replica.verified = True
             if replica.state == STARTING:
                 replica.state = READY
                 replica.load_error = ""
@@ -454,7 +514,8 @@ class Reconciler:
                 self.kick()
             return
         replica.probe_failures += 1
-        if replica.state == READY and replica.probe_failures >= PROBE_FAILURES_UNREADY:
+        failures = PROBE_FAILURES_UNREADY if replica.verified else 1
+        if replica.state == READY and replica.probe_failures >= failures:
             replica.state = STARTING
             append_engine_line(replica.log_file, "replica not answering health checks")
             self.kick()

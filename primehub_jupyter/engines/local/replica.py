@@ -38,6 +38,9 @@ class Replica:
     probing: bool = False
     load_error: str = ""
     last_exit: str = ""
+    # False for a replica adopted from an earlier server: it is routed at once (it was serving)
+    # and the first failed probe, rather than the third, takes it out of traffic.
+    verified: bool = True
 
     @property
     def url(self) -> str:
@@ -90,6 +93,7 @@ class Runtime:
     saved_phase: tuple[str, str] | None = None
     routed: list[Replica] = field(default_factory=list)
     deleted: bool = False
+    quarantined: str = ""  # why the stored deployment could not be read; nothing runs for it
 
     @property
     def id(self) -> str:
