@@ -258,9 +258,8 @@ class LocalEngine(Reconciler, Engine):
             restarts=record.restarts,
             start_time=record.start_time or utcnow(),
             # It was serving when the last server stopped: keep it routed from the first
-            # routes push; a failed probe takes it out (a restart drops no request).
+            # routes push until probes say otherwise (a restart drops no request).
             state=READY,
-            verified=False,
         )
         runtime.replicas.append(replica)
         runtime.template = record.template

@@ -506,7 +506,6 @@ class Reconciler:
             return
         if ok:
             replica.probe_failures = 0
-            replica.verified = True
             if replica.state == STARTING:
                 replica.state = READY
                 replica.load_error = ""
@@ -514,8 +513,7 @@ class Reconciler:
                 self.kick()
             return
         replica.probe_failures += 1
-        failures = PROBE_FAILURES_UNREADY if replica.verified else 1
-        if replica.state == READY and replica.probe_failures >= failures:
+        if replica.state == READY and replica.probe_failures >= PROBE_FAILURES_UNREADY:
             replica.state = STARTING
             append_engine_line(replica.log_file, "replica not answering health checks")
             self.kick()

@@ -38,9 +38,6 @@ class Replica:
     probing: bool = False
     load_error: str = ""
     last_exit: str = ""
-    # False for a replica adopted from an earlier server: it is routed at once (it was serving)
-    # and the first failed probe, rather than the third, takes it out of traffic.
-    verified: bool = True
 
     @property
     def url(self) -> str:
