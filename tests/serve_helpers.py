@@ -185,3 +185,13 @@ def gateway_process(data_dir: Path) -> psutil.Process | None:
         if "primehub_jupyter.gateway" in proc.info["cmdline"]:
             return proc
     return None
+
+
+def wait_for(predicate: Any, limit: float = 60, what: str = "condition") -> Any:
+    """Poll until truthy (from a thread, no event loop); the limit only bounds a hang."""
+    deadline = time.monotonic() + limit
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value

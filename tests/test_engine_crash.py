@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from .conftest import RequestLoop
-from .serve_helpers import PAYLOAD, Serve, deployment_spec, replica_names, replica_processes
+from .serve_helpers import (
+    PAYLOAD,
+    Serve,
+    deployment_spec,
+    replica_names,
+    replica_processes,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -17,16 +24,6 @@ def serve(tmp_path: Path):
     server.start()
     yield server
     server.cleanup()
-
-
-def wait_for(predicate, limit: float = 60, what: str = "condition"):
-    """Poll until truthy; the limit only bounds a hang."""
-    deadline = time.monotonic() + limit
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.mark.parametrize("offset_ms", [0, 10, 20, 30, 60])
