@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,25 +60,40 @@ def scan(engine: str, deployment_id: str | None = None) -> list[MarkedProcess]:
     Blocking (reads /proc): call it off the event loop.
     """
     found: dict[int, tuple[MarkedProcess, int]] = {}
-    for proc in psutil.process_iter(["pid", "ppid", "create_time", "status"]):
-        info = proc.info
-        if info["status"] == psutil.STATUS_ZOMBIE:
+    needle = f"{ENGINE_ID_ENV}={engine}".encode()
+    for pid in psutil.pids():
+        if not _may_carry(pid, needle):
             continue
         try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
             env = proc.environ()
+            created, parent = proc.create_time(), proc.ppid()
         except (psutil.Error, OSError):
             continue  # another user's process, or it ended meanwhile
         if env.get(ENGINE_ID_ENV) != engine:
             continue
-        marked = _parse(info["pid"], info["create_time"], env)
+        marked = _parse(pid, created, env)
         if marked is None or (deployment_id is not None and marked.deployment_id != deployment_id):
             continue
-        found[marked.pid] = (marked, info["ppid"] or 0)
+        found[pid] = (marked, parent)
     return [
         marked
         for marked, parent in found.values()
         if not (parent in found and found[parent][0].replica == marked.replica)
     ]
+
+
+def _may_carry(pid: int, needle: bytes) -> bool:
+    """A cheap first look at a process's environment (Linux); True where it cannot look."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return needle in f.read()
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")  # no procfs: let psutil look
+    except OSError:
+        return False
 
 
 def _parse(pid: int, create_time: float, env: dict[str, str]) -> MarkedProcess | None:
