@@ -193,6 +193,20 @@ class Reconciler:
             if not await self._write_replica(name, record):
                 return  # still failing: the rest waits for the next tick
 
+    def _note(self, replica: Replica, text: str) -> None:
+        """An engine event in the replica's log; a failed write (disk full) is counted, and the
+        count is written with the next line that gets through, so no loss is silent."""
+        if replica.dropped_lines:
+            text = f"{text} ({replica.dropped_lines} earlier engine lines were lost)"
+        try:
+            append_engine_line(replica.log_file, text)
+        except OSError as error:
+            if not replica.dropped_lines:
+                self.log.warning("cannot write the log of replica %s: %s", replica.name, error)
+            replica.dropped_lines += 1
+            return
+        replica.dropped_lines = 0
+
     def _storage_failed(self, error: StorageUnavailable) -> None:
         if not self._storage_failing:
             self.log.error("PrimeHub state is not being saved: %s", error.message)
@@ -302,7 +316,13 @@ class Reconciler:
         now = time.monotonic()
         for replica in current:
             if replica.handle is None and now >= replica.next_start:
-                await self._start_replica(runtime, replica)
+                try:
+                    await self._start_replica(runtime, replica)
+                except OSError as error:  # e.g. no space for its directory: try again later
+                    replica.last_exit = f"could not start: {error}"
+                    replica.state = CRASHED
+                    replica.next_start = now + min(self.restart_backoff_max, 2.0**replica.restarts)
+                    replica.restarts += 1
         ready = [r for r in current if r.ready]
         old = [
             r
@@ -371,7 +391,7 @@ class Reconciler:
             await asyncio.sleep(self.drain_seconds)
         if replica.handle is not None:
             await replica.handle.terminate(self.stop_grace_seconds)
-            append_engine_line(replica.log_file, "replica stopped")
+            self._note(replica, "replica stopped")
         if replica in runtime.replicas:
             runtime.replicas.remove(replica)
         if not runtime.deleted:
@@ -429,11 +449,9 @@ class Reconciler:
                 **mark_env(self.engine_id, runtime.id, replica.name, replica.port),
             }
             if replica.restarts:
-                append_engine_line(
-                    replica.log_file, f"restarting replica (restart {replica.restarts})"
-                )
+                self._note(replica, f"restarting replica (restart {replica.restarts})")
             else:
-                append_engine_line(replica.log_file, f"starting replica for {bundle}")
+                self._note(replica, f"starting replica for {bundle}")
             replica.handle = spawn(
                 argv,
                 log_file=replica.log_file,
@@ -466,8 +484,8 @@ class Reconciler:
             else:
                 replica.last_exit = f"exited with code {code}"
             backoff = min(self.restart_backoff_max, 2.0**replica.restarts)
-            append_engine_line(
-                replica.log_file,
+            self._note(
+                replica,
                 f"replica {replica.last_exit}; restarting in {backoff:g} s",
             )
             self.log.warning(
@@ -509,13 +527,13 @@ class Reconciler:
             if replica.state == STARTING:
                 replica.state = READY
                 replica.load_error = ""
-                append_engine_line(replica.log_file, "replica ready")
+                self._note(replica, "replica ready")
                 self.kick()
             return
         replica.probe_failures += 1
         if replica.state == READY and replica.probe_failures >= PROBE_FAILURES_UNREADY:
             replica.state = STARTING
-            append_engine_line(replica.log_file, "replica not answering health checks")
+            self._note(replica, "replica not answering health checks")
             self.kick()
 
     def _routes(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class Replica:
     probing: bool = False
     load_error: str = ""
     last_exit: str = ""
+    dropped_lines: int = 0  # engine lines that could not be written to its log
 
     @property
     def url(self) -> str:
