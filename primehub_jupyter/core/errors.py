@@ -69,3 +69,10 @@ class FeatureDisabled(Forbidden):
 
     def __init__(self, group: str) -> None:
         super().__init__(FEATURE_DISABLED_MESSAGE, details=[{"group": group}])
+
+
+class StorageUnavailable(PrimeHubError):
+    """The state database cannot be written (disk full, read-only, I/O error): retry later."""
+
+    status = 507
+    reason = "InsufficientStorage"

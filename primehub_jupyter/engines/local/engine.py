@@ -16,10 +16,11 @@ from typing import Any
 import aiohttp
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
-from ...core.errors import NotFound, ValidationError
+from ...core.errors import Conflict, NotFound, ValidationError
 from ...core.models import Deployment, DeploymentSpec, Phase, utcnow
 from ...serving.settings import model_server_args
 from ..base import Engine, InvokeResult
+from . import adoption
 from . import logs as logfiles
 from .files import private_dir, restrict_tree
 from .gateway_process import GatewayProcess, child_env
@@ -39,7 +40,9 @@ from .reconciler import Reconciler
 from .replica import READY, RETIRING, TERMINATING, Replica, Runtime
 from .sandbox import MODES as SANDBOX_MODES
 from .sandbox import Sandbox
-from .store import Store
+from .store import ReplicaRecord, Store
+
+_PHASES = {phase.value for phase in Phase}
 
 
 class LocalEngine(Reconciler, Engine):
@@ -126,6 +129,8 @@ class LocalEngine(Reconciler, Engine):
             share_network=self.sandbox_network,
             logger=self.log,
         )
+        self._pending_rows: dict[str, ReplicaRecord | None] = {}
+        self._storage_failing = False
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -137,6 +142,11 @@ class LocalEngine(Reconciler, Engine):
     def store(self) -> Store:
         assert self._store is not None, "the engine is not started"
         return self._store
+
+    @property
+    def engine_id(self) -> str:
+        """This engine's mark on its replica processes (derived from the data dir)."""
+        return adoption.engine_id(self.base_dir)
 
     @property
     def gateway_base_url(self) -> str:
@@ -172,8 +182,8 @@ class LocalEngine(Reconciler, Engine):
         self._store = Store(self.base_dir / "state.sqlite3")
         await self._store.open()
         for stored in await self._store.load_all():
-            runtime = Runtime(stored.deployment, stored.seq)
-            runtime.phase = Phase(stored.phase)
+            runtime = Runtime(stored.deployment, stored.seq, quarantined=stored.problem)
+            runtime.phase = Phase(stored.phase) if stored.phase in _PHASES else Phase.DEPLOYING
             runtime.message = stored.message
             runtime.saved_phase = (stored.phase, stored.message)
             runtime.client_hashes = await self._store.client_hashes(stored.deployment.id)
@@ -196,28 +206,90 @@ class LocalEngine(Reconciler, Engine):
         )
 
     async def _adopt_replicas(self) -> None:
-        for record in await self.store.replicas():
-            runtime = self._runtimes.get(record.deployment_id)
-            handle = ProcessHandle.adopt(record.pid, record.create_time)
-            if runtime is None or handle is None:
-                if handle is not None:
-                    await handle.terminate(self.stop_grace_seconds)
-                await self.store.forget_replica(record.name)
+        """Adopt the replicas an earlier server left running; end those nobody wants.
+
+        Processes are found by their mark (so one spawned just before a crash, with no record
+        yet, is found too); records of unmarked processes (started by an older version) are
+        adopted by pid. Of two processes for one replica, the recorded (else the older) stays.
+        """
+        records = {r.name: r for r in await self.store.replicas()}
+        marked = await asyncio.to_thread(adoption.scan, self.engine_id)
+        by_name: dict[str, list[adoption.MarkedProcess]] = {}
+        for process in marked:
+            by_name.setdefault(process.replica, []).append(process)
+        unwanted: list[ProcessHandle] = []
+        adopted: set[str] = set()
+        for name, processes in by_name.items():
+            record = records.get(name)
+            processes.sort(key=lambda m: (not (record and record.pid == m.pid), m.create_time))
+            keep = processes[0]
+            for extra in processes[1:]:
+                unwanted.append(ProcessHandle(extra.pid, extra.create_time))
+            handle = ProcessHandle.adopt(keep.pid, keep.create_time)
+            runtime = self._runtimes.get(keep.deployment_id)
+            if handle is None:
                 continue
-            replica = Replica(
-                name=record.name,
-                deployment_id=record.deployment_id,
-                slot=record.slot,
-                template=record.template,
-                directory=self._replica_dir(record.deployment_id, record.name),
-                port=record.port,
-                handle=handle,
-                restarts=record.restarts,
-                start_time=record.start_time,
+            if runtime is None or runtime.quarantined or not keep.port:
+                unwanted.append(handle)
+                continue
+            same = record is not None and record.pid == keep.pid
+            self._adopt(
+                runtime,
+                ReplicaRecord(
+                    name=name,
+                    deployment_id=keep.deployment_id,
+                    slot=keep.slot,
+                    template=keep.template,
+                    pid=keep.pid,
+                    create_time=keep.create_time,
+                    port=keep.port,
+                    restarts=record.restarts if record is not None and same else 0,
+                    start_time=record.start_time if record is not None and same else None,
+                ),
+                handle,
+                record_stale=not same,
             )
-            runtime.replicas.append(replica)
-            runtime.template = record.template
-            self.log.info("adopted replica %s (pid %d)", record.name, record.pid)
+            adopted.add(name)
+        for record in records.values():
+            if record.name in adopted:
+                continue
+            runtime = self._runtimes.get(record.deployment_id)
+            old = ProcessHandle.adopt(record.pid, record.create_time) if record.pid else None
+            if old is not None and record.name not in by_name:
+                if runtime is not None and not runtime.quarantined:
+                    self._adopt(runtime, record, old, record_stale=False)
+                    adopted.add(record.name)
+                    continue
+                unwanted.append(old)
+            await self._write_replica(record.name, None)
+        if unwanted:
+            self.log.warning("ending %d replica processes no deployment wants", len(unwanted))
+        await asyncio.gather(
+            *(h.terminate(self.stop_grace_seconds) for h in unwanted), return_exceptions=True
+        )
+
+    def _adopt(
+        self, runtime: Runtime, record: ReplicaRecord, handle: ProcessHandle, *, record_stale: bool
+    ) -> None:
+        replica = Replica(
+            name=record.name,
+            deployment_id=record.deployment_id,
+            slot=record.slot,
+            template=record.template,
+            directory=self._replica_dir(record.deployment_id, record.name),
+            port=record.port,
+            handle=handle,
+            restarts=record.restarts,
+            start_time=record.start_time or utcnow(),
+            # It was serving when the last server stopped: keep it routed from the first
+            # routes push until probes say otherwise (a restart drops no request).
+            state=READY,
+        )
+        runtime.replicas.append(replica)
+        runtime.template = record.template
+        if record_stale:
+            self._spawn_task(self._write_replica(replica.name, self._record_of(replica)))
+        self.log.info("adopted replica %s (pid %d)", record.name, record.pid)
 
     async def shutdown(self) -> None:
         for background in (self._loop_task, self._metrics_task):
@@ -228,6 +300,10 @@ class LocalEngine(Reconciler, Engine):
         for task in list(self._tasks):
             task.cancel()
         if self.stop_replicas_on_exit and self._store is not None:
+            # The gateway first: on SIGTERM it stops accepting and finishes what is in flight,
+            # which needs the replicas still running; only then do the replicas stop.
+            if self._gateway is not None:
+                await self._gateway.stop(self.stop_grace_seconds)
             waits = []
             for runtime in self._runtimes.values():
                 for replica in runtime.replicas:
@@ -236,9 +312,7 @@ class LocalEngine(Reconciler, Engine):
             await asyncio.gather(*waits, return_exceptions=True)
             for runtime in self._runtimes.values():
                 for replica in runtime.replicas:
-                    await self.store.forget_replica(replica.name)
-            if self._gateway is not None:
-                await self._gateway.stop(self.stop_grace_seconds)
+                    await self._write_replica(replica.name, None)
         if self._store is not None:
             for runtime in self._runtimes.values():
                 await self._save_phase(runtime)
@@ -330,6 +404,8 @@ class LocalEngine(Reconciler, Engine):
         runtime = self._runtimes.get(deployment.id)
         if runtime is None or runtime.deleted:
             raise NotFound(f"deployment '{deployment.id}' not found")
+        if runtime.quarantined:
+            raise Conflict(runtime.message)
         now = utcnow()
         stored = deployment.model_copy(deep=True)
         stored.status.last_updated = now
@@ -348,13 +424,26 @@ class LocalEngine(Reconciler, Engine):
         runtime = self._runtimes.get(deployment_id)
         if runtime is None or runtime.deleted:
             raise NotFound(f"deployment '{deployment_id}' not found")
+        # The row goes first: if it cannot be deleted (StorageUnavailable), nothing changed.
+        # A crash after it leaves processes no deployment wants, which the next start ends.
+        await self.store.delete(deployment_id)
         runtime.deleted = True
+        for replica in runtime.replicas:
+            self._pending_rows.pop(replica.name, None)
         await self._push_routes()
         await asyncio.gather(
             *(self._terminate(runtime, r, drain=False) for r in list(runtime.replicas)),
             return_exceptions=True,
         )
-        await self.store.delete(deployment_id)
+        # Every process of the deployment, known to this server or not.
+        strays = await asyncio.to_thread(adoption.scan, self.engine_id, deployment_id)
+        await asyncio.gather(
+            *(
+                ProcessHandle(m.pid, m.create_time).terminate(self.stop_grace_seconds)
+                for m in strays
+            ),
+            return_exceptions=True,
+        )
         self._runtimes.pop(deployment_id, None)
         await asyncio.to_thread(
             shutil.rmtree, self.base_dir / "deployments" / deployment_id, ignore_errors=True

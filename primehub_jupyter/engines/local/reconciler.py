@@ -14,11 +14,12 @@ from typing import Any
 import psutil
 
 from ...core.config import ConfigStore, format_memory
-from ...core.errors import ValidationError
+from ...core.errors import StorageUnavailable, ValidationError
 from ...core.models import DeploymentSpec, Phase, utcnow
 from ...core.quota import Usage, quota_problem_for_usage, requested
 from ...serving.settings import model_server_args as metadata_args
 from ...serving.settings import request_log_enabled
+from .adoption import mark_env
 from .files import private_dir
 from .gateway_process import GatewayProcess, child_env
 from .processes import Prober, append_engine_line, bind_loopback, spawn
@@ -61,6 +62,8 @@ class Reconciler:
     _tasks: set[asyncio.Task]
     _tick_lock: asyncio.Lock
     _sandbox: Sandbox
+    _pending_rows: dict[str, ReplicaRecord | None]
+    _storage_failing: bool
 
     @property
     def store(self) -> Store:  # pragma: no cover - overridden by LocalEngine
@@ -77,6 +80,10 @@ class Reconciler:
         raise NotImplementedError
 
     def kick(self) -> None:  # pragma: no cover - overridden by LocalEngine
+        raise NotImplementedError
+
+    @property
+    def engine_id(self) -> str:  # pragma: no cover - overridden by LocalEngine
         raise NotImplementedError
 
     async def _run(self) -> None:
@@ -109,11 +116,12 @@ class Reconciler:
         assert self._gateway is not None
         await self._gateway.ensure_running()
         config = self.config_store.get()
+        await self._flush_pending_rows()
         await self._probe_all()
         admitted_by_group: dict[str, Usage] = {}
         machine = Usage()
         for runtime in sorted(self._runtimes.values(), key=lambda r: r.seq):
-            if runtime.deleted:
+            if runtime.deleted or runtime.quarantined:
                 continue
             await self._reconcile(runtime, config, admitted_by_group)
             if runtime.admitted is not None:
@@ -144,8 +152,78 @@ class Reconciler:
     async def _save_phase(self, runtime: Runtime) -> None:
         current = (runtime.phase.value, runtime.message)
         if current != runtime.saved_phase and not runtime.deleted:
+            try:
+                await self.store.save_phase(runtime.id, *current)
+            except StorageUnavailable as error:
+                self._storage_failed(error)  # kept in memory; saved by a later tick
+                return
+            self._storage_ok()
             runtime.saved_phase = current
-            await self.store.save_phase(runtime.id, *current)
+
+    # ---- replica rows: written with retries, never lost from memory ---------------------
+
+    def _record_of(self, replica: Replica) -> ReplicaRecord:
+        handle = replica.handle
+        return ReplicaRecord(
+            name=replica.name,
+            deployment_id=replica.deployment_id,
+            slot=replica.slot,
+            template=replica.template,
+            # pid 0: the intent to start it (written before the spawn), completed after.
+            pid=handle.pid if handle is not None else 0,
+            create_time=handle.create_time if handle is not None else 0.0,
+            port=replica.port,
+            restarts=replica.restarts,
+            start_time=replica.start_time,
+        )
+
+    async def _write_replica(self, name: str, record: ReplicaRecord | None) -> bool:
+        """Store (or with None forget) a replica's row; when storage fails, a later tick retries.
+
+        The process itself is known in memory and carries its mark, so a failed write loses
+        nothing: the row only speeds up adoption after a restart.
+        """
+        self._pending_rows.pop(name, None)
+        try:
+            if record is None:
+                await self.store.forget_replica(name)
+            else:
+                await self.store.save_replica(record)
+        except StorageUnavailable as error:
+            self._storage_failed(error)
+            self._pending_rows.setdefault(name, record)
+            return False
+        self._storage_ok()
+        return True
+
+    async def _flush_pending_rows(self) -> None:
+        for name, record in list(self._pending_rows.items()):
+            if not await self._write_replica(name, record):
+                return  # still failing: the rest waits for the next tick
+
+    def _note(self, replica: Replica, text: str) -> None:
+        """An engine event in the replica's log; a failed write (disk full) is counted, and the
+        count is written with the next line that gets through, so no loss is silent."""
+        if replica.dropped_lines:
+            text = f"{text} ({replica.dropped_lines} earlier engine lines were lost)"
+        try:
+            append_engine_line(replica.log_file, text)
+        except OSError as error:
+            if not replica.dropped_lines:
+                self.log.warning("cannot write the log of replica %s: %s", replica.name, error)
+            replica.dropped_lines += 1
+            return
+        replica.dropped_lines = 0
+
+    def _storage_failed(self, error: StorageUnavailable) -> None:
+        if not self._storage_failing:
+            self.log.error("PrimeHub state is not being saved: %s", error.message)
+        self._storage_failing = True
+
+    def _storage_ok(self) -> None:
+        if self._storage_failing:
+            self.log.warning("PrimeHub state is saved again")
+        self._storage_failing = False
 
     def _template(self, spec: DeploymentSpec) -> str:
         predictor = spec.predictor
@@ -246,7 +324,13 @@ class Reconciler:
         now = time.monotonic()
         for replica in current:
             if replica.handle is None and now >= replica.next_start:
-                await self._start_replica(runtime, replica)
+                try:
+                    await self._start_replica(runtime, replica)
+                except OSError as error:  # e.g. no space for its directory: try again later
+                    replica.last_exit = f"could not start: {error}"
+                    replica.state = CRASHED
+                    replica.next_start = now + min(self.restart_backoff_max, 2.0**replica.restarts)
+                    replica.restarts += 1
         ready = [r for r in current if r.ready]
         old = [
             r
@@ -305,7 +389,7 @@ class Reconciler:
                 continue
             if replica.handle is None or not replica.alive:
                 runtime.replicas.remove(replica)
-                self._spawn_task(self.store.forget_replica(replica.name))
+                self._spawn_task(self._write_replica(replica.name, None))
                 continue
             replica.state = RETIRING
 
@@ -315,11 +399,11 @@ class Reconciler:
             await asyncio.sleep(self.drain_seconds)
         if replica.handle is not None:
             await replica.handle.terminate(self.stop_grace_seconds)
-            append_engine_line(replica.log_file, "replica stopped")
+            self._note(replica, "replica stopped")
         if replica in runtime.replicas:
             runtime.replicas.remove(replica)
         if not runtime.deleted:
-            await self.store.forget_replica(replica.name)
+            await self._write_replica(replica.name, None)
         self.kick()
 
     async def _start_replica(self, runtime: Runtime, replica: Replica) -> None:
@@ -331,6 +415,13 @@ class Reconciler:
         replica.termination_log.unlink(missing_ok=True)
         bundle = self.resolve_model_uri(spec.predictor.model_uri or "")
         sock = bind_loopback()
+        replica.port = sock.getsockname()[1]
+        # The intent first (no pid yet); a failed write does not stop the start: the process
+        # carries its mark, so a restarted server finds it either way.
+        await self._write_replica(replica.name, self._record_of(replica))
+        if runtime.deleted or replica not in runtime.replicas:
+            sock.close()  # deleted (or retired) while the intent was being written
+            return
         try:
             argv = [
                 self.python_executable,
@@ -359,18 +450,16 @@ class Reconciler:
                 "OMP_NUM_THREADS": threads,
                 "OPENBLAS_NUM_THREADS": threads,
                 "MKL_NUM_THREADS": threads,
-                "PRIMEHUB_DEPLOYMENT_ID": runtime.id,
-                "PRIMEHUB_REPLICA": replica.name,
                 "PREDICTIVE_UNIT_ID": spec.predictor.name,
                 "SELDON_DEPLOYMENT_ID": runtime.id,
                 **{e.name: e.value for e in spec.env},
+                # Last, so a user's env cannot change the mark adoption relies on.
+                **mark_env(self.engine_id, runtime.id, replica.name, replica.port),
             }
             if replica.restarts:
-                append_engine_line(
-                    replica.log_file, f"restarting replica (restart {replica.restarts})"
-                )
+                self._note(replica, f"restarting replica (restart {replica.restarts})")
             else:
-                append_engine_line(replica.log_file, f"starting replica for {bundle}")
+                self._note(replica, f"starting replica for {bundle}")
             replica.handle = spawn(
                 self._sandboxed(runtime, replica, bundle, argv),
                 log_file=replica.log_file,
@@ -379,25 +468,12 @@ class Reconciler:
                 pass_fds=(sock.fileno(),),
                 sandboxed=self._sandbox.enabled,
             )
-            replica.port = sock.getsockname()[1]
         finally:
             sock.close()
         replica.state = STARTING
         replica.start_time = utcnow()
         replica.probe_failures = 0
-        await self.store.save_replica(
-            ReplicaRecord(
-                name=replica.name,
-                deployment_id=runtime.id,
-                slot=replica.slot,
-                template=replica.template,
-                pid=replica.handle.pid,
-                create_time=replica.handle.create_time,
-                port=replica.port,
-                restarts=replica.restarts,
-                start_time=replica.start_time,
-            )
-        )
+        await self._write_replica(replica.name, self._record_of(replica))
 
     def _sandboxed(
         self, runtime: Runtime, replica: Replica, bundle: Path, argv: list[str]
@@ -445,8 +521,8 @@ class Reconciler:
             else:
                 replica.last_exit = f"exited with code {code}"
             backoff = min(self.restart_backoff_max, 2.0**replica.restarts)
-            append_engine_line(
-                replica.log_file,
+            self._note(
+                replica,
                 f"replica {replica.last_exit}; restarting in {backoff:g} s",
             )
             self.log.warning(
@@ -488,13 +564,13 @@ class Reconciler:
             if replica.state == STARTING:
                 replica.state = READY
                 replica.load_error = ""
-                append_engine_line(replica.log_file, "replica ready")
+                self._note(replica, "replica ready")
                 self.kick()
             return
         replica.probe_failures += 1
         if replica.state == READY and replica.probe_failures >= PROBE_FAILURES_UNREADY:
             replica.state = STARTING
-            append_engine_line(replica.log_file, "replica not answering health checks")
+            self._note(replica, "replica not answering health checks")
             self.kick()
 
     def _routes(self) -> dict[str, Any]:

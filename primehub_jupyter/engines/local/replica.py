@@ -38,6 +38,7 @@ class Replica:
     probing: bool = False
     load_error: str = ""
     last_exit: str = ""
+    dropped_lines: int = 0  # engine lines that could not be written to its log
 
     @property
     def url(self) -> str:
@@ -90,6 +91,7 @@ class Runtime:
     saved_phase: tuple[str, str] | None = None
     routed: list[Replica] = field(default_factory=list)
     deleted: bool = False
+    quarantined: str = ""  # why the stored deployment could not be read; nothing runs for it
 
     @property
     def id(self) -> str:

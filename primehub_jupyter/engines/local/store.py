@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable
@@ -12,12 +14,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...core.errors import Conflict, NotFound
-from ...core.models import Deployment, DeploymentSpec, HistoryEntry
+from pydantic import ValidationError as PydanticError
+
+from ...core.errors import Conflict, NotFound, StorageUnavailable
+from ...core.ids import id_problem
+from ...core.models import (
+    Deployment,
+    DeploymentSpec,
+    HistoryEntry,
+    Phase,
+    describe_problems,
+    pydantic_problems,
+)
 from .files import private_dir, restrict
 
 T = TypeVar("T")
 WAL = ("-wal", "-shm", "-journal")
+log = logging.getLogger(__name__)
+
+# A busy database (another connection writing) or a passing I/O error may clear up: such a
+# write is tried again with a doubling pause, at most this many times in all (SQLite's own
+# busy timeout of 2 s comes on top for a locked database).
+WRITE_ATTEMPTS = 4
+FIRST_RETRY_PAUSE = 0.05
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -54,12 +73,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 @dataclass
 class StoredDeployment:
-    """A row of the deployments table, decoded."""
+    """A row of the deployments table, decoded.
+
+    `problem` is set when the row no longer validates (written by another version, or
+    damaged): `deployment` is then a placeholder built from what can be read, and the
+    engine quarantines it (Failed, nothing runs) rather than refusing to start.
+    """
 
     seq: int
     deployment: Deployment
     phase: str
     message: str
+    problem: str = ""
 
 
 @dataclass
@@ -86,8 +111,27 @@ class Store:
         self._conn: sqlite3.Connection | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` on the SQLite thread; storage failures become StorageUnavailable.
+
+        Transient failures (busy, locked, I/O error) are retried with bounded backoff; a full
+        disk or a read-only database is reported at once (waiting would not help the caller).
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        pause = FIRST_RETRY_PAUSE
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return await loop.run_in_executor(self._executor, fn, *args)
+            except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+                raise  # a constraint or a bug in our SQL, not the storage
+            except sqlite3.DatabaseError as error:
+                text = str(error)
+                if attempt == WRITE_ATTEMPTS or not _transient(text):
+                    log.error("the state database %s failed: %s", self.path, text)
+                    raise StorageUnavailable(_storage_message(self.path, text)) from None
+                log.warning("the state database %s failed (%s); retrying", self.path, text)
+            await asyncio.sleep(pause)
+            pause *= 2
+        raise AssertionError("unreachable")
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -99,7 +143,7 @@ class Store:
                 restrict(path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA busy_timeout=2000")
             conn.executescript(SCHEMA)
             self._conn = conn
         return self._conn
@@ -119,16 +163,29 @@ class Store:
     # ---- deployments ------------------------------------------------------------------
 
     @staticmethod
-    def _decode(row: tuple) -> StoredDeployment:
+    def _decode(row: tuple) -> StoredDeployment | None:
         seq, id_, spec, history, created, updated, version, phase, message = row
-        deployment = Deployment(
-            id=id_,
-            spec=DeploymentSpec.model_validate_json(spec),
-            resource_version=str(version),
-        )
-        deployment.status.history = [HistoryEntry.model_validate(h) for h in json.loads(history)]
-        deployment.status.creation_time = created
-        deployment.status.last_updated = updated
+        try:
+            try:
+                parsed = DeploymentSpec.model_validate_json(spec)
+            except PydanticError as error:
+                problems = pydantic_problems(error)
+                for p in problems:
+                    p["field"] = f"spec.{p['field']}" if p["field"] else "spec"
+                raise ValueError(describe_problems(problems)) from None
+            deployment = Deployment(id=id_, spec=parsed, resource_version=str(version))
+            entries = json.loads(history)
+            if not isinstance(entries, list):
+                raise ValueError("history: not a list")
+            for index, entry in enumerate(entries):
+                try:
+                    deployment.status.history.append(HistoryEntry.model_validate(entry))
+                except PydanticError as error:
+                    raise ValueError(f"history entry {index + 1}: {_reason(error)}") from None
+            deployment.status.creation_time = created
+            deployment.status.last_updated = updated
+        except (PydanticError, ValueError, TypeError) as error:
+            return _quarantined(row, _reason(error))
         return StoredDeployment(seq, deployment, phase, message)
 
     _COLUMNS = "seq, id, spec, history, creation_time, last_updated, version, phase, message"
@@ -138,7 +195,8 @@ class Store:
 
         def _load() -> list[StoredDeployment]:
             rows = self._db().execute(f"SELECT {self._COLUMNS} FROM deployments ORDER BY seq")
-            return [self._decode(r) for r in rows.fetchall()]
+            decoded = [self._decode(r) for r in rows.fetchall()]
+            return [d for d in decoded if d is not None]
 
         return await self._run(_load)
 
@@ -215,7 +273,7 @@ class Store:
                 )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
             return expected_version + 1
 
@@ -236,10 +294,14 @@ class Store:
         def _delete() -> None:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM deployments WHERE id = ?", (deployment_id,))
-            db.execute("DELETE FROM clients WHERE deployment_id = ?", (deployment_id,))
-            db.execute("DELETE FROM replicas WHERE deployment_id = ?", (deployment_id,))
-            db.execute("COMMIT")
+            try:
+                db.execute("DELETE FROM deployments WHERE id = ?", (deployment_id,))
+                db.execute("DELETE FROM clients WHERE deployment_id = ?", (deployment_id,))
+                db.execute("DELETE FROM replicas WHERE deployment_id = ?", (deployment_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
 
         await self._run(_delete)
 
@@ -300,3 +362,100 @@ class Store:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
             )
         )
+
+
+# ---- failures and quarantine --------------------------------------------------------------
+
+_TRANSIENT = ("locked", "busy", "disk i/o error")
+
+
+def _transient(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in _TRANSIENT)
+
+
+def _storage_message(path: Path, text: str) -> str:
+    return (
+        f"the deployment state cannot be saved ({text}): check free space and permissions "
+        f"of {path.parent}, then try again; running deployments keep serving meanwhile"
+    )
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # A failed write may have ended the transaction already (SQLite rolls back on a full disk).
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("ROLLBACK")
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, PydanticError):
+        return describe_problems(pydantic_problems(error))
+    return str(error) or type(error).__name__
+
+
+def _quarantined(row: tuple, reason: str) -> StoredDeployment | None:
+    """A placeholder for a row that does not validate, from whatever fields can be read."""
+    seq, id_, spec, history, created, updated, version, _phase, _message = row
+    if not isinstance(id_, str) or id_problem(id_):
+        log.error("the state database holds a deployment with an unusable id %r: ignored", id_)
+        return None
+    raw = _json_object(spec)
+    predictors = raw.get("predictors")
+    first = predictors[0] if isinstance(predictors, list) and predictors else {}
+    first = first if isinstance(first, dict) else {}
+    readable = {
+        "displayName": _text(raw.get("displayName"), id_),
+        "groupName": _text(raw.get("groupName"), "unknown"),
+        "userName": _text(raw.get("userName"), ""),
+        "description": _text(raw.get("description"), ""),
+        "predictors": [
+            {
+                "name": _text(first.get("name"), "predictor1"),
+                "instanceType": _text(first.get("instanceType"), "unknown"),
+                "modelURI": _text(first.get("modelURI"), "unreadable"),
+            }
+        ],
+    }
+    try:
+        placeholder = DeploymentSpec.model_validate(readable)
+    except PydanticError:
+        placeholder = DeploymentSpec.model_validate(
+            {
+                "displayName": id_,
+                "groupName": readable["groupName"],
+                "predictors": [{"instanceType": "unknown", "modelURI": "unreadable"}],
+            }
+        )
+    deployment = Deployment(id=id_, spec=placeholder, resource_version=str(version))
+    entries = _json_list(history)
+    for entry in entries:  # keep the history that still reads: it holds the user's specs
+        with contextlib.suppress(PydanticError, ValueError, TypeError):
+            deployment.status.history.append(HistoryEntry.model_validate(entry))
+    deployment.status.creation_time = created if isinstance(created, str) else None
+    deployment.status.last_updated = updated if isinstance(updated, str) else None
+    message = (
+        f"the stored deployment cannot be read ({reason}); nothing runs for it: "
+        "delete it and create it again"
+    )
+    log.error("deployment %s is quarantined: %s", id_, reason)
+    return StoredDeployment(seq, deployment, Phase.FAILED.value, message, problem=reason)
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _json_list(text: Any) -> list[Any]:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return []
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any, default: str) -> str:
+    return value.strip() if isinstance(value, str) and 0 < len(value.strip()) <= 255 else default
