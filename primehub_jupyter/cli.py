@@ -385,7 +385,13 @@ def create(ctx: click.Context, path: str, wait: bool, timeout: float, output: st
 
 @cli.command()
 @click.argument("deployment_id", required=False)
-@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "wide", "json", "yaml"]),
+    default="table",
+    help="wide: the table, then where model endpoints live (the gateway's URL).",
+)
 @click.option("--name", help="Only names containing this.")
 @click.option("--mine", is_flag=True, help="Only deployments you created.")
 @click.option("--group", help="Only this group.")
@@ -411,6 +417,9 @@ def get(
             _deployments_table(items)
         else:
             click.echo("No deployments yet. Create one: primehub-deploy create -f deploy.yaml")
+        if output == "wide":
+            base = _call(client.me).get("endpointBase")
+            click.echo(f"Model endpoints: {base or '(not known yet)'}/deployment/<id>/...")
 
 
 @cli.command()

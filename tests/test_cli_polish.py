@@ -93,3 +93,32 @@ def test_one_phase_table_stopping_moves_like_deploying():
     assert phase_style("Stopping") == phase_style("Deploying") == "yellow"
     assert phase_color("Stopping") == phase_color("Deploying")
     assert phase_style("Stopped") != phase_style("Stopping")
+
+
+def test_gateway_url_is_printed_and_stop_start_say_so_in_history(served: Server, bundles):
+    """serve's log and `get -o wide` name where model endpoints live; history says stop/start."""
+    log = served.log.read_text()
+    printed = [line for line in log.splitlines() if "PrimeHub model endpoints:" in line]
+    assert printed and "http://127.0.0.1:" in printed[0], log[-2000:]
+    base = printed[0].split("PrimeHub model endpoints: ")[1].split("/deployment/")[0]
+    wide = served.cli("get", "-o", "wide").stdout
+    assert f"Model endpoints: {base}/deployment/<id>/" in wide, wide
+
+    deploy = {
+        "id": "iris-says",
+        "spec": {
+            "displayName": "Iris says",
+            "groupName": "default",
+            "stop": True,
+            "predictors": [{"instanceType": "cpu-0.5", "modelURI": str(bundles["v1"])}],
+        },
+    }
+    path = served.log.parent / "says.yaml"
+    path.write_text(yaml.safe_dump(deploy))
+    served.cli("create", "-f", str(path))
+    served.cli("start", "iris-says", "--wait")
+    served.cli("stop", "iris-says", "-y", "--wait")
+    history = yaml.safe_load(served.cli("history", "iris-says", "-o", "yaml").stdout)
+    messages = [entry["updateMessage"] for entry in history[:2]]
+    assert messages == ["stopped", "started"], history
+    served.cli("delete", "iris-says", "-y")

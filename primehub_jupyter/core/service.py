@@ -71,6 +71,7 @@ class DeploymentService:
             "name": user,
             "isAdmin": config.is_admin(user),
             "engine": type(self.engine).__name__,
+            "endpointBase": self.engine.endpoint_base,
             "groups": await self.groups(user),
         }
 

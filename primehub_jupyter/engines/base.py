@@ -43,6 +43,11 @@ class Engine(LoggingConfigurable, metaclass=_EngineMeta):
         """Whether instance types with GPUs can run."""
         return False
 
+    @property
+    def endpoint_base(self) -> str | None:
+        """Where model endpoints live (`<base>/deployment/<id>/...`), once known; else None."""
+        return None
+
     async def start(self) -> None:
         """Begin reconciling; called once when the server starts."""
 

@@ -117,6 +117,10 @@ class PrimeHubApp(ExtensionApp):
             await self.ensure_started()
         except EngineUnavailable as error:
             self.log.error("%s", error.message)
+            return
+        base = self.engine.endpoint_base if self.engine is not None else None
+        if base:  # the one URL `make demo`, `serve` and curl users need besides the API's
+            self.log.info("PrimeHub model endpoints: %s/deployment/<id>/api/v1.0/predictions", base)
 
     async def stop_extension(self) -> None:
         started = getattr(self, "_started", None)

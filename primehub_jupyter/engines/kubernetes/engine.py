@@ -235,6 +235,10 @@ class KubernetesEngine(Engine):
 
     # ---- conversions ------------------------------------------------------------------
 
+    @property
+    def endpoint_base(self) -> str | None:
+        return self.endpoint_base_url.rstrip("/") or None
+
     def _endpoint(self, deployment_id: str, status: dict[str, Any]) -> str | None:
         if self.endpoint_base_url:
             base = self.endpoint_base_url.rstrip("/")

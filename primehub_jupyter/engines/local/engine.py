@@ -43,6 +43,8 @@ from .sandbox import Sandbox
 from .store import ReplicaRecord, Store
 
 _PHASES = {phase.value for phase in Phase}
+# A metrics request scrapes anew when the last scrape is older than this (seconds).
+FRESH_METRICS_SECONDS = 1.0
 
 
 class LocalEngine(Reconciler, Engine):
@@ -123,6 +125,8 @@ class LocalEngine(Reconciler, Engine):
         self._samples: dict[Path, tuple[float, dict | None]] = {}
         self._metrics = MetricsStore(self.metrics_retention, self.metrics_interval)
         self._metrics_task: asyncio.Task | None = None
+        self._collect_lock = asyncio.Lock()
+        self._collected_at = 0.0
         self._sandbox = Sandbox(
             self.sandbox,
             python=self.python_executable,
@@ -154,6 +158,10 @@ class LocalEngine(Reconciler, Engine):
             return self.gateway_url.rstrip("/")
         assert self._gateway is not None
         return self._gateway.url
+
+    @property
+    def endpoint_base(self) -> str | None:
+        return self.gateway_base_url if self.gateway_url or self._gateway is not None else None
 
     def endpoint_of(self, deployment_id: str) -> str:
         return f"{self.gateway_base_url}/deployment/{deployment_id}/api/v1.0/predictions"
@@ -515,6 +523,10 @@ class LocalEngine(Reconciler, Engine):
 
     async def metrics(self, deployment_id: str, window: float, step: float) -> dict:
         await self.get(deployment_id)
+        # A fresh scrape, so the requests of the last seconds are in the answer's totals.
+        if time.monotonic() - self._collected_at > FRESH_METRICS_SECONDS:
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                await self._collect_once()
         return self._metrics.series(deployment_id, window, step)
 
     async def _collect(self) -> None:
@@ -536,6 +548,11 @@ class LocalEngine(Reconciler, Engine):
             return ""
 
     async def _collect_once(self) -> None:
+        async with self._collect_lock:  # one scrape at a time: snapshots stay in time order
+            await self._collect_locked()
+        self._collected_at = time.monotonic()
+
+    async def _collect_locked(self) -> None:
         assert self._gateway is not None
         now = time.time()
         text = await self._scrape(
