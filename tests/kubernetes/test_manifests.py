@@ -65,7 +65,7 @@ def spec(**predictor: Any) -> DeploymentSpec:
     return DeploymentSpec.model_validate(
         {
             "displayName": "Iris",
-            "groupName": "Data Science",
+            "groupName": "Data_Science",
             "userName": "alice",
             **top,
             "predictors": [{"instanceType": "cpu-1", **predictor}],
@@ -140,7 +140,7 @@ def test_generated_objects_validate_against_the_kubernetes_schemas(variant):
     for obj in objects:
         validate_k8s(obj)
         assert (
-            obj["metadata"]["labels"]["primehub.io/group"] == "Data-Science"
+            obj["metadata"]["labels"]["primehub.io/group"] == "Data_Science"
         )  # a valid label value
     pod = deployment["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == "models"
