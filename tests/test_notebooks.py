@@ -13,6 +13,7 @@ from .test_cli import Server
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 # What each tutorial must visibly show when it has run.
+VEGA_LITE = "application/vnd.vegalite.v5+json"
 EXPECTED = {
     "01-quickstart.ipynb": ["iris-quickstart", "is Deployed", "ph-card", "is Stopped", "deleted"],
     "02-custom-model.ipynb": [
@@ -28,7 +29,7 @@ EXPECTED = {
         "rollback to revision 1",
         "deleted",
     ],
-    "05-monitoring.ipynb": ["'predictRequests'", "<svg", "Model Deployments", "deleted"],
+    "05-monitoring.ipynb": ["'predictRequests'", VEGA_LITE, "Model Deployments", "deleted"],
     "06-yaml-and-cli.ipynb": [
         "Iris from YAML",
         "iris-from-cli: Deployed",
@@ -57,6 +58,8 @@ def outputs_of(nb: nbformat.NotebookNode) -> str:
             parts.append(str(output.get("text", "")))
             for mime in ("text/plain", "text/html"):
                 parts.append(str(output.get("data", {}).get(mime, "")))
+            if VEGA_LITE in output.get("data", {}):
+                parts.append(VEGA_LITE)  # a chart JupyterLab's Vega renderer draws
             if output.get("output_type") == "error":
                 parts.append(f"TRACEBACK {output.get('ename')}: {output.get('evalue')}")
     return "\n".join(parts)

@@ -327,7 +327,7 @@ def test_decode_ndarray_and_tensor():
         (b'{"data": {"ndarray": [["1.5", 2]]}}', "strings"),
         (b'{"data": {"ndarray": [[1, 2], [3]]}}', "ragged"),
         (b'{"data": {"names": "a", "ndarray": [[1]]}}', "list of strings"),
-        (b'{"data": {"tensor": {"shape": [-1, 2], "values": [1, 2]}}}', "non-negative"),
+        (b'{"data": {"tensor": {"shape": [-1, 2], "values": [1, 2]}}}', "cannot be negative"),
         (b'{"data": {"tensor": {"shape": [1, 2], "values": [[1, 2]]}}}', "flat list"),
         (b'{"data": {"other": 1}}', 'must hold "ndarray" or "tensor"'),
         (b'{"data": [], "meta": 3}', '"meta" must be a JSON object'),
