@@ -112,6 +112,11 @@ def test_no_operation_answers_a_server_error(fuzz_server: Server):
     auth = {"Authorization": f"token {fuzz_server.token}"}
     schema = schemathesis.openapi.from_url(url + "/openapi.json", headers=auth, timeout=60)
     operations = [result.ok() for result in schema.get_all_operations()]
+    # An event stream never ends by itself: request/response fuzzing would only wait for it
+    # (tests/test_events.py covers /events, its parameters and its 400s).
+    operations = [
+        op for op in operations if "text/event-stream" not in json.dumps(op.definition.raw)
+    ]
     # Deleting last, so every other operation still finds the deployments.
     operations.sort(key=lambda op: op.method.upper() == "DELETE")
     assert {"/deployments/{id}/invoke", "/deployments/{id}/invoke/{path}"} <= {

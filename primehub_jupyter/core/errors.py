@@ -56,6 +56,10 @@ class Conflict(PrimeHubError):
     reason = "Conflict"
 
 
+class Unchangeable(Conflict):
+    """The object cannot be changed at all (e.g. a quarantined deployment): never retried."""
+
+
 FEATURE_DISABLED_MESSAGE = (
     "Feature not available - Model Deployment is not enabled for this group. "
     "Please contact your administrator to enable it."

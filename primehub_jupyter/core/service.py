@@ -12,7 +12,7 @@ from typing import Any
 from ..engines.base import DEFAULT_TAIL, Engine, InvokeResult
 from .bodies import parse_spec, requested_id, resource_version, revalidate
 from .config import ConfigStore, PrimeHubConfig
-from .errors import BadRequest, Conflict, NotFound, ValidationError
+from .errors import BadRequest, Conflict, NotFound, Unchangeable, ValidationError
 from .ids import generate_id, id_problem, invoke_path_problem
 from .models import (
     IMMUTABLE_SPEC_FIELDS,
@@ -283,6 +283,8 @@ class DeploymentService:
                     client_secret=client_secret,
                     force_history=force_history,
                 )
+            except Unchangeable:
+                raise
             except Conflict:
                 if version is not None:
                     raise

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 
-from ...core.errors import Conflict, NotFound, ValidationError
+from ...core.errors import NotFound, Unchangeable, ValidationError
 from ...core.models import Deployment, DeploymentSpec, Phase, utcnow
 from ...serving.settings import model_server_args
 from ..base import Engine, InvokeResult
@@ -413,7 +413,7 @@ class LocalEngine(Reconciler, Engine):
         if runtime is None or runtime.deleted:
             raise NotFound(f"deployment '{deployment.id}' not found")
         if runtime.quarantined:
-            raise Conflict(runtime.message)
+            raise Unchangeable(runtime.message)
         now = utcnow()
         stored = deployment.model_copy(deep=True)
         stored.status.last_updated = now

@@ -47,6 +47,10 @@ def bind_loopback() -> socket.socket:
     return sock
 
 
+# Seconds to wait for a SIGKILLed process to be gone before giving up on it.
+KILL_WAIT_SECONDS = 10.0
+
+
 @dataclass
 class ProcessHandle:
     """A process we started (with its Popen) or adopted from an earlier server (pid only)."""
@@ -95,6 +99,13 @@ class ProcessHandle:
         """
         if self.exit_code() is not None:
             return
+        if not self._leads_group():
+            # Not a group leader (e.g. a sandbox whose launcher was killed, found by its mark):
+            # signal it and its descendants directly, or nothing would ever reach it.
+            for pid in self._tree():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            return
         if sig == signal.SIGKILL:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
@@ -102,6 +113,20 @@ class ProcessHandle:
         for pid in self.group():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
+
+    def _leads_group(self) -> bool:
+        try:
+            return os.getpgid(self.pid) == self.pid
+        except (ProcessLookupError, PermissionError):
+            return True  # gone: the group may still hold its children
+
+    def _tree(self) -> list[int]:
+        """Its pid and its descendants' (deepest last)."""
+        try:
+            proc = psutil.Process(self.pid)
+            return [self.pid, *(c.pid for c in proc.children(recursive=True))]
+        except psutil.Error:
+            return [self.pid]
 
     def group(self, *, launchers: bool = False) -> list[int]:
         """Pids of the processes in our group (sandbox launchers only when asked)."""
@@ -124,7 +149,10 @@ class ProcessHandle:
             await asyncio.sleep(0.05)
         if self.exit_code() is None:
             self.signal(signal.SIGKILL)
-            while self.exit_code() is None:
+            # SIGKILL cannot be ignored; the deadline only guards against a process we could not
+            # signal at all (another user's), so a delete or shutdown never hangs on it.
+            deadline = time.monotonic() + KILL_WAIT_SECONDS
+            while self.exit_code() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         # Whatever outlived the leader (a sandbox whose launcher was killed, a model's own
         # child processes) still carries the group id, which no new process can take meanwhile.
