@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .conftest import RequestLoop, spec, wait_until
@@ -114,6 +117,20 @@ async def test_full_or_read_only_state_answers_507_and_serving_continues(
             )
 
         await wait_until(restarted, what="the killed replica to come back")
+
+        async def nothing_left_of_the_victim() -> bool:
+            # Its group (a sandbox under the killed launcher) must not live on as an orphan.
+            def members() -> list[int]:
+                found = []
+                for proc in psutil.process_iter():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        if os.getpgid(proc.pid) == victim.pid:
+                            found.append(proc.pid)
+                return found
+
+            return not await asyncio.to_thread(members)
+
+        await wait_until(nothing_left_of_the_victim, what="the killed replica's leftovers to end")
 
         # Read-only: every change is refused with the reason, nothing changes in memory.
         await pragma(engine, "PRAGMA query_only = 1")

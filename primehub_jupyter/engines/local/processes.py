@@ -114,6 +114,17 @@ class ProcessHandle:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
 
+    def kill_leftovers(self) -> None:
+        """After the leader ended: SIGKILL what is left of its group.
+
+        A sandbox whose launcher was killed keeps running with the group's id (bwrap cannot
+        follow its parent without also dying with a crashed server); no new process can take
+        that id while a member lives, so this reaches exactly the leftovers.
+        """
+        if self.group(launchers=True):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
     def _leads_group(self) -> bool:
         try:
             return os.getpgid(self.pid) == self.pid
@@ -156,9 +167,7 @@ class ProcessHandle:
                 await asyncio.sleep(0.05)
         # Whatever outlived the leader (a sandbox whose launcher was killed, a model's own
         # child processes) still carries the group id, which no new process can take meanwhile.
-        if self.group(launchers=True):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+        self.kill_leftovers()
 
 
 def spawn(

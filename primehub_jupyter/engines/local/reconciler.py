@@ -511,6 +511,8 @@ class Reconciler:
             code = replica.handle.exit_code()
             if code is None:
                 continue
+            # Its launcher may have been killed alone: nothing of the old process may outlive it.
+            await asyncio.to_thread(replica.handle.kill_leftovers)
             message = ""
             with contextlib.suppress(OSError):
                 message = replica.termination_log.read_text().strip()
