@@ -90,11 +90,7 @@ class MetricsChartsHandler(PrimeHubHandler):
     @api
     async def get(self, deployment_id: str) -> None:
         service = await self.service()
-        try:
-            window = float(self.get_argument("window", "900"))
-            step = float(self.get_argument("step", "5"))
-        except ValueError:
-            raise BadRequest("window and step must be numbers of seconds") from None
+        window, step = self.window_and_step()
         data = await service.metrics(self.user_name, deployment_id, window, step)
         specs = charts.chart_specs(data)
         self.send(

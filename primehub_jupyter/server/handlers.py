@@ -98,6 +98,17 @@ class PrimeHubHandler(ExtensionHandlerMixin, APIHandler):
             raise too_deep
         return data
 
+    def window_and_step(self) -> tuple[float, float]:
+        """The `window` and `step` query arguments of the metrics routes, in seconds."""
+        try:
+            window = float(self.get_argument("window", "900"))
+            step = float(self.get_argument("step", "5"))
+        except ValueError:
+            raise BadRequest("window and step must be numbers of seconds") from None
+        if not (math.isfinite(window) and math.isfinite(step)):
+            raise BadRequest("window and step must be finite numbers of seconds")
+        return window, step
+
     def flag(self, name: str) -> bool:
         return self.get_argument(name, "").lower() in ("1", "true", "yes", "on")
 
@@ -331,13 +342,7 @@ class MetricsHandler(PrimeHubHandler):
     @api
     async def get(self, deployment_id: str) -> None:
         service = await self.service()
-        try:
-            window = float(self.get_argument("window", "900"))
-            step = float(self.get_argument("step", "5"))
-        except ValueError:
-            raise BadRequest("window and step must be numbers of seconds") from None
-        if not (math.isfinite(window) and math.isfinite(step)):
-            raise BadRequest("window and step must be finite numbers of seconds")
+        window, step = self.window_and_step()
         self.send(await service.metrics(self.user_name, deployment_id, window, step))
 
 
