@@ -187,7 +187,7 @@ def make_bundles(root: Path) -> dict[str, Path]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.tree import DecisionTreeClassifier
 
-    from primehub_jupyter.serving.bundle import package
+    from primehub_jupyter.serving.packaging import package
 
     X, y = load_iris(return_X_y=True)
     models = {

@@ -188,7 +188,7 @@ def package_model(path: Path) -> None:
 
     if str(REPO) not in sys.path:  # run as `python bench/gateway.py` from a checkout
         sys.path.insert(0, str(REPO))
-    from primehub_jupyter.serving.bundle import package
+    from primehub_jupyter.serving.packaging import package
 
     features, target = load_iris(return_X_y=True)
     package(LogisticRegression(max_iter=500).fit(features, target), str(path))

@@ -90,7 +90,7 @@ def package_bundle(path: Path) -> None:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from primehub_jupyter.serving.bundle import package
+    from primehub_jupyter.serving.packaging import package
 
     X, y = load_iris(return_X_y=True)
     package(LogisticRegression(max_iter=1000).fit(X, y), path, name="iris", sample_input=X[:1])

@@ -25,7 +25,7 @@ def make_bundle(root: Path) -> Path:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from primehub_jupyter.serving.bundle import package
+    from primehub_jupyter.serving.packaging import package
 
     X, y = load_iris(return_X_y=True)
     return Path(package(LogisticRegression(max_iter=500).fit(X, y), root / "iris", name="iris"))

@@ -161,7 +161,7 @@ def start_ours(
         sys.path.insert(0, str(REPO))
         import joblib
 
-        from primehub_jupyter.serving.bundle import package
+        from primehub_jupyter.serving.packaging import package
 
         fit(Path(sys.executable), workdir / "ours.joblib")
         package(joblib.load(workdir / "ours.joblib"), bundle, name="iris")

@@ -42,7 +42,7 @@ def __getattr__(name: str) -> Any:
 
         return DeploymentPanel
     if name == "package":
-        from .serving.bundle import package
+        from .serving.packaging import package
 
         return package
     raise AttributeError(name)

@@ -72,7 +72,7 @@ def models(iris: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def bundles(models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Bundles of both models, plus one whose artifact is corrupt (loads fail)."""
-    from primehub_jupyter.serving.bundle import package
+    from primehub_jupyter.serving.packaging import package
 
     root = tmp_path_factory.mktemp("bundles")
     made = {

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from primehub_jupyter.serving.runtimes import register_runtime
+from primehub_jupyter.serving.registry import register_runtime
 from primehub_jupyter.serving.runtimes.base import Runtime
 
 #: How long one test-doubler model call takes: long enough that 16 concurrent callers pile up.

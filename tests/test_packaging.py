@@ -16,14 +16,15 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from primehub_jupyter.serving import runtimes
-from primehub_jupyter.serving.bundle import BundleDescriptor, load_bundle, package
+from primehub_jupyter.serving import registry
+from primehub_jupyter.serving.bundle import BundleDescriptor, load_bundle
 from primehub_jupyter.serving.errors import (
     BundleError,
     ModelLoadError,
     PackagingError,
     PayloadError,
 )
+from primehub_jupyter.serving.packaging import package
 from primehub_jupyter.serving.protocols import seldon
 from primehub_jupyter.serving.runtimes.sklearn import SklearnRuntime
 
@@ -270,7 +271,7 @@ def test_corrupt_artifact_is_a_model_load_error(logreg_bundle, tmp_path):
     )
     descriptor = load_bundle(bundle)
     with pytest.raises(ModelLoadError, match=r"cannot read .*model\.joblib with joblib"):
-        runtimes.load_runtime(bundle, descriptor)
+        registry.load_runtime(bundle, descriptor)
 
 
 def test_runtime_registry_accepts_new_runtimes(logreg_bundle, tmp_path):
@@ -280,20 +281,20 @@ def test_runtime_registry_accepts_new_runtimes(logreg_bundle, tmp_path):
         def predict(self, X, names, meta):
             return X * 2
 
-    runtimes.register_runtime("echo", EchoRuntime)
+    registry.register_runtime("echo", EchoRuntime)
     try:
-        assert "echo" in runtimes.supported_runtimes()
+        assert "echo" in registry.runtime_names()
         bundle = _broken(logreg_bundle, tmp_path, _set("runtime", "echo"))
-        runtime = runtimes.load_runtime(bundle, load_bundle(bundle))
+        runtime = registry.load_runtime(bundle, load_bundle(bundle))
         assert isinstance(runtime, EchoRuntime)
         assert runtime.predict(np.ones((1, 4)), None, {}).tolist() == [[2, 2, 2, 2]]
     finally:
-        runtimes._RUNTIMES.pop("echo")
-    assert "echo" not in runtimes.supported_runtimes()
+        registry.unregister_runtime("echo")
+    assert "echo" not in registry.runtime_names()
 
 
 def test_check_input_validates_shape(logreg_bundle):
-    runtime = runtimes.load_runtime(logreg_bundle, load_bundle(logreg_bundle))
+    runtime = registry.load_runtime(logreg_bundle, load_bundle(logreg_bundle))
     assert runtime.check_input(np.ones(4)).shape == (1, 4)
     with pytest.raises(PayloadError, match="expected 4 features per row, got 5"):
         runtime.check_input(np.ones((2, 5)))

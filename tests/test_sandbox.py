@@ -93,7 +93,7 @@ SECRET_ENV = ("PRIMEHUB_API_TOKEN", "JUPYTER_TOKEN", "JPY_API_TOKEN", "AWS_SECRE
 
 @pytest.fixture
 def spy_bundle(tmp_path: Path) -> Path:
-    from primehub_jupyter.serving.bundle import package
+    from primehub_jupyter.serving.packaging import package
 
     source = tmp_path / "spy-source" / "SpyModel.py"
     source.parent.mkdir()

@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from primehub_jupyter.serving.bundle import package
+from primehub_jupyter.serving.packaging import package
 
 try:
     from tests import raising_model

@@ -16,7 +16,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from primehub_jupyter.serving import settings
-from primehub_jupyter.serving.bundle import package
+from primehub_jupyter.serving.packaging import package
 from primehub_jupyter.serving.requestlog import FEEDBACK, REQUESTS, log_files, read_records
 
 try:

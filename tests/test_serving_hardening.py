@@ -16,7 +16,7 @@ import requests
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from primehub_jupyter.serving.bundle import package
+from primehub_jupyter.serving.packaging import package
 
 try:
     from tests.serving_helpers import PREDICT, ModelServer, metric_value, serve

@@ -22,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tritonclient.utils import InferenceServerException
 
-from primehub_jupyter.serving.bundle import package
+from primehub_jupyter.serving.packaging import package
 
 try:
     from tests.serving_helpers import (

@@ -19,7 +19,7 @@ def package_for_deploy(model: Any, name: str, **options: Any) -> str:
     Every deploy gets its own folder (`.primehub/bundles/<name>/<UTC time>`), so each history
     entry keeps pointing at the model it deployed and a rollback brings that model back.
     """
-    from ..serving.bundle import package
+    from ..serving.packaging import package
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model"

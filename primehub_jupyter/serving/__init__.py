@@ -1,12 +1,14 @@
-"""Model serving: bundles, runtimes, the Seldon v1 protocol and the model server process."""
+"""Model serving: bundles, packaging, runtime plugins, Seldon v1 and V2 protocols, the server."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .bundle import BundleDescriptor, load_bundle, package
+    from .bundle import load_bundle
+    from .descriptor import BundleDescriptor
     from .errors import BundleError, ModelLoadError, PackagingError
+    from .packaging import package
 
 __all__ = [
     "BundleDescriptor",
@@ -20,9 +22,9 @@ __all__ = [
 # Resolved lazily: `python -m primehub_jupyter.serving` imports this package first, and the
 # model server must be able to capture output (--log-file) before pydantic or numpy load.
 _EXPORTS = {
-    "BundleDescriptor": "bundle",
+    "BundleDescriptor": "descriptor",
     "load_bundle": "bundle",
-    "package": "bundle",
+    "package": "packaging",
     "BundleError": "errors",
     "ModelLoadError": "errors",
     "PackagingError": "errors",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .bundle import BundleDescriptor
+    from .descriptor import BundleDescriptor
 
 BASE_IMAGE_REPOSITORY = "ghcr.io/primehub-io/primehub-model-server"
 #: Where the bundle lives in the image (KServe's and Seldon's model path).

@@ -10,17 +10,27 @@ from typing import Any
 
 import click
 
-_FRAMEWORKS = (
-    "sklearn",
-    "xgboost",
-    "lightgbm",
-    "pytorch",
-    "keras",
-    "tensorflow",
-    "onnx",
-    "mlflow",
-    "custom",
-)
+
+class _FrameworkChoice(click.Choice):
+    """The framework names registered as packager plugins, read when the option is used.
+
+    Reading them when the CLI module is imported would scan package metadata on every command.
+    """
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property  # type: ignore[override]
+    def choices(self) -> list[str]:
+        from .registry import frameworks
+
+        return frameworks()
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass  # click.Choice.__init__ assigns it; the registry is the source
+
+
 # NAME[:TAG] with an optional registry host[:port]/ and path; lowercase repository.
 _IMAGE = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*"
@@ -74,9 +84,7 @@ def package_group() -> None:
     "custom models also take a JSON string or object.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle.")
-@click.option(
-    "--framework", type=click.Choice(_FRAMEWORKS), help="Do not detect the framework: use this."
-)
+@click.option("--framework", type=_FrameworkChoice(), help="Do not detect the framework: use this.")
 @click.option(
     "--predict-method",
     help="What to serve: predict_proba/predict, an ONNX output, a SavedModel signature.",
@@ -115,8 +123,8 @@ def create_command(
     requirements: tuple[str, ...],
 ) -> None:
     """Package MODEL (a saved model file or directory, or an MLflow URI) as a bundle."""
-    from .bundle import package
     from .errors import BundleError
+    from .packaging import package
 
     kwargs = _json_option(init_kwargs, "--init-kwargs") if init_kwargs else None
     if kwargs is not None and not isinstance(kwargs, dict):

@@ -190,8 +190,8 @@ def _load_app(options: ServerOptions, capture: LogCapture | None = None) -> Any:
     from .app import ModelServerApp
     from .bundle import DESCRIPTOR_FILE, load_bundle
     from .metrics import Identity, ServerMetrics
+    from .registry import load_runtime
     from .requestlog import RequestLog
-    from .runtimes import load_runtime
 
     descriptor = load_bundle(options.bundle)
     assert descriptor.bundle_dir is not None

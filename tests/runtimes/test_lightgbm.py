@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from primehub_jupyter.serving.bundle import load_bundle, package
+from primehub_jupyter.serving.bundle import load_bundle
 from primehub_jupyter.serving.errors import PackagingError
-from primehub_jupyter.serving.runtimes import load_runtime
+from primehub_jupyter.serving.packaging import package
+from primehub_jupyter.serving.registry import load_runtime
 
 from .helpers import descriptor, iris, serve
 

@@ -17,9 +17,9 @@ from sklearn.linear_model import LogisticRegression
 
 from primehub_jupyter import __version__
 from primehub_jupyter.cli import cli
-from primehub_jupyter.serving.bundle import package
 from primehub_jupyter.serving.bundle_check import compare_responses
 from primehub_jupyter.serving.errors import PackagingError
+from primehub_jupyter.serving.packaging import package
 
 from .helpers import REPO, descriptor, iris
 
@@ -247,8 +247,9 @@ def test_serving_and_packaging_sklearn_import_no_other_framework(bundle, model_f
     script = textwrap.dedent(
         f"""
         import sys
-        from primehub_jupyter.serving.bundle import load_bundle, package
-        from primehub_jupyter.serving.runtimes import load_runtime
+        from primehub_jupyter.serving.bundle import load_bundle
+        from primehub_jupyter.serving.packaging import package
+        from primehub_jupyter.serving.registry import load_runtime
         b = package({str(model_file)!r}, {str(tmp_path / "b")!r})
         load_runtime(b, load_bundle(b))
         heavy = {{"torch", "keras", "xgboost", "lightgbm", "onnxruntime", "mlflow", "tensorflow"}}

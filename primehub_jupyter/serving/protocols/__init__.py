@@ -1,1 +1,1 @@
-"""Wire protocols spoken by the model server (Seldon v1 today; KServe V2 later)."""
+"""Wire protocols of the model server: Seldon v1 (`seldon`) and KServe V2 (`v2`)."""

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import PayloadError
 
 if TYPE_CHECKING:
-    from ..bundle import BundleDescriptor
+    from ..descriptor import BundleDescriptor
 
 # Methods whose output has one column per class, so classNames can label the columns.
 PER_CLASS_METHODS = frozenset({"predict_proba", "predict_log_proba", "decision_function"})
@@ -255,6 +255,14 @@ class Packager(ABC):
     #: True when a file of this kind may hold another framework's object (pickles): the object
     #: read from it is detected again.
     container_format: ClassVar[bool] = False
+    #: Detection tries packagers in increasing order: one whose objects are also another
+    #: framework's (an XGBClassifier is a scikit-learn estimator, a Keras model on the torch
+    #: backend a torch.nn.Module) needs a lower number than that framework's. The built-in
+    #: ones use 10-30 and, for the catch-alls (custom classes, scikit-learn), 80-90.
+    detect_order: ClassVar[int] = 50
+    #: For saved models that are directories: what such a directory is and the file that marks
+    #: it, e.g. ("an MLflow model", "MLmodel file"), for messages about unreadable paths.
+    directory_kind: ClassVar[tuple[str, str] | None] = None
 
     @abstractmethod
     def accepts(self, model: Any) -> bool:
@@ -264,9 +272,21 @@ class Packager(ABC):
         framework is imported, so checking `sys.modules` or the class's module is enough.
         """
 
+    def accepts_named(self, model: Any) -> bool:
+        """True when `package(model, framework=<this framework>)` may package `model`.
+
+        What `accepts` says unless overridden (the custom packager also takes instances).
+        """
+        return self.accepts(model)
+
     def accepts_path(self, path: Path) -> bool:
         """True when the saved model at `path` (a file or directory) is this framework's."""
         return path.is_file() and path.suffix.lower() in self.file_suffixes
+
+    def resolve_uri(self, uri: str, scratch: Path) -> Path | None:
+        """The local copy, downloaded into `scratch`, of a model named by a URI this packager
+        owns (e.g. MLflow's runs:/ and models:/); None when `uri` is not one of its URIs."""
+        return None
 
     def load_file(self, path: Path, options: PackageOptions) -> Any:
         """Read a saved model; path-native formats return `ModelPath(path)`."""

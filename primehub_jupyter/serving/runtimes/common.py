@@ -241,3 +241,21 @@ class Columns:
         if names and sorted(names) == sorted(self.columns):
             return pd.DataFrame(X, columns=names)[self.columns]
         return pd.DataFrame(X, columns=self.columns)
+
+
+def reorder(X: np.ndarray, names: list[str], columns: list[str]) -> np.ndarray:
+    """Columns of X (named `names`) in the model's `columns` order, when they are the same set."""
+    if X.ndim != 2 or sorted(names) != sorted(columns):
+        return X
+    index = {name: i for i, name in enumerate(names)}
+    return X[:, [index[c] for c in columns]]
+
+
+def bundle_name(path: Path) -> str:
+    """Where an extra file goes in the bundle: its relative path, else its name."""
+    if not path.is_absolute() and ".." not in path.parts:
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import ModelLoadError, PackagingError, PayloadError
 from .base import ModelFacts, ModelPath, PackageOptions, Packager, Runtime
 from .common import (
+    bundle_name,
     copy_into,
     defined_in,
     import_source,
@@ -34,7 +35,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..bundle import BundleDescriptor
+    from ..descriptor import BundleDescriptor
 
 SELDON_PAYLOADS = frozenset({"ndarray", "tensor", "strData", "jsonData", "binData"})
 METRIC_TYPES = frozenset({"COUNTER", "GAUGE", "TIMER"})
@@ -374,6 +375,7 @@ class CustomPackager(Packager):
         "class, or a .py file with model_class=)"
     )
     file_suffixes = (".py",)
+    detect_order = 80  # a catch-all for classes with predict(): after every framework
 
     def accepts(self, model: Any) -> bool:
         """A class (not an instance) with a predict method, from outside the ML frameworks."""
@@ -382,6 +384,10 @@ class CustomPackager(Packager):
             and callable(getattr(model, "predict", None))
             and not defined_in(model, *_FRAMEWORKS)
         )
+
+    def accepts_named(self, model: Any) -> bool:
+        """With framework="custom", an instance with predict() too: its class is packaged."""
+        return self.accepts(model) or callable(getattr(model, "predict", None))
 
     def load_file(self, path: Path, options: PackageOptions) -> Any:
         """A .py file is used as it is."""
@@ -434,16 +440,6 @@ class CustomPackager(Packager):
         for path in options.files:
             copy_into(path, bundle_dir, bundle_name(path))
         return facts.source
-
-
-def bundle_name(path: Path) -> str:
-    """Where an extra file goes in the bundle: its relative path, else its name."""
-    if not path.is_absolute() and ".." not in path.parts:
-        return path.as_posix()
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.name
 
 
 def _class_names(text: str) -> list[str]:

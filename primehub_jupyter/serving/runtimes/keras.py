@@ -22,7 +22,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..bundle import BundleDescriptor
+    from ..descriptor import BundleDescriptor
 
 #: The module each Keras backend needs at run time.
 _BACKEND_MODULES = {"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
@@ -78,6 +78,7 @@ class KerasPackager(Packager):
     framework = "keras"
     description = "a Keras 3 model (keras.Model)"
     file_suffixes = (".keras", ".h5", ".hdf5")
+    detect_order = 20  # before pytorch: a Keras model on the torch backend is an nn.Module
 
     def accepts(self, model: Any) -> bool:
         """True for Keras 3 `keras.Model` instances (tf_keras models go to tensorflow)."""

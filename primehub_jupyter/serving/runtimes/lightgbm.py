@@ -10,11 +10,10 @@ import numpy as np
 
 from ..errors import ModelLoadError, PackagingError
 from .base import PER_CLASS_METHODS, ModelFacts, ModelPath, PackageOptions, Packager, Runtime
-from .common import check_classes, defined_in, labels, pin
-from .xgboost import reorder
+from .common import check_classes, defined_in, labels, pin, reorder
 
 if TYPE_CHECKING:
-    from ..bundle import BundleDescriptor
+    from ..descriptor import BundleDescriptor
 
 _CLASSIFIER = "LGBMClassifier"
 _WRAPPERS = ("LGBMClassifier", "LGBMRegressor", "LGBMRanker")
@@ -99,6 +98,7 @@ class LightGBMPackager(Packager):
     framework = "lightgbm"
     description = "a LightGBM Booster or LGBMClassifier/LGBMRegressor/LGBMRanker"
     file_suffixes = (".txt", ".lgbm")
+    detect_order = 10  # its wrappers are scikit-learn estimators too
 
     def accepts(self, model: Any) -> bool:
         """True for lightgbm.Booster and lightgbm.LGBMModel instances."""

@@ -13,7 +13,7 @@ from .base import ModelFacts, PackageOptions, Packager, Runtime
 from .common import Columns, copy_into, merge_requirements, pin, requirement_name, shape_of
 
 if TYPE_CHECKING:
-    from ..bundle import BundleDescriptor
+    from ..descriptor import BundleDescriptor
 
 _ARTIFACT = "model"
 #: MLflow model URIs (runs:/, models:/, ...) that `package()` downloads first.
@@ -79,6 +79,8 @@ class MlflowPackager(Packager):
 
     framework = "mlflow"
     description = "an MLflow model directory (with an MLmodel file) or a runs:/ or models:/ URI"
+    detect_order = 30
+    directory_kind = ("an MLflow model", "MLmodel file")
 
     def accepts(self, model: Any) -> bool:
         """MLflow models are packaged from their directory, never from objects."""
@@ -87,6 +89,10 @@ class MlflowPackager(Packager):
     def accepts_path(self, path: Path) -> bool:
         """A directory with an MLmodel file."""
         return path.is_dir() and (path / "MLmodel").is_file()
+
+    def resolve_uri(self, uri: str, scratch: Path) -> Path | None:
+        """Download an MLflow model URI (runs:/, models:/, ...); None for anything else."""
+        return self.download(uri, scratch) if URI.match(uri) else None
 
     def download(self, uri: str, into: Path) -> Path:
         """Fetch a model URI (runs:/, models:/, ...) with MLflow's own client."""

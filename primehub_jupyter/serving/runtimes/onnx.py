@@ -17,7 +17,7 @@ from .base import ModelFacts, ModelPath, PackageOptions, Packager, Runtime, nump
 from .common import copy_into, defined_in, labels, pin, shape_of
 
 if TYPE_CHECKING:
-    from ..bundle import BundleDescriptor
+    from ..descriptor import BundleDescriptor
 
 _ARTIFACT = "model.onnx"
 # ONNX tensor element types -> Open Inference Protocol datatypes.
@@ -126,6 +126,7 @@ class OnnxPackager(Packager):
     framework = "onnx"
     description = "an ONNX model (.onnx file or onnx.ModelProto; MXNet models exported to ONNX)"
     file_suffixes = (".onnx",)
+    detect_order = 30
 
     def accepts(self, model: Any) -> bool:
         """True for onnx.ModelProto objects."""

@@ -22,7 +22,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..bundle import BundleDescriptor
+    from ..descriptor import BundleDescriptor
 
 TORCHSCRIPT = "torchscript"
 STATE_DICT = "state_dict"
@@ -120,6 +120,7 @@ class PyTorchPackager(Packager):
         "a PyTorch nn.Module or TorchScript module (or a state dict with source= and model_class=)"
     )
     file_suffixes = (".pt", ".pth", ".torchscript")
+    detect_order = 30
 
     def accepts(self, model: Any) -> bool:
         """True for torch.nn.Module instances and for dicts of tensors (state dicts)."""

@@ -15,7 +15,7 @@ from .base import PER_CLASS_METHODS, ModelFacts, PackageOptions, Packager, Runti
 from .common import Columns, defined_in, labels, pin
 
 if TYPE_CHECKING:
-    from ..bundle import BundleDescriptor
+    from ..descriptor import BundleDescriptor
 
 #: Methods a bundle may name in predictMethod, in the order tried when none is given.
 PREDICT_METHODS = (
@@ -118,6 +118,7 @@ class SklearnPackager(Packager):
     framework = "sklearn"
     description = "a fitted scikit-learn estimator or Pipeline"
     file_suffixes = (".joblib", ".pkl", ".pickle")
+    detect_order = 90  # last: other frameworks' wrappers are scikit-learn estimators too
     container_format = True
 
     def accepts(self, model: Any) -> bool:

@@ -12,7 +12,7 @@ from .base import ModelFacts, ModelPath, PackageOptions, Packager, Runtime, data
 from .common import copy_into, defined_in, pin, shape_of
 
 if TYPE_CHECKING:
-    from ..bundle import BundleDescriptor
+    from ..descriptor import BundleDescriptor
 
 DEFAULT_SIGNATURE = "serving_default"
 _ARTIFACT = "saved_model"
@@ -100,6 +100,8 @@ class TensorFlowPackager(Packager):
 
     framework = "tensorflow"
     description = "a TensorFlow SavedModel directory or tf.Module (TF1 SavedModels too)"
+    detect_order = 30
+    directory_kind = ("a TensorFlow SavedModel", "saved_model.pb")
 
     def accepts(self, model: Any) -> bool:
         """True for tf.Module instances (tf_keras models included)."""

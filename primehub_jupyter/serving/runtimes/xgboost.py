@@ -11,10 +11,10 @@ import numpy as np
 
 from ..errors import ModelLoadError, PackagingError
 from .base import PER_CLASS_METHODS, ModelFacts, ModelPath, PackageOptions, Packager, Runtime
-from .common import check_classes, defined_in, labels, pin
+from .common import check_classes, defined_in, labels, pin, reorder
 
 if TYPE_CHECKING:
-    from ..bundle import BundleDescriptor
+    from ..descriptor import BundleDescriptor
 
 #: Methods of the scikit-learn wrappers the runtime serves, in the order tried by default.
 WRAPPER_METHODS = ("predict_proba", "predict", "apply")
@@ -103,20 +103,13 @@ class XGBoostRuntime(Runtime):
         return np.asarray(self._call(X))
 
 
-def reorder(X: np.ndarray, names: list[str], columns: list[str]) -> np.ndarray:
-    """Columns of X (named `names`) in the model's `columns` order, when they are the same set."""
-    if X.ndim != 2 or sorted(names) != sorted(columns):
-        return X
-    index = {name: i for i, name in enumerate(names)}
-    return X[:, [index[c] for c in columns]]
-
-
 class XGBoostPackager(Packager):
     """Packages XGBoost Boosters and scikit-learn wrappers (XGBClassifier, XGBRegressor, ...)."""
 
     framework = "xgboost"
     description = "an XGBoost Booster or XGBClassifier/XGBRegressor/XGBRanker"
     file_suffixes = (".json", ".ubj")
+    detect_order = 10  # its wrappers are scikit-learn estimators too
 
     def accepts(self, model: Any) -> bool:
         """True for xgboost.Booster and xgboost.XGBModel instances."""
