@@ -152,7 +152,9 @@ def _directory_kinds(candidates: list[Packager]) -> list[tuple[str, str]]:
 
 def _unsupported(model: Any) -> PackagingError:
     directories = " or ".join(kind for kind, _ in _directory_kinds(packagers()))
-    suffixes = sorted({s for p in packagers() for s in p.file_suffixes})
+    saved = ", ".join(sorted({s for p in packagers() for s in p.file_suffixes})) + " file"
+    if directories:
+        saved += f", or {directories} directory"
     hint = ""
     if callable(getattr(model, "predict", None)) and not isinstance(model, type):
         hint = (
@@ -161,8 +163,7 @@ def _unsupported(model: Any) -> PackagingError:
         )
     return PackagingError(
         f"cannot package a {type(model).__module__}.{type(model).__qualname__}: supported "
-        f"are {supported_models()}, or the path of a saved model ({', '.join(suffixes)} file, "
-        f"or {directories} directory){hint}"
+        f"are {supported_models()}, or the path of a saved model ({saved}){hint}"
     )
 
 
