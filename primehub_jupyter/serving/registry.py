@@ -77,9 +77,11 @@ def _qualname(obj: Any) -> str:
 class PluginRegistry:
     """The plugins of one entry-point group; a plugin is imported the first time it is asked for.
 
-    Entry points are read once per process and again when a name is not found (a package
-    installed since). A plugin that fails to import, or is not the right kind of object, is an
-    error for that name only, never for the registry.
+    A built-in name is looked up in primehub-jupyter's own metadata alone, so serving a built-in
+    runtime never reads every installed package's metadata; other names are looked up in all
+    of it, read once per process and again when a name is not found (a package installed
+    since). A plugin that fails to import, or is not the right kind of object, is an error for
+    that name only, never for the registry.
     """
 
     def __init__(
@@ -90,44 +92,65 @@ class PluginRegistry:
         self._base = base  # "module:Class" every plugin must subclass
         self._name_attr = name_attr  # the class attribute that must equal the registered name
         self._builtins = builtins
-        self._scanned: dict[str, list[Plugin]] | None = None
+        self._own_plugins: dict[str, Plugin] | None = None
+        self._other_plugins: dict[str, list[Plugin]] | None = None
         self._in_process: dict[str, Plugin] = {}
         self._loaded: dict[str, Any] = {}
 
     # ---- finding names (never imports a plugin) --------------------------------------------
 
-    def _scan(self) -> dict[str, list[Plugin]]:
-        found: dict[str, list[Plugin]] = {}
-        own = False
-        for entry in metadata.entry_points(group=self.group):
-            dist = entry.dist
-            provider = f"{dist.name} {dist.version}" if dist is not None else "an unknown package"
-            own = own or (dist is not None and _normalize(dist.name) == OWN_DISTRIBUTION)
-            plugin = Plugin(entry.name, entry.value, provider)
-            if plugin not in found.get(entry.name, []):
-                found.setdefault(entry.name, []).append(plugin)
-        if not own:
-            _warn_missing_metadata(self.group)
-            for name, target in self._builtins.items():
-                found.setdefault(name, []).insert(0, Plugin(name, target, "built in"))
-        return found
+    def _own(self) -> dict[str, Plugin]:
+        """primehub-jupyter's own registrations (the built-in table if its metadata lacks them)."""
+        if self._own_plugins is None:
+            try:
+                dist = metadata.distribution(OWN_DISTRIBUTION)
+                provider = f"{dist.name} {dist.version}"
+                entries = {e.name: e.value for e in dist.entry_points if e.group == self.group}
+            except metadata.PackageNotFoundError:
+                entries = {}
+            if not entries:
+                _warn_missing_metadata(self.group)
+                provider, entries = "built in", dict(self._builtins)
+            self._own_plugins = {n: Plugin(n, v, provider) for n, v in entries.items()}
+        return self._own_plugins
 
-    def _all(self, *, rescan: bool = False) -> dict[str, list[Plugin]]:
-        if self._scanned is None or rescan:
-            self._scanned = self._scan()
-            self._loaded = {k: v for k, v in self._loaded.items() if k in self._in_process}
-        merged = dict(self._scanned)
-        # Registered in this process (tests, embedding code): wins over any installed package.
-        merged.update({name: [plugin] for name, plugin in self._in_process.items()})
-        return merged
+    def _others(self, *, rescan: bool = False) -> dict[str, list[Plugin]]:
+        """Every other installed package's registrations, by name."""
+        if self._other_plugins is None or rescan:
+            own = self._own()
+            found: dict[str, list[Plugin]] = {}
+            for entry in metadata.entry_points(group=self.group):
+                dist = entry.dist
+                if dist is not None and _normalize(dist.name) == OWN_DISTRIBUTION:
+                    continue
+                provider = f"{dist.name} {dist.version}" if dist is not None else "a package"
+                plugin = Plugin(entry.name, entry.value, provider)
+                if entry.name in own:
+                    # Built-in names are reserved: a bundle's runtime never depends on what
+                    # else happens to be installed.
+                    _warn_once(
+                        f"the {self.kind} plugin {plugin.describe()} is ignored: {entry.name!r} "
+                        f"is a built-in {self.kind} of {OWN_DISTRIBUTION}"
+                    )
+                elif plugin not in found.get(entry.name, []):
+                    found.setdefault(entry.name, []).append(plugin)
+            self._other_plugins = found
+        return self._other_plugins
+
+    def _candidates(self, name: str) -> list[Plugin]:
+        if name in self._in_process:  # tests and embedding code: wins over installed packages
+            return [self._in_process[name]]
+        if name in self._own():
+            return [self._own()[name]]
+        return self._others().get(name) or self._others(rescan=True).get(name) or []
 
     def names(self) -> list[str]:
         """Registered names: the built-in ones in their usual order, then the others by name."""
-        return sorted(self._all(), key=_shown_order)
+        return sorted({*self._in_process, *self._own(), *self._others()}, key=_shown_order)
 
     def knows(self, name: str) -> bool:
         """True when `name` is registered (reads entry points again before saying no)."""
-        return name in self._all() or name in self._all(rescan=True)
+        return bool(self._candidates(name))
 
     # ---- loading ---------------------------------------------------------------------------
 
@@ -139,7 +162,7 @@ class PluginRegistry:
         """
         if name in self._loaded:
             return self._loaded[name]
-        plugins = self._all().get(name) or self._all(rescan=True).get(name)
+        plugins = self._candidates(name)
         if not plugins:
             supported = ", ".join(self.names())
             raise PluginError(
@@ -214,20 +237,22 @@ def _resolve(target: Any) -> Any:
     return obj
 
 
+#: Warnings already printed: each is said once per process, not on every bundle or package().
 _warned: set[str] = set()
 
 
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(f"warning: {message}", file=sys.stderr)
+
+
 def _warn_missing_metadata(group: str) -> None:
-    # Loud but once per process: every bundle load would otherwise repeat it.
-    if _warned:
-        return
-    _warned.add(group)
-    print(
-        f"warning: {OWN_DISTRIBUTION} registers no {group} entry points here (its package "
-        "metadata is missing or out of date, e.g. a source tree on PYTHONPATH that was never "
-        "pip-installed): using its built-in runtimes and packagers; installed plugins still "
-        "load. Run `pip install -e .` in the source tree to fix this",
-        file=sys.stderr,
+    _warn_once(
+        f"{OWN_DISTRIBUTION} registers no entry points in {group} here (its package metadata "
+        "is missing or out of date, e.g. a source tree on PYTHONPATH that was never "
+        "pip-installed): using its built-in table; installed plugins still load. Run "
+        "`pip install -e .` in the source tree to fix this"
     )
 
 
@@ -236,7 +261,6 @@ RUNTIMES = PluginRegistry(RUNTIME_GROUP, "runtime", f"{_BASE}:Runtime", "name", 
 PACKAGERS = PluginRegistry(
     PACKAGER_GROUP, "framework", f"{_BASE}:Packager", "framework", BUILTIN_PACKAGERS
 )
-_warned_packagers: set[str] = set()
 _instances: dict[type, Packager] = {}
 
 
@@ -315,9 +339,7 @@ def packagers() -> list[Packager]:
     on stderr naming it, so one broken package never stops the others."""
     classes, problems = PACKAGERS.load_all()
     for problem in problems:
-        if problem not in _warned_packagers:
-            _warned_packagers.add(problem)
-            print(f"warning: {problem}; skipped", file=sys.stderr)
+        _warn_once(f"{problem}; skipped")
     ordered = sorted(classes, key=lambda c: (c.detect_order, c.framework))
     return [_instance(cls) for cls in ordered]
 

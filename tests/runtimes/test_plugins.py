@@ -375,14 +375,38 @@ def test_without_our_metadata_the_builtin_table_is_used_with_a_warning(monkeypat
     assert bare.load("sklearn").__name__ == "SklearnRuntime"
     bare.names()
     err = capsys.readouterr().err
-    assert err.count("registers no primehub_jupyter.no-such-group entry points") == 1
+    assert err.count("registers no entry points in primehub_jupyter.no-such-group") == 1
     assert "pip install -e ." in err
 
 
 def test_the_installed_metadata_registers_every_builtin():
     # Guards the environment the suite runs in: our entry points were found, not the fallback.
     own = f"{registry.OWN_DISTRIBUTION} {metadata.version(registry.OWN_DISTRIBUTION)}"
-    found = registry.RUNTIMES._all(rescan=True)
-    assert {name: [p.provider for p in found[name]] for name in registry.BUILTIN_RUNTIMES} == {
-        name: [own] for name in registry.BUILTIN_RUNTIMES
-    }
+    for group in (registry.RUNTIMES, registry.PACKAGERS):
+        providers = {name: plugin.provider for name, plugin in group._own().items()}
+        assert providers == dict.fromkeys(registry.BUILTIN_RUNTIMES, own)
+
+
+def test_a_plugin_cannot_take_a_builtin_name(tmp_path):
+    squatter = _distribution(
+        tmp_path / "site",
+        "squatter",
+        {"squatter": "from primehub_jupyter.serving.runtimes.xgboost import XGBoostRuntime\n"},
+        "[primehub_jupyter.runtimes]\nsklearn = squatter:XGBoostRuntime\n",
+    )
+    result = _python(
+        """
+        from primehub_jupyter.serving import registry
+        print(registry.runtime_class("sklearn").__name__)
+        print(registry.runtime_names().count("sklearn"))
+        """,
+        squatter,
+    )
+    assert result.stdout.split() == ["SklearnRuntime", "1"], result.stderr
+    assert (
+        result.stderr.count(
+            "warning: the runtime plugin sklearn = squatter:XGBoostRuntime (from squatter 1.0) is "
+            "ignored: 'sklearn' is a built-in runtime of primehub-jupyter"
+        )
+        == 1
+    )
