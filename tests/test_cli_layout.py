@@ -84,3 +84,17 @@ def test_a_shared_option_has_one_help_and_one_type_in_both_parsers():
         _argparse(shared.TIMEOUT).parse_args(["--timeout", "soon"])
     with pytest.raises(click.BadParameter, match="'soon' is not a valid float"):
         _click(shared.TIMEOUT).main(["--timeout", "soon"], standalone_mode=False)
+
+
+def test_the_magics_and_the_cli_show_the_same_help_for_a_shared_option(capsys):
+    from primehub_jupyter.cli import cli
+    from primehub_jupyter.kernel.magics import DeploymentMagics
+
+    magics = DeploymentMagics(None)
+    magics.phlogs("--help")
+    magic_help = " ".join(capsys.readouterr().out.split())
+    cli_help = " ".join(cli.commands["logs"].get_help(click.Context(cli.commands["logs"])).split())
+    for option in (shared.REPLICA, shared.TAIL, shared.FOLLOW):
+        assert option.help in magic_help
+        assert option.help in cli_help
+    assert "[default: 2000]" in cli_help and "(default: 2000)" in magic_help

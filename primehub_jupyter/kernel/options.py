@@ -42,7 +42,11 @@ class Option:
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         """Add this option to an argparse parser (the magics)."""
-        kwargs: dict[str, Any] = {"help": self.help, "dest": self.name}
+        # argparse formats help with %-style: a literal % must be doubled.
+        text = self.help.replace("%", "%%")
+        if self.show_default:
+            text += " (default: %(default)s)"
+        kwargs: dict[str, Any] = {"help": text, "dest": self.name}
         if self.switch:
             kwargs.update(action=argparse.BooleanOptionalAction, default=bool(self.default))
         elif self.flag:
@@ -91,7 +95,10 @@ def add_options(parser: argparse.ArgumentParser, *options: Option) -> argparse.A
 def wait_switch(phase: str, *, default: bool) -> Option:
     """`--wait/--no-wait` for a change that ends in `phase` (the CLI returns at once by default,
     the magics wait)."""
-    return Option(("--wait",), f"Wait until {phase}.", switch=True, default=default)
+    text = f"Wait until {phase}" + (
+        " (the default; --no-wait returns at once)." if default else "."
+    )
+    return Option(("--wait",), text, switch=True, default=default)
 
 
 # ---- the shared options -------------------------------------------------------------------
