@@ -53,21 +53,6 @@ def group_usage(config: PrimeHubConfig, deployments: Iterable[Deployment]) -> Us
     return total
 
 
-def quota_problem(
-    config: PrimeHubConfig, deployment: Deployment, others_running: Iterable[Deployment]
-) -> str | None:
-    """'group resource not enough: ...' when the deployment does not fit, else None.
-
-    `others_running` are the group's other deployments that already hold resources.
-    """
-    return quota_problem_for_usage(
-        config,
-        deployment.spec.group_name,
-        requested(config, deployment),
-        group_usage(config, others_running),
-    )
-
-
 def quota_problem_for_usage(
     config: PrimeHubConfig, group_name: str, want: Usage, used: Usage
 ) -> str | None:

@@ -1,1 +1,1 @@
-"""Kernel side: the REST client (and later the magics and widgets); never imports the server."""
+"""Kernel side: the REST client, the magics and the DeploymentPanel; never imports the server."""

@@ -14,10 +14,11 @@ from typing import Any
 import yaml
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
-from ..core import charts
+from . import options as shared
 from .client import Client, DeploymentFailed, PrimeHubError, WaitTimeout
 from .deployment import Deployment, from_response, package_for_deploy, to_payload
-from .display import Table, esc, html_table, phase_badge
+from .display import Table
+from .results import DeploymentList, MetricsView, NewClient
 from .words import describe_changes, display_value, field_label, in_words, local_time
 
 
@@ -119,7 +120,7 @@ def _deploy_parser(prog: str, *, cell: bool) -> _Parser:
     access.add_argument("--private", action="store_true", help="clients need a token")
     access.add_argument("--public", action="store_true", help="anyone may call it")
     parser.add_argument("--description", help="description")
-    parser.add_argument("--update-message", help="kept in the history")
+    shared.MESSAGE.but(flags=("--update-message",)).add_to(parser)
     parser.add_argument("--metadata", nargs="*", metavar="KEY=VALUE", help="model metadata")
     parser.add_argument("--files", nargs="*", metavar="PATH", help="files a custom model needs")
     parser.add_argument(
@@ -128,8 +129,7 @@ def _deploy_parser(prog: str, *, cell: bool) -> _Parser:
         metavar="EXPR",
         help="example input rows (a notebook expression, e.g. X[:2]), recorded in the bundle",
     )
-    parser.add_argument("--no-wait", action="store_true", help="return without waiting")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait")
+    shared.add_options(parser, shared.wait_switch("Deployed", default=True), shared.TIMEOUT)
     return parser
 
 
@@ -269,7 +269,7 @@ class DeploymentMagics(Magics):
             if message:
                 body["updateMessage"] = message
             deployment = Deployment(self.client.create(body, id=deployment_id), self.client)
-        if args.no_wait:
+        if not args.wait:
             return deployment
         try:
             deployment.wait(timeout=args.timeout)
@@ -340,12 +340,9 @@ class DeploymentMagics(Magics):
     @_friendly
     def phlogs(self, line: str) -> None:
         """`%phlogs ID [--replica N] [--tail N] [--follow]`: logs, newest last, UTC times."""
-        parser = _Parser(prog="%phlogs")
-        parser.add_argument("id")
-        parser.add_argument("--replica")
-        parser.add_argument("--tail", default="2000")
-        parser.add_argument("--follow", action="store_true")
-        args = parser.parse_args(shlex.split(line))
+        args = self._one_id(
+            shlex.split(line), "%phlogs", shared.REPLICA, shared.TAIL, shared.FOLLOW
+        )
         tail = None if args.tail == "all" else int(args.tail)
         if not args.follow:
             sys.stdout.write(self.client.logs(args.id, replica=args.replica, tail=tail))
@@ -378,19 +375,15 @@ class DeploymentMagics(Magics):
 
     def _ph_list(self, rest: list[str]) -> Any:
         parser = _Parser(prog="%phdeploy list")
-        parser.add_argument("--name")
-        parser.add_argument("--group")
-        parser.add_argument("--mine", action="store_true")
+        shared.add_options(parser, shared.NAME_FILTER, shared.GROUP_FILTER, shared.MINE)
         args = parser.parse_args(rest)
         items = self.client.list(name=args.name, mine=args.mine, group=args.group)
         return DeploymentList(items)
 
-    def _one_id(self, rest: list[str], prog: str, *extra: tuple[str, dict]) -> argparse.Namespace:
+    def _one_id(self, rest: list[str], prog: str, *options: shared.Option) -> argparse.Namespace:
         parser = _Parser(prog=prog)
         parser.add_argument("id")
-        for flag, options in extra:
-            parser.add_argument(flag, **options)
-        return parser.parse_args(rest)
+        return shared.add_options(parser, *options).parse_args(rest)
 
     def _ph_get(self, rest: list[str]) -> Deployment:
         args = self._one_id(rest, "%phdeploy get")
@@ -434,13 +427,16 @@ class DeploymentMagics(Magics):
         parser = _Parser(prog="%phdeploy rollback")
         parser.add_argument("id")
         parser.add_argument("revision", type=int)
-        parser.add_argument("-m", "--update-message")
-        parser.add_argument("--no-wait", action="store_true")
+        shared.add_options(
+            parser,
+            shared.MESSAGE.but(flags=("-m", "--update-message")),
+            shared.wait_switch("Deployed", default=True),
+        )
         args = parser.parse_args(rest)
         deployment = Deployment(
             self.client.rollback(args.id, args.revision, args.update_message), self.client
         )
-        return deployment if args.no_wait else self._wait(deployment, "Deployed")
+        return self._wait(deployment, "Deployed") if args.wait else deployment
 
     def _wait(self, deployment: Deployment, phase: str, timeout: float = 600) -> Deployment:
         try:
@@ -450,10 +446,10 @@ class DeploymentMagics(Magics):
         return deployment
 
     def _lifecycle(self, rest: list[str], verb: str, phase: str) -> Deployment:
-        args = self._one_id(rest, f"%phdeploy {verb}", ("--no-wait", {"action": "store_true"}))
+        args = self._one_id(rest, f"%phdeploy {verb}", shared.wait_switch(phase, default=True))
         data = (self.client.stop if verb == "stop" else self.client.start)(args.id)
         deployment = Deployment(data, self.client)
-        return deployment if args.no_wait else self._wait(deployment, phase)
+        return self._wait(deployment, phase) if args.wait else deployment
 
     def _ph_stop(self, rest: list[str]) -> Deployment:
         return self._lifecycle(rest, "stop", "Stopped")
@@ -467,12 +463,7 @@ class DeploymentMagics(Magics):
         print(f"{args.id}: deleted")
 
     def _ph_wait(self, rest: list[str]) -> Deployment:
-        args = self._one_id(
-            rest,
-            "%phdeploy wait",
-            ("--for", {"dest": "phase", "default": "Deployed"}),
-            ("--timeout", {"type": float, "default": 600}),
-        )
+        args = self._one_id(rest, "%phdeploy wait", shared.WAIT_PHASE, shared.TIMEOUT)
         return self._wait(
             Deployment(self.client.get(args.id), self.client), args.phase, args.timeout
         )
@@ -482,10 +473,9 @@ class DeploymentMagics(Magics):
         parser.add_argument("id")
         parser.add_argument("data", nargs="+", help="a notebook expression: list, array, DataFrame")
         parser.add_argument("--raw", action="store_true", help="return the whole JSON response")
-        parser.add_argument("--path", default="api/v1.0/predictions")
-        args = parser.parse_args(rest)
+        args = shared.add_options(parser, shared.API_PATH).parse_args(rest)
         data = self._evaluate(" ".join(args.data))
-        response = self.client.invoke(args.id, to_payload(data), path=args.path)
+        response = self.client.invoke(args.id, to_payload(data), path=args.api_path)
         return response if args.raw else from_response(response)
 
     def _ph_clients(self, rest: list[str]) -> Any:
@@ -505,12 +495,9 @@ class DeploymentMagics(Magics):
         return NewClient(self.client.add_client(args.id, args.name))
 
     def _ph_metrics(self, rest: list[str]) -> MetricsView:
-        args = self._one_id(
-            rest,
-            "%phdeploy metrics",
-            ("--window", {"type": float, "default": 900}),
-            ("--step", {"type": float, "default": 15}),
-        )
+        # Charts in a notebook read better with finer points than the CLI's table rows.
+        step = shared.STEP.but(default=15)
+        args = self._one_id(rest, "%phdeploy metrics", shared.WINDOW, step)
         return MetricsView(self.client.metrics(args.id, window=args.window, step=args.step))
 
 
@@ -559,72 +546,6 @@ def _flatten_document(document: dict[str, Any]) -> dict[str, Any]:
         document.setdefault("endpoint", {})["accessType"] = "private"
     document.pop("id", None)
     return {"spec": document, "predictor": predictor, "model": model, "name": name, "group": group}
-
-
-class DeploymentList:
-    """`%phdeploy list`: a table with status colours in Jupyter, plain text elsewhere."""
-
-    HEADERS = ["id", "name", "group", "phase", "ready", "access", "endpoint", "last updated"]
-
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = items
-
-    def _row(self, d: dict[str, Any]) -> list[Any]:
-        spec, status = d["spec"], d["status"]
-        return [
-            d["id"], spec["displayName"], spec["groupName"], status["phase"],
-            f"{status.get('availableReplicas', 0)}/{spec['predictors'][0]['replicas']}",
-            spec["endpoint"]["accessType"], status.get("endpoint") or "-",
-            status.get("lastUpdated") or "-",
-        ]  # fmt: skip
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __repr__(self) -> str:
-        return repr(Table(self.HEADERS, [self._row(d) for d in self.items]))
-
-    def _repr_html_(self) -> str:
-        if not self.items:
-            return "<i>No deployments yet: try %deploy MODEL_VAR</i>"
-        rows = []
-        for d in self.items:
-            row = [esc(v) for v in self._row(d)]
-            row[3] = phase_badge(d["status"]["phase"])
-            rows.append(row)
-        return html_table(self.HEADERS, rows, raw=True)
-
-
-class NewClient(dict):
-    """A newly added client: shows its token once, with a reminder."""
-
-    def _repr_html_(self) -> str:
-        from .display import copy_button
-
-        return (
-            f"<div class='ph-token'>Client <b>{esc(self['name'])}</b>, token "
-            f"<code>{esc(self['token'])}</code> {copy_button(self['token'])}<br>"
-            "<i>Keep it now: it is stored only as a hash and will not be shown again.</i></div>"
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"client {self['name']}: token {self['token']}\n"
-            "(keep it now: it is stored only as a hash and will not be shown again)"
-        )
-
-
-class MetricsView:
-    """`%phdeploy metrics`: Vega-Lite charts in Jupyter (its own Vega renderer), totals as text."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-
-    def __repr__(self) -> str:
-        return charts.summary(self.data)
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return charts.bundle(self.data)
 
 
 def load_ipython_extension(ipython: Any) -> None:

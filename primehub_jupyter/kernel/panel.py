@@ -9,7 +9,8 @@ import ipywidgets as w
 
 from .client import Client, PrimeHubError
 from .display import PHASE_COLORS, copy_button, esc, phase_badge, time_html
-from .panel_views import DeploymentDetail, DeploymentForm, _error_html, _pairs, button
+from .panel_form import DeploymentForm, button, error_html, pairs
+from .panel_views import DeploymentDetail
 
 
 def elide_endpoint(endpoint: str, deployment_id: str, width: int = 70) -> str:
@@ -71,7 +72,7 @@ class DeploymentRow(w.HBox):
     def _show_metadata(self) -> None:
         values = self.data["spec"]["predictors"][0].get("metadata", {})
         self.metadata_view.value = (
-            f"<div class='ph-metadata'>{esc(_pairs(values) or 'no metadata')}</div>"
+            f"<div class='ph-metadata'>{esc(pairs(values) or 'no metadata')}</div>"
             if self.metadata_button.value
             else ""
         )
@@ -173,7 +174,7 @@ class DeploymentPanel(w.VBox):
                 self.client, self.namespace, on_done=self.show_detail, on_cancel=self.show_list
             )
         except PrimeHubError as error:
-            self.message.value = _error_html(error.message)
+            self.message.value = error_html(error.message)
             return None
         self._show(self.form)
         return self.form
@@ -203,7 +204,7 @@ class DeploymentPanel(w.VBox):
                     name=self.search.value.strip() or None, mine=self.mine.value
                 )
             except PrimeHubError as error:
-                self.message.value = _error_html(error.message)
+                self.message.value = error_html(error.message)
                 return
             self.message.value = "" if items else (
                 "<i>No deployments yet. Create one here, or run %deploy MODEL_VAR.</i>"

@@ -1,4 +1,4 @@
-"""The DeploymentPanel's views: the create/update form and the tabbed detail of a deployment."""
+"""The DeploymentPanel's detail view: a deployment in tabs (info, history, logs, metrics...)."""
 
 from __future__ import annotations
 
@@ -10,249 +10,20 @@ import ipywidgets as w
 
 from ..core import charts
 from .client import Client, PrimeHubError
-from .deployment import Deployment, looks_like_model, package_for_deploy
+from .deployment import Deployment
 from .display import copy_button, esc, html_table, phase_badge, time_html
+from .panel_form import LABEL_FITS, button, error_html, pairs
 from .words import (
     describe_changes,
     display_value,
     field_label,
     flatten_spec,
-    in_words,
     local_time,
     log_file_name,
     rollback_spec,
 )
 
-SOURCES = ("Model URI", "Model image", "Notebook variable")
-
-
-def button(description: str = "", **options: Any) -> w.Button:
-    """A button as wide as its label (the default width cut "Create deployment" short)."""
-    options.setdefault("layout", w.Layout(width="auto", min_width="fit-content"))
-    return w.Button(description=description, **options)
-
-
-# A description as wide as its words (the default width cut "View revision" short).
-_LABEL_FITS = {"description_width": "initial"}
 WINDOWS = {"5 minutes": 300, "15 minutes": 900, "1 hour": 3600}
-
-
-def _pairs(values: dict[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in values.items())
-
-
-def _error_html(message: str) -> str:
-    return f"<div class='ph-error' style='color:#c62828;font-weight:600'>{esc(message)}</div>"
-
-
-class MetadataRows(w.VBox):
-    """Key/value rows with add and remove buttons."""
-
-    def __init__(self, values: dict[str, str] | None = None) -> None:
-        self.add_button = button(description="Add metadata", icon="plus")
-        self.add_button.on_click(lambda _: self.add_row())
-        self.rows: list[w.HBox] = []
-        super().__init__([self.add_button])
-        for key, value in (values or {}).items():
-            self.add_row(key, value)
-
-    def add_row(self, key: str = "", value: str = "") -> w.HBox:
-        key_box = w.Text(value=key, placeholder="key", layout=w.Layout(width="180px"))
-        value_box = w.Text(value=value, placeholder="value", layout=w.Layout(width="260px"))
-        remove = w.Button(icon="trash", tooltip="Remove", layout=w.Layout(width="40px"))
-        row = w.HBox([key_box, value_box, remove])
-        remove.on_click(lambda _: self.remove_row(row))
-        self.rows.append(row)
-        self.children = (*self.rows, self.add_button)
-        return row
-
-    def remove_row(self, row: w.HBox) -> None:
-        self.rows.remove(row)
-        self.children = (*self.rows, self.add_button)
-
-    @property
-    def value(self) -> dict[str, str]:
-        pairs = ((r.children[0].value.strip(), r.children[1].value) for r in self.rows)
-        return {k: v for k, v in pairs if k}
-
-
-class DeploymentForm(w.VBox):
-    """Create a deployment, or update one (then group, name and id are locked)."""
-
-    def __init__(
-        self,
-        client: Client,
-        namespace: dict[str, Any],
-        on_done: Callable[[str], Any],
-        on_cancel: Callable[[], Any],
-        existing: dict[str, Any] | None = None,
-    ) -> None:
-        self.client = client
-        self.namespace = namespace
-        self.on_done = on_done
-        self.existing = existing
-        groups = [g for g in client.groups() if g["enabledDeployment"] or existing]
-        self._groups = {g["name"]: g for g in groups}
-        spec = existing["spec"] if existing else {}
-        predictor = spec.get("predictors", [{}])[0]
-        label = {"style": {"description_width": "140px"}, "layout": w.Layout(width="520px")}
-        self.group = w.Dropdown(
-            options=list(self._groups),
-            description="Group",
-            value=spec.get("groupName") or next(iter(self._groups), None),
-            **label,
-        )
-        self.instance_type = w.Dropdown(description="Instance type", **label)
-        self.replicas = w.BoundedIntText(
-            value=predictor.get("replicas", 1), min=1, max=64, description="Replicas", **label
-        )
-        self.name = w.Text(value=spec.get("displayName", ""), description="Name", **label)
-        self.deployment_id = w.Text(
-            value=existing["id"] if existing else "",
-            placeholder="generated from the name",
-            description="ID",
-            **label,
-        )
-        source = (
-            "Model image"
-            if predictor.get("modelImage") and not predictor.get("modelURI")
-            else "Model URI"
-        )
-        self.source = w.ToggleButtons(options=SOURCES, value=source, description="Model")
-        self.model_uri = w.Text(
-            value=predictor.get("modelURI") or "", description="Model URI", **label
-        )
-        self.model_image = w.Text(
-            value=predictor.get("modelImage") or "", description="Model image", **label
-        )
-        candidates = sorted(
-            k for k, v in namespace.items() if not k.startswith("_") and looks_like_model(v)
-        )
-        self.variable = w.Dropdown(options=candidates, description="Variable", **label)
-        self.pull_secret = w.Text(
-            value=predictor.get("imagePullSecret") or "", description="Image pull secret", **label
-        )
-        self.description = w.Textarea(
-            value=spec.get("description", ""), description="Description", **label
-        )
-        self.metadata = MetadataRows(predictor.get("metadata"))
-        self.private = w.Checkbox(
-            value=spec.get("endpoint", {}).get("accessType") == "private",
-            description="Private access (clients need a token)",
-        )
-        self.update_message = w.Text(description="Update message", **label)
-        self.submit = button(
-            description="Update" if existing else "Deploy", button_style="primary", icon="rocket"
-        )
-        self.cancel = button(description="Cancel")
-        self.errors = w.HTML()
-        self.field_errors: dict[str, w.HTML] = {}
-        self.submit.on_click(lambda _: self._submit())
-        self.cancel.on_click(lambda _: on_cancel())
-        self.group.observe(lambda _: self._instance_types(), "value")
-        self.source.observe(lambda _: self._show_source(), "value")
-        self.locked_note = w.HTML()
-        if existing:
-            for locked in (self.group, self.name, self.deployment_id):
-                locked.disabled = True
-            self.locked_note.value = (
-                "<div class='ph-locked-note' style='opacity:0.8;font-style:italic'>Group, Name "
-                "and ID are fixed once a deployment is created (greyed out); create a new "
-                "deployment to change them.</div>"
-            )
-        self._instance_types(predictor.get("instanceType"))
-        title = f"Update {esc(existing['id'])}" if existing else "Create a deployment"
-        self._source_box = w.VBox()
-        fields = [
-            self.locked_note, self.group, self.instance_type, self.replicas, self.name,
-            self.deployment_id, self.source, self._source_box, self.description,
-            w.HTML("<b>Metadata</b>"), self.metadata, self.private, self.update_message,
-        ]  # fmt: skip
-        super().__init__([w.HTML(f"<h3>{title}</h3>"), *fields, self.errors,
-                          w.HBox([self.submit, self.cancel])])  # fmt: skip
-        self._show_source()
-
-    def _instance_types(self, keep: str | None = None) -> None:
-        group = self._groups.get(self.group.value or "")
-        names = [it["name"] for it in (group or {}).get("instanceTypes", [])]
-        current = keep or self.instance_type.value
-        self.instance_type.options = names
-        self.instance_type.value = current if current in names else (names[0] if names else None)
-
-    def _show_source(self) -> None:
-        chosen = {
-            "Model URI": self.model_uri,
-            "Model image": self.model_image,
-            "Notebook variable": self.variable,
-        }[self.source.value]
-        # An image pull secret only means something for a container image.
-        image = self.source.value == "Model image"
-        self._source_box.children = [chosen, self.pull_secret] if image else [chosen]
-
-    def _predictor(self) -> dict[str, Any]:
-        predictor: dict[str, Any] = {
-            "instanceType": self.instance_type.value,
-            "replicas": self.replicas.value,
-            "metadata": self.metadata.value,
-            "imagePullSecret": None,
-        }
-        if self.source.value == "Notebook variable":
-            if not self.variable.value:
-                raise ValueError("choose a notebook variable holding a model")
-            model = self.namespace[self.variable.value]
-            predictor["modelURI"] = package_for_deploy(
-                model, self.name.value or self.variable.value
-            )
-            predictor["modelImage"] = None
-        elif self.source.value == "Model image":
-            predictor["modelImage"] = self.model_image.value.strip() or None
-            predictor["modelURI"] = None
-            predictor["imagePullSecret"] = self.pull_secret.value.strip() or None
-        else:
-            uri = self.model_uri.value.strip()
-            if uri and "://" not in uri and not Path(uri).is_absolute():
-                uri = str(Path(uri).resolve())  # relative to the notebook, not the server
-            predictor["modelURI"] = uri or None
-            predictor["modelImage"] = None
-        return predictor
-
-    def _submit(self) -> None:
-        self.errors.value = ""
-        if not self.group.value or not self.instance_type.value:
-            self.errors.value = _error_html(
-                "choose a group with model deployment enabled and an instance type"
-            )
-            return
-        try:
-            predictor = self._predictor()
-            access = "private" if self.private.value else "public"
-            if self.existing:
-                patch = {
-                    "description": self.description.value,
-                    "endpoint": {"accessType": access},
-                    "predictors": [predictor],
-                }
-                result = self.client.update(
-                    self.existing["id"], patch, update_message=self.update_message.value or None
-                )
-            else:
-                spec = {
-                    "displayName": self.name.value.strip(),
-                    "groupName": self.group.value,
-                    "description": self.description.value,
-                    "endpoint": {"accessType": access},
-                    "predictors": [predictor],
-                }
-                if self.update_message.value.strip():
-                    spec["updateMessage"] = self.update_message.value.strip()
-                result = self.client.create(spec, id=self.deployment_id.value.strip() or None)
-        except PrimeHubError as error:
-            self.errors.value = _error_html(in_words(error.message, error.details))
-            return
-        except (ValueError, TypeError, OSError) as error:
-            self.errors.value = _error_html(str(error))
-            return
-        self.on_done(result["id"])
 
 
 class DeploymentDetail(w.VBox):
@@ -291,7 +62,7 @@ class DeploymentDetail(w.VBox):
         # Logs
         self.replica = w.Dropdown(description="Replica", options=[("All replicas", "")])
         self.tail = w.BoundedIntText(
-            value=2000, min=1, max=100000, description="Last lines", style=_LABEL_FITS
+            value=2000, min=1, max=100000, description="Last lines", style=LABEL_FITS
         )
         self.logs_refresh = button(description="Reload", icon="refresh")
         self.logs_save = button(description="Save whole log", icon="download")
@@ -302,7 +73,7 @@ class DeploymentDetail(w.VBox):
         self.logs_save.on_click(lambda _: self.save_logs())
         # History
         self.history_view = w.HTML()
-        self.revision = w.Dropdown(description="View revision", style=_LABEL_FITS)
+        self.revision = w.Dropdown(description="View revision", style=LABEL_FITS)
         self.rollback_button = button(description="Roll back to this revision", icon="undo")
         self.revision_view = w.HTML()
         self.revision.observe(lambda _: self._show_revision(), "value")
@@ -310,7 +81,7 @@ class DeploymentDetail(w.VBox):
         # Clients
         self.clients_view = w.VBox()
         self.client_name = w.Text(
-            placeholder="client name", description="New client", style=_LABEL_FITS
+            placeholder="client name", description="New client", style=LABEL_FITS
         )
         self.add_client = button(description="Add client", icon="plus")
         self.token_box = w.HTML()
@@ -350,7 +121,7 @@ class DeploymentDetail(w.VBox):
         try:
             self.data = self.client.get(self.deployment_id)
         except PrimeHubError as error:
-            self.status.value = _error_html(error.message)
+            self.status.value = error_html(error.message)
             return
         self.status.value = ""
         d = Deployment(self.data, self.client)
@@ -392,7 +163,7 @@ class DeploymentDetail(w.VBox):
             ("Creation time", time_html(status.get("creationTime"))),
             ("Last updated", time_html(status.get("lastUpdated"))),
             ("Description", esc(d.spec.get("description") or "-")),
-            ("Metadata", esc(_pairs(p.get("metadata", {})) or "-")),
+            ("Metadata", esc(pairs(p.get("metadata", {})) or "-")),
         ]  # fmt: skip
         table = "".join(
             f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
@@ -416,7 +187,7 @@ class DeploymentDetail(w.VBox):
                 self.deployment_id, replica=self.replica.value or None, tail=self.tail.value
             )
         except PrimeHubError as error:
-            self.logs_view.value = _error_html(error.message)
+            self.logs_view.value = error_html(error.message)
             return
         # column-reverse keeps the view scrolled to the newest line, with no script.
         self.logs_view.value = (
@@ -438,7 +209,7 @@ class DeploymentDetail(w.VBox):
                 self.deployment_id, target, replica=self.replica.value or None
             )
         except PrimeHubError as error:
-            self.logs_note.value = _error_html(error.message)
+            self.logs_note.value = error_html(error.message)
             return
         self.logs_note.value = f"Saved to <code>{esc(target)}</code>"
 
@@ -446,7 +217,7 @@ class DeploymentDetail(w.VBox):
         try:
             entries = self.client.history(self.deployment_id)
         except PrimeHubError as error:
-            self.history_view.value = _error_html(error.message)
+            self.history_view.value = error_html(error.message)
             return
         self._history = {e["revision"]: e for e in entries}
         rows = []
@@ -458,7 +229,7 @@ class DeploymentDetail(w.VBox):
                 "Yes" if spec.get("stop") else "No",
                 esc(p.get("modelImage") or p.get("modelURI")), esc(p["replicas"]),
                 esc(p["instanceType"]), esc(spec.get("description", "")),
-                esc(_pairs(p.get("metadata", {}))),
+                esc(pairs(p.get("metadata", {}))),
                 f"<span class='ph-history-message'>{esc(e.get('updateMessage', ''))}</span>",
             ])  # fmt: skip
         headers = ["Revision", "Time", "User", field_label("stop"), "Model Image / URI",
@@ -496,7 +267,7 @@ class DeploymentDetail(w.VBox):
         try:
             names = [c["name"] for c in self.client.clients(self.deployment_id)]
         except PrimeHubError as error:
-            self.clients_view.children = [w.HTML(_error_html(error.message))]
+            self.clients_view.children = [w.HTML(error_html(error.message))]
             return
         private = self.data.get("spec", {}).get("endpoint", {}).get("accessType") == "private"
         note = w.HTML(
@@ -518,7 +289,7 @@ class DeploymentDetail(w.VBox):
         try:
             created = self.client.add_client(self.deployment_id, self.client_name.value.strip())
         except PrimeHubError as error:
-            self.token_box.value = _error_html(error.message)
+            self.token_box.value = error_html(error.message)
             return
         self.client_name.value = ""
         self.token_box.value = (
@@ -534,7 +305,7 @@ class DeploymentDetail(w.VBox):
         try:
             self.client.delete_client(self.deployment_id, name)
         except PrimeHubError as error:
-            self.token_box.value = _error_html(error.message)
+            self.token_box.value = error_html(error.message)
             return
         self.token_box.value = ""
         self.load_clients()
@@ -543,7 +314,7 @@ class DeploymentDetail(w.VBox):
         try:
             data = self.client.metrics(self.deployment_id, window=self.window.value, step=15)
         except PrimeHubError as error:
-            self.metrics_error.value = _error_html(error.message)
+            self.metrics_error.value = error_html(error.message)
             return
         self.metrics_error.value = ""
         # Set the outputs directly (no `with output:`): this may run on the refresh thread.
@@ -556,7 +327,7 @@ class DeploymentDetail(w.VBox):
         try:
             action(self.deployment_id)
         except PrimeHubError as error:
-            self.status.value = _error_html(error.message)
+            self.status.value = error_html(error.message)
             return
         self.refresh(all_tabs=True)
 
@@ -606,7 +377,7 @@ class DeploymentDetail(w.VBox):
             try:
                 self.client.delete(self.deployment_id)
             except PrimeHubError as error:
-                self.status.value = _error_html(error.message)
+                self.status.value = error_html(error.message)
                 return
             on_back()
 

@@ -25,6 +25,13 @@ import { deploymentsIcon } from '../icons';
 import { FEATURE_DISABLED_MESSAGE } from '../request';
 import { ChangeTable } from './changes';
 import { ErrorMessage, messageOf } from './common';
+import {
+  AboutSection,
+  AccessSection,
+  IdentitySection,
+  ModelSection,
+  ResourcesSection
+} from './formSections';
 
 /** The order fields are checked in, for focusing the first one with a problem. */
 const FIELD_ORDER: FormField[] = [
@@ -51,52 +58,6 @@ interface IFormProps {
   deployment?: IDeployment;
   onSaved(deployment: IDeployment): void;
   onCancel(): void;
-}
-
-/** A field's label, its input (from `children`), a hint, and its error under it. */
-function Field(props: {
-  name: FormField;
-  label: string;
-  errors: FieldErrors;
-  hint?: string;
-  required?: boolean;
-  children: (ids: {
-    id: string;
-    'aria-invalid': boolean;
-    'aria-describedby': string | undefined;
-    'aria-required': boolean | undefined;
-  }) => React.ReactNode;
-  idPrefix: string;
-}): JSX.Element {
-  const id = `${props.idPrefix}-${props.name}`;
-  const error = props.errors[props.name] ?? '';
-  const described = [props.hint ? `${id}-hint` : '', error ? `${id}-error` : '']
-    .filter(Boolean)
-    .join(' ');
-  return (
-    <div className={`jp-PrimeHub-field ${error ? 'jp-mod-invalid' : ''}`}>
-      <label htmlFor={id}>
-        {props.label}
-        {props.required ? <span aria-hidden="true"> *</span> : null}
-      </label>
-      {props.children({
-        id,
-        'aria-invalid': Boolean(error),
-        'aria-describedby': described || undefined,
-        'aria-required': props.required || undefined
-      })}
-      {props.hint ? (
-        <div className="jp-PrimeHub-hint" id={`${id}-hint`}>
-          {props.hint}
-        </div>
-      ) : null}
-      {error ? (
-        <div className="jp-PrimeHub-field-error" id={`${id}-error`}>
-          {error}
-        </div>
-      ) : null}
-    </div>
-  );
 }
 
 let formCount = 0;
@@ -224,7 +185,7 @@ export function DeploymentForm(props: IFormProps): JSX.Element {
   const instanceTypes = instanceTypesOf(allGroups, values.groupName);
   const locked = mode === 'update';
   const noGroup = mode === 'create' && groups !== null && usable.length === 0;
-  const f = { errors, idPrefix };
+  const section = { values, update, errors, idPrefix };
 
   return (
     <form
@@ -259,299 +220,11 @@ export function DeploymentForm(props: IFormProps): JSX.Element {
         </p>
       ) : null}
 
-      <Field {...f} name="displayName" label="Deployment name" required>
-        {ids => (
-          <input
-            {...ids}
-            type="text"
-            value={values.displayName}
-            disabled={locked}
-            autoFocus={!locked}
-            onChange={e => update({ displayName: e.target.value })}
-          />
-        )}
-      </Field>
-
-      <Field
-        {...f}
-        name="id"
-        label="Deployment ID"
-        hint={
-          locked
-            ? 'The ID, the group and the name cannot change after create.'
-            : 'Part of the endpoint URL: lowercase letters, digits and -.'
-        }
-      >
-        {ids => (
-          <div className="jp-PrimeHub-row">
-            <input
-              {...ids}
-              type="text"
-              value={values.id}
-              disabled={locked || !values.customId}
-              onChange={e => update({ id: e.target.value })}
-            />
-            {locked ? null : (
-              <label className="jp-PrimeHub-check">
-                <input
-                  type="checkbox"
-                  checked={values.customId}
-                  onChange={e => update({ customId: e.target.checked })}
-                />
-                Custom ID
-              </label>
-            )}
-          </div>
-        )}
-      </Field>
-
-      <Field {...f} name="groupName" label="Group" required>
-        {ids => (
-          <select
-            {...ids}
-            value={values.groupName}
-            disabled={locked || usable.length === 0}
-            onChange={e => update({ groupName: e.target.value })}
-          >
-            {locked ? (
-              <option value={values.groupName}>{values.groupName}</option>
-            ) : (
-              usable.map(group => (
-                <option key={group.name} value={group.name}>
-                  {group.displayName || group.name}
-                </option>
-              ))
-            )}
-          </select>
-        )}
-      </Field>
-
-      <fieldset className="jp-PrimeHub-fieldset">
-        <legend>Model</legend>
-        <div
-          className="jp-PrimeHub-row"
-          role="radiogroup"
-          aria-label="Model source"
-        >
-          <label className="jp-PrimeHub-check">
-            <input
-              type="radio"
-              name={`${idPrefix}-source`}
-              checked={values.modelSource === 'uri'}
-              onChange={() => update({ modelSource: 'uri' })}
-            />
-            A model bundle (URI)
-          </label>
-          <label className="jp-PrimeHub-check">
-            <input
-              type="radio"
-              name={`${idPrefix}-source`}
-              checked={values.modelSource === 'image'}
-              onChange={() => update({ modelSource: 'image' })}
-            />
-            A container image
-          </label>
-        </div>
-        <ErrorMessage message={errors.model ?? ''} />
-        {values.modelSource === 'uri' ? (
-          <Field
-            {...f}
-            name="modelURI"
-            label="Model URI"
-            required
-            hint="A model bundle: a path on the server (e.g. made by primehub_jupyter.package) or a URL."
-          >
-            {ids => (
-              <input
-                {...ids}
-                type="text"
-                value={values.modelURI}
-                placeholder="/home/jovyan/iris-bundle"
-                onChange={e => update({ modelURI: e.target.value })}
-              />
-            )}
-          </Field>
-        ) : (
-          <Field {...f} name="modelImage" label="Model image" required>
-            {ids => (
-              <input
-                {...ids}
-                type="text"
-                value={values.modelImage}
-                placeholder="registry.example.com/team/iris:1.0"
-                onChange={e => update({ modelImage: e.target.value })}
-              />
-            )}
-          </Field>
-        )}
-        {values.modelSource === 'image' ? (
-          <Field
-            {...f}
-            name="imagePullSecret"
-            label="Image pull secret"
-            hint="Only for images in a private registry."
-          >
-            {ids => (
-              <input
-                {...ids}
-                type="text"
-                value={values.imagePullSecret}
-                onChange={e => update({ imagePullSecret: e.target.value })}
-              />
-            )}
-          </Field>
-        ) : null}
-      </fieldset>
-
-      <div className="jp-PrimeHub-row jp-PrimeHub-row-fields">
-        <Field {...f} name="instanceType" label="Instance type" required>
-          {ids => (
-            <select
-              {...ids}
-              value={values.instanceType}
-              disabled={instanceTypes.length === 0}
-              onChange={e => update({ instanceType: e.target.value })}
-            >
-              {instanceTypes.length === 0 ? (
-                <option value="">(none)</option>
-              ) : null}
-              {instanceTypes.map(it => (
-                <option key={it.name} value={it.name}>
-                  {`${it.displayName || it.name} (${it.cpu} CPU, ${it.memory}${
-                    it.gpu ? `, ${it.gpu} GPU` : ''
-                  })`}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
-        <Field {...f} name="replicas" label="Replicas" required>
-          {ids => (
-            <input
-              {...ids}
-              type="number"
-              min={1}
-              max={64}
-              step={1}
-              value={values.replicas}
-              onChange={e => update({ replicas: e.target.value })}
-            />
-          )}
-        </Field>
-      </div>
-
-      <Field {...f} name="description" label="Description">
-        {ids => (
-          <textarea
-            {...ids}
-            rows={2}
-            value={values.description}
-            onChange={e => update({ description: e.target.value })}
-          />
-        )}
-      </Field>
-
-      <fieldset
-        className="jp-PrimeHub-fieldset"
-        aria-describedby={`${idPrefix}-metadata-error`}
-      >
-        <legend>Metadata</legend>
-        {values.metadata.map((row, index) => (
-          <div className="jp-PrimeHub-row jp-PrimeHub-metadata-row" key={index}>
-            <input
-              type="text"
-              placeholder="key"
-              aria-label={`Metadata key ${index + 1}`}
-              id={index === 0 ? `${idPrefix}-metadata` : undefined}
-              value={row.key}
-              onChange={e => {
-                const metadata = [...values.metadata];
-                metadata[index] = { ...row, key: e.target.value };
-                update({ metadata });
-              }}
-            />
-            <input
-              type="text"
-              placeholder="value"
-              aria-label={`Metadata value ${index + 1}`}
-              value={row.value}
-              onChange={e => {
-                const metadata = [...values.metadata];
-                metadata[index] = { ...row, value: e.target.value };
-                update({ metadata });
-              }}
-            />
-            <button
-              type="button"
-              className="jp-PrimeHub-button"
-              aria-label={`Remove metadata row ${index + 1}`}
-              onClick={() =>
-                update({
-                  metadata: values.metadata.filter((_, i) => i !== index)
-                })
-              }
-            >
-              Remove
-            </button>
-          </div>
-        ))}
-        <button
-          type="button"
-          className="jp-PrimeHub-button"
-          onClick={() =>
-            update({ metadata: [...values.metadata, { key: '', value: '' }] })
-          }
-        >
-          Add metadata
-        </button>
-        {errors.metadata ? (
-          <div
-            className="jp-PrimeHub-field-error"
-            id={`${idPrefix}-metadata-error`}
-          >
-            {errors.metadata}
-          </div>
-        ) : null}
-      </fieldset>
-
-      <Field
-        {...f}
-        name="privateAccess"
-        label="Endpoint access"
-        hint="Private: callers need a client name and token (add clients after deploying)."
-      >
-        {ids => (
-          <label className="jp-PrimeHub-check">
-            <input
-              {...ids}
-              type="checkbox"
-              checked={values.privateAccess}
-              onChange={e => update({ privateAccess: e.target.checked })}
-            />
-            Private access
-          </label>
-        )}
-      </Field>
-
-      <Field
-        {...f}
-        name="updateMessage"
-        label="Update Message"
-        hint={
-          mode === 'create'
-            ? 'Optional: why you deploy it, shown as the first entry of the history.'
-            : 'Why you change it: shown in the history.'
-        }
-      >
-        {ids => (
-          <input
-            {...ids}
-            type="text"
-            value={values.updateMessage}
-            onChange={e => update({ updateMessage: e.target.value })}
-          />
-        )}
-      </Field>
+      <IdentitySection {...section} locked={locked} usable={usable} />
+      <ModelSection {...section} />
+      <ResourcesSection {...section} instanceTypes={instanceTypes} />
+      <AboutSection {...section} />
+      <AccessSection {...section} mode={mode} />
 
       <div className="jp-PrimeHub-form-actions">
         <button
