@@ -86,17 +86,19 @@ class MemoryEngine(Engine):
         return entry
 
     async def create(self, deployment: Deployment) -> Deployment:
+        await _io()
         if deployment.id in self._entries:
             raise Conflict(f"deployment id '{deployment.id}' is already taken")
         stored = deployment.model_copy(deep=True)
         stored.status.creation_time = stored.status.creation_time or utcnow()
         stored.status.last_updated = stored.status.last_updated or stored.status.creation_time
         phase = Phase.STOPPED if stored.spec.stop else Phase.DEPLOYING
-        self._entries[stored.id] = _Entry(stored, phase=phase)
+        entry = self._entries[stored.id] = _Entry(stored, phase=phase)
         self._settle_soon(stored.id)
-        return await self.get(stored.id)
+        return self._with_status(entry)
 
     async def get(self, deployment_id: str) -> Deployment:
+        await _io()
         return self._with_status(self._entry(deployment_id))
 
     async def list_deployments(self) -> list[Deployment]:
@@ -106,6 +108,7 @@ class MemoryEngine(Engine):
         self, deployment: Deployment, *, client_secret: tuple[str, str] | None = None
     ) -> Deployment:
         self.replace_calls += 1
+        await _io()
         entry = self._entry(deployment.id)
         if entry.quarantine is not None:
             raise Unchangeable(entry.quarantine)
@@ -325,6 +328,12 @@ class MemoryEngine(Engine):
             ReplicaStatus(name=name, ready=True, phase="Running") for name in entry.replicas
         ]
         return deployment
+
+
+async def _io() -> None:
+    # Where a real engine waits for SQLite or the API server: other tasks run meanwhile, so
+    # two writers can interleave here as they do there (the service's retries need that).
+    await asyncio.sleep(0)
 
 
 def _tag(replica: str, line: str) -> str:
