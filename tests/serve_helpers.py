@@ -1,4 +1,4 @@
-"""A real `primehub-deploy serve` to crash and restart; process scans independent of the engine."""
+"""A real `primehub-deploy serve` to drive, crash and restart; process scans independent of it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,11 @@ def free_port() -> int:
 
 
 class Serve:
-    """`primehub-deploy serve` on one data dir and port; the token goes in the environment."""
+    """`primehub-deploy serve` on one data dir and port; the token goes in the environment.
+
+    Restartable on the same data dir and port (the endpoint URLs stay the same); `cli()` runs
+    `primehub-deploy` against it.
+    """
 
     def __init__(self, data_dir: Path, log: Path, *extra: str) -> None:
         self.data_dir = data_dir
@@ -40,16 +44,21 @@ class Serve:
         self.session.headers["Authorization"] = f"token {self.token}"
 
     @property
+    def runtime_dir(self) -> Path:
+        return self.data_dir.parent / "runtime"
+
+    @property
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "PRIMEHUB_API_URL": self.url,
             "PRIMEHUB_API_TOKEN": self.token,
-            "JUPYTER_RUNTIME_DIR": str(self.data_dir.parent / "runtime"),
+            "JUPYTER_RUNTIME_DIR": str(self.runtime_dir),
         }
 
     def start(self, *extra: str) -> None:
         """Start and wait until the API answers (the engine has adopted what was running)."""
+        self.session.headers["Authorization"] = f"token {self.token}"  # it may have been set
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -81,15 +90,25 @@ class Serve:
 
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        self.stop(signal.SIGKILL)
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the server (a clean stop by default) and wait until it has exited."""
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             self.proc.wait(timeout=90)
+
+    def cli(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """`primehub-deploy <args>` against this server; checked for success by default."""
+        result = subprocess.run(
+            [*CLI, *args], env=self.env, capture_output=True, text=True, timeout=180, input=stdin
+        )
+        if check:
+            assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
+        return result
 
     @property
     def running(self) -> bool:

@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from .conftest import OWNER, spec, wait_until
-from .test_cli import CLI, Server
+from .serve_helpers import CLI
+from .serve_helpers import Serve as Server
 
 PAYLOAD = {"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2]]}}
 PREDICTIONS = "POST /api/v1.0/predictions 200"

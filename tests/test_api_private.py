@@ -101,20 +101,26 @@ async def test_switching_access_type_drops_no_request(api, bundles):
     client = await api.ok("POST", f"deployments/{deployment_id}/clients", {"name": "svc"})
     auth = ("svc", client["token"])
     with RequestLoop(endpoint, PAYLOAD, concurrency=3, max_requests=3000, auth=auth) as loop:
-        await asyncio.sleep(0.4)
+        await wait_until(lambda: loop.count >= 10, what="the request loop to run")
         await api.ok(
             "PATCH",
             f"deployments/{deployment_id}",
             {"spec": {"endpoint": {"accessType": "private"}}},
         )
-        await asyncio.sleep(0.6)
-        assert (await asyncio.to_thread(_post, endpoint)).status_code == 401
+
+        async def refused() -> bool:
+            return (await asyncio.to_thread(_post, endpoint)).status_code == 401
+
+        await wait_until(refused, what="the endpoint to ask for a token")
+        mark = loop.count
+        await wait_until(lambda: loop.count > mark + 10, what="traffic while private")
         await api.ok(
             "PATCH",
             f"deployments/{deployment_id}",
             {"spec": {"endpoint": {"accessType": "public"}}},
         )
-        await asyncio.sleep(0.4)
+        mark = loop.count
+        await wait_until(lambda: loop.count > mark + 10, what="traffic after going public")
     assert loop.count > 30
     assert loop.errors == [], loop.errors[:3]
     assert (await asyncio.to_thread(_post, endpoint)).status_code == 200

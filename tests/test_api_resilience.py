@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 
@@ -34,7 +33,7 @@ async def test_killed_replica_restarts_without_failed_requests(api, bundles):
     assert pid is not None
 
     with RequestLoop(endpoint, PAYLOAD, concurrency=4, max_requests=4000) as loop:
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: loop.count >= 10, what="the request loop to run")
         os.kill(pid, signal.SIGKILL)
 
         async def back() -> bool:
@@ -43,7 +42,8 @@ async def test_killed_replica_restarts_without_failed_requests(api, bundles):
             return replica["ready"] and replica["restarts"] >= 1
 
         await wait_until(back, what="the killed replica to come back")
-        await asyncio.sleep(0.5)
+        mark = loop.count
+        await wait_until(lambda: loop.count > mark + 20, what="traffic after the restart")
     assert loop.count > 50
     assert loop.errors == [], loop.errors[:5]
     new_pid = replica_pid(victim)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import joblib
@@ -21,104 +18,19 @@ import yaml
 from primehub_jupyter.kernel.client import Client, ServerNotFound
 
 from .conftest import RequestLoop
-
-CLI = [sys.executable, "-m", "primehub_jupyter.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`primehub-deploy serve` in a subprocess, restartable on the same data dir and port."""
-
-    def __init__(self, data_dir: Path, log: Path, *extra: str) -> None:
-        self.extra = list(extra)
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.token = "test-token-" + os.urandom(4).hex()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def runtime_dir(self) -> Path:
-        return self.data_dir.parent / "runtime"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "PRIMEHUB_API_URL": self.url,
-            "PRIMEHUB_API_TOKEN": self.token,
-            "JUPYTER_RUNTIME_DIR": str(self.runtime_dir),
-        }
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    *CLI,
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--LocalEngine.drain_seconds=0.3",
-                    *self.extra,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                r = requests.get(
-                    self.url + "primehub/api/me",
-                    headers={"Authorization": f"token {self.token}"},
-                    timeout=2,
-                )
-                if r.status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("serve did not start: " + self.log.read_text()[-3000:])
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        self.proc.wait(timeout=60)
-
-    def cli(
-        self, *args: str, check: bool = True, stdin: str | None = None
-    ) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [*CLI, *args], env=self.env, capture_output=True, text=True, timeout=180, input=stdin
-        )
-        if check:
-            assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
-        return result
+from .serve_helpers import CLI, Serve, replica_processes, wait_for
 
 
 @pytest.fixture
 def server(tmp_path: Path):
-    srv = Server(tmp_path / "data", tmp_path / "serve.log")
+    srv = Serve(tmp_path / "data", tmp_path / "serve.log")
     srv.start()
     yield srv
-    if srv.proc and srv.proc.poll() is None:
-        srv.stop()
     # Anything the server left behind (after a SIGKILL) is cleaned up by a last clean run.
-    if srv.proc and srv.proc.returncode == -signal.SIGKILL:
-        srv.start()
-        srv.stop()
+    srv.cleanup()
 
 
-def test_cli_journey_and_server_restarts(server: Server, models, iris, tmp_path: Path):
+def test_cli_journey_and_server_restarts(server: Serve, models, iris, tmp_path: Path):
     X, _ = iris
     model_file = tmp_path / "iris.joblib"
     joblib.dump(models["v1"], model_file)
@@ -171,7 +83,7 @@ def test_cli_journey_and_server_restarts(server: Server, models, iris, tmp_path:
     # The update to the second model runs under a bounded loop of requests: none fails.
     payload = {"data": {"ndarray": X[:1].tolist()}}
     with RequestLoop(endpoint, payload, concurrency=4, max_requests=4000) as loop:
-        time.sleep(0.5)
+        wait_for(lambda: loop.count >= 10, what="the request loop to run")
         out = server.cli(
             "update",
             "iris-cli",
@@ -181,7 +93,10 @@ def test_cli_journey_and_server_restarts(server: Server, models, iris, tmp_path:
             "second model",
             "--wait",
         )
-        time.sleep(1.5)
+        # The old replicas drain and stop while traffic continues.
+        mark = loop.count
+        wait_for(lambda: len(replica_processes("iris-cli")) == 2, what="the old replicas to go")
+        wait_for(lambda: loop.count > mark + 20, what="traffic after the rollout")
     assert "2/2 available" in out.stdout
     assert loop.count > 50 and loop.errors == [], loop.errors[:5]
     history = server.cli("history", "iris-cli").stdout
@@ -273,7 +188,7 @@ def _reachable(url: str) -> bool:
     return True
 
 
-def test_cli_errors_are_one_readable_line(server: Server, tmp_path: Path):
+def test_cli_errors_are_one_readable_line(server: Serve, tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("spec: [unclosed")
     result = server.cli("create", "-f", str(bad), check=False)
@@ -311,7 +226,7 @@ def test_cli_errors_are_one_readable_line(server: Server, tmp_path: Path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
-def test_client_finds_a_running_server_from_jupyter_runtime_files(server: Server, monkeypatch):
+def test_client_finds_a_running_server_from_jupyter_runtime_files(server: Serve, monkeypatch):
     monkeypatch.delenv("PRIMEHUB_API_URL", raising=False)
     monkeypatch.delenv("PRIMEHUB_API_TOKEN", raising=False)
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(server.runtime_dir))

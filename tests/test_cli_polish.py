@@ -10,7 +10,7 @@ import yaml
 from primehub_jupyter.kernel.words import phase_color, phase_style
 
 from .conftest import GROUPS, OWNER
-from .test_cli import Server
+from .serve_helpers import Serve as Server
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from primehub_jupyter.core.charts import CHART_IDS
 from primehub_jupyter.core.errors import FEATURE_DISABLED_MESSAGE
 
 from .conftest import GROUPS, OWNER
-from .test_cli import Server
+from .serve_helpers import Serve as Server
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from primehub_jupyter.engines.local import logs
 
+from .conftest import wait_until
+
 
 def write(directory: Path, name: str, lines: list[str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
@@ -53,22 +55,34 @@ def test_merged_tail_interleaves_replicas_by_time_and_tags_them(tmp_path: Path):
 async def test_follow_yields_new_lines_and_survives_rotation(tmp_path: Path):
     write(tmp_path, "output.log", [stamp(0, "before")])
     stream = logs.follow(lambda: {"r": tmp_path}, poll=0.02)
+    following = asyncio.Event()
     seen: list[str] = []
 
     async def collect() -> None:
         async for line in stream:
+            if line.endswith("warm-up"):  # the follower reads from here on
+                following.set()
+                continue
             seen.append(line)
             if len(seen) == 3:
                 return
 
+    def append(text: str) -> None:
+        with open(tmp_path / "output.log", "a") as f:
+            f.write(text)
+
+    def warm_up() -> bool:
+        if not following.is_set():
+            append(stamp(0, "warm-up") + "\n")
+        return following.is_set()
+
     task = asyncio.ensure_future(collect())
-    await asyncio.sleep(0.1)
-    with open(tmp_path / "output.log", "a") as f:
-        f.write(stamp(1, "first") + "\n" + stamp(2, "sec"))
-    await asyncio.sleep(0.1)
-    with open(tmp_path / "output.log", "a") as f:
-        f.write("ond\n")
-    await asyncio.sleep(0.1)
+    # Lines written before the follower starts are not followed: write until one is seen.
+    await wait_until(warm_up, what="the follower to start")
+    append(stamp(1, "first") + "\n" + stamp(2, "sec"))
+    await wait_until(lambda: len(seen) == 1, what="the first line")
+    append("ond\n")  # the rest of a line the follower has read the start of
+    await wait_until(lambda: len(seen) == 2, what="the completed line")
     (tmp_path / "output.log").rename(tmp_path / "output.log.1")
     write(tmp_path, "output.log", [stamp(3, "after rotation")])
     await asyncio.wait_for(task, 10)

@@ -18,6 +18,7 @@ from primehub_jupyter.core.errors import Conflict, NotFound
 from primehub_jupyter.core.service import DeploymentService
 from primehub_jupyter.engines.kubernetes.engine import KubernetesEngine
 
+from ..conftest import wait_until
 from .conftest import phdeployment
 from .fakeapi import serve
 from .harness import ADMIN, JUPYTER, NAMESPACE, FakeCluster
@@ -220,30 +221,32 @@ async def test_invoke_logs_replicas_and_metrics_from_pods(service, cluster):
                 return
 
     reader = asyncio.create_task(read_one())
-    await asyncio.sleep(0.5)
     url = f"{cluster.network}/pod/{replicas[0]}/api/v1.0/feedback"
-    await asyncio.to_thread(
-        lambda: __import__("requests").post(url, json={"reward": 1}, timeout=10)
-    )
-    await asyncio.wait_for(reader, 10)
+
+    async def followed() -> bool:
+        # The follower may subscribe after a first feedback: send until it shows one.
+        if not reader.done():
+            await asyncio.to_thread(
+                lambda: __import__("requests").post(url, json={"reward": 1}, timeout=10)
+            )
+        return reader.done()
+
+    await wait_until(followed, what="the followed log to show the feedback")
+    await reader
     await follower.aclose()
     assert "POST /api/v1.0/feedback 200" in got[-1]
 
     first = await service.metrics("alice", created.id, 60, 1)  # starts the scraping
     assert first["deploymentId"] == created.id
-    # Without Prometheus, history starts with the first look; traffic after a whole step counts.
-    await asyncio.sleep(1.5)
-    for _ in range(3):
+
+    # Without Prometheus, history starts with the first look: requests from then on count.
+    async def counted() -> dict | None:
         await service.invoke("alice", created.id, "api/v1.0/predictions", payload, {})
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15  # a bound on a hang, not a measurement
-    while True:
         metrics = await service.metrics("alice", created.id, 60, 1)
-        if (
-            metrics["totals"]["predictRequests"] >= 3 and metrics["replicas"]
-        ) or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.2)
+        enough = metrics["totals"]["predictRequests"] >= 3 and metrics["replicas"]
+        return metrics if enough else None
+
+    metrics = await wait_until(counted, limit=15, what="three requests in the totals")
     assert set(metrics["series"]) == {
         "requestsPerSecond",
         "predictRequestsPerSecond",
@@ -370,8 +373,13 @@ async def test_without_the_operator_a_change_says_so(cluster, groups_file, tmp_p
     try:
         service = DeploymentService(engine, ConfigStore(groups_file), bcrypt_rounds=4)
         created = await service.create("alice", body())
-        await asyncio.sleep(0.1)
-        current = await service.get("alice", created.id)
+
+        async def noticed() -> Any:
+            current = await service.get("alice", created.id)
+            return current if "primehub-operator running" in current.status.message else None
+
+        # operator_grace_seconds=0: as soon as any time has passed the change is overdue.
+        current = await wait_until(noticed, what="the message that asks for the operator")
     finally:
         await engine.shutdown()
     assert current.status.phase.value == "Deploying"
