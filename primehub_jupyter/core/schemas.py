@@ -121,12 +121,33 @@ def _repoint_patches(node: Any, ref_template: str) -> Any:
 
 def typescript_schema(models: Iterable[type[BaseModel]]) -> dict[str, Any]:
     """One JSON schema whose `$defs` are the API's bodies, for json-schema-to-typescript."""
+    defs = component_schemas(models)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "PrimeHubAPI",
+        "title": "ApiContracts",
         "description": "Generated from primehub_jupyter/core by `make generate`; do not edit.",
-        "$defs": component_schemas(models),
+        # Every body as a property, so each is reachable and becomes a named type.
+        "type": "object",
+        "properties": {name: {"$ref": f"#/$defs/{name}"} for name in defs},
+        "additionalProperties": False,
+        "$defs": {name: _untitled_fields(schema) for name, schema in defs.items()},
     }
+
+
+def _untitled_fields(node: Any, top: bool = True) -> Any:
+    # A field's title, or a sibling of a `$ref`, would make a TypeScript type of its own
+    # (`Name1`, `Phase1`...): the models keep their titles, fields and references lose theirs.
+    if isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        return {"$ref": node["$ref"]}
+    if isinstance(node, dict):
+        return {
+            key: _untitled_fields(value, False)
+            for key, value in node.items()
+            if top or key != "title" or not isinstance(value, str)
+        }
+    if isinstance(node, list):
+        return [_untitled_fields(item, False) for item in node]
+    return node
 
 
 # ---- Kubernetes structural schemas -------------------------------------------------------
