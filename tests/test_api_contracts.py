@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import requests
 
 from primehub_jupyter import generate
 from primehub_jupyter.core.bodies import (
@@ -44,6 +45,7 @@ from primehub_jupyter.core.schemas import (
     structural_schema,
 )
 from primehub_jupyter.engines.kubernetes.crd import openapi_schema
+from primehub_jupyter.kernel.client import Client
 from primehub_jupyter.server.openapi import openapi_document
 
 from .conftest import spec
@@ -262,3 +264,21 @@ def test_the_crd_schema_is_generated_structural_and_keeps_the_name_rules():
 def test_a_union_of_two_shapes_cannot_be_structural():
     with pytest.raises(ValueError, match="one of 2 shapes"):
         structural_schema({"anyOf": [{"type": "string"}, {"type": "integer"}]})
+
+
+def _response(status: int, content: bytes, reason: str = "Bad") -> requests.Response:
+    response = requests.Response()
+    response.status_code, response._content, response.reason = status, content, reason
+    return response
+
+
+def test_the_client_reads_error_bodies_and_others():
+    body = {"message": "bad", "reason": "Invalid", "details": [{"field": "x", "message": "y"}]}
+    error = Client._error(_response(422, json.dumps(body).encode()))
+    assert (error.message, error.status, error.details) == ("bad", 422, body["details"])
+    error = Client._error(_response(403, b'{"message": null, "reason": null}', reason=""))
+    assert error.message == "not authorized: check the token"
+    error = Client._error(_response(502, b"<html>bad gateway</html>"))
+    assert error.message == "<html>bad gateway</html>" and error.details == []
+    error = Client._error(_response(500, b"[1, 2]", reason="Internal"))
+    assert error.message == "[1, 2]"
