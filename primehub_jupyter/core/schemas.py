@@ -207,4 +207,5 @@ def structural_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None
         result["x-kubernetes-preserve-unknown-fields"] = True
     if "type" not in result and not result.get("x-kubernetes-preserve-unknown-fields"):
         result["x-kubernetes-preserve-unknown-fields"] = True
-    return result
+    # The type first, as people write a CRD: the generated YAML reads like the hand-made one.
+    return {**{key: result[key] for key in ("type", "description") if key in result}, **result}
