@@ -116,11 +116,7 @@ export class PrimeHubAPI {
   }
 
   async groups(): Promise<IGroup[]> {
-    const body = await requestAPI<GroupList>(
-      'groups',
-      {},
-      this.settings
-    );
+    const body = await requestAPI<GroupList>('groups', {}, this.settings);
     return body.groups;
   }
 
