@@ -187,19 +187,6 @@ class ClientRef(_Model):
     name: ClientName
 
 
-def check_client_name(value: Any) -> str:
-    """Validate a client name (it becomes the user name of HTTP Basic auth); ValueError if not."""
-    problem = name_problem(
-        value,
-        CLIENT_NAME,
-        "client name",
-        "1-63 letters, digits, '-', '_' or '.', starting with a letter or digit",
-    )
-    if problem:
-        raise ValueError(problem)
-    return str(value)
-
-
 class Endpoint(_Model):
     """How the endpoint is reached: by anyone, or by named clients with a token."""
 
