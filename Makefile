@@ -9,12 +9,13 @@ DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: help env demo test test-fast test-frontend test-browser lint format bench clean
+.PHONY: help env demo test test-fast test-frontend test-browser lint format generate bench clean
 
 help:
 	@echo "make demo   - create the environment, build, and start JupyterLab with the extension"
 	@echo "make test   - create the environment and run every test"
 	@echo "make lint   - ruff and mypy on the package"
+	@echo "make generate - rewrite the files generated from core/ (CRD, API schema, TS types)"
 	@echo "make bench  - run the benchmarks in bench/"
 
 $(BIN)/python:
@@ -74,6 +75,12 @@ lint: env
 format: env
 	$(BIN)/ruff format primehub_jupyter tests bench
 	$(BIN)/ruff check --fix primehub_jupyter tests bench
+
+# The CRD and the API's JSON schema from the pydantic models, then the TypeScript types from
+# that schema; tests fail (naming this target) when a committed copy is out of date.
+generate: env
+	$(BIN)/python -m primehub_jupyter.generate
+	cd labextension && $(JLPM) generate:types
 
 bench: env
 	$(BIN)/python bench/gateway.py

@@ -214,11 +214,11 @@ def test_spec_names_are_full_matched_and_never_stripped(path: str, name: str, su
 
 @pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\x00"])
 def test_every_name_pattern_refuses_a_trailing_newline(suffix: str):
-    from primehub_jupyter.core.models import EnvVar, Predictor, check_client_name
+    from primehub_jupyter.core.models import ClientRef, EnvVar, Predictor
 
     assert id_problem("iris" + suffix) is not None
-    with pytest.raises(ValueError, match="not a valid client name"):
-        check_client_name("ok" + suffix)
+    with pytest.raises(PydanticError, match="not a valid client name"):
+        ClientRef.model_validate({"name": "ok" + suffix})
     with pytest.raises(PydanticError):
         EnvVar.model_validate({"name": "MODE" + suffix})
     with pytest.raises(PydanticError):
@@ -226,7 +226,7 @@ def test_every_name_pattern_refuses_a_trailing_newline(suffix: str):
             {"instanceType": "cpu-1", "modelURI": "/m", "metadata": {"team" + suffix: "a"}}
         )
     assert EnvVar.model_validate({"name": "MODE"}).name == "MODE"
-    assert check_client_name("ok") == "ok"
+    assert ClientRef.model_validate({"name": "ok"}).name == "ok"
 
 
 @pytest.mark.parametrize("suffix", ["\n", " "])

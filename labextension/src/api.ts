@@ -4,124 +4,56 @@ import { ServerConnection } from '@jupyterlab/services';
 
 import { apiUrl, requestAPI, requestRaw } from './request';
 
-/** Where a deployment is in its life, as PrimeHub names it. */
-export type Phase =
-  'Deploying' | 'Deployed' | 'Stopping' | 'Stopped' | 'Failed';
+import type {
+  ClientCreated,
+  ClientList,
+  ClientRef,
+  CreateDeployment,
+  Deployment,
+  DeploymentList,
+  DeploymentSpec,
+  DeploymentSpecPatch,
+  DeploymentStatus,
+  Endpoint,
+  EnvVar,
+  GroupInfo,
+  GroupList,
+  HistoryEntry,
+  HistoryList,
+  InstanceTypeInfo,
+  LogLines,
+  Me,
+  Phase,
+  Predictor,
+  ReplicaList,
+  ReplicaStatus
+} from './generated/api-types';
+
+// The API's bodies are generated from the Python models (`make generate`); these are the
+// names the rest of the extension has always used for them.
+export type { ClientCreated, DeploymentSpecPatch, Phase };
+export type IDeployment = Deployment;
+export type IDeploymentSpec = DeploymentSpec;
+export type IDeploymentStatus = DeploymentStatus;
+export type IEndpointSpec = Endpoint;
+export type IEnvVar = EnvVar;
+export type IGroup = GroupInfo;
+export type IHistoryEntry = HistoryEntry;
+export type IInstanceType = InstanceTypeInfo;
+export type IMe = Me;
+export type IPredictor = Predictor;
+export type IReplicaStatus = ReplicaStatus;
+/** The body of `POST deployments`. */
+export type ICreateRequest = CreateDeployment;
 
 /** Phases that move by themselves: watch them closely. */
-export const TRANSITIONAL_PHASES: ReadonlySet<string> = new Set([
+export const TRANSITIONAL_PHASES: ReadonlySet<string> = new Set<Phase>([
   'Deploying',
   'Stopping'
 ]);
 
-export interface IEnvVar {
-  name: string;
-  value: string;
-}
-
-export interface IPredictor {
-  name?: string;
-  replicas: number;
-  modelImage?: string | null;
-  modelURI?: string | null;
-  instanceType: string;
-  imagePullSecret?: string | null;
-  metadata?: Record<string, string>;
-}
-
-export interface IEndpointSpec {
-  accessType: 'public' | 'private';
-  clients?: { name: string }[];
-}
-
-/** What the user asked for. `id`, `groupName` and `displayName` are fixed after create. */
-export interface IDeploymentSpec {
-  displayName: string;
-  description?: string;
-  updateMessage?: string;
-  groupName: string;
-  userName?: string;
-  stop?: boolean;
-  env?: IEnvVar[];
-  endpoint?: IEndpointSpec;
-  predictors: IPredictor[];
-}
-
-export interface IReplicaStatus {
-  name: string;
-  ready: boolean;
-  phase: string;
-  restarts: number;
-  message: string;
-  startTime?: string | null;
-}
-
-export interface IHistoryEntry {
-  revision: number;
-  time: string;
-  user: string;
-  updateMessage: string;
-  spec: IDeploymentSpec;
-}
-
-export interface IDeploymentStatus {
-  phase: Phase;
-  message: string;
-  replicas: number;
-  availableReplicas: number;
-  endpoint?: string | null;
-  creationTime?: string | null;
-  lastUpdated?: string | null;
-  replicaStatuses?: IReplicaStatus[];
-  /** The bundle's recorded sample request, when the engine knows it. */
-  sampleRequest?: Record<string, unknown> | null;
-  history?: IHistoryEntry[];
-}
-
-export interface IDeployment {
-  id: string;
-  spec: IDeploymentSpec;
-  status: IDeploymentStatus;
-  resourceVersion?: string;
-}
-
-export interface IInstanceType {
-  name: string;
-  displayName?: string;
-  description?: string;
-  cpu: number;
-  memory: string;
-  gpu: number;
-}
-
-export interface IGroup {
-  name: string;
-  displayName?: string;
-  enabledDeployment: boolean;
-  isMember?: boolean;
-  quota?: Record<string, unknown>;
-  usage?: Record<string, unknown>;
-  instanceTypes: IInstanceType[];
-}
-
-export interface IMe {
-  name: string;
-  isAdmin: boolean;
-  engine?: string;
-  groups: IGroup[];
-}
-
-/** The body of `POST deployments`. */
-export interface ICreateRequest {
-  id?: string;
-  spec: IDeploymentSpec;
-}
-
 /** A client of a private endpoint; `token` is only there in the answer that created it. */
-export interface IClient {
-  name: string;
-  token?: string;
-}
+export type IClient = ClientRef & Partial<ClientCreated>;
 
 /** `GET deployments/<id>/metrics`: per-step series over a window (see docs/internals.md). */
 export interface IMetrics {
@@ -184,18 +116,14 @@ export class PrimeHubAPI {
   }
 
   async groups(): Promise<IGroup[]> {
-    const body = await requestAPI<{ groups: IGroup[] }>(
-      'groups',
-      {},
-      this.settings
-    );
+    const body = await requestAPI<GroupList>('groups', {}, this.settings);
     return body.groups;
   }
 
   async list(
     options: { name?: string; mine?: boolean; group?: string } = {}
   ): Promise<IDeployment[]> {
-    const body = await requestAPI<{ deployments: IDeployment[] }>(
+    const body = await requestAPI<DeploymentList>(
       `deployments${query(options)}`,
       {},
       this.settings
@@ -218,7 +146,7 @@ export class PrimeHubAPI {
   /** Merge-patch the spec; `resourceVersion` makes it fail (409) if someone changed it since. */
   update(
     id: string,
-    spec: Partial<IDeploymentSpec> | Record<string, unknown>,
+    spec: DeploymentSpecPatch | Record<string, unknown>,
     resourceVersion?: string
   ): Promise<IDeployment> {
     const body: Record<string, unknown> = { spec };
@@ -245,7 +173,7 @@ export class PrimeHubAPI {
   }
 
   async history(id: string): Promise<IHistoryEntry[]> {
-    const body = await requestAPI<{ history: IHistoryEntry[] }>(
+    const body = await requestAPI<HistoryList>(
       path(id, '/history'),
       {},
       this.settings
@@ -265,7 +193,7 @@ export class PrimeHubAPI {
   }
 
   async replicas(id: string): Promise<string[]> {
-    const body = await requestAPI<{ replicas: string[] }>(
+    const body = await requestAPI<ReplicaList>(
       path(id, '/replicas'),
       {},
       this.settings
@@ -278,7 +206,7 @@ export class PrimeHubAPI {
     id: string,
     options: { replica?: string; tail?: number } = {}
   ): Promise<string[]> {
-    const body = await requestAPI<{ lines: string[] }>(
+    const body = await requestAPI<LogLines>(
       path(
         id,
         `/logs${query({ replica: options.replica, tail: options.tail ?? 2000, format: 'json' })}`
@@ -315,7 +243,7 @@ export class PrimeHubAPI {
   }
 
   async clients(id: string): Promise<IClient[]> {
-    const body = await requestAPI<{ clients: IClient[] }>(
+    const body = await requestAPI<ClientList>(
       path(id, '/clients'),
       {},
       this.settings
@@ -324,8 +252,8 @@ export class PrimeHubAPI {
   }
 
   /** Add (or replace) a client: the answer holds its token, which is never shown again. */
-  addClient(id: string, name: string): Promise<Required<IClient>> {
-    return this._post<Required<IClient>>(path(id, '/clients'), { name });
+  addClient(id: string, name: string): Promise<ClientCreated> {
+    return this._post<ClientCreated>(path(id, '/clients'), { name });
   }
 
   async deleteClient(id: string, name: string): Promise<void> {

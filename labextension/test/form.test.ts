@@ -18,16 +18,42 @@ import {
 import { APIError } from '../src/request';
 import { deployment } from './helpers';
 
+// As `GET groups` answers (core/bodies.py GroupInfo): every field is always there.
+function group(
+  name: string,
+  enabledDeployment: boolean,
+  instanceTypes: IGroup['instanceTypes']
+): IGroup {
+  return {
+    name,
+    displayName: name,
+    enabledDeployment,
+    isMember: true,
+    quota: { cpu: null, memory: null, gpu: null, maxDeployments: null },
+    usage: { cpu: 0, memory: '0', gpu: 0, deployments: 0 },
+    instanceTypes
+  };
+}
+
+function instanceType(name: string, cpu: number, memory: string) {
+  return {
+    name,
+    displayName: name,
+    description: '',
+    cpu,
+    memory,
+    gpu: 0,
+    nodeSelector: {},
+    tolerations: []
+  };
+}
+
 const GROUPS: IGroup[] = [
-  { name: 'research', enabledDeployment: false, instanceTypes: [] },
-  {
-    name: 'default',
-    enabledDeployment: true,
-    instanceTypes: [
-      { name: 'cpu-2', cpu: 2, memory: '2Gi', gpu: 0 },
-      { name: 'cpu-0.5', cpu: 0.5, memory: '512Mi', gpu: 0 }
-    ]
-  }
+  group('research', false, []),
+  group('default', true, [
+    instanceType('cpu-2', 2, '2Gi'),
+    instanceType('cpu-0.5', 0.5, '512Mi')
+  ])
 ];
 
 function apiError(status: number, body: Record<string, unknown>): APIError {

@@ -159,7 +159,9 @@ export function deployment(
       availableReplicas: phase === 'Deployed' ? 1 : 0,
       endpoint: `http://127.0.0.1:9000/deployment/${id}/api/v1.0/predictions`,
       creationTime: '2026-11-22T13:00:00.000Z',
-      lastUpdated: overrides.lastUpdated ?? '2026-11-22T13:00:00.000Z'
+      lastUpdated: overrides.lastUpdated ?? '2026-11-22T13:00:00.000Z',
+      replicaStatuses: [],
+      sampleRequest: null
     }
   };
 }

@@ -14,15 +14,16 @@ from pydantic import (
     ConfigDict,
     Field,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from .ids import (
     CLIENT_NAME,
+    DNS1035,
     DNS1123_SUBDOMAIN,
     ENV_NAME,
+    MAX_ID_LENGTH,
     METADATA_KEY,
     RESOURCE_NAME,
     id_problem,
@@ -70,6 +71,7 @@ def _name_schema(pattern: re.Pattern[str], max_length: int) -> WithJsonSchema:
 # a `Line` (display names, URIs, images) has no control characters at all.
 Text = Annotated[str, AfterValidator(_no_nul)]
 Line = Annotated[str, AfterValidator(_one_line)]
+UpdateMessage = Annotated[Text, Field(max_length=1000)]
 EnvName = Annotated[
     str,
     _name_check(ENV_NAME, "environment variable name", "letters, digits, '-', '.' and '_'"),
@@ -111,6 +113,29 @@ SecretName = Annotated[
         "lowercase letters, digits, '-' and '.' (a Kubernetes object name)",
     ),
     _name_schema(DNS1123_SUBDOMAIN, 253),
+]
+
+
+def _id_check(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("the id must be a string")
+    problem = id_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+DeploymentId = Annotated[
+    str,
+    BeforeValidator(_id_check),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^{DNS1035.pattern}$",
+            "maxLength": MAX_ID_LENGTH,
+            "description": "The deployment id: a DNS-1035 label.",
+        }
+    ),
 ]
 
 
@@ -162,19 +187,6 @@ class ClientRef(_Model):
     name: ClientName
 
 
-def check_client_name(value: Any) -> str:
-    """Validate a client name (it becomes the user name of HTTP Basic auth); ValueError if not."""
-    problem = name_problem(
-        value,
-        CLIENT_NAME,
-        "client name",
-        "1-63 letters, digits, '-', '_' or '.', starting with a letter or digit",
-    )
-    if problem:
-        raise ValueError(problem)
-    return str(value)
-
-
 class Endpoint(_Model):
     """How the endpoint is reached: by anyone, or by named clients with a token."""
 
@@ -195,8 +207,16 @@ class Predictor(_Model):
     name: ResourceName = "predictor1"
     # Strict: "2", 2.5 and true are mistakes to report, not values to coerce.
     replicas: int = Field(1, ge=1, le=64, strict=True)
-    model_image: Line | None = Field(None, max_length=1024)
-    model_uri: Line | None = Field(None, alias="modelURI", max_length=4096)
+    model_image: Line | None = Field(
+        None, max_length=1024, description="A container image serving the model."
+    )
+    model_uri: Line | None = Field(
+        None,
+        alias="modelURI",
+        max_length=4096,
+        description="Where the model bundle is: pvc://<claim>/<path>, a path on a configured "
+        "volume, http(s)://, s3:// or models:/<name>/<version> (MLflow).",
+    )
     instance_type: ResourceName
     image_pull_secret: SecretName | None = None
     metadata: dict[MetadataKey, Text] = Field(default_factory=dict)
@@ -213,7 +233,7 @@ class DeploymentSpec(_Model):
 
     display_name: Line = Field(min_length=1, max_length=255)
     description: Text = Field("", max_length=4000)
-    update_message: Text = Field("", max_length=1000)
+    update_message: UpdateMessage = ""
     group_name: ResourceName
     user_name: Line = ""
     stop: bool = Field(False, strict=True)
@@ -230,7 +250,19 @@ class DeploymentSpec(_Model):
 IMMUTABLE_SPEC_FIELDS = ("groupName", "displayName")
 
 
-class HistoryEntry(_Model):
+class _Observed(_Model):
+    # Answers always carry every field: their schema says so, so TypeScript need not guess.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+def _history_optional(schema: dict[str, Any]) -> None:
+    # Lists of deployments leave the history out (Deployment.summary_json).
+    required = [name for name in schema.pop("required", []) if name != "history"]
+    if required:
+        schema["required"] = required
+
+
+class HistoryEntry(_Observed):
     """One change of the spec: who, when, why, and the spec as it became."""
 
     revision: int
@@ -240,7 +272,7 @@ class HistoryEntry(_Model):
     spec: DeploymentSpec
 
 
-class ReplicaStatus(_Model):
+class ReplicaStatus(_Observed):
     """One replica as the engine sees it."""
 
     name: str
@@ -251,8 +283,10 @@ class ReplicaStatus(_Model):
     start_time: str | None = None
 
 
-class DeploymentStatus(_Model):
+class DeploymentStatus(_Observed):
     """What the engine observed; never written by users."""
+
+    model_config = ConfigDict(json_schema_extra=_history_optional)
 
     phase: Phase = Phase.DEPLOYING
     message: str = ""
@@ -262,27 +296,21 @@ class DeploymentStatus(_Model):
     creation_time: str | None = None
     last_updated: str | None = None
     replica_statuses: list[ReplicaStatus] = Field(default_factory=list)
-    sample_request: dict[str, Any] | None = None
-    history: list[HistoryEntry] = Field(default_factory=list)
+    sample_request: dict[str, Any] | None = Field(
+        default=None, description="The bundle's recorded sample request, when the engine knows it."
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list, max_length=MAX_HISTORY, description="Newest first."
+    )
 
 
-class Deployment(_Model):
+class Deployment(_Observed):
     """A deployment: id, the desired spec and the observed status."""
 
-    id: str
+    id: DeploymentId
     spec: DeploymentSpec
     status: DeploymentStatus = Field(default_factory=DeploymentStatus)
     resource_version: str = "0"
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _check_id(cls, value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError("the id must be a string")
-        problem = id_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     def summary_json(self) -> dict[str, Any]:
         """The object without its history, for lists."""

@@ -10,7 +10,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..engines.base import DEFAULT_TAIL, Engine, InvokeResult
-from .bodies import parse_spec, requested_id, resource_version, revalidate
+from .bodies import (
+    ChangeMessage,
+    ClientCreated,
+    CreateDeployment,
+    NewClient,
+    Rollback,
+    UpdateDeployment,
+    parse_spec,
+    revalidate,
+)
 from .config import ConfigStore, PrimeHubConfig
 from .errors import BadRequest, Conflict, NotFound, Unchangeable, ValidationError
 from .ids import generate_id, id_problem, invoke_path_problem
@@ -23,7 +32,6 @@ from .models import (
     DeploymentStatus,
     HistoryEntry,
     Phase,
-    check_client_name,
     merge_patch,
     utcnow,
 )
@@ -169,19 +177,14 @@ class DeploymentService:
         config.check_instance_type(group, spec.predictor.instance_type)
         self.engine.check_spec(spec)
 
-    async def create(self, user: str, body: Any) -> Deployment:
+    async def create(self, user: str, body: CreateDeployment | dict[str, Any]) -> Deployment:
         """Create a deployment from `{"id"?, "spec"}` (or the custom resource form)."""
-        if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object with a 'spec'")
-        spec_data = body.get("spec")
-        unknown = set(body) - {"id", "spec", "apiVersion", "kind", "metadata", "status"}
-        if unknown:
-            raise ValidationError(f"unknown fields: {', '.join(sorted(unknown))}")
-        wanted_id = requested_id(body)
-        if not isinstance(spec_data, dict):
-            raise ValidationError("'spec' is required and must be an object")
-        spec_data = {**spec_data, "userName": user}
-        spec = parse_spec(spec_data)
+        request = CreateDeployment.parse(body, user=user)
+        wanted_id = request.requested_id
+        spec = request.spec
+        if request.spec.user_name != user:
+            # A parsed request made for someone else: the signed-in user still owns it.
+            spec = revalidate(spec.model_copy(update={"user_name": user}))
         if spec.endpoint.clients:
             raise ValidationError(
                 "clients are added after creation: POST .../deployments/<id>/clients "
@@ -217,24 +220,21 @@ class DeploymentService:
             return created
         raise AssertionError("unreachable")
 
-    async def update(self, user: str, deployment_id: str, body: Any) -> Deployment:
+    async def update(
+        self, user: str, deployment_id: str, body: UpdateDeployment | dict[str, Any]
+    ) -> Deployment:
         """Apply a merge patch `{"spec": {...}, "resourceVersion"?}` to a deployment.
 
         With a resourceVersion the update is refused (409) when the deployment changed since;
         without one it is re-applied to the newest version until it lands (a blind update).
         """
-        if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
-            raise BadRequest("the body must be a JSON object with a 'spec' object to merge")
-        unknown = set(body) - {"id", "spec", "resourceVersion", "apiVersion", "kind", "metadata"}
-        if unknown:
-            raise ValidationError(f"unknown fields: {', '.join(sorted(unknown))}")
-        if requested_id(body) not in (None, deployment_id):
+        request = UpdateDeployment.parse(body)
+        if request.requested_id not in (None, deployment_id):
             raise ValidationError(
                 "id is immutable", details=[{"field": "id", "message": "immutable"}]
             )
-        version = resource_version(body)
-        patch = dict(body["spec"])
-        patch.pop("userName", None)
+        version = request.based_on
+        patch = request.patch
 
         def build(current: Deployment) -> DeploymentSpec:
             before = current.spec.to_json()
@@ -344,6 +344,7 @@ class DeploymentService:
         self, user: str, deployment_id: str, stop: bool, message: Any = None
     ) -> Deployment:
         """Stop (replicas go away, the spec stays) or start a deployment."""
+        message = ChangeMessage.parse({"updateMessage": message}).update_message
 
         # History entries say what happened when the caller gave no message of their own.
         said = message if message not in (None, "") else ("stopped" if stop else "started")
@@ -368,8 +369,8 @@ class DeploymentService:
         `stop` keeps its current value (a rollback does not start or stop anything), and so do
         the clients: their tokens cannot be brought back, only the access type can.
         """
-        if not isinstance(revision, int) or isinstance(revision, bool):
-            raise ValidationError("'revision' must be a history revision number")
+        request = Rollback.parse({"revision": revision, "updateMessage": message})
+        revision, message = request.revision, request.update_message
         await self.history_entry(user, deployment_id, revision)
 
         def build(current: Deployment) -> DeploymentSpec:
@@ -411,12 +412,7 @@ class DeploymentService:
 
     async def add_client(self, user: str, deployment_id: str, name: Any) -> dict[str, str]:
         """Add (or replace) a client; the only time its token is ever returned."""
-        if not isinstance(name, str):
-            raise ValidationError("'name' is required", details=[{"field": "name"}])
-        try:
-            check_client_name(name)
-        except ValueError as error:
-            raise ValidationError(str(error), details=[{"field": "name"}]) from None
+        name = NewClient.parse({"name": name}).name
         await self.get(user, deployment_id)
         token = new_token()
         hashed = await asyncio.to_thread(hash_token, token, self.bcrypt_rounds)
@@ -436,7 +432,7 @@ class DeploymentService:
         await self._change(
             user, deployment_id, build, client_secret=(name, hashed), force_history=True
         )
-        return {"name": name, "token": token}
+        return ClientCreated(name=name, token=token).to_json()
 
     async def delete_client(self, user: str, deployment_id: str, name: str) -> None:
         """Remove a client; its token stops working at once."""

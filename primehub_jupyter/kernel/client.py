@@ -130,12 +130,26 @@ class Client:
 
     @staticmethod
     def _error(response: requests.Response) -> PrimeHubError:
+        # Imported here: the models cost an import a kernel that never sees an error skips.
+        from pydantic import ValidationError
+
+        from ..core.bodies import ErrorBody
+
         try:
             body = response.json()
-            message = body.get("message") or response.reason
-            details = body.get("details", [])
         except ValueError:
-            message, details = response.text.strip() or response.reason, []
+            body = None
+        details: list = []
+        try:
+            error = ErrorBody.model_validate(body)
+            message, details = error.message or response.reason, error.details
+        except ValidationError:
+            # Not one of ours (Jupyter's own 403, a proxy's page): say what there is.
+            if isinstance(body, dict):
+                found = body.get("message")
+                message = found if isinstance(found, str) and found else response.reason
+            else:
+                message = response.text.strip() or response.reason
         if response.status_code in (401, 403) and not message:
             message = "not authorized: check the token"
         return PrimeHubError(message, response.status_code, details)
@@ -332,9 +346,13 @@ class Client:
 
     def add_client(self, deployment_id: str, name: str) -> dict[str, str]:
         """Add (or replace) a client; the returned token is shown this once only."""
-        return self._json(
+        from ..core.bodies import ClientCreated
+
+        answer = self._json(
             "POST", f"deployments/{quote(deployment_id)}/clients", json={"name": name}
         )
+        # The one answer that must hold a token: say so now, not when the token is used.
+        return ClientCreated.model_validate(answer).to_json()
 
     def delete_client(self, deployment_id: str, name: str) -> None:
         self.request("DELETE", f"deployments/{quote(deployment_id)}/clients/{quote(name)}")

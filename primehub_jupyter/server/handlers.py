@@ -17,6 +17,19 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from ..core.bodies import (
+    ChangeMessage,
+    ClientList,
+    CreateDeployment,
+    DeploymentList,
+    GroupSettings,
+    HistoryList,
+    LogLines,
+    NewClient,
+    ReplicaList,
+    Rollback,
+    UpdateDeployment,
+)
 from ..core.errors import BadRequest, NotFound, PrimeHubError
 from ..core.service import DeploymentService
 from ..engines.base import DEFAULT_TAIL
@@ -135,11 +148,9 @@ class GroupsHandler(PrimeHubHandler):
 class GroupHandler(PrimeHubHandler):
     @api
     async def patch(self, group: str) -> None:
-        body = self.json_body()
-        if not isinstance(body, dict) or not isinstance(body.get("enabledDeployment"), bool):
-            raise BadRequest('the body must be {"enabledDeployment": true|false}')
+        body = GroupSettings.parse(self.json_body())
         service = await self.service()
-        self.send(await service.set_group_enabled(self.user_name, group, body["enabledDeployment"]))
+        self.send(await service.set_group_enabled(self.user_name, group, body.enabled_deployment))
 
 
 class InstanceTypesHandler(PrimeHubHandler):
@@ -160,12 +171,13 @@ class DeploymentsHandler(PrimeHubHandler):
             mine=self.flag("mine"),
             group=self.get_argument("group", None),
         )
-        self.send({"deployments": [d.summary_json() for d in found]})
+        self.send(DeploymentList(deployments=found).to_json())
 
     @api
     async def post(self) -> None:
+        body = CreateDeployment.parse(self.json_body(), user=self.user_name)
         service = await self.service()
-        created = await service.create(self.user_name, self.json_body())
+        created = await service.create(self.user_name, body)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + created.id)
         self.send(created.to_json(), 201)
 
@@ -178,8 +190,9 @@ class DeploymentHandler(PrimeHubHandler):
 
     @api
     async def patch(self, deployment_id: str) -> None:
+        body = UpdateDeployment.parse(self.json_body())
         service = await self.service()
-        updated = await service.update(self.user_name, deployment_id, self.json_body())
+        updated = await service.update(self.user_name, deployment_id, body)
         self.send(updated.to_json())
 
     @api
@@ -195,12 +208,11 @@ class StopHandler(PrimeHubHandler):
 
     @api
     async def post(self, deployment_id: str) -> None:
+        body = ChangeMessage.parse(self.json_body() if self.request.body else {})
         service = await self.service()
-        body = self.json_body() if self.request.body else {}
-        if not isinstance(body, dict):
-            raise BadRequest('the body, when given, must be {"updateMessage": "..."}')
-        message = body.get("updateMessage")
-        result = await service.set_stopped(self.user_name, deployment_id, self.stop, message)
+        result = await service.set_stopped(
+            self.user_name, deployment_id, self.stop, body.update_message
+        )
         self.send(result.to_json())
 
 
@@ -213,7 +225,7 @@ class HistoryHandler(PrimeHubHandler):
     async def get(self, deployment_id: str) -> None:
         service = await self.service()
         history = await service.history(self.user_name, deployment_id)
-        self.send({"history": [h.to_json() for h in history]})
+        self.send(HistoryList(history=history).to_json())
 
 
 class HistoryEntryHandler(PrimeHubHandler):
@@ -230,14 +242,14 @@ class ClientsHandler(PrimeHubHandler):
     @api
     async def get(self, deployment_id: str) -> None:
         service = await self.service()
-        self.send({"clients": await service.list_clients(self.user_name, deployment_id)})
+        clients = await service.list_clients(self.user_name, deployment_id)
+        self.send(ClientList.model_validate({"clients": clients}).to_json())
 
     @api
     async def post(self, deployment_id: str) -> None:
+        body = NewClient.parse(self.json_body())
         service = await self.service()
-        body = self.json_body()
-        name = body.get("name") if isinstance(body, dict) else None
-        created = await service.add_client(self.user_name, deployment_id, name)
+        created = await service.add_client(self.user_name, deployment_id, body.name)
         # The token is in this response and nowhere else, ever: do not let anything cache it.
         self.set_header("Cache-Control", "no-store")
         self.send(created, 201)
@@ -256,7 +268,8 @@ class ReplicasHandler(PrimeHubHandler):
     @api
     async def get(self, deployment_id: str) -> None:
         service = await self.service()
-        self.send({"replicas": await service.replicas(self.user_name, deployment_id)})
+        names = await service.replicas(self.user_name, deployment_id)
+        self.send(ReplicaList(replicas=names).to_json())
 
 
 class LogsHandler(PrimeHubHandler):
@@ -296,7 +309,7 @@ class LogsHandler(PrimeHubHandler):
         lines = await service.logs(user, deployment_id, replica, self._tail())
         if self.get_argument("format", "text") == "json":
             names = await service.replicas(user, deployment_id)
-            self.send({"replicas": names, "lines": lines})
+            self.send(LogLines(replicas=names, lines=lines).to_json())
             return
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish("".join(line + "\n" for line in lines))
@@ -349,12 +362,10 @@ class MetricsHandler(PrimeHubHandler):
 class RollbackHandler(PrimeHubHandler):
     @api
     async def post(self, deployment_id: str) -> None:
+        body = Rollback.parse(self.json_body())
         service = await self.service()
-        body = self.json_body()
-        if not isinstance(body, dict):
-            raise BadRequest('the body must be {"revision": N}')
         result = await service.rollback(
-            self.user_name, deployment_id, body.get("revision"), body.get("updateMessage")
+            self.user_name, deployment_id, body.revision, body.update_message
         )
         self.send(result.to_json())
 

@@ -2,100 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
-
 from .._version import __version__
-from ..core.ids import CLIENT_NAME, DNS1035, MAX_INVOKE_PATH, PATH_SEGMENT
-from ..core.models import Deployment, DeploymentSpec, HistoryEntry
+from ..core.ids import MAX_INVOKE_PATH, PATH_SEGMENT
+from ..core.schemas import api_models, component_schemas
 
 REF = "#/components/schemas/{model}"
 
 
 @functools.cache
 def _schemas() -> dict[str, Any]:
-    _, top = models_json_schema(
-        [(m, "serialization") for m in (Deployment, DeploymentSpec, HistoryEntry)],
-        by_alias=True,
-        ref_template=REF,
-    )
-    schemas: dict[str, Any] = dict(top.get("$defs", {}))
-    schemas["Error"] = {
-        "type": "object",
-        "required": ["message"],
-        "properties": {
-            "message": {"type": "string", "description": "What went wrong, for a person."},
-            "reason": {"type": "string"},
-            "details": {"type": "array", "items": {"type": "object"}},
-        },
-    }
-    schemas["CreateDeployment"] = {
-        "type": "object",
-        "required": ["spec"],
-        "properties": {
-            "id": {
-                "type": "string",
-                "pattern": f"^{DNS1035.pattern}$",
-                "maxLength": 63,
-                "description": "DNS-1035 label; generated when absent.",
-            },
-            "spec": {"$ref": REF.format(model="DeploymentSpec")},
-        },
-    }
-    schemas.update(_patch_schemas(schemas))
-    schemas["UpdateDeployment"] = {
-        "type": "object",
-        "required": ["spec"],
-        "properties": {
-            "spec": {
-                **_ref("DeploymentSpecPatch"),
-                "description": "A JSON merge patch of the spec; list items of objects merge by "
-                "index. groupName and displayName are immutable.",
-            },
-            "resourceVersion": {
-                "type": "string",
-                "description": "When given, the update fails with 409 if the deployment changed; "
-                "without it the change is applied to the newest version.",
-            },
-        },
-    }
-    schemas["Client"] = {
-        "type": "object",
-        "required": ["name"],
-        "properties": {
-            "name": {"type": "string", "pattern": f"^{CLIENT_NAME.pattern}$", "maxLength": 63},
-            "token": {"type": "string", "description": "Returned once, when the client is added."},
-        },
-    }
-    return schemas
-
-
-_PATCHED = ("DeploymentSpec", "Predictor", "Endpoint", "EnvVar", "ClientRef")
-
-
-def _patch_schemas(schemas: dict[str, Any]) -> dict[str, Any]:
-    """`<Model>Patch` copies of the spec's schemas with nothing required (a merge patch)."""
-    patches = {}
-    for name in _PATCHED:
-        patch = copy.deepcopy(schemas[name])
-        patch.pop("required", None)
-        patch["title"] = f"{name}Patch"
-        patches[f"{name}Patch"] = _repoint(patch)
-    return patches
-
-
-def _repoint(node: Any) -> Any:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.rsplit("/", 1)[-1] in _PATCHED:
-            return {**node, "$ref": ref + "Patch"}
-        return {key: _repoint(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_repoint(item) for item in node]
-    return node
+    """Every request and response body, generated from core/bodies.py's models."""
+    return component_schemas(api_models(), ref_template=REF)
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -108,11 +28,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _ERRORS = {
-    "400": _json(_ref("Error"), "Malformed request (e.g. not JSON)."),
-    "403": _json(_ref("Error"), "Not a member of the group, or deployment disabled for it."),
-    "404": _json(_ref("Error"), "No such deployment visible to this user."),
-    "409": _json(_ref("Error"), "Conflict: the id exists, or a stale resourceVersion."),
-    "422": _json(_ref("Error"), "A field is invalid; `details` lists which."),
+    "400": _json(_ref("ErrorBody"), "Malformed request (e.g. not JSON)."),
+    "403": _json(_ref("ErrorBody"), "Not a member of the group, or deployment disabled for it."),
+    "404": _json(_ref("ErrorBody"), "No such deployment visible to this user."),
+    "409": _json(_ref("ErrorBody"), "Conflict: the id exists, or a stale resourceVersion."),
+    "422": _json(_ref("ErrorBody"), "A field is invalid; `details` lists which."),
 }
 
 
@@ -134,16 +54,14 @@ _INVOKE_PATH = {
     "v2/models/<name>/infer: relative segments of letters, digits, '-', '_' and '.', "
     "never '.', '..', an empty segment, a percent-encoding or a URL (400).",
 }
-_MESSAGE_BODY = {
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {"updateMessage": {"type": "string", "maxLength": 1000}},
-            }
-        }
-    }
-}
+_MESSAGE_BODY = {"content": {"application/json": {"schema": _ref("ChangeMessage")}}}
+
+
+def _body(model: str) -> dict[str, Any]:
+    """A required JSON request body of a component schema."""
+    return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
+
+
 _PREDICTION = {
     "required": True,
     "content": {
@@ -158,52 +76,35 @@ _PREDICTION = {
 def _paths() -> dict[str, Any]:
     deployment = _json(_ref("Deployment"), "The deployment.")
     return {
-        "/me": {"get": _op("The signed-in user and their groups", {"200": _json(_OBJECT, "Me")})},
+        "/me": {
+            "get": _op("The signed-in user and their groups", {"200": _json(_ref("Me"), "Me")})
+        },
         "/openapi.json": {"get": _op("This document", {"200": _json(_OBJECT, "OpenAPI 3.1")})},
-        "/groups": {"get": _op("Groups with quota and usage", {"200": _json(_OBJECT, "Groups")})},
+        "/groups": {
+            "get": _op("Groups with quota and usage", {"200": _json(_ref("GroupList"), "Groups")})
+        },
         "/groups/{group}": {
             "parameters": [
                 {"name": "group", "in": "path", "required": True, "schema": {"type": "string"}}
             ],
             "patch": _op(
                 "Enable or disable model deployment for a group (admins)",
-                {"200": _json(_OBJECT, "The group")},
-                errors=("400", "403", "404"),
-                requestBody={
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["enabledDeployment"],
-                                "properties": {"enabledDeployment": {"type": "boolean"}},
-                            }
-                        }
-                    },
-                },
+                {"200": _json(_ref("GroupInfo"), "The group")},
+                errors=("400", "403", "404", "422"),
+                requestBody=_body("GroupSettings"),
             ),
         },
         "/instance-types": {
             "get": _op(
                 "Instance types available to the user (optionally of one group)",
-                {"200": _json(_OBJECT, "Instance types")},
+                {"200": _json(_ref("InstanceTypeList"), "Instance types")},
                 parameters=[{"name": "group", "in": "query", "schema": {"type": "string"}}],
             )
         },
         "/deployments": {
             "get": _op(
                 "List deployments of the user's groups, newest update first",
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "deployments": {"type": "array", "items": _ref("Deployment")}
-                            },
-                        },
-                        "Deployments",
-                    )
-                },
+                {"200": _json(_ref("DeploymentList"), "Deployments")},
                 parameters=[
                     {"name": "name", "in": "query", "schema": {"type": "string"}},
                     {"name": "mine", "in": "query", "schema": {"type": "boolean"}},
@@ -214,10 +115,7 @@ def _paths() -> dict[str, Any]:
                 "Create a deployment",
                 {"201": deployment},
                 errors=("400", "403", "409", "422"),
-                requestBody={
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("CreateDeployment")}},
-                },
+                requestBody=_body("CreateDeployment"),
             ),
         },
         "/deployments/{id}": {
@@ -229,10 +127,7 @@ def _paths() -> dict[str, Any]:
                 "Update a deployment (rolling update; history grows)",
                 {"200": deployment},
                 errors=("400", "403", "404", "409", "422"),
-                requestBody={
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("UpdateDeployment")}},
-                },
+                requestBody=_body("UpdateDeployment"),
             ),
             "delete": _op(
                 "Delete a deployment", {"204": {"description": "Deleted"}}, errors=("403", "404")
@@ -260,17 +155,7 @@ def _paths() -> dict[str, Any]:
             "parameters": [_ID],
             "get": _op(
                 "History, newest first (at most 32)",
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "history": {"type": "array", "items": _ref("HistoryEntry")}
-                            },
-                        },
-                        "History",
-                    )
-                },
+                {"200": _json(_ref("HistoryList"), "History")},
                 errors=("404",),
             ),
         },
@@ -292,17 +177,14 @@ def _paths() -> dict[str, Any]:
             "parameters": [_ID],
             "get": _op(
                 "Client names of a private endpoint",
-                {"200": _json(_OBJECT, "Clients")},
+                {"200": _json(_ref("ClientList"), "Clients")},
                 errors=("404",),
             ),
             "post": _op(
                 "Add or replace a client; its token is returned this once",
-                {"201": _json(_ref("Client"), "The client and its token")},
+                {"201": _json(_ref("ClientCreated"), "The client and its token")},
                 errors=("400", "403", "404", "422"),
-                requestBody={
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("Client")}},
-                },
+                requestBody=_body("NewClient"),
             ),
         },
         "/deployments/{id}/clients/{name}": {
@@ -317,7 +199,9 @@ def _paths() -> dict[str, Any]:
         "/deployments/{id}/replicas": {
             "parameters": [_ID],
             "get": _op(
-                "Replica names that have logs", {"200": _json(_OBJECT, "Replicas")}, errors=("404",)
+                "Replica names that have logs",
+                {"200": _json(_ref("ReplicaList"), "Replicas")},
+                errors=("404",),
             ),
         },
         "/deployments/{id}/logs": {
@@ -326,8 +210,11 @@ def _paths() -> dict[str, Any]:
                 "Logs with UTC timestamps: tail, follow (a stream) or download",
                 {
                     "200": {
-                        "description": "Log lines",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                        "description": "Log lines (format=json: the replicas and the lines)",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/json": {"schema": _ref("LogLines")},
+                        },
                     }
                 },
                 errors=("400", "404"),
@@ -372,21 +259,7 @@ def _paths() -> dict[str, Any]:
                 "Re-apply an earlier history entry's spec as a new update",
                 {"200": deployment},
                 errors=("400", "403", "404", "422"),
-                requestBody={
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["revision"],
-                                "properties": {
-                                    "revision": {"type": "integer", "minimum": 1},
-                                    "updateMessage": {"type": "string", "maxLength": 1000},
-                                },
-                            }
-                        }
-                    },
-                },
+                requestBody=_body("Rollback"),
             ),
         },
         "/deployments/{id}/invoke": {
@@ -433,7 +306,10 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
         },
         "servers": [{"url": base_url.rstrip("/") + "/primehub/api"}],
         "security": [{"token": []}],
-        "paths": {**_paths(), **openapi_paths({"content": _json(_ref("Error"), "")["content"]})},
+        "paths": {
+            **_paths(),
+            **openapi_paths({"content": _json(_ref("ErrorBody"), "")["content"]}),
+        },
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {

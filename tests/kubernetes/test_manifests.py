@@ -224,9 +224,7 @@ def test_private_ingress_and_nginx_hash_format():
 
 def test_the_crd_file_is_the_generated_one_and_a_valid_crd():
     shipped = yaml.safe_load((REPO / "deploy/base/crd.yaml").read_text())
-    assert shipped == crd_manifest(), (
-        "run: python -m primehub_jupyter.engines.kubernetes.crd > deploy/base/crd.yaml"
-    )
+    assert shipped == crd_manifest(), "deploy/base/crd.yaml is out of date: run `make generate`"
     validate_k8s(shipped)
 
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ...core.models import IMMUTABLE_SPEC_FIELDS, DeploymentSpec, DeploymentStatus
+from ...core.schemas import model_schema, structural_schema
 
 GROUP = "primehub.io"
 VERSION = "v1alpha1"
@@ -30,147 +36,61 @@ ANNOTATION_APPLIED = "primehub.io/applied-hash"
 
 FIELD_MANAGER = "primehub-operator"
 
-_ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
-_CLIENT_NAME = r"^[a-zA-Z0-9][-_.a-zA-Z0-9]{0,62}$"
+
+class AdmittedUsage(BaseModel):
+    """What the group quota granted a deployment (operator-owned)."""
+
+    cpu: float | None = None
+    memory: float | None = None
+    gpu: int | None = None
+
+
+class CustomResourceStatus(DeploymentStatus):
+    """The status as the custom resource stores it: the API's, and what the operator keeps."""
+
+    observed_generation: int | None = None
+    rollout_started: str | None = Field(None, description="When the current rollout began.")
+    admitted: AdmittedUsage | None = Field(
+        None, description="What the group quota granted this deployment (operator-owned)."
+    )
+
+
+# Rules the API server checks in CEL: the model's validators, where CEL can say them.
+_PREDICTOR_RULES = [
+    {
+        "rule": "has(self.modelImage) || has(self.modelURI)",
+        "message": "a predictor needs a modelImage or a modelURI",
+    }
+]
+_SPEC_RULES = [
+    {"rule": f"self.{name} == oldSelf.{name}", "message": f"{name} is immutable"}
+    for name in IMMUTABLE_SPEC_FIELDS
+]
 
 
 def spec_schema(*, rules: bool) -> dict[str, Any]:
-    """The structural schema of `spec` (also used for history snapshots, without rules)."""
-    predictor: dict[str, Any] = {
-        "type": "object",
-        "required": ["instanceType"],
-        "properties": {
-            "name": {"type": "string", "maxLength": 63},
-            "replicas": {"type": "integer", "minimum": 1, "maximum": 64},
-            "modelImage": {"type": "string", "description": "A container image serving the model."},
-            "modelURI": {
-                "type": "string",
-                "description": "Where the model bundle is: pvc://<claim>/<path>, a path on a "
-                "configured volume, http(s)://, s3:// or models:/<name>/<version> (MLflow).",
-            },
-            "instanceType": {"type": "string", "minLength": 1},
-            "imagePullSecret": {"type": "string"},
-            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-        },
-    }
-    schema: dict[str, Any] = {
-        "type": "object",
-        "required": ["displayName", "groupName", "predictors"],
-        "properties": {
-            "displayName": {"type": "string", "minLength": 1, "maxLength": 255},
-            "description": {"type": "string", "maxLength": 4000},
-            "updateMessage": {"type": "string", "maxLength": 1000},
-            "groupName": {"type": "string", "minLength": 1},
-            "userName": {"type": "string"},
-            "stop": {"type": "boolean"},
-            "env": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {
-                        "name": {"type": "string", "pattern": _ENV_NAME},
-                        "value": {"type": "string"},
-                    },
-                },
-            },
-            "endpoint": {
-                "type": "object",
-                "properties": {
-                    "accessType": {"type": "string", "enum": ["public", "private"]},
-                    "clients": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["name"],
-                            "properties": {"name": {"type": "string", "pattern": _CLIENT_NAME}},
-                        },
-                    },
-                },
-            },
-            "predictors": {"type": "array", "minItems": 1, "maxItems": 1, "items": predictor},
-        },
-    }
+    """The structural schema of `spec`, from DeploymentSpec (history snapshots: without rules)."""
+    schema = structural_schema(model_schema(DeploymentSpec))
     if rules:
-        predictor["x-kubernetes-validations"] = [
-            {
-                "rule": "has(self.modelImage) || has(self.modelURI)",
-                "message": "a predictor needs a modelImage or a modelURI",
-            }
-        ]
-        schema["x-kubernetes-validations"] = [
-            {"rule": "self.groupName == oldSelf.groupName", "message": "groupName is immutable"},
-            {
-                "rule": "self.displayName == oldSelf.displayName",
-                "message": "displayName is immutable",
-            },
-        ]
+        schema["properties"]["predictors"]["items"]["x-kubernetes-validations"] = list(
+            _PREDICTOR_RULES
+        )
+        schema["x-kubernetes-validations"] = list(_SPEC_RULES)
     return schema
 
 
 def status_schema() -> dict[str, Any]:
-    """What the operator observes and the engine records (history)."""
-    string = {"type": "string"}
-    integer = {"type": "integer"}
-    return {
-        "type": "object",
-        "properties": {
-            "phase": {
-                "type": "string",
-                "enum": ["Deploying", "Deployed", "Stopping", "Stopped", "Failed"],
-            },
-            "message": string,
-            "replicas": integer,
-            "availableReplicas": integer,
-            "endpoint": string,
-            "creationTime": string,
-            "lastUpdated": string,
-            "observedGeneration": integer,
-            "rolloutStarted": {"type": "string", "description": "When the current rollout began."},
-            "admitted": {
-                "type": "object",
-                "description": "What the group quota granted this deployment (operator-owned).",
-                "properties": {
-                    "cpu": {"type": "number"},
-                    "memory": {"type": "number"},
-                    "gpu": integer,
-                },
-            },
-            "replicaStatuses": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "name": string,
-                        "ready": {"type": "boolean"},
-                        "phase": string,
-                        "restarts": integer,
-                        "message": string,
-                        "startTime": string,
-                    },
-                },
-            },
-            "history": {
-                "type": "array",
-                "maxItems": 32,
-                "items": {
-                    "type": "object",
-                    "required": ["revision", "time", "user", "spec"],
-                    "properties": {
-                        "revision": integer,
-                        "time": string,
-                        "user": string,
-                        "updateMessage": string,
-                        "spec": spec_schema(rules=False),
-                    },
-                },
-            },
-        },
-    }
+    """What the operator observes and the engine records (history), from CustomResourceStatus."""
+    return structural_schema(model_schema(CustomResourceStatus))
 
 
 def crd_manifest() -> dict[str, Any]:
-    """The CustomResourceDefinition, as installed by deploy/base/crd.yaml."""
+    """The CustomResourceDefinition, as installed by deploy/base/crd.yaml (a fresh copy)."""
+    return copy.deepcopy(_crd_manifest())
+
+
+@functools.cache
+def _crd_manifest() -> dict[str, Any]:
     root: dict[str, Any] = {
         "type": "object",
         "required": ["spec"],
@@ -235,13 +155,9 @@ def openapi_schema() -> dict[str, Any]:
     return copy.deepcopy(crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
 
-def main() -> None:
-    """Print the CRD as YAML: `python -m primehub_jupyter.engines.kubernetes.crd`."""
+def crd_yaml() -> str:
+    """The CRD as deploy/base/crd.yaml holds it (written by `make generate`)."""
     import yaml
 
-    print("# Generated by `python -m primehub_jupyter.engines.kubernetes.crd`; do not edit.")
-    print(yaml.safe_dump(crd_manifest(), sort_keys=False), end="")
-
-
-if __name__ == "__main__":
-    main()
+    header = "# Generated from primehub_jupyter/core/models.py by `make generate`; do not edit.\n"
+    return header + yaml.safe_dump(crd_manifest(), sort_keys=False)

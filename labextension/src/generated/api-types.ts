@@ -1,0 +1,425 @@
+/* Generated from api-schema.json by json-schema-to-typescript (`make generate`); do not edit. */
+
+/**
+ * Where a deployment is in its life, as PrimeHub names it.
+ */
+export type Phase =
+  'Deploying' | 'Deployed' | 'Stopping' | 'Stopped' | 'Failed';
+
+/**
+ * Generated from primehub_jupyter/core by `make generate`; do not edit.
+ */
+export interface ApiContracts {
+  ChangeMessage?: ChangeMessage;
+  ClientCreated?: ClientCreated;
+  ClientList?: ClientList;
+  ClientRef?: ClientRef;
+  CreateDeployment?: CreateDeployment;
+  Deployment?: Deployment;
+  DeploymentList?: DeploymentList;
+  DeploymentSpec?: DeploymentSpec;
+  DeploymentStatus?: DeploymentStatus;
+  Endpoint?: Endpoint;
+  EnvVar?: EnvVar;
+  ErrorBody?: ErrorBody;
+  GroupInfo?: GroupInfo;
+  GroupList?: GroupList;
+  GroupSettings?: GroupSettings;
+  HistoryEntry?: HistoryEntry;
+  HistoryList?: HistoryList;
+  InstanceTypeInfo?: InstanceTypeInfo;
+  InstanceTypeList?: InstanceTypeList;
+  LogLines?: LogLines;
+  Me?: Me;
+  NewClient?: NewClient;
+  Phase?: Phase;
+  Predictor?: Predictor;
+  QuotaInfo?: QuotaInfo;
+  ReplicaList?: ReplicaList;
+  ReplicaStatus?: ReplicaStatus;
+  ResourceMetadata?: ResourceMetadata;
+  Rollback?: Rollback;
+  UpdateDeployment?: UpdateDeployment;
+  UsageInfo?: UsageInfo;
+  ClientRefPatch?: ClientRefPatch;
+  DeploymentSpecPatch?: DeploymentSpecPatch;
+  EndpointPatch?: EndpointPatch;
+  EnvVarPatch?: EnvVarPatch;
+  PredictorPatch?: PredictorPatch;
+}
+/**
+ * The body of `POST .../stop` and `POST .../start`, when one is given.
+ */
+export interface ChangeMessage {
+  updateMessage?: string | null;
+}
+/**
+ * `POST deployments/<id>/clients`: the client and its token, returned this once.
+ */
+export interface ClientCreated {
+  name: string;
+  /**
+   * Returned once, when the client is added; keep it.
+   */
+  token: string;
+}
+/**
+ * `GET deployments/<id>/clients`: names only; tokens are never shown again.
+ */
+export interface ClientList {
+  clients: ClientRef[];
+}
+/**
+ * A client allowed to call a private endpoint (its token lives elsewhere, hashed).
+ */
+export interface ClientRef {
+  name: string;
+}
+/**
+ * The body of `POST deployments`: `{"id"?, "spec"}` or the custom resource form.
+ */
+export interface CreateDeployment {
+  id?: string | null;
+  apiVersion?: string | null;
+  kind?: string | null;
+  metadata?: ResourceMetadata | null;
+  spec: DeploymentSpec;
+  /**
+   * Ignored: the engine owns it.
+   */
+  status?: {
+    [k: string]: unknown;
+  } | null;
+}
+/**
+ * The custom resource's metadata: its name is the id; other keys are ignored.
+ */
+export interface ResourceMetadata {
+  name?: string | null;
+  resourceVersion?: string | null;
+}
+/**
+ * What the user asked for: everything but id, groupName and displayName may change.
+ */
+export interface DeploymentSpec {
+  displayName: string;
+  description?: string;
+  updateMessage?: string;
+  groupName: string;
+  userName?: string;
+  stop?: boolean;
+  /**
+   * @maxItems 256
+   */
+  env?: EnvVar[];
+  endpoint?: Endpoint;
+  /**
+   * @minItems 1
+   * @maxItems 1
+   */
+  predictors: Predictor[];
+}
+/**
+ * An environment variable passed to the model server.
+ */
+export interface EnvVar {
+  name: string;
+  value?: string;
+}
+/**
+ * How the endpoint is reached: by anyone, or by named clients with a token.
+ */
+export interface Endpoint {
+  accessType?: 'public' | 'private';
+  clients?: ClientRef[];
+}
+/**
+ * The model to serve and how many replicas serve it.
+ */
+export interface Predictor {
+  name?: string;
+  replicas?: number;
+  /**
+   * A container image serving the model.
+   */
+  modelImage?: string | null;
+  /**
+   * Where the model bundle is: pvc://<claim>/<path>, a path on a configured volume, http(s)://, s3:// or models:/<name>/<version> (MLflow).
+   */
+  modelURI?: string | null;
+  instanceType: string;
+  imagePullSecret?: string | null;
+  metadata?: {
+    /**
+     * This interface was referenced by `undefined`'s JSON-Schema definition
+     * via the `patternProperty` "^[a-zA-Z0-9]([-_./a-zA-Z0-9]{0,126}[a-zA-Z0-9])?$".
+     */
+    [k: string]: string;
+  };
+}
+/**
+ * A deployment: id, the desired spec and the observed status.
+ */
+export interface Deployment {
+  /**
+   * The deployment id: a DNS-1035 label.
+   */
+  id: string;
+  spec: DeploymentSpec;
+  status: DeploymentStatus;
+  resourceVersion: string;
+}
+/**
+ * What the engine observed; never written by users.
+ */
+export interface DeploymentStatus {
+  phase: Phase;
+  message: string;
+  replicas: number;
+  availableReplicas: number;
+  endpoint: string | null;
+  creationTime: string | null;
+  lastUpdated: string | null;
+  replicaStatuses: ReplicaStatus[];
+  /**
+   * The bundle's recorded sample request, when the engine knows it.
+   */
+  sampleRequest: {
+    [k: string]: unknown;
+  } | null;
+  /**
+   * Newest first.
+   *
+   * @maxItems 32
+   */
+  history?: HistoryEntry[];
+}
+/**
+ * One replica as the engine sees it.
+ */
+export interface ReplicaStatus {
+  name: string;
+  ready: boolean;
+  phase: string;
+  restarts: number;
+  message: string;
+  startTime: string | null;
+}
+/**
+ * One change of the spec: who, when, why, and the spec as it became.
+ */
+export interface HistoryEntry {
+  revision: number;
+  time: string;
+  user: string;
+  updateMessage: string;
+  spec: DeploymentSpec;
+}
+/**
+ * `GET deployments`: newest update first, each without its history.
+ */
+export interface DeploymentList {
+  deployments: Deployment[];
+}
+/**
+ * Every 4xx/5xx answer: a message for a person, a reason for code, field details.
+ */
+export interface ErrorBody {
+  /**
+   * What went wrong, for a person.
+   */
+  message: string;
+  reason: string;
+  /**
+   * Which fields were wrong, when some were.
+   */
+  details: {
+    [k: string]: unknown;
+  }[];
+}
+/**
+ * A group of the user, with its quota, current usage and instance types.
+ */
+export interface GroupInfo {
+  name: string;
+  displayName: string;
+  enabledDeployment: boolean;
+  isMember: boolean;
+  quota: QuotaInfo;
+  usage: UsageInfo;
+  instanceTypes: InstanceTypeInfo[];
+}
+/**
+ * A group's limits; null means unlimited.
+ */
+export interface QuotaInfo {
+  cpu: number | null;
+  memory: string | null;
+  gpu: number | null;
+  maxDeployments: number | null;
+}
+/**
+ * What a group's running deployments hold.
+ */
+export interface UsageInfo {
+  cpu: number;
+  memory: string;
+  gpu: number;
+  deployments: number;
+}
+/**
+ * An instance type a user can pick.
+ */
+export interface InstanceTypeInfo {
+  name: string;
+  displayName: string;
+  description: string;
+  cpu: number;
+  memory: string;
+  gpu: number;
+  nodeSelector: {
+    [k: string]: string;
+  };
+  tolerations: {
+    [k: string]: unknown;
+  }[];
+}
+/**
+ * `GET groups`.
+ */
+export interface GroupList {
+  groups: GroupInfo[];
+}
+/**
+ * The body of `PATCH groups/<group>` (administrators).
+ */
+export interface GroupSettings {
+  enabledDeployment: boolean;
+}
+/**
+ * `GET deployments/<id>/history`: newest first.
+ */
+export interface HistoryList {
+  history: HistoryEntry[];
+}
+/**
+ * `GET instance-types`.
+ */
+export interface InstanceTypeList {
+  instanceTypes: InstanceTypeInfo[];
+}
+/**
+ * `GET deployments/<id>/logs?format=json`: the replicas and the lines, oldest first.
+ */
+export interface LogLines {
+  replicas: string[];
+  lines: string[];
+}
+/**
+ * `GET me`: the signed-in user, whether an admin, the engine and the groups.
+ */
+export interface Me {
+  name: string;
+  isAdmin: boolean;
+  engine: string;
+  endpointBase: string | null;
+  groups: GroupInfo[];
+}
+/**
+ * The body of `POST .../clients`.
+ */
+export interface NewClient {
+  name: string;
+}
+/**
+ * `GET deployments/<id>/replicas`: the replicas that have logs.
+ */
+export interface ReplicaList {
+  replicas: string[];
+}
+/**
+ * The body of `POST .../rollback`.
+ */
+export interface Rollback {
+  /**
+   * A revision of the history.
+   */
+  revision: number;
+  updateMessage?: string | null;
+}
+/**
+ * The body of `PATCH deployments/<id>`: a merge patch of the spec.
+ */
+export interface UpdateDeployment {
+  id?: string | null;
+  apiVersion?: string | null;
+  kind?: string | null;
+  metadata?: ResourceMetadata | null;
+  spec: DeploymentSpecPatch;
+  resourceVersion?: string | null;
+}
+/**
+ * What the user asked for: everything but id, groupName and displayName may change.
+ */
+export interface DeploymentSpecPatch {
+  displayName?: string;
+  description?: string;
+  updateMessage?: string;
+  groupName?: string;
+  userName?: string;
+  stop?: boolean;
+  /**
+   * @maxItems 256
+   */
+  env?: EnvVarPatch[];
+  endpoint?: EndpointPatch;
+  /**
+   * @minItems 1
+   * @maxItems 1
+   */
+  predictors?: PredictorPatch[];
+}
+/**
+ * An environment variable passed to the model server.
+ */
+export interface EnvVarPatch {
+  name?: string;
+  value?: string;
+}
+/**
+ * How the endpoint is reached: by anyone, or by named clients with a token.
+ */
+export interface EndpointPatch {
+  accessType?: 'public' | 'private';
+  clients?: ClientRefPatch[];
+}
+/**
+ * A client allowed to call a private endpoint (its token lives elsewhere, hashed).
+ */
+export interface ClientRefPatch {
+  name?: string;
+}
+/**
+ * The model to serve and how many replicas serve it.
+ */
+export interface PredictorPatch {
+  name?: string;
+  replicas?: number;
+  /**
+   * A container image serving the model.
+   */
+  modelImage?: string | null;
+  /**
+   * Where the model bundle is: pvc://<claim>/<path>, a path on a configured volume, http(s)://, s3:// or models:/<name>/<version> (MLflow).
+   */
+  modelURI?: string | null;
+  instanceType?: string;
+  imagePullSecret?: string | null;
+  metadata?: {
+    /**
+     * This interface was referenced by `undefined`'s JSON-Schema definition
+     * via the `patternProperty` "^[a-zA-Z0-9]([-_./a-zA-Z0-9]{0,126}[a-zA-Z0-9])?$".
+     */
+    [k: string]: string;
+  };
+}
