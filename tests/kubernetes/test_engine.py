@@ -229,7 +229,7 @@ async def test_invoke_logs_replicas_and_metrics_from_pods(service, cluster):
     await follower.aclose()
     assert "POST /api/v1.0/feedback 200" in got[-1]
 
-    first = await service.metrics("alice", created.id, 60, 1)  # starts the scraping
+    first = (await service.metrics("alice", created.id, 60, 1)).to_json()  # starts the scraping
     assert first["deploymentId"] == created.id
     # Without Prometheus, history starts with the first look; traffic after a whole step counts.
     await asyncio.sleep(1.5)
@@ -238,7 +238,7 @@ async def test_invoke_logs_replicas_and_metrics_from_pods(service, cluster):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 15  # a bound on a hang, not a measurement
     while True:
-        metrics = await service.metrics("alice", created.id, 60, 1)
+        metrics = (await service.metrics("alice", created.id, 60, 1)).to_json()
         if (
             metrics["totals"]["predictRequests"] >= 3 and metrics["replicas"]
         ) or loop.time() > deadline:
@@ -318,7 +318,7 @@ async def test_metrics_from_prometheus(cluster, operator, groups_file, tmp_path,
     try:
         service = DeploymentService(engine, ConfigStore(groups_file), bcrypt_rounds=4)
         created = await service.create("alice", body())
-        metrics = await service.metrics("alice", created.id, 300, 30)
+        metrics = (await service.metrics("alice", created.id, 300, 30)).to_json()
     finally:
         await engine.shutdown()
     assert len(metrics["timestamps"]) == 10

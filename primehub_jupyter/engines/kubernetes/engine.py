@@ -16,6 +16,7 @@ from pydantic import ValidationError as PydanticError
 from traitlets import Bool, Float, Unicode
 
 from ...core.errors import Conflict, NotFound, PrimeHubError, ValidationError
+from ...core.metrics import MetricsReport
 from ...core.models import (
     MAX_HISTORY,
     Deployment,
@@ -649,7 +650,7 @@ class KubernetesEngine(Engine):
                 {"Content-Type": "application/json"},
             )
 
-    async def metrics(self, deployment_id: str, window: float, step: float) -> dict:
+    async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         await self._read(deployment_id)
         if self.prometheus_url:
             if self._session is None or self._session.closed:

@@ -15,23 +15,19 @@ from typing import Any
 
 import aiohttp
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
+from traitlets.config import Config
 
 from ...core.errors import NotFound, Unchangeable, ValidationError
+from ...core.metrics import MetricsReport
 from ...core.models import Deployment, DeploymentSpec, Phase, utcnow
 from ...serving.settings import model_server_args
 from ..base import Engine, InvokeResult
+from ..series import MetricsStore, ReplicaSample, Snapshot, parse_replica
 from . import adoption
 from . import logs as logfiles
 from .files import private_dir, restrict_tree
 from .gateway_process import GatewayProcess, child_env
-from .metrics import (
-    MetricsStore,
-    ReplicaSample,
-    Snapshot,
-    parse_gateway,
-    parse_replica,
-    process_usage,
-)
+from .metrics import parse_gateway, process_usage
 from .processes import (
     Prober,
     ProcessHandle,
@@ -109,6 +105,20 @@ class LocalEngine(Reconciler, Engine):
         from jupyter_core.paths import jupyter_data_dir
 
         return os.path.join(jupyter_data_dir(), "primehub")
+
+    @classmethod
+    def server_defaults(
+        cls, config: Config, *, data_dir: str, root_dir: str | None
+    ) -> dict[str, Any]:
+        """The extension's data dir and the server's root dir, unless configured here."""
+        sections = [c.__name__ for c in cls.__mro__ if issubclass(c, LocalEngine)]
+        configured = {key for name in sections for key in config.get(name, {})}
+        defaults: dict[str, Any] = {}
+        if "data_dir" not in configured:
+            defaults["data_dir"] = data_dir
+        if "root_dir" not in configured and root_dir is not None:
+            defaults["root_dir"] = root_dir
+        return defaults
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -521,7 +531,7 @@ class LocalEngine(Reconciler, Engine):
 
     # ---- metrics ----------------------------------------------------------------------
 
-    async def metrics(self, deployment_id: str, window: float, step: float) -> dict:
+    async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         await self.get(deployment_id)
         # A fresh scrape, so the requests of the last seconds are in the answer's totals.
         if time.monotonic() - self._collected_at > FRESH_METRICS_SECONDS:
