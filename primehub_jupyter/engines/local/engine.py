@@ -153,7 +153,7 @@ class LocalEngine(Engine):
         return self._reconciler.deployments if self._reconciler is not None else {}
 
     @property
-    def settings(self) -> ReplicaSettings:
+    def replica_settings(self) -> ReplicaSettings:
         """How replicas run and roll out, from this engine's configuration."""
         return ReplicaSettings(
             deploy_timeout=self.deploy_timeout,
@@ -217,7 +217,7 @@ class LocalEngine(Engine):
             python=self.python_executable,
             prober=self._prober,
         )
-        settings = self.settings
+        settings = self.replica_settings
         rows = ReplicaRows(self._store, self.log)
         reconciler = self._reconciler = Reconciler(
             settings=settings,
@@ -358,10 +358,10 @@ class LocalEngine(Engine):
         return await self.get(stored.id)
 
     async def get(self, deployment_id: str) -> Deployment:
-        runtime = self._states.get(deployment_id)
-        if runtime is None or runtime.deleted:
+        state = self._states.get(deployment_id)
+        if state is None or state.deleted:
             raise NotFound(f"deployment '{deployment_id}' not found")
-        return self._with_status(runtime)
+        return self._with_status(state)
 
     async def list_deployments(self) -> list[Deployment]:
         return [self._with_status(r) for r in self._states.values() if not r.deleted]
@@ -369,33 +369,33 @@ class LocalEngine(Engine):
     async def replace(
         self, deployment: Deployment, *, client_secret: tuple[str, str] | None = None
     ) -> Deployment:
-        runtime = self._states.get(deployment.id)
-        if runtime is None or runtime.deleted:
+        state = self._states.get(deployment.id)
+        if state is None or state.deleted:
             raise NotFound(f"deployment '{deployment.id}' not found")
-        if runtime.quarantined:
-            raise Unchangeable(runtime.message)
+        if state.quarantined:
+            raise Unchangeable(state.message)
         now = utcnow()
         stored = deployment.model_copy(deep=True)
         stored.status.last_updated = now
-        stored.status.creation_time = runtime.deployment.status.creation_time
+        stored.status.creation_time = state.deployment.status.creation_time
         version = await self.store.update(stored, int(deployment.resource_version), client_secret)
         stored.resource_version = str(version)
-        runtime.deployment = stored
+        state.deployment = stored
         names = {c.name for c in stored.spec.endpoint.clients}
-        runtime.client_hashes = {k: v for k, v in runtime.client_hashes.items() if k in names}
+        state.client_hashes = {k: v for k, v in state.client_hashes.items() if k in names}
         if client_secret is not None:
-            runtime.client_hashes[client_secret[0]] = client_secret[1]
+            state.client_hashes[client_secret[0]] = client_secret[1]
         await self.reconciler.tick()  # in effect (routes pushed) on return
-        return self._with_status(runtime)
+        return self._with_status(state)
 
     async def delete(self, deployment_id: str) -> None:
-        runtime = self._states.get(deployment_id)
-        if runtime is None or runtime.deleted:
+        state = self._states.get(deployment_id)
+        if state is None or state.deleted:
             raise NotFound(f"deployment '{deployment_id}' not found")
         # The row goes first: if it cannot be deleted (StorageUnavailable), nothing changed.
         # A crash after it leaves processes no deployment wants, which the next start ends.
         await self.store.delete(deployment_id)
-        await self.reconciler.remove(runtime)
+        await self.reconciler.remove(state)
         await asyncio.to_thread(
             shutil.rmtree, self.base_dir / "deployments" / deployment_id, ignore_errors=True
         )
@@ -404,10 +404,10 @@ class LocalEngine(Engine):
 
     def _replica_dirs(self, deployment_id: str) -> dict[str, Path]:
         """Replicas with logs: the current ones by slot, then older ones, newest first."""
-        runtime = self._states.get(deployment_id)
+        state = self._states.get(deployment_id)
         current = sorted(
-            (r for r in (runtime.replicas if runtime else []) if r.state != TERMINATING),
-            key=lambda r: (r.template != (runtime.template if runtime else None), r.slot),
+            (r for r in (state.replicas if state else []) if r.state != TERMINATING),
+            key=lambda r: (r.template != (state.template if state else None), r.slot),
         )
         result = {r.name: r.directory for r in current}
         root = self.base_dir / "deployments" / deployment_id / "replicas"
@@ -428,10 +428,10 @@ class LocalEngine(Engine):
         dirs = self._replica_dirs(deployment_id)
         if replica is not None:
             return {replica: dirs[replica]} if replica in dirs else {}
-        runtime = self._states.get(deployment_id)
+        state = self._states.get(deployment_id)
         current = {
             r.name: dirs[r.name]
-            for r in (runtime.replicas if runtime else [])
+            for r in (state.replicas if state else [])
             if r.name in dirs and r.state != TERMINATING
         }
         if current:
@@ -486,17 +486,17 @@ class LocalEngine(Engine):
 
     # ---- status -----------------------------------------------------------------------
 
-    def _with_status(self, runtime: DeploymentState) -> Deployment:
-        deployment = runtime.deployment.model_copy(deep=True)
-        live = [r for r in runtime.replicas if r.state != TERMINATING or r.alive]
+    def _with_status(self, state: DeploymentState) -> Deployment:
+        deployment = state.deployment.model_copy(deep=True)
+        live = [r for r in state.replicas if r.state != TERMINATING or r.alive]
         status = deployment.status
-        status.phase = runtime.phase
-        status.message = runtime.message
+        status.phase = state.phase
+        status.message = state.message
         status.replicas = sum(1 for r in live if r.alive)
-        status.available_replicas = len(runtime.routed)
-        status.endpoint = self.endpoint_of(runtime.id) if self._gateway is not None else None
+        status.available_replicas = len(state.routed)
+        status.endpoint = self.endpoint_of(state.id) if self._gateway is not None else None
         status.replica_statuses = [r.to_status() for r in sorted(live, key=lambda r: r.name)]
-        status.sample_request = self._sample_request(runtime.deployment.spec)
+        status.sample_request = self._sample_request(state.deployment.spec)
         return deployment
 
     def _sample_request(self, spec: DeploymentSpec) -> dict | None:
