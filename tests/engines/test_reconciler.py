@@ -11,7 +11,13 @@ import pytest
 import requests
 
 from primehub_jupyter.core.config import ConfigStore
-from primehub_jupyter.core.models import Deployment, DeploymentSpec, Phase
+from primehub_jupyter.core.models import (
+    Deployment,
+    DeploymentSpec,
+    DeploymentStatus,
+    Phase,
+    utcnow,
+)
 from primehub_jupyter.engines.local.launcher import ReplicaLauncher
 from primehub_jupyter.engines.local.processes import Prober
 from primehub_jupyter.engines.local.reconciler import Reconciler
@@ -81,8 +87,11 @@ class Harness:
         )
 
     async def add(self, deployment_id: str, bundle: Path, **overrides: Any) -> DeploymentState:
+        now = utcnow()
         deployment = Deployment(
-            id=deployment_id, spec=DeploymentSpec.model_validate(spec(bundle, **overrides))
+            id=deployment_id,
+            spec=DeploymentSpec.model_validate(spec(bundle, **overrides)),
+            status=DeploymentStatus(creation_time=now, last_updated=now),
         )
         seq = await self.store.insert(deployment)
         state = DeploymentState(deployment, seq)
