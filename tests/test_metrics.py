@@ -183,3 +183,24 @@ def test_coarse_steps_count_the_current_bucket_and_keep_requests_in_it():
     assert later["totals"]["requests"] == 31
     assert later["series"]["requestsPerSecond"][-2] == pytest.approx(31 / 3)
     assert later["series"]["requestsPerSecond"][-1] == 0.0
+
+
+def test_the_documented_metrics_document_is_a_metrics_report_word_for_word():
+    # docs/internals.md "Metrics" shows the wire shape: the model reads it and writes it back.
+    import json
+    import re
+    from pathlib import Path
+
+    from primehub_jupyter.core.metrics import (
+        DEPLOYMENT_SERIES,
+        REPLICA_SERIES,
+        MetricsReport,
+    )
+
+    text = (Path(__file__).parent.parent / "docs" / "internals.md").read_text()
+    section = text[text.index("## Metrics") :]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    report = MetricsReport.model_validate(example)
+    assert report.to_json() == example  # (900 == 900.0: floats where the model has them)
+    assert tuple(example["series"]) == DEPLOYMENT_SERIES
+    assert all(tuple(columns) == REPLICA_SERIES for columns in example["replicas"].values())
