@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from primehub_jupyter.engines.local.engine import LocalEngine
+from primehub_jupyter.engines.local.launcher import note
 from primehub_jupyter.engines.local.replica import Replica
 
 
 def test_lost_engine_lines_are_counted_and_reported_with_the_next_line(tmp_path: Path):
-    engine = LocalEngine(data_dir=str(tmp_path / "data"))
     blocker = tmp_path / "deployments"
     blocker.write_text("a file where the replica's directory should be: every write fails")
     replica = Replica(
@@ -19,12 +18,12 @@ def test_lost_engine_lines_are_counted_and_reported_with_the_next_line(tmp_path:
         template="12345",
         directory=blocker / "iris-abcde" / "replicas" / "iris-abcde-12345-0",
     )
-    engine._note(replica, "replica ready")
-    engine._note(replica, "replica not answering health checks")
+    note(replica, "replica ready")
+    note(replica, "replica not answering health checks")
     assert replica.dropped_lines == 2 and not replica.log_file.exists()
 
     blocker.unlink()
-    engine._note(replica, "replica stopped")
+    note(replica, "replica stopped")
     lines = replica.log_file.read_text().splitlines()
     assert len(lines) == 1
     assert lines[0].endswith("[engine] replica stopped (2 earlier engine lines were lost)")

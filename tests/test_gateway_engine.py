@@ -146,7 +146,7 @@ async def test_a_refused_routing_entry_fails_only_its_deployment(
 
     # A client name no validation should ever have let in, as a corrupt store would hold it.
     hashed = bcrypt.hashpw(b"token", bcrypt.gensalt(rounds=4)).decode()
-    engine._runtimes["bad"].client_hashes["ok\n"] = hashed
+    engine.reconciler.deployments["bad"].client_hashes["ok\n"] = hashed
     engine.kick()
     failed = await api.wait_phase("bad", "Failed")
     message = failed["status"]["message"]
@@ -170,7 +170,7 @@ async def test_a_refused_routing_entry_fails_only_its_deployment(
     assert response.status_code == 503
 
     # Once the entry is valid again, the deployment comes back.
-    del engine._runtimes["bad"].client_hashes["ok\n"]
+    del engine.reconciler.deployments["bad"].client_hashes["ok\n"]
     engine.kick()
     await api.wait_phase("bad", "Deployed")
     response = await asyncio.to_thread(requests.post, bad_endpoint, json=PAYLOAD, timeout=30)

@@ -7,13 +7,8 @@ import asyncio
 import pytest
 import requests
 
-from primehub_jupyter.engines.local.metrics import (
-    MetricsStore,
-    ReplicaSample,
-    Snapshot,
-    parse_gateway,
-    quantile,
-)
+from primehub_jupyter.engines.local.metrics import parse_gateway
+from primehub_jupyter.engines.series import MetricsStore, ReplicaSample, Snapshot, quantile
 
 from .conftest import spec, wait_until
 
@@ -30,7 +25,7 @@ def test_rates_success_and_nulls_before_data():
     store.add("d", snap(100, ok=0))
     store.add("d", snap(105, ok=50, bad=0))
     store.add("d", snap(110, ok=90, bad=10))
-    result = store.series("d", window=20, step=5, now=112)
+    result = store.series("d", window=20, step=5, now=112).to_json()
     assert result["timestamps"] == [95, 100, 105, 110]  # bucket starts; 110 holds `now`
     series = result["series"]
     assert series["requestsPerSecond"] == [None, 10.0, 10.0, None]
@@ -43,7 +38,7 @@ def test_a_counter_reset_counts_from_zero():
     store = MetricsStore(retention=600, interval=5)
     store.add("d", snap(100, ok=1000))
     store.add("d", snap(105, ok=20))  # the gateway restarted
-    result = store.series("d", window=5, step=5, now=104)
+    result = store.series("d", window=5, step=5, now=104).to_json()
     assert result["series"]["requestsPerSecond"] == [4.0]
 
 
@@ -51,7 +46,7 @@ def test_reward_is_the_share_of_feedback_reward_across_replicas():
     store = MetricsStore(retention=600, interval=5)
     store.add("d", snap(100, 0, a={"feedback": 0, "reward": 0}, b={"feedback": 10, "reward": 5}))
     store.add("d", snap(105, 0, a={"feedback": 4, "reward": 3}, b={"feedback": 14, "reward": 6}))
-    result = store.series("d", window=5, step=5, now=104)
+    result = store.series("d", window=5, step=5, now=104).to_json()
     assert result["series"]["reward"] == [0.5]  # (3 + 1) / (4 + 4)
     assert result["totals"]["feedback"] == 8 and result["totals"]["reward"] == 0.5
 
@@ -167,7 +162,8 @@ def test_traffic_in_the_step_where_history_begins_is_counted():
     store.add("d", Snapshot(101.2))  # created: the zero baseline
     store.add("d", snap(102.0, ok=30))
     store.add("d", snap(103.0, ok=50, bad=5))
-    result = store.series("d", window=10, step=5, now=106)  # the bucket [100, 105) is complete
+    # The bucket [100, 105) is complete.
+    result = store.series("d", window=10, step=5, now=106).to_json()
     assert result["totals"]["requests"] == 55 and result["totals"]["clientErrors"] == 5
     assert result["series"]["requestsPerSecond"][0] == pytest.approx(55 / 1.8)
 
@@ -177,13 +173,34 @@ def test_coarse_steps_count_the_current_bucket_and_keep_requests_in_it():
     store = MetricsStore(retention=3600, interval=5)
     store.add("d", Snapshot(1000.0))  # created: the zero baseline
     store.add("d", snap(1003.0, ok=31))
-    soon = store.series("d", window=900, step=60, now=1005)
+    soon = store.series("d", window=900, step=60, now=1005).to_json()
     assert soon["timestamps"][-1] == 960 and all(t % 60 == 0 for t in soon["timestamps"])
     assert soon["totals"]["requests"] == 31
     assert soon["series"]["requestsPerSecond"][-1] == pytest.approx(31 / 3)
     store.add("d", snap(1060.0, ok=31))  # a minute later, no new traffic
-    later = store.series("d", window=900, step=60, now=1065)
+    later = store.series("d", window=900, step=60, now=1065).to_json()
     assert later["timestamps"][-2:] == [960, 1020]
     assert later["totals"]["requests"] == 31
     assert later["series"]["requestsPerSecond"][-2] == pytest.approx(31 / 3)
     assert later["series"]["requestsPerSecond"][-1] == 0.0
+
+
+def test_the_documented_metrics_document_is_a_metrics_report_word_for_word():
+    # docs/internals.md "Metrics" shows the wire shape: the model reads it and writes it back.
+    import json
+    import re
+    from pathlib import Path
+
+    from primehub_jupyter.core.metrics import (
+        DEPLOYMENT_SERIES,
+        REPLICA_SERIES,
+        MetricsReport,
+    )
+
+    text = (Path(__file__).parent.parent / "docs" / "internals.md").read_text()
+    section = text[text.index("## Metrics") :]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    report = MetricsReport.model_validate(example)
+    assert report.to_json() == example  # (900 == 900.0: floats where the model has them)
+    assert tuple(example["series"]) == DEPLOYMENT_SERIES
+    assert all(tuple(columns) == REPLICA_SERIES for columns in example["replicas"].values())

@@ -59,27 +59,30 @@ def metrics(
 
     rows = table("TIME (UTC)", "REQ/S", "PREDICT/S", "SUCCESS", "4XX/S", "5XX/S", "P50 MS",
                  "P99 MS", "REWARD", justify="right")  # fmt: skip
-    series = found["series"]
-    for i, stamp in enumerate(found["timestamps"]):
+    from ..core.metrics import MetricsReport
+
+    report = MetricsReport.model_validate(found)
+    s = report.series
+    for i, stamp in enumerate(report.timestamps):
         when = datetime.fromtimestamp(stamp, timezone.utc).strftime("%H:%M:%S")
         rows.add_row(
             when,
-            fmt(series["requestsPerSecond"][i]),
-            fmt(series["predictRequestsPerSecond"][i]),
-            fmt(series["successRate"][i], 100, 1) + ("%" if series["successRate"][i] else ""),
-            fmt(series["clientErrorsPerSecond"][i]),
-            fmt(series["serverErrorsPerSecond"][i]),
-            fmt(series["latencyP50"][i], 1000, 1),
-            fmt(series["latencyP99"][i], 1000, 1),
-            fmt(series["reward"][i]),
+            fmt(s.requests_per_second[i]),
+            fmt(s.predict_requests_per_second[i]),
+            fmt(s.success_rate[i], 100, 1) + ("%" if s.success_rate[i] else ""),
+            fmt(s.client_errors_per_second[i]),
+            fmt(s.server_errors_per_second[i]),
+            fmt(s.latency_p50[i], 1000, 1),
+            fmt(s.latency_p99[i], 1000, 1),
+            fmt(s.reward[i]),
         )
     console().print(rows)
-    totals = found["totals"]
+    totals = report.totals
     click.echo(
-        f"window {found['window']:g} s: {totals['requests']} requests "
-        f"({totals['predictRequests']} predictions), {totals['clientErrors']} 4xx, "
-        f"{totals['serverErrors']} 5xx, {totals['feedback']} feedback"
-        + (f", reward {totals['reward']:.2f}" if totals["reward"] is not None else "")
+        f"window {report.window:g} s: {totals.requests} requests "
+        f"({totals.predict_requests} predictions), {totals.client_errors} 4xx, "
+        f"{totals.server_errors} 5xx, {totals.feedback} feedback"
+        + (f", reward {totals.reward:.2f}" if totals.reward is not None else "")
     )
 
 

@@ -6,6 +6,25 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .metrics import (
+    CLIENT_ERRORS_PER_SECOND,
+    CPU,
+    LATENCY_P50,
+    LATENCY_P90,
+    LATENCY_P99,
+    MEMORY,
+    REQUESTS_PER_SECOND,
+    REWARD,
+    SERVER_ERRORS_PER_SECOND,
+    SUCCESS_RATE,
+    TOTAL_CLIENT_ERRORS,
+    TOTAL_FEEDBACK,
+    TOTAL_PREDICT_REQUESTS,
+    TOTAL_REQUESTS,
+    TOTAL_REWARD,
+    TOTAL_SERVER_ERRORS,
+)
+
 SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
 MIMETYPE = "application/vnd.vegalite.v5+json"
 
@@ -30,30 +49,30 @@ SERIES_CHARTS: tuple[tuple[str, str, str, tuple[tuple[str, str, str], ...], str]
         "Requests / s by outcome",
         "requests/s",
         (
-            ("2xx", "success", "requestsPerSecond"),
-            ("4xx", "warn", "clientErrorsPerSecond"),
-            ("5xx", "error", "serverErrorsPerSecond"),
+            ("2xx", "success", REQUESTS_PER_SECOND),
+            ("4xx", "warn", CLIENT_ERRORS_PER_SECOND),
+            ("5xx", "error", SERVER_ERRORS_PER_SECOND),
         ),
         "rate",
     ),
-    ("success", "Success rate", "2xx share", (("success", "success", "successRate"),), "share"),
+    ("success", "Success rate", "2xx share", (("success", "success", SUCCESS_RATE),), "share"),
     (
         "latency",
         "Latency (log scale)",
         "ms",
         (
-            ("p50", "brand", "latencyP50"),
-            ("p90", "accent", "latencyP90"),
-            ("p99", "error", "latencyP99"),
+            ("p50", "brand", LATENCY_P50),
+            ("p90", "accent", LATENCY_P90),
+            ("p99", "error", LATENCY_P99),
         ),
         "latency",
     ),
-    ("reward", "Feedback reward", "reward", (("reward", "info", "reward"),), "number"),
+    ("reward", "Feedback reward", "reward", (("reward", "info", REWARD),), "number"),
 )
 # Charts of the per-replica series: (id, title, axis title, series key, scale to the unit).
 REPLICA_CHARTS = (
-    ("cpu", "CPU per replica", "cores", "cpu", 1.0),
-    ("memory", "Memory per replica", "MiB", "memory", 1.0 / 2**20),
+    ("cpu", "CPU per replica", "cores", CPU, 1.0),
+    ("memory", "Memory per replica", "MiB", MEMORY, 1.0 / 2**20),
 )
 CHART_IDS = tuple(c[0] for c in SERIES_CHARTS) + tuple(c[0] for c in REPLICA_CHARTS)
 
@@ -135,10 +154,10 @@ def _rows(
 def _requests_rows(doc: dict[str, Any], start: float | None) -> list[dict[str, Any]]:
     """2xx/4xx/5xx per second: 2xx is all requests times the success rate (its definition)."""
     series = doc.get("series") or {}
-    total = series.get("requestsPerSecond") or []
-    share = series.get("successRate") or []
-    client = series.get("clientErrorsPerSecond") or []
-    server = series.get("serverErrorsPerSecond") or []
+    total = series.get(REQUESTS_PER_SECOND) or []
+    share = series.get(SUCCESS_RATE) or []
+    client = series.get(CLIENT_ERRORS_PER_SECOND) or []
+    server = series.get(SERVER_ERRORS_PER_SECOND) or []
     ok: list[float | None] = []
     for index, value in enumerate(total):
         rate = _number(value)
@@ -280,12 +299,13 @@ def chart_specs(
 def summary(doc: dict[str, Any]) -> str:
     """The window's totals in one line: the text/plain twin of the charts."""
     t = doc.get("totals") or {}
-    reward = f", reward {t['reward']:.2f}" if _number(t.get("reward")) is not None else ""
+    share = _number(t.get(TOTAL_REWARD))
+    reward = f", reward {share:.2f}" if share is not None else ""
     return (
         f"{doc.get('deploymentId', '')}, last {float(doc.get('window') or 0):g} s: "
-        f"{t.get('requests', 0)} requests ({t.get('predictRequests', 0)} predictions), "
-        f"{t.get('clientErrors', 0)} 4xx, {t.get('serverErrors', 0)} 5xx, "
-        f"{t.get('feedback', 0)} feedback{reward}"
+        f"{t.get(TOTAL_REQUESTS, 0)} requests ({t.get(TOTAL_PREDICT_REQUESTS, 0)} predictions), "
+        f"{t.get(TOTAL_CLIENT_ERRORS, 0)} 4xx, {t.get(TOTAL_SERVER_ERRORS, 0)} 5xx, "
+        f"{t.get(TOTAL_FEEDBACK, 0)} feedback{reward}"
     )
 
 

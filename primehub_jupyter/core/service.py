@@ -23,6 +23,7 @@ from .bodies import (
 from .config import ConfigStore, PrimeHubConfig
 from .errors import BadRequest, Conflict, NotFound, Unchangeable, ValidationError
 from .ids import generate_id, id_problem, invoke_path_problem
+from .metrics import MetricsReport
 from .models import (
     IMMUTABLE_SPEC_FIELDS,
     MAX_HISTORY,
@@ -495,7 +496,7 @@ class DeploymentService:
 
     async def metrics(
         self, user: str, deployment_id: str, window: float = 900, step: float = 5
-    ) -> dict[str, Any]:
+    ) -> MetricsReport:
         """Traffic, errors, latency, reward and replica usage over time (docs/internals.md)."""
         await self.get(user, deployment_id)
         if not 10 <= window <= 86400:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from abc import ABCMeta, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from traitlets import Instance
-from traitlets.config import LoggingConfigurable
+from traitlets import Instance, Type
+from traitlets.config import Config, LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
 from ..core.config import ConfigStore
+from ..core.metrics import MetricsReport
 from ..core.models import Deployment, DeploymentSpec
 
 DEFAULT_TAIL = 2000
@@ -29,6 +31,23 @@ class InvokeResult:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class EngineClass(Type):
+    """A traitlets `Type` of engine classes whose import-string default is imported lazily.
+
+    traitlets' own `Type` imports its default when the owner is built, so a server configured
+    with the Kubernetes engine would still import the local one (and its POSIX-only fcntl).
+    """
+
+    def instance_init(self, obj: Any) -> None:
+        if isinstance(self.klass, str):
+            self.klass = self._resolve_string(self.klass)
+
+    def default(self, obj: Any = None) -> Any:
+        if isinstance(self.default_value, str):
+            self.default_value = self._resolve_string(self.default_value)
+        return self.default_value
+
+
 class Engine(LoggingConfigurable, metaclass=_EngineMeta):
     """Where deployments run; the service layer is the only caller.
 
@@ -37,6 +56,18 @@ class Engine(LoggingConfigurable, metaclass=_EngineMeta):
     """
 
     config_store = Instance(ConfigStore, help="The groups/instance types configuration.")
+
+    @classmethod
+    def server_defaults(
+        cls, config: Config, *, data_dir: str, root_dir: str | None
+    ) -> dict[str, Any]:
+        """Constructor arguments this engine takes from the Jupyter server it runs in.
+
+        `data_dir` is the extension's state directory, `root_dir` the server's (None without
+        one); an engine uses them only where its own config section leaves a setting unset.
+        The base takes nothing.
+        """
+        return {}
 
     @property
     def gpu_supported(self) -> bool:
@@ -101,10 +132,11 @@ class Engine(LoggingConfigurable, metaclass=_EngineMeta):
         """The whole log, in chunks."""
 
     @abstractmethod
-    async def metrics(self, deployment_id: str, window: float, step: float) -> dict:
+    async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         """Time series of traffic, errors, latency, reward and replica usage.
 
-        The shape is fixed in docs/internals.md ("Metrics"): the same for every engine.
+        The report's shape is fixed in core/metrics.py (docs/internals.md "Metrics"): the same
+        for every engine.
         """
 
     @abstractmethod

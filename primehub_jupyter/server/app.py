@@ -8,15 +8,14 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
-from traitlets import Enum, Integer, Type, Unicode, default
+from traitlets import Enum, Integer, Unicode, default
 from traitlets.config import Config
 
 from .._version import __version__
 from ..core.config import ConfigStore, default_user
 from ..core.errors import PrimeHubError
 from ..core.service import DeploymentService
-from ..engines.base import Engine
-from ..engines.local.engine import LocalEngine
+from ..engines.base import Engine, EngineClass
 
 
 class EngineUnavailable(PrimeHubError):
@@ -35,11 +34,14 @@ class PrimeHubApp(ExtensionApp):
     extension_url = "/primehub/api/me"
     load_other_extensions = True
 
-    engine_class = Type(
-        default_value=LocalEngine,
+    # An import string: the app imports no engine but the one it builds.
+    engine_class = EngineClass(
+        default_value="primehub_jupyter.engines.local.engine.LocalEngine",
         klass=Engine,
         config=True,
-        help="Where deployments run: the embedded LocalEngine or the KubernetesEngine.",
+        help="Where deployments run, by import string: the embedded "
+        "primehub_jupyter.engines.local.engine.LocalEngine or "
+        "primehub_jupyter.engines.kubernetes.KubernetesEngine.",
     )
     data_dir = Unicode(
         "",
@@ -83,12 +85,11 @@ class PrimeHubApp(ExtensionApp):
         data_dir = os.path.expanduser(self.data_dir)
         groups_file = self.groups_file or os.path.join(data_dir, "config.yaml")
         store = ConfigStore(groups_file, user=self.owner)
-        kwargs: dict[str, Any] = {"parent": self, "config_store": store}
-        if issubclass(self.engine_class, LocalEngine):
-            if "data_dir" not in self.config.get("LocalEngine", {}):
-                kwargs["data_dir"] = data_dir
-            if "root_dir" not in self.config.get("LocalEngine", {}) and self.serverapp:
-                kwargs["root_dir"] = str(self.serverapp.root_dir)
+        root_dir = str(self.serverapp.root_dir) if self.serverapp else None
+        kwargs: dict[str, Any] = self.engine_class.server_defaults(
+            self.config, data_dir=data_dir, root_dir=root_dir
+        )
+        kwargs.update(parent=self, config_store=store)
         self.engine = self.engine_class(**kwargs)  # type: ignore[abstract]
         self.service = DeploymentService(self.engine, store, bcrypt_rounds=self.bcrypt_rounds)
         self._started: asyncio.Future | None = None

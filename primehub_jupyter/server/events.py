@@ -91,7 +91,8 @@ class MetricsChartsHandler(PrimeHubHandler):
     async def get(self, deployment_id: str) -> None:
         service = await self.service()
         window, step = self.window_and_step()
-        data = await service.metrics(self.user_name, deployment_id, window, step)
+        report = await service.metrics(self.user_name, deployment_id, window, step)
+        data = report.to_json()
         specs = charts.chart_specs(data)
         self.send(
             {

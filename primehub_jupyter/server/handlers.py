@@ -356,7 +356,8 @@ class MetricsHandler(PrimeHubHandler):
     async def get(self, deployment_id: str) -> None:
         service = await self.service()
         window, step = self.window_and_step()
-        self.send(await service.metrics(self.user_name, deployment_id, window, step))
+        report = await service.metrics(self.user_name, deployment_id, window, step)
+        self.send(report.to_json())
 
 
 class RollbackHandler(PrimeHubHandler):

@@ -236,13 +236,13 @@ async def test_invoke_logs_replicas_and_metrics_from_pods(service, cluster):
     await follower.aclose()
     assert "POST /api/v1.0/feedback 200" in got[-1]
 
-    first = await service.metrics("alice", created.id, 60, 1)  # starts the scraping
+    first = (await service.metrics("alice", created.id, 60, 1)).to_json()  # starts the scraping
     assert first["deploymentId"] == created.id
 
     # Without Prometheus, history starts with the first look: requests from then on count.
     async def counted() -> dict | None:
         await service.invoke("alice", created.id, "api/v1.0/predictions", payload, {})
-        metrics = await service.metrics("alice", created.id, 60, 1)
+        metrics = (await service.metrics("alice", created.id, 60, 1)).to_json()
         enough = metrics["totals"]["predictRequests"] >= 3 and metrics["replicas"]
         return metrics if enough else None
 
@@ -321,7 +321,7 @@ async def test_metrics_from_prometheus(cluster, operator, groups_file, tmp_path,
     try:
         service = DeploymentService(engine, ConfigStore(groups_file), bcrypt_rounds=4)
         created = await service.create("alice", body())
-        metrics = await service.metrics("alice", created.id, 300, 30)
+        metrics = (await service.metrics("alice", created.id, 300, 30)).to_json()
     finally:
         await engine.shutdown()
     assert len(metrics["timestamps"]) == 10

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -16,6 +15,7 @@ from pydantic import ValidationError as PydanticError
 from traitlets import Bool, Float, Unicode
 
 from ...core.errors import Conflict, NotFound, PrimeHubError, ValidationError
+from ...core.metrics import MetricsReport
 from ...core.models import (
     MAX_HISTORY,
     Deployment,
@@ -31,7 +31,7 @@ from ...core.models import (
 )
 from ..base import Engine, InvokeResult
 from . import resources
-from .client import PHDEPLOYMENTS, PODS, SECRETS, Kube, KubeError, load_configuration
+from .client import PHDEPLOYMENTS, SECRETS, Kube, KubeError, load_configuration
 from .crd import (
     ANNOTATION_DEPLOY_TIMEOUT,
     ANNOTATION_HISTORY,
@@ -41,13 +41,12 @@ from .crd import (
     LABEL_GROUP,
     VERSION,
 )
+from .logs import PodLogs
 from .metrics import PodMetrics, prometheus_metrics
 from .operator import merged_history
-from .phases import parse_time, pod_ready
+from .phases import parse_time
 from .settings import MODEL_PORT
 
-_K8S_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z ")
-_OUR_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 _DROP_HEADERS = {"authorization", "cookie", "host", "content-length", "x-forwarded-user"}
 
 
@@ -58,15 +57,6 @@ def clean(value: Any) -> Any:
     if isinstance(value, list):
         return [clean(v) for v in value]
     return value
-
-
-def log_line(line: str) -> str:
-    """A pod log line with the API's timestamp (nanoseconds) cut to our format (milliseconds)."""
-    match = _K8S_TIMESTAMP.match(line)
-    if not match:
-        return line
-    fraction = (match.group(2) or "").ljust(3, "0")[:3]
-    return f"{match.group(1)}.{fraction}Z {line[match.end() :]}"
 
 
 # Stands in for a predictor field that does not validate; never a usable model or instance type.
@@ -107,13 +97,6 @@ def salvaged_spec(raw: dict[str, Any], name: str, labels: dict[str, str]) -> Dep
                     predictor = document["predictors"][0] = trial
                     break
     return DeploymentSpec.model_validate(document)
-
-
-def tag_line(replica: str, line: str) -> str:
-    """`<time> [replica] text`, like the local engine's merged logs."""
-    if _OUR_TIMESTAMP.match(line):
-        return f"{line[:24]} [{replica}] {line[25:]}"
-    return f"[{replica}] {line}"
 
 
 class ClusterUnavailable(PrimeHubError):
@@ -185,6 +168,10 @@ class KubernetesEngine(Engine):
     def kube(self) -> Kube:
         assert self._kube is not None, "the engine is not started"
         return self._kube
+
+    @property
+    def _logs(self) -> PodLogs:
+        return PodLogs(self.kube, self._error, self.follow_poll_seconds)
 
     @property
     def gpu_supported(self) -> bool:
@@ -504,106 +491,23 @@ class KubernetesEngine(Engine):
 
     # ---- replicas and logs ------------------------------------------------------------
 
-    async def _pods(self, deployment_id: str) -> list[dict[str, Any]]:
-        from .crd import LABEL_ID
-
-        pods = await self.kube.list(PODS, labels=f"{LABEL_ID}={deployment_id}")
-        return sorted(
-            pods,
-            key=lambda p: (
-                bool(p["metadata"].get("deletionTimestamp")),
-                not pod_ready(p),
-                p["metadata"].get("creationTimestamp") or "",
-                p["metadata"]["name"],
-            ),
-        )
-
     async def replica_names(self, deployment_id: str) -> list[str]:
         await self._read(deployment_id)
-        return [p["metadata"]["name"] for p in await self._pods(deployment_id)]
-
-    async def _pod_lines(self, pod: str, tail: int | None) -> list[str]:
-        """The model container's log; the initializer's while the model has not started."""
-        try:
-            text = await self.kube.pod_log(pod, resources.MODEL_CONTAINER, tail=tail)
-        except KubeError as error:
-            if error.status != 400:
-                raise self._error(error) from None
-            try:
-                text = await self.kube.pod_log(pod, resources.INITIALIZER_CONTAINER, tail=tail)
-            except KubeError:
-                return [f"{utcnow()} {error.message}"]
-        return [log_line(line) for line in text.splitlines()]
+        return [p["metadata"]["name"] for p in await self._logs.pods(deployment_id)]
 
     async def logs(self, deployment_id: str, replica: str | None, tail: int | None) -> list[str]:
         await self._read(deployment_id)
-        names = [replica] if replica else await self._current_pods(deployment_id)
-        if len(names) == 1:
-            return await self._pod_lines(names[0], tail)
-        per_pod = await asyncio.gather(*(self._pod_lines(n, tail) for n in names))
-        tagged: list[tuple[str, int, str]] = []
-        for name, lines in zip(names, per_pod, strict=True):
-            last = ""
-            for i, line in enumerate(lines):
-                last = line[:24] if _OUR_TIMESTAMP.match(line) else last
-                tagged.append((last, i, tag_line(name, line)))
-        tagged.sort(key=lambda item: (item[0], item[1]))
-        merged = [t[2] for t in tagged]
-        return merged if tail is None else merged[-tail:] if tail else []
-
-    async def _current_pods(self, deployment_id: str) -> list[str]:
-        pods = await self._pods(deployment_id)
-        live = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
-        return live or [p["metadata"]["name"] for p in pods[:1]]
+        return await self._logs.lines(deployment_id, replica, tail)
 
     async def follow_logs(self, deployment_id: str, replica: str | None) -> AsyncIterator[str]:
         await self._read(deployment_id)
-        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=10000)
-        pumps: dict[str, asyncio.Task] = {}
-
-        async def pump(pod: str) -> None:
-            while True:
-                try:
-                    async for line in self.kube.follow_pod_log(pod, resources.MODEL_CONTAINER):
-                        await queue.put((pod, log_line(line)))
-                    return  # the pod is gone
-                except KubeError as error:
-                    if error.status != 400:  # 400: the container is not running yet
-                        return
-                await asyncio.sleep(self.follow_poll_seconds)
-
-        try:
-            next_scan = 0.0
-            while True:
-                if time.monotonic() >= next_scan:
-                    names = [replica] if replica else await self._current_pods(deployment_id)
-                    for name in names:
-                        if name not in pumps:  # pod names are never reused
-                            pumps[name] = asyncio.create_task(pump(name))
-                    next_scan = time.monotonic() + self.follow_poll_seconds
-                try:
-                    pod, line = await asyncio.wait_for(queue.get(), self.follow_poll_seconds)
-                except asyncio.TimeoutError:
-                    continue
-                several = replica is None and sum(not t.done() for t in pumps.values()) > 1
-                yield tag_line(pod, line) if several else line
-        finally:
-            for task in pumps.values():
-                task.cancel()
-            await asyncio.gather(*pumps.values(), return_exceptions=True)
+        async for line in self._logs.follow(deployment_id, replica):
+            yield line
 
     async def download_logs(self, deployment_id: str, replica: str | None) -> AsyncIterator[bytes]:
         await self._read(deployment_id)
-        names = (
-            [replica]
-            if replica
-            else [p["metadata"]["name"] for p in await self._pods(deployment_id)]
-        )
-        for name in names:
-            if len(names) > 1:
-                yield f"===== replica {name} =====\n".encode()
-            lines = await self._pod_lines(name, None)
-            yield ("\n".join(lines) + ("\n" if lines else "")).encode()
+        async for chunk in self._logs.download(deployment_id, replica):
+            yield chunk
 
     # ---- invoke and metrics -----------------------------------------------------------
 
@@ -649,7 +553,7 @@ class KubernetesEngine(Engine):
                 {"Content-Type": "application/json"},
             )
 
-    async def metrics(self, deployment_id: str, window: float, step: float) -> dict:
+    async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         await self._read(deployment_id)
         if self.prometheus_url:
             if self._session is None or self._session.closed:

@@ -11,7 +11,32 @@ from typing import Any
 
 import aiohttp
 
-from ..local.metrics import (
+from ...core.metrics import (
+    CLIENT_ERRORS_PER_SECOND,
+    COUNTED_TOTALS,
+    CPU,
+    DEPLOYMENT_SERIES,
+    LATENCY_P50,
+    LATENCY_P90,
+    LATENCY_P99,
+    MEMORY,
+    PREDICT_REQUESTS_PER_SECOND,
+    REQUESTS_PER_SECOND,
+    REWARD,
+    SERVER_ERRORS_PER_SECOND,
+    SUCCESS_RATE,
+    TOTAL_CLIENT_ERRORS,
+    TOTAL_FEEDBACK,
+    TOTAL_PREDICT_REQUESTS,
+    TOTAL_REQUESTS,
+    TOTAL_REWARD,
+    TOTAL_SERVER_ERRORS,
+    DeploymentSeries,
+    MetricsReport,
+    MetricsTotals,
+    ReplicaSeries,
+)
+from ..series import (
     FEEDBACK_REWARD,
     FEEDBACK_TOTAL,
     SERVER_REQUESTS,
@@ -25,18 +50,8 @@ from .client import PODS, Kube, KubeError
 from .crd import LABEL_ID
 from .phases import pod_ready
 
-SERIES = (
-    "requestsPerSecond",
-    "predictRequestsPerSecond",
-    "successRate",
-    "clientErrorsPerSecond",
-    "serverErrorsPerSecond",
-    "latencyP50",
-    "latencyP90",
-    "latencyP99",
-    "reward",
-)
 PREDICT_SERVICES = ("predictions", "predict", "infer")
+REWARD_SUM = "rewardSum"  # a query of ours, not a total in the report
 
 
 def request_kind(service: str) -> str:
@@ -95,7 +110,7 @@ class PodMetrics:
         self._task: asyncio.Task | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    async def series(self, deployment_id: str, window: float, step: float) -> dict[str, Any]:
+    async def series(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         first = deployment_id not in self._watched
         self._watched[deployment_id] = time.monotonic()
         if first:
@@ -210,29 +225,31 @@ def promql(namespace: str, deployment_id: str, rate: str) -> dict[str, Any]:
     ok = rate_of('code=~"2.."')
     return {
         "series": {
-            "requestsPerSecond": rate_of(),
-            "predictRequestsPerSecond": rate_of(f'service=~"{predict}"'),
-            "successRate": f"{ok} / {rate_of()}",
-            "clientErrorsPerSecond": rate_of('code=~"4.."'),
-            "serverErrorsPerSecond": rate_of('code=~"5.."'),
-            "latencyP50": quantile(0.5),
-            "latencyP90": quantile(0.9),
-            "latencyP99": quantile(0.99),
-            "reward": f"{rate_of(metric=FEEDBACK_REWARD)} / {rate_of(metric=FEEDBACK_TOTAL)}",
+            REQUESTS_PER_SECOND: rate_of(),
+            PREDICT_REQUESTS_PER_SECOND: rate_of(f'service=~"{predict}"'),
+            SUCCESS_RATE: f"{ok} / {rate_of()}",
+            CLIENT_ERRORS_PER_SECOND: rate_of('code=~"4.."'),
+            SERVER_ERRORS_PER_SECOND: rate_of('code=~"5.."'),
+            LATENCY_P50: quantile(0.5),
+            LATENCY_P90: quantile(0.9),
+            LATENCY_P99: quantile(0.99),
+            REWARD: f"{rate_of(metric=FEEDBACK_REWARD)} / {rate_of(metric=FEEDBACK_TOTAL)}",
         },
         "replicas": {
-            "requestsPerSecond": rate_of(by="pod"),
-            "latencyP99": quantile(0.99, by="pod, le"),
-            "cpu": f"sum by (pod)(rate(container_cpu_usage_seconds_total{{{pods}}}[{rate}]))",
-            "memory": f"sum by (pod)(container_memory_working_set_bytes{{{pods}}})",
+            REQUESTS_PER_SECOND: rate_of(by="pod"),
+            LATENCY_P99: quantile(0.99, by="pod, le"),
+            CPU: f"sum by (pod)(rate(container_cpu_usage_seconds_total{{{pods}}}[{rate}]))",
+            MEMORY: f"sum by (pod)(container_memory_working_set_bytes{{{pods}}})",
         },
         "totals": {
-            "requests": f"sum(increase({count}{{{sel}}}[{{window}}]))",
-            "predictRequests": f'sum(increase({count}{{{sel},service=~"{predict}"}}[{{window}}]))',
-            "clientErrors": f'sum(increase({count}{{{sel},code=~"4.."}}[{{window}}]))',
-            "serverErrors": f'sum(increase({count}{{{sel},code=~"5.."}}[{{window}}]))',
-            "feedback": f"sum(increase({FEEDBACK_TOTAL}{{{sel}}}[{{window}}]))",
-            "rewardSum": f"sum(increase({FEEDBACK_REWARD}{{{sel}}}[{{window}}]))",
+            TOTAL_REQUESTS: f"sum(increase({count}{{{sel}}}[{{window}}]))",
+            TOTAL_PREDICT_REQUESTS: (
+                f'sum(increase({count}{{{sel},service=~"{predict}"}}[{{window}}]))'
+            ),
+            TOTAL_CLIENT_ERRORS: f'sum(increase({count}{{{sel},code=~"4.."}}[{{window}}]))',
+            TOTAL_SERVER_ERRORS: f'sum(increase({count}{{{sel},code=~"5.."}}[{{window}}]))',
+            TOTAL_FEEDBACK: f"sum(increase({FEEDBACK_TOTAL}{{{sel}}}[{{window}}]))",
+            REWARD_SUM: f"sum(increase({FEEDBACK_REWARD}{{{sel}}}[{{window}}]))",
         },
     }
 
@@ -252,8 +269,8 @@ async def prometheus_metrics(
     deployment_id: str,
     window: float,
     step: float,
-) -> dict[str, Any]:
-    """The metrics document of docs/internals.md from Prometheus range queries."""
+) -> MetricsReport:
+    """The metrics report (docs/internals.md "Metrics") from Prometheus range queries."""
     base = base_url.rstrip("/")
     points = max(1, int(window // step))
     end = math.floor(time.time() / step) * step
@@ -311,18 +328,17 @@ async def prometheus_metrics(
     totals_raw = {}
     for name, result in zip(total_names, results[offset + len(replica_names) :], strict=True):
         totals_raw[name] = _value(result[0]["value"][1]) if result else None
-    feedback = totals_raw.get("feedback") or 0.0
-    totals: dict[str, Any] = {
-        k: round(totals_raw.get(k) or 0.0)
-        for k in ("requests", "predictRequests", "clientErrors", "serverErrors", "feedback")
-    }
-    totals["reward"] = (totals_raw.get("rewardSum") or 0.0) / feedback if feedback else None
-    return {
-        "deploymentId": deployment_id,
-        "window": points * step,
-        "step": step,
-        "timestamps": times,
-        "series": {name: series.get(name, [None] * points) for name in SERIES},
-        "replicas": replicas,
-        "totals": totals,
-    }
+    feedback = totals_raw.get(TOTAL_FEEDBACK) or 0.0
+    totals: dict[str, Any] = {k: round(totals_raw.get(k) or 0.0) for k in COUNTED_TOTALS}
+    totals[TOTAL_REWARD] = (totals_raw.get(REWARD_SUM) or 0.0) / feedback if feedback else None
+    return MetricsReport(
+        deployment_id=deployment_id,
+        window=points * step,
+        step=step,
+        timestamps=times,
+        series=DeploymentSeries.model_validate(
+            {name: series.get(name, [None] * points) for name in DEPLOYMENT_SERIES}
+        ),
+        replicas={pod: ReplicaSeries.model_validate(c) for pod, c in replicas.items()},
+        totals=MetricsTotals.model_validate(totals),
+    )

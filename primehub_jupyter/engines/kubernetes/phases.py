@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ...core.models import Phase
+from ..rollout import LOAD_FAILURE_EXIT_CODE, Rollout, rollout_phase, stopped_phase
 from .resources import INITIALIZER_CONTAINER, MODEL_CONTAINER
 
 REVISION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH = "pod-template-hash"
-LOAD_FAILURE_EXIT_CODE = 3
 PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError")
 VOLUME_EVENTS = ("FailedMount", "FailedAttachVolume")
@@ -269,6 +269,23 @@ def _quota_message(message: str) -> str:
     return f"pods cannot be created: {message}"
 
 
+def _rollout_problem(
+    owners: Iterable[dict[str, Any] | None],
+    new_pods: list[dict[str, Any]],
+    problems: dict[str, str | None],
+) -> str:
+    """Why the rollout cannot finish: pods refused (quota), else a new pod's problem."""
+    for owner in owners:
+        failure = _condition(owner, "ReplicaFailure")
+        if failure and failure.get("status") == "True":
+            return _quota_message(failure.get("message") or "")
+    for pod in new_pods:
+        problem = problems[pod["metadata"]["name"]]
+        if problem:
+            return problem
+    return ""
+
+
 def running_outcome(obs: Observation) -> Outcome:
     """Deploying, Deployed or Failed (with why) for a deployment that should run."""
     deployment = obs.deployment
@@ -288,37 +305,23 @@ def running_outcome(obs: Observation) -> Outcome:
     statuses = [
         replica_status(p, problems[p["metadata"]["name"]]) for p in _ordered(pods, new_pods)
     ]
-    outcome = Outcome(Phase.DEPLOYING, "", len(pods), available, statuses)
-    if rollout_complete(deployment, obs.wanted):
-        outcome.phase = Phase.DEPLOYED
-        return outcome
-    keeps = "; the previous version keeps serving" if old_ready else ""
-    for obj in (current, deployment):
-        failure = _condition(obj, "ReplicaFailure")
-        if failure and failure.get("status") == "True":
-            outcome.phase = Phase.FAILED
-            outcome.message = _quota_message(failure.get("message") or "") + keeps
-            return outcome
-    for pod in new_pods:
-        problem = problems[pod["metadata"]["name"]]
-        if problem:
-            outcome.phase = Phase.FAILED
-            outcome.message = problem + keeps
-            return outcome
-    ready = sum(1 for p in new_pods if pod_ready(p))
-    hint = _progress_hint(new_pods)
+    problem = _rollout_problem((current, deployment), new_pods, problems)
     progressing = _condition(deployment, "Progressing")
     deadline = bool(progressing and progressing.get("reason") == "ProgressDeadlineExceeded")
     waited = (obs.now - obs.rollout_started).total_seconds() if obs.rollout_started else 0.0
-    if deadline or waited > obs.deploy_timeout:
-        outcome.phase = Phase.FAILED
-        outcome.message = (
-            f"not ready within the deploy timeout of {obs.deploy_timeout:g} s "
-            f"({ready} of {obs.wanted} replicas ready{'; ' + hint if hint else ''})" + keeps
+    phase, message = rollout_phase(
+        Rollout(
+            wanted=obs.wanted,
+            ready=sum(1 for p in new_pods if pod_ready(p)),
+            complete=rollout_complete(deployment, obs.wanted),
+            old_serving=bool(old_ready),
+            problem=problem,
+            timed_out=deadline or waited > obs.deploy_timeout,
+            deploy_timeout=obs.deploy_timeout,
+            hint=_progress_hint(new_pods),
         )
-        return outcome
-    outcome.message = f"{ready} of {obs.wanted} replicas ready" + (f"; {hint}" if hint else "")
-    return outcome
+    )
+    return Outcome(phase, message, len(pods), available, statuses)
 
 
 def stopped_outcome(pods: list[dict[str, Any]], message: str = "") -> Outcome:
@@ -327,7 +330,7 @@ def stopped_outcome(pods: list[dict[str, Any]], message: str = "") -> Outcome:
     statuses = [replica_status(p, None) for p in pods]
     if message:
         return Outcome(Phase.FAILED, message, left, 0, statuses)
-    return Outcome(Phase.STOPPING if left else Phase.STOPPED, "", left, 0, statuses)
+    return Outcome(stopped_phase(left), "", left, 0, statuses)
 
 
 def _ordered(pods: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[dict[str, Any]]:

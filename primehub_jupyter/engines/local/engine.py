@@ -3,51 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import shutil
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
+from traitlets.config import Config
 
 from ...core.errors import NotFound, Unchangeable, ValidationError
+from ...core.metrics import MetricsReport
 from ...core.models import Deployment, DeploymentSpec, Phase, utcnow
 from ...serving.settings import model_server_args
 from ..base import Engine, InvokeResult
 from . import adoption
 from . import logs as logfiles
-from .files import private_dir, restrict_tree
+from .files import private_dir, request_log_dir, restrict_tree
 from .gateway_process import GatewayProcess, child_env
-from .metrics import (
-    MetricsStore,
-    ReplicaSample,
-    Snapshot,
-    parse_gateway,
-    parse_replica,
-    process_usage,
-)
-from .processes import (
-    Prober,
-    ProcessHandle,
-)
+from .launcher import ReplicaLauncher
+from .metrics import LocalMetrics
+from .processes import Prober
 from .reconciler import Reconciler
-from .replica import READY, RETIRING, TERMINATING, Replica, Runtime
+from .replica import TERMINATING, DeploymentState, ReplicaSettings
+from .rows import ReplicaRows
 from .sandbox import MODES as SANDBOX_MODES
 from .sandbox import Sandbox
-from .store import ReplicaRecord, Store
+from .store import Store
 
 _PHASES = {phase.value for phase in Phase}
-# A metrics request scrapes anew when the last scrape is older than this (seconds).
-FRESH_METRICS_SECONDS = 1.0
 
 
-class LocalEngine(Reconciler, Engine):
+class LocalEngine(Engine):
     """Runs deployments as model-server processes on 127.0.0.1 behind a local gateway."""
 
     data_dir = Unicode(
@@ -110,31 +100,36 @@ class LocalEngine(Reconciler, Engine):
 
         return os.path.join(jupyter_data_dir(), "primehub")
 
+    @classmethod
+    def server_defaults(
+        cls, config: Config, *, data_dir: str, root_dir: str | None
+    ) -> dict[str, Any]:
+        """The extension's data dir and the server's root dir, unless configured here."""
+        sections = [c.__name__ for c in cls.__mro__ if issubclass(c, LocalEngine)]
+        configured = {key for name in sections for key in config.get(name, {})}
+        defaults: dict[str, Any] = {}
+        if "data_dir" not in configured:
+            defaults["data_dir"] = data_dir
+        if "root_dir" not in configured and root_dir is not None:
+            defaults["root_dir"] = root_dir
+        return defaults
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._runtimes: dict[str, Runtime] = {}
         self._store: Store | None = None
+        self._reconciler: Reconciler | None = None
+        self._metrics: LocalMetrics | None = None
         self._prober = Prober()
         self._gateway: GatewayProcess | None = None
-        self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
         self._lock_fd: int | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._tick_lock = asyncio.Lock()
         self._samples: dict[Path, tuple[float, dict | None]] = {}
-        self._metrics = MetricsStore(self.metrics_retention, self.metrics_interval)
-        self._metrics_task: asyncio.Task | None = None
-        self._collect_lock = asyncio.Lock()
-        self._collected_at = 0.0
         self._sandbox = Sandbox(
             self.sandbox,
             python=self.python_executable,
             share_network=self.sandbox_network,
             logger=self.log,
         )
-        self._pending_rows: dict[str, ReplicaRecord | None] = {}
-        self._storage_failing = False
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -146,6 +141,33 @@ class LocalEngine(Reconciler, Engine):
     def store(self) -> Store:
         assert self._store is not None, "the engine is not started"
         return self._store
+
+    @property
+    def reconciler(self) -> Reconciler:
+        """The reconciler: it owns the deployments' state and their replica processes."""
+        assert self._reconciler is not None, "the engine is not started"
+        return self._reconciler
+
+    @property
+    def _states(self) -> dict[str, DeploymentState]:
+        return self._reconciler.deployments if self._reconciler is not None else {}
+
+    @property
+    def replica_settings(self) -> ReplicaSettings:
+        """How replicas run and roll out, from this engine's configuration."""
+        return ReplicaSettings(
+            deploy_timeout=self.deploy_timeout,
+            drain_seconds=self.drain_seconds,
+            stop_grace_seconds=self.stop_grace_seconds,
+            restart_backoff_max=self.restart_backoff_max,
+            python_executable=self.python_executable,
+            model_server_args=tuple(self.model_server_args),
+            machine_cpu=self.machine_cpu,
+            cpu_overcommit=self.cpu_overcommit,
+            machine_memory=self.machine_memory,
+            log_max_bytes=self.log_max_bytes,
+            tick_seconds=self.tick_seconds,
+        )
 
     @property
     def engine_id(self) -> str:
@@ -189,141 +211,77 @@ class LocalEngine(Reconciler, Engine):
         await asyncio.to_thread(self._sandbox.check, child_env({}))
         self._store = Store(self.base_dir / "state.sqlite3")
         await self._store.open()
-        for stored in await self._store.load_all():
-            runtime = Runtime(stored.deployment, stored.seq, quarantined=stored.problem)
-            runtime.phase = Phase(stored.phase) if stored.phase in _PHASES else Phase.DEPLOYING
-            runtime.message = stored.message
-            runtime.saved_phase = (stored.phase, stored.message)
-            runtime.client_hashes = await self._store.client_hashes(stored.deployment.id)
-            self._runtimes[runtime.id] = runtime
         self._gateway = GatewayProcess(
             self.base_dir / "gateway",
             port=self.gateway_port,
             python=self.python_executable,
             prober=self._prober,
         )
+        settings = self.replica_settings
+        rows = ReplicaRows(self._store, self.log)
+        reconciler = self._reconciler = Reconciler(
+            settings=settings,
+            config_store=self.config_store,
+            gateway=self._gateway,
+            rows=rows,
+            data_dir=self.base_dir,
+            engine_id=self.engine_id,
+            make_launcher=lambda kick: ReplicaLauncher(
+                settings=settings,
+                config_store=self.config_store,
+                rows=rows,
+                sandbox=self._sandbox,
+                prober=self._prober,
+                engine_id=self.engine_id,
+                request_log_dir=self.request_log_dir,
+                resolve_model_uri=self.resolve_model_uri,
+                kick=kick,
+                log=self.log,
+            ),
+            log=self.log,
+        )
+        for stored in await self._store.load_all():
+            state = DeploymentState(stored.deployment, stored.seq, quarantined=stored.problem)
+            state.phase = Phase(stored.phase) if stored.phase in _PHASES else Phase.DEPLOYING
+            state.message = stored.message
+            state.saved_phase = (stored.phase, stored.message)
+            state.client_hashes = await self._store.client_hashes(stored.deployment.id)
+            reconciler.deployments[state.id] = state
         await self._gateway.start()
-        await self._adopt_replicas()
-        self._loop_task = asyncio.create_task(self._run(), name="primehub-reconciler")
-        self._metrics_task = asyncio.create_task(self._collect(), name="primehub-metrics")
+        await reconciler.adopt()
+        self._metrics = LocalMetrics(
+            gateway=self._gateway,
+            prober=self._prober,
+            deployments=lambda: list(reconciler.deployments.values()),
+            retention=self.metrics_retention,
+            interval=self.metrics_interval,
+            log=self.log,
+        )
+        reconciler.start()
+        self._metrics.start()
         self.log.info(
             "PrimeHub local engine: %d deployments, gateway %s, data %s",
-            len(self._runtimes),
+            len(reconciler.deployments),
             self.gateway_base_url,
             self.base_dir,
         )
 
-    async def _adopt_replicas(self) -> None:
-        """Adopt the replicas an earlier server left running; end those nobody wants.
-
-        Processes are found by their mark (so one spawned just before a crash, with no record
-        yet, is found too); records of unmarked processes (started by an older version) are
-        adopted by pid. Of two processes for one replica, the recorded (else the older) stays.
-        """
-        records = {r.name: r for r in await self.store.replicas()}
-        marked = await asyncio.to_thread(adoption.scan, self.engine_id)
-        by_name: dict[str, list[adoption.MarkedProcess]] = {}
-        for process in marked:
-            by_name.setdefault(process.replica, []).append(process)
-        unwanted: list[ProcessHandle] = []
-        adopted: set[str] = set()
-        for name, processes in by_name.items():
-            record = records.get(name)
-            processes.sort(key=lambda m: (not (record and record.pid == m.pid), m.create_time))
-            keep = processes[0]
-            for extra in processes[1:]:
-                unwanted.append(ProcessHandle(extra.pid, extra.create_time))
-            handle = ProcessHandle.adopt(keep.pid, keep.create_time)
-            runtime = self._runtimes.get(keep.deployment_id)
-            if handle is None:
-                continue
-            if runtime is None or runtime.quarantined or not keep.port:
-                unwanted.append(handle)
-                continue
-            same = record is not None and record.pid == keep.pid
-            self._adopt(
-                runtime,
-                ReplicaRecord(
-                    name=name,
-                    deployment_id=keep.deployment_id,
-                    slot=keep.slot,
-                    template=keep.template,
-                    pid=keep.pid,
-                    create_time=keep.create_time,
-                    port=keep.port,
-                    restarts=record.restarts if record is not None and same else 0,
-                    start_time=record.start_time if record is not None and same else None,
-                ),
-                handle,
-                record_stale=not same,
-            )
-            adopted.add(name)
-        for record in records.values():
-            if record.name in adopted:
-                continue
-            runtime = self._runtimes.get(record.deployment_id)
-            old = ProcessHandle.adopt(record.pid, record.create_time) if record.pid else None
-            if old is not None and record.name not in by_name:
-                if runtime is not None and not runtime.quarantined:
-                    self._adopt(runtime, record, old, record_stale=False)
-                    adopted.add(record.name)
-                    continue
-                unwanted.append(old)
-            await self._write_replica(record.name, None)
-        if unwanted:
-            self.log.warning("ending %d replica processes no deployment wants", len(unwanted))
-        await asyncio.gather(
-            *(h.terminate(self.stop_grace_seconds) for h in unwanted), return_exceptions=True
-        )
-
-    def _adopt(
-        self, runtime: Runtime, record: ReplicaRecord, handle: ProcessHandle, *, record_stale: bool
-    ) -> None:
-        replica = Replica(
-            name=record.name,
-            deployment_id=record.deployment_id,
-            slot=record.slot,
-            template=record.template,
-            directory=self._replica_dir(record.deployment_id, record.name),
-            port=record.port,
-            handle=handle,
-            restarts=record.restarts,
-            start_time=record.start_time or utcnow(),
-            # It was serving when the last server stopped: keep it routed from the first
-            # routes push until probes say otherwise (a restart drops no request).
-            state=READY,
-        )
-        runtime.replicas.append(replica)
-        runtime.template = record.template
-        if record_stale:
-            self._spawn_task(self._write_replica(replica.name, self._record_of(replica)))
-        self.log.info("adopted replica %s (pid %d)", record.name, record.pid)
-
     async def shutdown(self) -> None:
-        for background in (self._loop_task, self._metrics_task):
-            if background is not None:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
-        for task in list(self._tasks):
-            task.cancel()
-        if self.stop_replicas_on_exit and self._store is not None:
+        if self._metrics is not None:
+            await self._metrics.stop()
+        reconciler = self._reconciler
+        if reconciler is not None:
+            await reconciler.stop()
+        if self.stop_replicas_on_exit and self._store is not None and reconciler is not None:
             # The gateway first: on SIGTERM it stops accepting and finishes what is in flight,
             # which needs the replicas still running; only then do the replicas stop.
             if self._gateway is not None:
                 await self._gateway.stop(self.stop_grace_seconds)
-            waits = []
-            for runtime in self._runtimes.values():
-                for replica in runtime.replicas:
-                    if replica.handle is not None:
-                        waits.append(replica.handle.terminate(self.stop_grace_seconds))
-            await asyncio.gather(*waits, return_exceptions=True)
-            for runtime in self._runtimes.values():
-                for replica in runtime.replicas:
-                    await self._write_replica(replica.name, None)
+            await reconciler.stop_replicas()
         if self._store is not None:
-            for runtime in self._runtimes.values():
-                await self._save_phase(runtime)
+            if reconciler is not None:
+                for state in reconciler.deployments.values():
+                    await reconciler.rows.save_phase(state)
             await self._store.close()
         await self._prober.close()
         if self._session is not None:
@@ -334,7 +292,7 @@ class LocalEngine(Reconciler, Engine):
 
     def kick(self) -> None:
         """Reconcile now rather than at the next tick."""
-        self._wake.set()
+        self.reconciler.kick()
 
     # ---- the Engine interface ---------------------------------------------------------
 
@@ -369,7 +327,7 @@ class LocalEngine(Reconciler, Engine):
     @property
     def request_log_dir(self) -> Path:
         """Where replicas write request/response logs when a deployment turns them on."""
-        return self.base_dir / "request-logs"
+        return request_log_dir(self.base_dir)
 
     def resolve_model_uri(self, uri: str) -> Path:
         """A local path for a modelURI (plain path or file://), or a validation error."""
@@ -391,83 +349,65 @@ class LocalEngine(Reconciler, Engine):
         seq = await self.store.insert(deployment)
         stored = deployment.model_copy(deep=True)
         stored.resource_version = "1"
-        self._runtimes[stored.id] = Runtime(stored, seq, phase=stored.status.phase)
-        # A new deployment has served nothing: a zero baseline, so its first requests count.
-        self._metrics.add(stored.id, Snapshot(time.time()))
+        self.reconciler.deployments[stored.id] = DeploymentState(
+            stored, seq, phase=stored.status.phase
+        )
+        assert self._metrics is not None
+        self._metrics.begin(stored.id)
         self.kick()
         return await self.get(stored.id)
 
     async def get(self, deployment_id: str) -> Deployment:
-        runtime = self._runtimes.get(deployment_id)
-        if runtime is None or runtime.deleted:
+        state = self._states.get(deployment_id)
+        if state is None or state.deleted:
             raise NotFound(f"deployment '{deployment_id}' not found")
-        return self._with_status(runtime)
+        return self._with_status(state)
 
     async def list_deployments(self) -> list[Deployment]:
-        return [self._with_status(r) for r in self._runtimes.values() if not r.deleted]
+        return [self._with_status(r) for r in self._states.values() if not r.deleted]
 
     async def replace(
         self, deployment: Deployment, *, client_secret: tuple[str, str] | None = None
     ) -> Deployment:
-        runtime = self._runtimes.get(deployment.id)
-        if runtime is None or runtime.deleted:
+        state = self._states.get(deployment.id)
+        if state is None or state.deleted:
             raise NotFound(f"deployment '{deployment.id}' not found")
-        if runtime.quarantined:
-            raise Unchangeable(runtime.message)
+        if state.quarantined:
+            raise Unchangeable(state.message)
         now = utcnow()
         stored = deployment.model_copy(deep=True)
         stored.status.last_updated = now
-        stored.status.creation_time = runtime.deployment.status.creation_time
+        stored.status.creation_time = state.deployment.status.creation_time
         version = await self.store.update(stored, int(deployment.resource_version), client_secret)
         stored.resource_version = str(version)
-        runtime.deployment = stored
+        state.deployment = stored
         names = {c.name for c in stored.spec.endpoint.clients}
-        runtime.client_hashes = {k: v for k, v in runtime.client_hashes.items() if k in names}
+        state.client_hashes = {k: v for k, v in state.client_hashes.items() if k in names}
         if client_secret is not None:
-            runtime.client_hashes[client_secret[0]] = client_secret[1]
-        await self._reconcile_now()
-        return self._with_status(runtime)
+            state.client_hashes[client_secret[0]] = client_secret[1]
+        await self.reconciler.tick()  # in effect (routes pushed) on return
+        return self._with_status(state)
 
     async def delete(self, deployment_id: str) -> None:
-        runtime = self._runtimes.get(deployment_id)
-        if runtime is None or runtime.deleted:
+        state = self._states.get(deployment_id)
+        if state is None or state.deleted:
             raise NotFound(f"deployment '{deployment_id}' not found")
         # The row goes first: if it cannot be deleted (StorageUnavailable), nothing changed.
         # A crash after it leaves processes no deployment wants, which the next start ends.
         await self.store.delete(deployment_id)
-        runtime.deleted = True
-        for replica in runtime.replicas:
-            self._pending_rows.pop(replica.name, None)
-        await self._push_routes()
-        await asyncio.gather(
-            *(self._terminate(runtime, r, drain=False) for r in list(runtime.replicas)),
-            return_exceptions=True,
-        )
-        # Every process of the deployment, known to this server or not.
-        strays = await asyncio.to_thread(adoption.scan, self.engine_id, deployment_id)
-        await asyncio.gather(
-            *(
-                ProcessHandle(m.pid, m.create_time).terminate(self.stop_grace_seconds)
-                for m in strays
-            ),
-            return_exceptions=True,
-        )
-        self._runtimes.pop(deployment_id, None)
+        await self.reconciler.remove(state)
         await asyncio.to_thread(
             shutil.rmtree, self.base_dir / "deployments" / deployment_id, ignore_errors=True
         )
 
     # ---- logs -------------------------------------------------------------------------
 
-    def _replica_dir(self, deployment_id: str, name: str) -> Path:
-        return self.base_dir / "deployments" / deployment_id / "replicas" / name
-
     def _replica_dirs(self, deployment_id: str) -> dict[str, Path]:
         """Replicas with logs: the current ones by slot, then older ones, newest first."""
-        runtime = self._runtimes.get(deployment_id)
+        state = self._states.get(deployment_id)
         current = sorted(
-            (r for r in (runtime.replicas if runtime else []) if r.state != TERMINATING),
-            key=lambda r: (r.template != (runtime.template if runtime else None), r.slot),
+            (r for r in (state.replicas if state else []) if r.state != TERMINATING),
+            key=lambda r: (r.template != (state.template if state else None), r.slot),
         )
         result = {r.name: r.directory for r in current}
         root = self.base_dir / "deployments" / deployment_id / "replicas"
@@ -488,10 +428,10 @@ class LocalEngine(Reconciler, Engine):
         dirs = self._replica_dirs(deployment_id)
         if replica is not None:
             return {replica: dirs[replica]} if replica in dirs else {}
-        runtime = self._runtimes.get(deployment_id)
+        state = self._states.get(deployment_id)
         current = {
             r.name: dirs[r.name]
-            for r in (runtime.replicas if runtime else [])
+            for r in (state.replicas if state else [])
             if r.name in dirs and r.state != TERMINATING
         }
         if current:
@@ -521,67 +461,10 @@ class LocalEngine(Reconciler, Engine):
 
     # ---- metrics ----------------------------------------------------------------------
 
-    async def metrics(self, deployment_id: str, window: float, step: float) -> dict:
+    async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         await self.get(deployment_id)
-        # A fresh scrape, so the requests of the last seconds are in the answer's totals.
-        if time.monotonic() - self._collected_at > FRESH_METRICS_SECONDS:
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
-                await self._collect_once()
-        return self._metrics.series(deployment_id, window, step)
-
-    async def _collect(self) -> None:
-        """Scrape the gateway and every replica each interval, while the engine runs."""
-        while True:
-            try:
-                await self._collect_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # metrics must never take the engine down
-                self.log.exception("PrimeHub metrics scrape failed")
-            await asyncio.sleep(self.metrics_interval)
-
-    async def _scrape(self, url: str, headers: dict[str, str] | None = None) -> str:
-        try:
-            async with self._prober.session().get(url, headers=headers) as response:
-                return await response.text() if response.status == 200 else ""
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-            return ""
-
-    async def _collect_once(self) -> None:
-        async with self._collect_lock:  # one scrape at a time: snapshots stay in time order
-            await self._collect_locked()
-        self._collected_at = time.monotonic()
-
-    async def _collect_locked(self) -> None:
-        assert self._gateway is not None
-        now = time.time()
-        text = await self._scrape(
-            f"{self._gateway.url}/_primehub/metrics", self._gateway.internal_admin_headers()
-        )
-        gateway = parse_gateway(text) if text else {}
-        runtimes = [r for r in self._runtimes.values() if not r.deleted]
-        targets = [
-            (runtime.id, replica)
-            for runtime in runtimes
-            for replica in runtime.replicas
-            if replica.handle is not None and replica.state in (READY, RETIRING)
-        ]
-        texts = await asyncio.gather(*(self._scrape(f"{r.url}/metrics") for _, r in targets))
-        pids = [r.handle.pid if r.handle else None for _, r in targets]
-        usage = await asyncio.to_thread(
-            lambda: [process_usage(pid) if pid else None for pid in pids]
-        )
-        samples: dict[str, dict[str, ReplicaSample]] = {r.id: {} for r in runtimes}
-        for (deployment_id, replica), body, used in zip(targets, texts, usage, strict=True):
-            sample = ReplicaSample(parse_replica(body) if body else {})
-            if used is not None:
-                sample.cpu_seconds, sample.memory = used
-            samples[deployment_id][replica.name] = sample
-        for runtime in runtimes:
-            self._metrics.add(
-                runtime.id, Snapshot(now, gateway.get(runtime.id, {}), samples[runtime.id])
-            )
-        self._metrics.forget(r.id for r in runtimes)
+        assert self._metrics is not None
+        return await self._metrics.report(deployment_id, window, step)
 
     # ---- invoke -----------------------------------------------------------------------
 
@@ -603,17 +486,17 @@ class LocalEngine(Reconciler, Engine):
 
     # ---- status -----------------------------------------------------------------------
 
-    def _with_status(self, runtime: Runtime) -> Deployment:
-        deployment = runtime.deployment.model_copy(deep=True)
-        live = [r for r in runtime.replicas if r.state != TERMINATING or r.alive]
+    def _with_status(self, state: DeploymentState) -> Deployment:
+        deployment = state.deployment.model_copy(deep=True)
+        live = [r for r in state.replicas if r.state != TERMINATING or r.alive]
         status = deployment.status
-        status.phase = runtime.phase
-        status.message = runtime.message
+        status.phase = state.phase
+        status.message = state.message
         status.replicas = sum(1 for r in live if r.alive)
-        status.available_replicas = len(runtime.routed)
-        status.endpoint = self.endpoint_of(runtime.id) if self._gateway is not None else None
+        status.available_replicas = len(state.routed)
+        status.endpoint = self.endpoint_of(state.id) if self._gateway is not None else None
         status.replica_statuses = [r.to_status() for r in sorted(live, key=lambda r: r.name)]
-        status.sample_request = self._sample_request(runtime.deployment.spec)
+        status.sample_request = self._sample_request(state.deployment.spec)
         return deployment
 
     def _sample_request(self, spec: DeploymentSpec) -> dict | None:

@@ -1,4 +1,4 @@
-"""Private files and directories of the local engine's data dir (0700 and 0600)."""
+"""The local engine's data dir: where things live in it, and its private files (0700, 0600)."""
 
 from __future__ import annotations
 
@@ -66,3 +66,13 @@ def restrict_tree(root: Path) -> None:
             path = base / name
             if not path.is_symlink():
                 restrict(path)
+
+
+def replica_dir(data_dir: Path, deployment_id: str, name: str) -> Path:
+    """Where a replica's log and termination log live."""
+    return data_dir / "deployments" / deployment_id / "replicas" / name
+
+
+def request_log_dir(data_dir: Path) -> Path:
+    """Where replicas write request/response logs when a deployment turns them on."""
+    return data_dir / "request-logs"

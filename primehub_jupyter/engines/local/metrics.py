@@ -1,44 +1,29 @@
-"""Metrics of local deployments: scrape the gateway, the replicas and psutil; serve time series."""
+"""Metrics of local deployments: scrape the gateway, the replicas and psutil; keep history."""
 
 from __future__ import annotations
 
-import math
+import asyncio
+import contextlib
+import logging
 import time
-from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import aiohttp
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-Counters = dict[str, float]
+from ...core.metrics import MetricsReport
+from ..series import Counters, MetricsStore, ReplicaSample, Snapshot, parse_replica
+from .gateway_process import GatewayProcess
+from .processes import Prober
+from .replica import READY, RETIRING, DeploymentState
 
-# Model-server metric names (Seldon-compatible, see docs/internals.md "Metrics").
-SERVER_REQUESTS = "seldon_api_executor_server_requests_seconds"
-FEEDBACK_TOTAL = "seldon_api_model_feedback_total"
-FEEDBACK_REWARD = "seldon_api_model_feedback_reward_total"
+# A metrics request scrapes anew when the last scrape is older than this (seconds).
+FRESH_METRICS_SECONDS = 1.0
+
 GATEWAY_REQUESTS = "primehub_gateway_requests_total"
 GATEWAY_DURATION = "primehub_gateway_request_duration_seconds"
-REPLICA_SERIES = ("requestsPerSecond", "latencyP99", "cpu", "memory")
-
-
-@dataclass
-class ReplicaSample:
-    """Cumulative values of one replica at one scrape."""
-
-    counters: Counters = field(default_factory=dict)  # requests, bucket:<le>, feedback, reward
-    cpu_seconds: float | None = None
-    memory: float | None = None
-
-
-@dataclass
-class Snapshot:
-    """Cumulative values of one deployment at one scrape (wall-clock seconds)."""
-
-    time: float
-    gateway: Counters = field(default_factory=dict)  # "<code>|<kind>" and "bucket:<le>"
-    replicas: dict[str, ReplicaSample] = field(default_factory=dict)
 
 
 def parse_gateway(text: str) -> dict[str, Counters]:
@@ -59,26 +44,6 @@ def parse_gateway(text: str) -> dict[str, Counters]:
     return result
 
 
-def parse_replica(text: str) -> Counters:
-    """A replica's request count, latency buckets and feedback, summed over label sets."""
-    counters: Counters = {}
-
-    def add(key: str, value: float) -> None:
-        counters[key] = counters.get(key, 0.0) + value
-
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == SERVER_REQUESTS + "_count":
-                add("requests", sample.value)
-            elif sample.name == SERVER_REQUESTS + "_bucket":
-                add("bucket:" + sample.labels["le"], sample.value)
-            elif sample.name == FEEDBACK_TOTAL:
-                add("feedback", sample.value)
-            elif sample.name == FEEDBACK_REWARD:
-                add("reward", sample.value)
-    return counters
-
-
 def process_usage(pid: int) -> tuple[float, float] | None:
     """(CPU seconds, resident bytes) of a process and its children (model-server workers)."""
     try:
@@ -95,164 +60,98 @@ def process_usage(pid: int) -> tuple[float, float] | None:
         return None
 
 
-def _delta(current: float | None, previous: float | None) -> float | None:
-    """Increase of a counter between two scrapes; a restart (a smaller value) starts from 0."""
-    if current is None or previous is None:
-        return None
-    return current - previous if current >= previous else current
+class LocalMetrics:
+    """Scrapes the gateway and every serving replica each interval, and keeps the history."""
 
-
-def counter_deltas(current: Counters, previous: Counters) -> Counters:
-    deltas = {}
-    for key, value in current.items():
-        d = _delta(value, previous.get(key, 0.0))
-        if d is not None:
-            deltas[key] = d
-    return deltas
-
-
-def quantile(q: float, deltas: Counters) -> float | None:
-    """The q-quantile of a histogram from its bucket increases (linear within a bucket)."""
-    buckets = sorted(
-        ((float(key[7:]), value) for key, value in deltas.items() if key.startswith("bucket:")),
-        key=lambda item: item[0],
-    )
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    total = buckets[-1][1]
-    rank = q * total
-    lower_bound, lower_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound
-            span = count - lower_count
-            fraction = (rank - lower_count) / span if span > 0 else 1.0
-            return lower_bound + (bound - lower_bound) * fraction
-        lower_bound, lower_count = bound, count
-    return lower_bound
-
-
-class MetricsStore:
-    """A bounded window of snapshots per deployment, and the series computed from it."""
-
-    def __init__(self, retention: float, interval: float) -> None:
+    def __init__(
+        self,
+        *,
+        gateway: GatewayProcess,
+        prober: Prober,
+        deployments: Callable[[], Iterable[DeploymentState]],
+        retention: float,
+        interval: float,
+        log: Any = None,
+    ) -> None:
+        self.gateway = gateway
+        self.prober = prober
+        self.deployments = deployments
         self.interval = interval
-        self._history: dict[str, deque[Snapshot]] = {}
-        self._maxlen = int(retention / interval) + 2
+        self.log = log or logging.getLogger(__name__)
+        self.store = MetricsStore(retention, interval)
+        self._lock = asyncio.Lock()
+        self._collected_at = 0.0
+        self._task: asyncio.Task | None = None
 
-    def add(self, deployment_id: str, snapshot: Snapshot) -> None:
-        history = self._history.get(deployment_id)
-        if history is None:
-            history = self._history[deployment_id] = deque(maxlen=self._maxlen)
-        history.append(snapshot)
+    def start(self) -> None:
+        """Scrape in the background until `stop()`."""
+        self._task = asyncio.create_task(self._collect(), name="primehub-metrics")
 
-    def forget(self, keep: Iterable[str]) -> None:
-        keep = set(keep)
-        for deployment_id in [d for d in self._history if d not in keep]:
-            del self._history[deployment_id]
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
-    def _at(self, history: deque[Snapshot], moment: float) -> Snapshot | None:
-        """The last snapshot taken at or before `moment` (with half an interval of slack)."""
-        found = None
-        for snapshot in history:
-            if snapshot.time <= moment + self.interval / 2:
-                found = snapshot
-            else:
-                break
-        return found
+    def begin(self, deployment_id: str) -> None:
+        """A new deployment has served nothing: a zero baseline, so its first requests count."""
+        self.store.add(deployment_id, Snapshot(time.time()))
 
-    def series(
-        self, deployment_id: str, window: float, step: float, now: float | None = None
-    ) -> dict[str, Any]:
-        """The metrics document of docs/internals.md for one deployment."""
-        step = max(step, self.interval)
-        points = max(1, int(window // step))
-        now = time.time() if now is None else now
-        # Buckets [t, t + step) aligned to the step; the last one holds `now` and is partial,
-        # so traffic of the last seconds is counted (and stays in its bucket as time passes).
-        last = math.floor(now / step) * step
-        times = [last - (points - 1 - i) * step for i in range(points)]
-        history = self._history.get(deployment_id, deque())
-        names = ("requestsPerSecond", "predictRequestsPerSecond", "successRate",
-                 "clientErrorsPerSecond", "serverErrorsPerSecond", "latencyP50", "latencyP90",
-                 "latencyP99", "reward")  # fmt: skip
-        series: dict[str, list[float | None]] = {name: [] for name in names}
-        replicas: dict[str, dict[str, list[float | None]]] = {}
-        totals = dict.fromkeys(
-            ("requests", "predictRequests", "clientErrors", "serverErrors", "feedback"), 0.0
+    async def report(self, deployment_id: str, window: float, step: float) -> MetricsReport:
+        """The deployment's report, with the requests of the last seconds in its totals."""
+        if time.monotonic() - self._collected_at > FRESH_METRICS_SECONDS:
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                await self.collect_once()
+        return self.store.series(deployment_id, window, step)
+
+    async def _collect(self) -> None:
+        while True:
+            try:
+                await self.collect_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # metrics must never take the engine down
+                self.log.exception("PrimeHub metrics scrape failed")
+            await asyncio.sleep(self.interval)
+
+    async def _scrape(self, url: str, headers: dict[str, str] | None = None) -> str:
+        try:
+            async with self.prober.session().get(url, headers=headers) as response:
+                return await response.text() if response.status == 200 else ""
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return ""
+
+    async def collect_once(self) -> None:
+        """One scrape of the gateway and every ready (or retiring) replica."""
+        async with self._lock:  # one scrape at a time: snapshots stay in time order
+            await self._collect_locked()
+        self._collected_at = time.monotonic()
+
+    async def _collect_locked(self) -> None:
+        now = time.time()
+        text = await self._scrape(
+            f"{self.gateway.url}/_primehub/metrics", self.gateway.internal_admin_headers()
         )
-        reward_sum = 0.0
-        for index, start in enumerate(times):
-            current = self._at(history, min(start + step, now))
-            previous = self._at(history, start)
-            if previous is None and current is not None and history[0].time > start:
-                # The deployment's history begins inside this step: count from its start.
-                previous = history[0]
-            if current is None or previous is None or current is previous:
-                for values in series.values():
-                    values.append(None)
-                for columns in replicas.values():
-                    for values in columns.values():
-                        values.append(None)
-                continue
-            seconds = max(current.time - previous.time, 1e-9)
-            gateway = counter_deltas(current.gateway, previous.gateway)
-            requests = predict = client = server = ok = 0.0
-            for key, value in gateway.items():
-                if key.startswith("bucket:"):
-                    continue
-                code, _, kind = key.partition("|")
-                requests += value
-                if kind == "predict":
-                    predict += value
-                if code.startswith("2"):
-                    ok += value
-                elif code.startswith("4"):
-                    client += value
-                elif code.startswith("5"):
-                    server += value
-            feedback = reward = 0.0
-            for name, sample in current.replicas.items():
-                before = previous.replicas.get(name, ReplicaSample())
-                deltas = counter_deltas(sample.counters, before.counters)
-                feedback += deltas.get("feedback", 0.0)
-                reward += deltas.get("reward", 0.0)
-                column = replicas.setdefault(name, {k: [None] * index for k in REPLICA_SERIES})
-                column["requestsPerSecond"].append(
-                    deltas["requests"] / seconds if "requests" in deltas else None
-                )
-                column["latencyP99"].append(quantile(0.99, deltas))
-                cpu = _delta(sample.cpu_seconds, before.cpu_seconds)
-                column["cpu"].append(None if cpu is None else cpu / seconds)
-                column["memory"].append(sample.memory)
-            for name, column in replicas.items():
-                if name not in current.replicas:
-                    for values in column.values():
-                        values.append(None)
-            series["requestsPerSecond"].append(requests / seconds)
-            series["predictRequestsPerSecond"].append(predict / seconds)
-            series["successRate"].append(ok / requests if requests else None)
-            series["clientErrorsPerSecond"].append(client / seconds)
-            series["serverErrorsPerSecond"].append(server / seconds)
-            for q, name in ((0.5, "latencyP50"), (0.9, "latencyP90"), (0.99, "latencyP99")):
-                series[name].append(quantile(q, gateway))
-            series["reward"].append(reward / feedback if feedback else None)
-            totals["requests"] += requests
-            totals["predictRequests"] += predict
-            totals["clientErrors"] += client
-            totals["serverErrors"] += server
-            totals["feedback"] += feedback
-            reward_sum += reward
-        return {
-            "deploymentId": deployment_id,
-            "window": points * step,
-            "step": step,
-            "timestamps": times,
-            "series": series,
-            "replicas": replicas,
-            "totals": {
-                **{k: int(v) for k, v in totals.items()},
-                "reward": reward_sum / totals["feedback"] if totals["feedback"] else None,
-            },
-        }
+        gateway = parse_gateway(text) if text else {}
+        states = [s for s in self.deployments() if not s.deleted]
+        targets = [
+            (state.id, replica)
+            for state in states
+            for replica in state.replicas
+            if replica.handle is not None and replica.state in (READY, RETIRING)
+        ]
+        texts = await asyncio.gather(*(self._scrape(f"{r.url}/metrics") for _, r in targets))
+        pids = [r.handle.pid if r.handle else None for _, r in targets]
+        usage = await asyncio.to_thread(
+            lambda: [process_usage(pid) if pid else None for pid in pids]
+        )
+        samples: dict[str, dict[str, ReplicaSample]] = {s.id: {} for s in states}
+        for (deployment_id, replica), body, used in zip(targets, texts, usage, strict=True):
+            sample = ReplicaSample(parse_replica(body) if body else {})
+            if used is not None:
+                sample.cpu_seconds, sample.memory = used
+            samples[deployment_id][replica.name] = sample
+        for state in states:
+            self.store.add(state.id, Snapshot(now, gateway.get(state.id, {}), samples[state.id]))
+        self.store.forget(s.id for s in states)

@@ -6,224 +6,265 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from ...core.config import ConfigStore, format_memory
-from ...core.errors import StorageUnavailable, ValidationError
 from ...core.models import DeploymentSpec, Phase, utcnow
 from ...core.quota import Usage, quota_problem_for_usage, requested
-from ...serving.settings import model_server_args as metadata_args
-from ...serving.settings import request_log_enabled
-from .adoption import mark_env
-from .files import private_dir
-from .gateway_process import GatewayProcess, child_env
-from .processes import Prober, append_engine_line, bind_loopback, spawn
-from .replica import CRASHED, READY, RETIRING, STARTING, TERMINATING, Replica, Runtime
-from .sandbox import Sandbox
-from .store import ReplicaRecord, Store
-
-LOAD_FAILURE_EXIT_CODE = 3
-PROBE_INTERVAL_READY = 2.0
-PROBE_FAILURES_UNREADY = 3
+from ..rollout import RUNNING_KEEPS_SERVING, Rollout, rollout_phase, stopped_phase
+from . import adoption
+from .files import replica_dir
+from .gateway_process import GatewayProcess
+from .launcher import ReplicaLauncher
+from .processes import ProcessHandle
+from .replica import (
+    CRASHED,
+    READY,
+    RETIRING,
+    TERMINATING,
+    DeploymentState,
+    Replica,
+    ReplicaSettings,
+)
+from .rows import ReplicaRows
+from .store import ReplicaRecord
 
 
 class Reconciler:
     """Turns each deployment's spec into running, probed replicas and the gateway's routes.
 
-    A mixin of LocalEngine: it works on the engine's runtimes, store, gateway and settings.
-    Each tick admits deployments (group, instance type, quota, machine), starts or retires
-    replicas (a rolling update keeps the old ones serving until the new are ready), restarts
-    crashed ones with backoff, sets phases and pushes the routing table.
+    It owns the deployments' state (`deployments`, by id) and its background loop. Each tick
+    admits deployments (group, instance type, quota, machine), starts or retires replicas (a
+    rolling update keeps the old ones serving until the new are ready), restarts crashed ones
+    with backoff, sets phases and pushes the routing table.
     """
 
-    # Provided by LocalEngine (traits and state).
-    config_store: ConfigStore
-    deploy_timeout: float
-    drain_seconds: float
-    stop_grace_seconds: float
-    restart_backoff_max: float
-    python_executable: str
-    model_server_args: list[str]
-    machine_cpu: float
-    cpu_overcommit: float
-    machine_memory: int
-    log_max_bytes: int
-    tick_seconds: float
-    log: Any
-    _runtimes: dict[str, Runtime]
-    _gateway: GatewayProcess | None
-    _prober: Prober
-    _wake: asyncio.Event
-    _tasks: set[asyncio.Task]
-    _tick_lock: asyncio.Lock
-    _sandbox: Sandbox
-    _pending_rows: dict[str, ReplicaRecord | None]
-    _storage_failing: bool
+    def __init__(
+        self,
+        *,
+        settings: ReplicaSettings,
+        config_store: ConfigStore,
+        gateway: GatewayProcess,
+        rows: ReplicaRows,
+        data_dir: Path,
+        engine_id: str,
+        make_launcher: Callable[[Callable[[], None]], ReplicaLauncher],
+        log: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.config_store = config_store
+        self.gateway = gateway
+        self.rows = rows
+        self.data_dir = data_dir
+        self.engine_id = engine_id
+        self.log = log or logging.getLogger(__name__)
+        self.launcher = make_launcher(self.kick)
+        self.deployments: dict[str, DeploymentState] = {}
+        self._wake = asyncio.Event()
+        self._tick_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+        self._loop_task: asyncio.Task | None = None
 
-    @property
-    def store(self) -> Store:  # pragma: no cover - overridden by LocalEngine
-        raise NotImplementedError
+    # ---- the loop -------------------------------------------------------------------------
 
-    @property
-    def request_log_dir(self) -> Path:  # pragma: no cover - overridden by LocalEngine
-        raise NotImplementedError
+    def start(self) -> None:
+        """Reconcile in the background until `stop()`."""
+        self._loop_task = asyncio.create_task(self._run(), name="primehub-reconciler")
 
-    def resolve_model_uri(self, uri: str) -> Path:  # pragma: no cover - LocalEngine's
-        raise NotImplementedError
+    async def stop(self) -> None:
+        """End the loop and every task it spawned (probes, drains)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        for task in list(self._tasks):
+            task.cancel()
 
-    def _replica_dir(self, deployment_id: str, name: str) -> Path:  # pragma: no cover
-        raise NotImplementedError
+    def kick(self) -> None:
+        """Reconcile now rather than at the next tick."""
+        self._wake.set()
 
-    def kick(self) -> None:  # pragma: no cover - overridden by LocalEngine
-        raise NotImplementedError
-
-    @property
-    def engine_id(self) -> str:  # pragma: no cover - overridden by LocalEngine
-        raise NotImplementedError
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run beside the tick; cancelled by `stop()`."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
         while True:
             try:
-                await self._tick()
+                await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not stop reconciling every other deployment
                 self.log.exception("PrimeHub reconciler tick failed")
             busy = any(
                 r.phase in (Phase.DEPLOYING, Phase.STOPPING) or r.progress_since is not None
-                for r in self._runtimes.values()
+                for r in self.deployments.values()
             )
+            period = self.settings.tick_seconds
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    self._wake.wait(), self.tick_seconds if busy else self.tick_seconds * 4
-                )
+                await asyncio.wait_for(self._wake.wait(), period if busy else period * 4)
             self._wake.clear()
 
-    async def _reconcile_now(self) -> None:
-        """One tick right away, so a change is in effect (routes pushed) on return."""
-        await self._tick()
-
-    async def _tick(self) -> None:
+    async def tick(self) -> None:
+        """One pass over every deployment; a change is in effect (routes pushed) on return."""
         async with self._tick_lock:
             await self._tick_locked()
 
     async def _tick_locked(self) -> None:
-        assert self._gateway is not None
-        await self._gateway.ensure_running()
+        await self.gateway.ensure_running()
         config = self.config_store.get()
-        await self._flush_pending_rows()
-        await self._probe_all()
+        await self.rows.flush()
+        for probe in self.launcher.due_probes(self.deployments.values()):
+            self.spawn(probe)
         admitted_by_group: dict[str, Usage] = {}
-        machine = Usage()
-        for runtime in sorted(self._runtimes.values(), key=lambda r: r.seq):
-            if runtime.deleted or runtime.quarantined:
+        for state in sorted(self.deployments.values(), key=lambda r: r.seq):
+            if state.deleted or state.quarantined:
                 continue
-            await self._reconcile(runtime, config, admitted_by_group)
-            if runtime.admitted is not None:
-                group = runtime.deployment.spec.group_name
-                admitted_by_group[group] = admitted_by_group.get(group, Usage()).add(
-                    runtime.admitted
-                )
-                machine = machine.add(runtime.admitted)
-        pushed = await self._push_routes()
-        for runtime in list(self._runtimes.values()):
-            refused = self._gateway.rejected.get(runtime.id)
+            await self._reconcile(state, config, admitted_by_group)
+            if state.admitted is not None:
+                group = state.deployment.spec.group_name
+                admitted_by_group[group] = admitted_by_group.get(group, Usage()).add(state.admitted)
+        pushed = await self.push_routes()
+        for state in list(self.deployments.values()):
+            refused = self.gateway.rejected.get(state.id)
             if refused is not None:  # only this deployment: the gateway routes the others
                 reason = f"the gateway refused this deployment's routing entry: {refused}"
-                self._set_phase(runtime, Phase.FAILED, reason)
-            for replica in runtime.replicas:
+                self._set_phase(state, Phase.FAILED, reason)
+            for replica in state.replicas:
                 if replica.state == TERMINATING and replica.handle is not None:
                     continue
                 if replica.state == RETIRING and pushed:
                     replica.state = TERMINATING
-                    self._spawn_task(self._terminate(runtime, replica, drain=True))
-            await self._save_phase(runtime)
+                    self.spawn(self.launcher.terminate(state, replica, drain=True))
+            await self.rows.save_phase(state)
 
-    def _spawn_task(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    # ---- adoption, removal, shutdown ------------------------------------------------------
 
-    async def _save_phase(self, runtime: Runtime) -> None:
-        current = (runtime.phase.value, runtime.message)
-        if current != runtime.saved_phase and not runtime.deleted:
-            try:
-                await self.store.save_phase(runtime.id, *current)
-            except StorageUnavailable as error:
-                self._storage_failed(error)  # kept in memory; saved by a later tick
-                return
-            self._storage_ok()
-            runtime.saved_phase = current
+    async def adopt(self) -> None:
+        """Adopt the replicas an earlier server left running; end those nobody wants.
 
-    # ---- replica rows: written with retries, never lost from memory ---------------------
-
-    def _record_of(self, replica: Replica) -> ReplicaRecord:
-        handle = replica.handle
-        return ReplicaRecord(
-            name=replica.name,
-            deployment_id=replica.deployment_id,
-            slot=replica.slot,
-            template=replica.template,
-            # pid 0: the intent to start it (written before the spawn), completed after.
-            pid=handle.pid if handle is not None else 0,
-            create_time=handle.create_time if handle is not None else 0.0,
-            port=replica.port,
-            restarts=replica.restarts,
-            start_time=replica.start_time,
-        )
-
-    async def _write_replica(self, name: str, record: ReplicaRecord | None) -> bool:
-        """Store (or with None forget) a replica's row; when storage fails, a later tick retries.
-
-        The process itself is known in memory and carries its mark, so a failed write loses
-        nothing: the row only speeds up adoption after a restart.
+        Processes are found by their mark (so one spawned just before a crash, with no record
+        yet, is found too); records of unmarked processes (started by an older version) are
+        adopted by pid. Of two processes for one replica, the recorded (else the older) stays.
         """
-        self._pending_rows.pop(name, None)
-        try:
-            if record is None:
-                await self.store.forget_replica(name)
-            else:
-                await self.store.save_replica(record)
-        except StorageUnavailable as error:
-            self._storage_failed(error)
-            self._pending_rows.setdefault(name, record)
-            return False
-        self._storage_ok()
-        return True
+        records = {r.name: r for r in await self.rows.store.replicas()}
+        marked = await asyncio.to_thread(adoption.scan, self.engine_id)
+        by_name: dict[str, list[adoption.MarkedProcess]] = {}
+        for process in marked:
+            by_name.setdefault(process.replica, []).append(process)
+        unwanted: list[ProcessHandle] = []
+        adopted: set[str] = set()
+        for name, processes in by_name.items():
+            record = records.get(name)
+            processes.sort(key=lambda m: (not (record and record.pid == m.pid), m.create_time))
+            keep = processes[0]
+            for extra in processes[1:]:
+                unwanted.append(ProcessHandle(extra.pid, extra.create_time))
+            handle = ProcessHandle.adopt(keep.pid, keep.create_time)
+            state = self.deployments.get(keep.deployment_id)
+            if handle is None:
+                continue
+            if state is None or state.quarantined or not keep.port:
+                unwanted.append(handle)
+                continue
+            same = record is not None and record.pid == keep.pid
+            row = ReplicaRecord(
+                name=name,
+                deployment_id=keep.deployment_id,
+                slot=keep.slot,
+                template=keep.template,
+                pid=keep.pid,
+                create_time=keep.create_time,
+                port=keep.port,
+                restarts=record.restarts if record is not None and same else 0,
+                start_time=record.start_time if record is not None and same else None,
+            )
+            self._adopt(state, row, handle, record_stale=not same)
+            adopted.add(name)
+        for record in records.values():
+            if record.name in adopted:
+                continue
+            state = self.deployments.get(record.deployment_id)
+            old = ProcessHandle.adopt(record.pid, record.create_time) if record.pid else None
+            if old is not None and record.name not in by_name:
+                if state is not None and not state.quarantined:
+                    self._adopt(state, record, old, record_stale=False)
+                    adopted.add(record.name)
+                    continue
+                unwanted.append(old)
+            await self.rows.write(record.name, None)
+        if unwanted:
+            self.log.warning("ending %d replica processes no deployment wants", len(unwanted))
+        grace = self.settings.stop_grace_seconds
+        await asyncio.gather(*(h.terminate(grace) for h in unwanted), return_exceptions=True)
 
-    async def _flush_pending_rows(self) -> None:
-        for name, record in list(self._pending_rows.items()):
-            if not await self._write_replica(name, record):
-                return  # still failing: the rest waits for the next tick
+    def _adopt(
+        self,
+        state: DeploymentState,
+        record: ReplicaRecord,
+        handle: ProcessHandle,
+        *,
+        record_stale: bool,
+    ) -> None:
+        replica = Replica(
+            name=record.name,
+            deployment_id=record.deployment_id,
+            slot=record.slot,
+            template=record.template,
+            directory=replica_dir(self.data_dir, record.deployment_id, record.name),
+            port=record.port,
+            handle=handle,
+            restarts=record.restarts,
+            start_time=record.start_time or utcnow(),
+            # It was serving when the last server stopped: keep it routed from the first
+            # routes push until probes say otherwise (a restart drops no request).
+            state=READY,
+        )
+        state.replicas.append(replica)
+        state.template = record.template
+        if record_stale:
+            self.spawn(self.rows.write(replica.name, self.rows.record_of(replica)))
+        self.log.info("adopted replica %s (pid %d)", record.name, record.pid)
 
-    def _note(self, replica: Replica, text: str) -> None:
-        """An engine event in the replica's log; a failed write (disk full) is counted, and the
-        count is written with the next line that gets through, so no loss is silent."""
-        if replica.dropped_lines:
-            text = f"{text} ({replica.dropped_lines} earlier engine lines were lost)"
-        try:
-            append_engine_line(replica.log_file, text)
-        except OSError as error:
-            if not replica.dropped_lines:
-                self.log.warning("cannot write the log of replica %s: %s", replica.name, error)
-            replica.dropped_lines += 1
-            return
-        replica.dropped_lines = 0
+    async def remove(self, state: DeploymentState) -> None:
+        """End everything that runs a deleted deployment (its row is already gone)."""
+        state.deleted = True
+        for replica in state.replicas:
+            self.rows.discard(replica.name)
+        await self.push_routes()
+        await asyncio.gather(
+            *(self.launcher.terminate(state, r, drain=False) for r in list(state.replicas)),
+            return_exceptions=True,
+        )
+        # Every process of the deployment, known to this server or not.
+        strays = await asyncio.to_thread(adoption.scan, self.engine_id, state.id)
+        grace = self.settings.stop_grace_seconds
+        await asyncio.gather(
+            *(ProcessHandle(m.pid, m.create_time).terminate(grace) for m in strays),
+            return_exceptions=True,
+        )
+        self.deployments.pop(state.id, None)
 
-    def _storage_failed(self, error: StorageUnavailable) -> None:
-        if not self._storage_failing:
-            self.log.error("PrimeHub state is not being saved: %s", error.message)
-        self._storage_failing = True
+    async def stop_replicas(self) -> None:
+        """Stop every replica and forget its row (they start again with the next server)."""
+        grace = self.settings.stop_grace_seconds
+        handles = [r.handle for s in self.deployments.values() for r in s.replicas if r.handle]
+        await asyncio.gather(*(h.terminate(grace) for h in handles), return_exceptions=True)
+        for state in self.deployments.values():
+            for replica in state.replicas:
+                await self.rows.write(replica.name, None)
 
-    def _storage_ok(self) -> None:
-        if self._storage_failing:
-            self.log.warning("PrimeHub state is saved again")
-        self._storage_failing = False
+    # ---- admission ------------------------------------------------------------------------
 
     def _template(self, spec: DeploymentSpec) -> str:
         predictor = spec.predictor
@@ -239,20 +280,19 @@ class Reconciler:
         )
         return hashlib.sha256(key.encode()).hexdigest()[:5]
 
-    def _machine_capacity(self) -> Usage:
-        cpu = self.machine_cpu or (os.cpu_count() or 1) * self.cpu_overcommit
-        memory = self.machine_memory or psutil.virtual_memory().total
+    def machine_capacity(self) -> Usage:
+        """CPU and memory this machine offers to deployments."""
+        cpu = self.settings.machine_cpu or (os.cpu_count() or 1) * self.settings.cpu_overcommit
+        memory = self.settings.machine_memory or psutil.virtual_memory().total
         return Usage(cpu=cpu, memory=memory)
 
-    def _admission_problem(
-        self, runtime: Runtime, want: Usage, admitted_by_group: dict[str, Usage]
-    ) -> str | None:
+    def _admission_problem(self, state: DeploymentState, want: Usage) -> str | None:
         config = self.config_store.get()
-        group = runtime.deployment.spec.group_name
+        group = state.deployment.spec.group_name
         others = Usage()
         everyone = Usage()
-        for other in self._runtimes.values():
-            if other is runtime or other.admitted is None or other.deleted:
+        for other in self.deployments.values():
+            if other is state or other.admitted is None or other.deleted:
                 continue
             everyone = everyone.add(other.admitted)
             if other.deployment.spec.group_name == group:
@@ -260,7 +300,7 @@ class Reconciler:
         problem = quota_problem_for_usage(config, group, want, others)
         if problem:
             return problem
-        capacity = self._machine_capacity()
+        capacity = self.machine_capacity()
         if everyone.cpu + want.cpu > capacity.cpu + 1e-9:
             return (
                 f"machine resource not enough: cpu {want.cpu:g} requested, "
@@ -273,328 +313,144 @@ class Reconciler:
             )
         return None
 
+    # ---- one deployment -------------------------------------------------------------------
+
     async def _reconcile(
-        self, runtime: Runtime, config: Any, admitted_by_group: dict[str, Usage]
+        self, state: DeploymentState, config: Any, admitted_by_group: dict[str, Usage]
     ) -> None:
-        spec = runtime.deployment.spec
-        await self._observe_exits(runtime)
+        spec = state.deployment.spec
+        await self.launcher.observe_exits(state)
         if spec.stop:
-            runtime.admitted = None
-            runtime.progress_since = None
-            self._retire(runtime, list(runtime.replicas))
-            alive = [r for r in runtime.replicas if r.alive]
-            runtime.routed = []
-            self._set_phase(runtime, Phase.STOPPING if alive else Phase.STOPPED, "")
+            state.admitted = None
+            state.progress_since = None
+            self._retire(state, list(state.replicas))
+            state.routed = []
+            self._set_phase(state, stopped_phase(sum(1 for r in state.replicas if r.alive)), "")
             return
         problem = config.problem_with(spec.group_name, spec.predictor.instance_type)
         if problem:
-            runtime.admitted = None
-            runtime.routed = []
-            self._retire(runtime, list(runtime.replicas))
-            self._set_phase(runtime, Phase.FAILED, problem)
+            state.admitted = None
+            state.routed = []
+            self._retire(state, list(state.replicas))
+            self._set_phase(state, Phase.FAILED, problem)
             return
-        want = requested(config, runtime.deployment)
-        if runtime.admitted != want:
-            problem = self._admission_problem(runtime, want, admitted_by_group)
+        want = requested(config, state.deployment)
+        if state.admitted != want:
+            problem = self._admission_problem(state, want)
             if problem:
-                serving = [r for r in runtime.replicas if r.ready]
-                runtime.routed = serving
-                if serving:
-                    problem += "; the running version keeps serving"
-                self._set_phase(runtime, Phase.FAILED, problem)
+                serving = [r for r in state.replicas if r.ready]
+                state.routed = serving
+                self._set_phase(
+                    state, Phase.FAILED, problem + (RUNNING_KEEPS_SERVING if serving else "")
+                )
                 return
-            runtime.admitted = want
+            state.admitted = want
         template = self._template(spec)
         wanted = spec.predictor.replicas
-        if template != runtime.template or wanted > runtime.wanted_replicas:
-            runtime.progress_since = time.monotonic()
-        runtime.template = template
-        runtime.wanted_replicas = wanted
-        current = [r for r in runtime.replicas if r.template == template and r.state != RETIRING]
-        current = [r for r in current if r.state != TERMINATING]
+        if template != state.template or wanted > state.wanted_replicas:
+            state.progress_since = time.monotonic()
+        state.template = template
+        state.wanted_replicas = wanted
+        current = [r for r in state.replicas if r.template == template]
+        current = [r for r in current if r.state not in (RETIRING, TERMINATING)]
         slots = {r.slot for r in current}
         for slot in range(wanted):
             if slot not in slots:
-                replica = self._new_replica(runtime, slot, template)
-                runtime.replicas.append(replica)
+                replica = self._new_replica(state, slot, template)
+                state.replicas.append(replica)
                 current.append(replica)
-        surplus = [r for r in current if r.slot >= wanted]
-        self._retire(runtime, surplus)
+        self._retire(state, [r for r in current if r.slot >= wanted])
         current = [r for r in current if r.slot < wanted]
         now = time.monotonic()
         for replica in current:
             if replica.handle is None and now >= replica.next_start:
                 try:
-                    await self._start_replica(runtime, replica)
+                    await self.launcher.start(state, replica, self.deployments.values())
                 except OSError as error:  # e.g. no space for its directory: try again later
                     replica.last_exit = f"could not start: {error}"
                     replica.state = CRASHED
-                    replica.next_start = now + min(self.restart_backoff_max, 2.0**replica.restarts)
+                    replica.next_start = now + self.settings.backoff(replica.restarts)
                     replica.restarts += 1
         ready = [r for r in current if r.ready]
         old = [
-            r
-            for r in runtime.replicas
-            if r not in current and r.state not in (TERMINATING, RETIRING)
+            r for r in state.replicas if r not in current and r.state not in (TERMINATING, RETIRING)
         ]
-        if len(ready) == wanted:
-            runtime.routed = ready
-            self._retire(runtime, old)
-            runtime.progress_since = None
-            self._set_phase(runtime, Phase.DEPLOYED, "")
-            return
         old_ready = [r for r in old if r.ready]
-        runtime.routed = ready + old_ready
-        keeps = "; the previous version keeps serving" if old_ready else ""
-        errors = [r.load_error for r in current if r.load_error]
-        if errors:
-            self._set_phase(runtime, Phase.FAILED, errors[0] + keeps)
-            return
-        waited = now - runtime.progress_since if runtime.progress_since is not None else 0.0
-        if runtime.progress_since is not None and waited > self.deploy_timeout:
-            detail = next((r.last_exit for r in current if r.last_exit), "")
-            self._set_phase(
-                runtime,
-                Phase.FAILED,
-                f"not ready within the deploy timeout of {self.deploy_timeout:g} s "
-                f"({len(ready)} of {wanted} replicas ready){': ' + detail if detail else ''}"
-                + keeps,
-            )
-            return
+        complete = len(ready) == wanted
+        state.routed = ready if complete else ready + old_ready
+        if complete:
+            self._retire(state, old)
+            state.progress_since = None
+        waited = now - state.progress_since if state.progress_since is not None else 0.0
         crashed = next((r for r in current if r.state == CRASHED), None)
-        message = f"{len(ready)} of {wanted} replicas ready"
-        if crashed is not None:
-            message += f"; {crashed.name} {crashed.last_exit}, restart {crashed.restarts}"
-        self._set_phase(runtime, Phase.DEPLOYING, message)
+        phase, message = rollout_phase(
+            Rollout(
+                wanted=wanted,
+                ready=len(ready),
+                complete=complete,
+                old_serving=bool(old_ready),
+                problem=next((r.load_error for r in current if r.load_error), ""),
+                timed_out=state.progress_since is not None
+                and waited > self.settings.deploy_timeout,
+                deploy_timeout=self.settings.deploy_timeout,
+                restarting=(
+                    f"{crashed.name} {crashed.last_exit}, restart {crashed.restarts}"
+                    if crashed is not None
+                    else ""
+                ),
+                last_exit=next((r.last_exit for r in current if r.last_exit), ""),
+            )
+        )
+        self._set_phase(state, phase, message)
 
-    def _set_phase(self, runtime: Runtime, phase: Phase, message: str) -> None:
-        if (runtime.phase, runtime.message) != (phase, message):
-            self.log.info("deployment %s: %s %s", runtime.id, phase.value, message)
-        runtime.phase, runtime.message = phase, message
+    def _set_phase(self, state: DeploymentState, phase: Phase, message: str) -> None:
+        if (state.phase, state.message) != (phase, message):
+            self.log.info("deployment %s: %s %s", state.id, phase.value, message)
+        state.phase, state.message = phase, message
 
-    def _new_replica(self, runtime: Runtime, slot: int, template: str) -> Replica:
-        name = f"{runtime.id}-{template}-{slot}"
+    def _new_replica(self, state: DeploymentState, slot: int, template: str) -> Replica:
+        name = f"{state.id}-{template}-{slot}"
         return Replica(
             name=name,
-            deployment_id=runtime.id,
+            deployment_id=state.id,
             slot=slot,
             template=template,
-            directory=self._replica_dir(runtime.id, name),
+            directory=replica_dir(self.data_dir, state.id, name),
         )
 
-    def _retire(self, runtime: Runtime, replicas: list[Replica]) -> None:
+    def _retire(self, state: DeploymentState, replicas: list[Replica]) -> None:
         """Take replicas out of traffic; they stop after the next routes push and a drain."""
         for replica in replicas:
             if replica.state in (TERMINATING, RETIRING):
                 continue
             if replica.handle is None or not replica.alive:
-                runtime.replicas.remove(replica)
-                self._spawn_task(self._write_replica(replica.name, None))
+                state.replicas.remove(replica)
+                self.spawn(self.rows.write(replica.name, None))
                 continue
             replica.state = RETIRING
 
-    async def _terminate(self, runtime: Runtime, replica: Replica, *, drain: bool) -> None:
-        replica.state = TERMINATING
-        if drain and self.drain_seconds > 0:
-            await asyncio.sleep(self.drain_seconds)
-        if replica.handle is not None:
-            await replica.handle.terminate(self.stop_grace_seconds)
-            self._note(replica, "replica stopped")
-        if replica in runtime.replicas:
-            runtime.replicas.remove(replica)
-        if not runtime.deleted:
-            await self._write_replica(replica.name, None)
-        self.kick()
+    # ---- routes ---------------------------------------------------------------------------
 
-    async def _start_replica(self, runtime: Runtime, replica: Replica) -> None:
-        spec = runtime.deployment.spec
-        config = self.config_store.get()
-        instance = config.instance_type(spec.predictor.instance_type)
-        threads = str(max(1, int(instance.cpu if instance else 1)))
-        private_dir(replica.directory)
-        replica.termination_log.unlink(missing_ok=True)
-        bundle = self.resolve_model_uri(spec.predictor.model_uri or "")
-        sock = bind_loopback()
-        replica.port = sock.getsockname()[1]
-        # The intent first (no pid yet); a failed write does not stop the start: the process
-        # carries its mark, so a restarted server finds it either way.
-        await self._write_replica(replica.name, self._record_of(replica))
-        if runtime.deleted or replica not in runtime.replicas:
-            sock.close()  # deleted (or retired) while the intent was being written
-            return
-        try:
-            argv = [
-                self.python_executable,
-                "-m",
-                "primehub_jupyter.serving",
-                str(bundle),
-                "--fd",
-                str(sock.fileno()),
-                "--log-file",
-                str(replica.log_file),
-                "--termination-log",
-                str(replica.termination_log),
-                "--deployment",
-                runtime.id,
-                "--replica",
-                replica.name,
-                "--predictor",
-                spec.predictor.name,
-                *metadata_args(spec.predictor.metadata, request_log_dir=self.request_log_dir),
-                "--log-max-bytes",
-                str(self.log_max_bytes),
-                *self.model_server_args,
-            ]
-            extra = {
-                "PYTHONUNBUFFERED": "1",
-                "OMP_NUM_THREADS": threads,
-                "OPENBLAS_NUM_THREADS": threads,
-                "MKL_NUM_THREADS": threads,
-                "PREDICTIVE_UNIT_ID": spec.predictor.name,
-                "SELDON_DEPLOYMENT_ID": runtime.id,
-                **{e.name: e.value for e in spec.env},
-                # Last, so a user's env cannot change the mark adoption relies on.
-                **mark_env(self.engine_id, runtime.id, replica.name, replica.port),
-            }
-            if replica.restarts:
-                self._note(replica, f"restarting replica (restart {replica.restarts})")
-            else:
-                self._note(replica, f"starting replica for {bundle}")
-            replica.handle = spawn(
-                self._sandboxed(runtime, replica, bundle, argv),
-                log_file=replica.log_file,
-                env=self._sandbox.environment(child_env(extra)),
-                cwd=replica.directory,
-                pass_fds=(sock.fileno(),),
-                sandboxed=self._sandbox.enabled,
-            )
-        finally:
-            sock.close()
-        replica.state = STARTING
-        replica.start_time = utcnow()
-        replica.probe_failures = 0
-        await self._write_replica(replica.name, self._record_of(replica))
-
-    def _sandboxed(
-        self, runtime: Runtime, replica: Replica, bundle: Path, argv: list[str]
-    ) -> list[str]:
-        """The model server's command line inside the sandbox (unchanged without one)."""
-        if not self._sandbox.enabled:
-            return argv
-        writable = [replica.directory]
-        if request_log_enabled(runtime.deployment.spec.predictor.metadata):
-            writable.append(private_dir(self.request_log_dir / runtime.id))
-        others = []
-        for other in self._runtimes.values():
-            with contextlib.suppress(ValidationError):
-                if other is not runtime and other.deployment.spec.predictor.model_uri:
-                    others.append(self.resolve_model_uri(other.deployment.spec.predictor.model_uri))
-        mounts = self._sandbox.mounts_for(
-            bundle=bundle, writable=writable, secrets=self._sandbox_secrets(), others=others
-        )
-        return self._sandbox.wrap(argv, mounts, chdir=replica.directory)
-
-    def _sandbox_secrets(self) -> list[Path]:
-        """What no replica may see: state, config, Jupyter's runtime and config files."""
-        from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
-
-        data_dir = self.request_log_dir.parent
-        paths = [data_dir, Path(self.config_store.path)]
-        paths += [Path(jupyter_runtime_dir()), *(Path(p) for p in jupyter_config_path())]
-        return paths
-
-    async def _observe_exits(self, runtime: Runtime) -> None:
-        """Notice replicas that ended, record why, schedule their restart with backoff."""
-        for replica in runtime.replicas:
-            if replica.handle is None or replica.state in (TERMINATING, RETIRING):
-                continue
-            code = replica.handle.exit_code()
-            if code is None:
-                continue
-            # Its launcher may have been killed alone: nothing of the old process may outlive it.
-            await asyncio.to_thread(replica.handle.kill_leftovers)
-            message = ""
-            with contextlib.suppress(OSError):
-                message = replica.termination_log.read_text().strip()
-            if code == LOAD_FAILURE_EXIT_CODE or message:
-                replica.load_error = message or "the model failed to load (see the logs)"
-            if code < 0:
-                replica.last_exit = f"killed by signal {-code}" if code != -1 else "exited"
-            else:
-                replica.last_exit = f"exited with code {code}"
-            backoff = min(self.restart_backoff_max, 2.0**replica.restarts)
-            self._note(
-                replica,
-                f"replica {replica.last_exit}; restarting in {backoff:g} s",
-            )
-            self.log.warning(
-                "replica %s %s; restart in %g s", replica.name, replica.last_exit, backoff
-            )
-            replica.handle = None
-            replica.state = CRASHED
-            replica.restarts += 1
-            replica.next_start = time.monotonic() + backoff
-
-    async def _probe_all(self) -> None:
-        """Start health probes that are due; they run beside the tick, never inside it.
-
-        A replica's socket listens before its model is loaded, so a probe of a loading replica
-        waits (up to the probe timeout) rather than failing fast: it must not stall the tick.
-        """
-        now = time.monotonic()
-        for runtime in self._runtimes.values():
-            for replica in runtime.replicas:
-                if replica.handle is None or replica.probing:
-                    continue
-                if replica.state in (TERMINATING, RETIRING, CRASHED):
-                    continue
-                due = replica.state == STARTING or now - replica.last_probe >= PROBE_INTERVAL_READY
-                if due:
-                    replica.probing = True
-                    self._spawn_task(self._probe(replica))
-
-    async def _probe(self, replica: Replica) -> None:
-        try:
-            ok = await self._prober.ok(f"{replica.url}/health/ping")
-        finally:
-            replica.probing = False
-            replica.last_probe = time.monotonic()
-        if replica.handle is None or replica.state in (TERMINATING, RETIRING, CRASHED):
-            return
-        if ok:
-            replica.probe_failures = 0
-            if replica.state == STARTING:
-                replica.state = READY
-                replica.load_error = ""
-                self._note(replica, "replica ready")
-                self.kick()
-            return
-        replica.probe_failures += 1
-        if replica.state == READY and replica.probe_failures >= PROBE_FAILURES_UNREADY:
-            replica.state = STARTING
-            self._note(replica, "replica not answering health checks")
-            self.kick()
-
-    def _routes(self) -> dict[str, Any]:
+    def routes(self) -> dict[str, Any]:
+        """The gateway's routing table: every deployment with its ready, routed replicas."""
         routes: dict[str, Any] = {}
-        for runtime in self._runtimes.values():
-            if runtime.deleted:
+        for state in self.deployments.values():
+            if state.deleted:
                 continue
-            spec = runtime.deployment.spec
-            routes[runtime.id] = {
-                "phase": runtime.phase.value,
-                "message": runtime.message,
+            spec = state.deployment.spec
+            routes[state.id] = {
+                "phase": state.phase.value,
+                "message": state.message,
                 "accessType": spec.endpoint.access_type,
-                "clients": dict(runtime.client_hashes),
+                "clients": dict(state.client_hashes),
                 "replicas": [
                     {"name": r.name, "url": r.url}
-                    for r in runtime.routed
+                    for r in state.routed
                     if r.ready and r.state == READY
                 ],
             }
         return routes
 
-    async def _push_routes(self) -> bool:
-        if self._gateway is None:
-            return False
-        return await self._gateway.push(self._routes())
+    async def push_routes(self) -> bool:
+        """Send the routing table to the gateway; False when it was not taken."""
+        return await self.gateway.push(self.routes())

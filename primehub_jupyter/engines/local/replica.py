@@ -1,7 +1,8 @@
-"""One replica of a deployment on this machine, and the deployment's runtime state."""
+"""One replica of a deployment on this machine, the deployment's state, and how both run."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ class Replica:
 
 
 @dataclass
-class Runtime:
+class DeploymentState:
     """What the engine knows about one deployment beyond its stored spec."""
 
     deployment: Deployment
@@ -96,3 +97,24 @@ class Runtime:
     @property
     def id(self) -> str:
         return self.deployment.id
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """How replicas run and roll out: the LocalEngine's settings the reconciler works with."""
+
+    deploy_timeout: float = 300.0
+    drain_seconds: float = 1.0
+    stop_grace_seconds: float = 10.0
+    restart_backoff_max: float = 60.0
+    python_executable: str = sys.executable
+    model_server_args: tuple[str, ...] = ()
+    machine_cpu: float = 0.0  # 0: cores x cpu_overcommit
+    cpu_overcommit: float = 4.0
+    machine_memory: int = 0  # 0: the machine's RAM
+    log_max_bytes: int = 10 * 1024 * 1024
+    tick_seconds: float = 0.25
+
+    def backoff(self, restarts: int) -> float:
+        """Seconds before the next start of a replica that has crashed `restarts` times."""
+        return min(self.restart_backoff_max, 2.0**restarts)

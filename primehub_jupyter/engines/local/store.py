@@ -314,7 +314,7 @@ class Store:
 
         return await self._run(_hashes)
 
-    # ---- replicas and meta ------------------------------------------------------------
+    # ---- replicas ---------------------------------------------------------------------
 
     async def replicas(self) -> list[ReplicaRecord]:
         def _all() -> list[ReplicaRecord]:
@@ -348,20 +348,6 @@ class Store:
 
     async def forget_replica(self, name: str) -> None:
         await self._run(lambda: self._db().execute("DELETE FROM replicas WHERE name = ?", (name,)))
-
-    async def get_meta(self, key: str) -> str | None:
-        def _get() -> str | None:
-            row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            return None if row is None else row[0]
-
-        return await self._run(_get)
-
-    async def set_meta(self, key: str, value: str) -> None:
-        await self._run(
-            lambda: self._db().execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
-            )
-        )
 
 
 # ---- failures and quarantine --------------------------------------------------------------
