@@ -172,7 +172,7 @@ async def test_a_generated_id_that_is_taken_is_drawn_again(service, monkeypatch)
     [
         ([], BadRequest, "JSON object"),
         ({"spec": {}, "extra": 1}, ValidationError, "unknown fields: extra"),
-        ({"id": "x"}, ValidationError, "'spec' is required"),
+        ({"id": "x"}, ValidationError, "spec: required"),
         ({"id": "Bad_Id", **body()}, ValidationError, "id"),
         ({"spec": {**body()["spec"], "predictors": []}}, ValidationError, "predictors"),
         (

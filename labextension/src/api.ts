@@ -23,6 +23,7 @@ import type {
   InstanceTypeInfo,
   LogLines,
   Me,
+  MetricsReport,
   Phase,
   Predictor,
   ReplicaList,
@@ -56,15 +57,7 @@ export const TRANSITIONAL_PHASES: ReadonlySet<string> = new Set<Phase>([
 export type IClient = ClientRef & Partial<ClientCreated>;
 
 /** `GET deployments/<id>/metrics`: per-step series over a window (see docs/internals.md). */
-export interface IMetrics {
-  deploymentId: string;
-  window: number;
-  step: number;
-  timestamps: number[];
-  series: Record<string, (number | null)[]>;
-  replicas?: Record<string, Record<string, (number | null)[]>>;
-  totals?: Record<string, number | null>;
-}
+export type IMetrics = MetricsReport;
 
 /** What `invoke` answered: the model's status and body, whatever they are. */
 export interface IInvokeResult {

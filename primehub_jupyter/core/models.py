@@ -370,6 +370,8 @@ def pydantic_problems(error: Exception) -> list[dict[str, str]]:
         msg = msg.removeprefix("Value error, ")
         if item.get("type") == "extra_forbidden":
             msg = "unknown field"
+        elif item.get("type") == "missing":
+            msg = "required"
         problems.append({"field": loc, "message": msg})
     return problems
 

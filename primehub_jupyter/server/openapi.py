@@ -245,7 +245,11 @@ def _paths() -> dict[str, Any]:
             "parameters": [_ID],
             "get": _op(
                 "Requests/s, success rate, 4xx, 5xx, latency, reward and replica usage over time",
-                {"200": _json(_OBJECT, "Series on a shared time axis (docs/internals.md)")},
+                {
+                    "200": _json(
+                        _ref("MetricsReport"), "Series on a shared time axis (docs/internals.md)"
+                    )
+                },
                 errors=("400", "404", "422"),
                 parameters=[
                     {"name": "window", "in": "query", "schema": {"type": "number", "default": 900}},

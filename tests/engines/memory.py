@@ -11,22 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from primehub_jupyter.core.errors import Conflict, NotFound, Unchangeable
+from primehub_jupyter.core.metrics import (
+    DeploymentSeries,
+    MetricsReport,
+    MetricsTotals,
+    ReplicaSeries,
+)
 from primehub_jupyter.core.models import Deployment, Phase, ReplicaStatus, utcnow
 from primehub_jupyter.core.quota import Usage, quota_problem_for_usage, requested
 from primehub_jupyter.engines.base import Engine, InvokeResult
 
-SERIES = (
-    "requestsPerSecond",
-    "predictRequestsPerSecond",
-    "successRate",
-    "clientErrorsPerSecond",
-    "serverErrorsPerSecond",
-    "latencyP50",
-    "latencyP90",
-    "latencyP99",
-    "reward",
-)
-REPLICA_SERIES = ("requestsPerSecond", "latencyP99", "cpu", "memory")
 ENDPOINT_BASE = "http://memory.invalid"
 
 
@@ -182,53 +176,53 @@ class MemoryEngine(Engine):
                 yield f"===== replica {name} =====\n".encode()
             yield "".join(line + "\n" for line in entry.logs.get(name, [])).encode()
 
-    async def metrics(self, deployment_id: str, window: float, step: float) -> Any:
+    async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         entry = self._entry(deployment_id)
         points = max(1, int(window // step))
         now = time.time()
         last = math.floor(now / step) * step
         times = [last - (points - 1 - i) * step for i in range(points)]
-        series: dict[str, list[float | None]] = {name: [] for name in SERIES}
-        replicas: dict[str, dict[str, list[float | None]]] = {
-            name: {k: [] for k in REPLICA_SERIES} for name in entry.replicas
+        series = DeploymentSeries(**{f: [] for f in DeploymentSeries.model_fields})
+        replicas = {
+            name: ReplicaSeries(**{f: [] for f in ReplicaSeries.model_fields})
+            for name in entry.replicas
         }
         for start in times:
             inside = [r for r in entry.requests if start <= r[0] < start + step]
             ok = sum(1 for _, code, _ in inside if 200 <= code < 300)
             client = sum(1 for _, code, _ in inside if 400 <= code < 500)
             server = sum(1 for _, code, _ in inside if code >= 500)
-            series["requestsPerSecond"].append(len(inside) / step)
-            series["predictRequestsPerSecond"].append(len(inside) / step)
-            series["successRate"].append(ok / len(inside) if inside else None)
-            series["clientErrorsPerSecond"].append(client / step)
-            series["serverErrorsPerSecond"].append(server / step)
-            for name in ("latencyP50", "latencyP90", "latencyP99"):
-                series[name].append(0.001 if inside else None)
-            series["reward"].append(None)
+            series.requests_per_second.append(len(inside) / step)
+            series.predict_requests_per_second.append(len(inside) / step)
+            series.success_rate.append(ok / len(inside) if inside else None)
+            series.client_errors_per_second.append(client / step)
+            series.server_errors_per_second.append(server / step)
+            for quantile in (series.latency_p50, series.latency_p90, series.latency_p99):
+                quantile.append(0.001 if inside else None)
+            series.reward.append(None)
             for name, columns in replicas.items():
                 served = sum(1 for r in inside if r[2] == name)
-                columns["requestsPerSecond"].append(served / step)
-                columns["latencyP99"].append(0.001 if served else None)
-                columns["cpu"].append(0.0)
-                columns["memory"].append(0.0)
+                columns.requests_per_second.append(served / step)
+                columns.latency_p99.append(0.001 if served else None)
+                columns.cpu.append(0.0)
+                columns.memory.append(0.0)
         counted = [r for r in entry.requests if r[0] >= times[0]]
-        report = {
-            "deploymentId": deployment_id,
-            "window": points * step,
-            "step": step,
-            "timestamps": times,
-            "series": series,
-            "replicas": replicas,
-            "totals": {
-                "requests": len(counted),
-                "predictRequests": len(counted),
-                "clientErrors": sum(1 for r in counted if 400 <= r[1] < 500),
-                "serverErrors": sum(1 for r in counted if r[1] >= 500),
-                "feedback": 0,
-                "reward": None,
-            },
-        }
-        return _as_report(report)
+        return MetricsReport(
+            deployment_id=deployment_id,
+            window=points * step,
+            step=step,
+            timestamps=times,
+            series=series,
+            replicas=replicas,
+            totals=MetricsTotals(
+                requests=len(counted),
+                predict_requests=len(counted),
+                client_errors=sum(1 for r in counted if 400 <= r[1] < 500),
+                server_errors=sum(1 for r in counted if r[1] >= 500),
+                feedback=0,
+                reward=None,
+            ),
+        )
 
     async def invoke(
         self, deployment_id: str, path: str, body: bytes, headers: dict[str, str], user: str
@@ -338,12 +332,3 @@ async def _io() -> None:
 
 def _tag(replica: str, line: str) -> str:
     return f"{line[:24]} [{replica}] {line[25:]}"
-
-
-def _as_report(report: dict[str, Any]) -> Any:
-    """The report as the engines return it: the typed MetricsReport once core has one."""
-    try:
-        from primehub_jupyter.core.metrics import MetricsReport  # type: ignore[import-not-found]
-    except ImportError:
-        return report
-    return MetricsReport.model_validate(report)

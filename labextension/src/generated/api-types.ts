@@ -17,6 +17,7 @@ export interface ApiContracts {
   CreateDeployment?: CreateDeployment;
   Deployment?: Deployment;
   DeploymentList?: DeploymentList;
+  DeploymentSeries?: DeploymentSeries;
   DeploymentSpec?: DeploymentSpec;
   DeploymentStatus?: DeploymentStatus;
   Endpoint?: Endpoint;
@@ -31,11 +32,14 @@ export interface ApiContracts {
   InstanceTypeList?: InstanceTypeList;
   LogLines?: LogLines;
   Me?: Me;
+  MetricsReport?: MetricsReport;
+  MetricsTotals?: MetricsTotals;
   NewClient?: NewClient;
   Phase?: Phase;
   Predictor?: Predictor;
   QuotaInfo?: QuotaInfo;
   ReplicaList?: ReplicaList;
+  ReplicaSeries?: ReplicaSeries;
   ReplicaStatus?: ReplicaStatus;
   ResourceMetadata?: ResourceMetadata;
   Rollback?: Rollback;
@@ -222,6 +226,20 @@ export interface DeploymentList {
   deployments: Deployment[];
 }
 /**
+ * A deployment's series, one value (or None: nothing to measure) per timestamp.
+ */
+export interface DeploymentSeries {
+  requestsPerSecond: (number | null)[];
+  predictRequestsPerSecond: (number | null)[];
+  successRate: (number | null)[];
+  clientErrorsPerSecond: (number | null)[];
+  serverErrorsPerSecond: (number | null)[];
+  latencyP50: (number | null)[];
+  latencyP90: (number | null)[];
+  latencyP99: (number | null)[];
+  reward: (number | null)[];
+}
+/**
  * Every 4xx/5xx answer: a message for a person, a reason for code, field details.
  */
 export interface ErrorBody {
@@ -324,6 +342,40 @@ export interface Me {
   engine: string;
   endpointBase: string | null;
   groups: GroupInfo[];
+}
+/**
+ * `Engine.metrics()`: the same document for every engine (docs/internals.md "Metrics").
+ */
+export interface MetricsReport {
+  deploymentId: string;
+  window: number;
+  step: number;
+  timestamps: number[];
+  series: DeploymentSeries;
+  replicas: {
+    [k: string]: ReplicaSeries;
+  };
+  totals: MetricsTotals;
+}
+/**
+ * One replica's series: traffic, tail latency, cores in use and resident bytes.
+ */
+export interface ReplicaSeries {
+  requestsPerSecond: (number | null)[];
+  latencyP99: (number | null)[];
+  cpu: (number | null)[];
+  memory: (number | null)[];
+}
+/**
+ * Counts over the whole window, and the reward share of its feedback.
+ */
+export interface MetricsTotals {
+  requests: number;
+  predictRequests: number;
+  clientErrors: number;
+  serverErrors: number;
+  feedback: number;
+  reward: number | null;
 }
 /**
  * The body of `POST .../clients`.

@@ -43,9 +43,9 @@ from .crd import (
 )
 from .logs import PodLogs
 from .metrics import PodMetrics, prometheus_metrics
-from .operator import merged_history
 from .phases import parse_time
 from .settings import MODEL_PORT
+from .status import merged_history
 
 _DROP_HEADERS = {"authorization", "cookie", "host", "content-length", "x-forwarded-user"}
 

@@ -19,10 +19,9 @@ from .client import Kube, KubeError, bearer_token
 from .crd import APP, GROUP, LABEL_APP, LABEL_ID, PLURAL, VERSION
 from .reconciler import OperatorReconciler
 from .settings import OperatorSettings
-from .status import merged_history
 
 # The engine reads history as the operator writes it; it imported this name from here.
-__all__ = ["Operator", "OperatorFailed", "configure_kopf", "merged_history"]
+__all__ = ["Operator", "OperatorFailed", "configure_kopf"]
 
 log = logging.getLogger("primehub.operator")
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticError
 from ...core.config import ConfigStore, PrimeHubConfig
 from ...core.models import DeploymentSpec, Phase, describe_problems, pydantic_problems
 from ...core.models import format_time as format_api_time
+from ..rollout import RUNNING_KEEPS_SERVING
 from . import children, phases, resources
 from .admission import QuotaAdmission
 from .client import (
@@ -183,7 +184,7 @@ class OperatorReconciler:
         name = cr["metadata"]["name"]
         live = await self.kube.find(DEPLOYMENTS, name)
         running = live is not None and int((live.get("spec") or {}).get("replicas") or 0) > 0
-        keeps = "; the running version keeps serving" if running else ""
+        keeps = RUNNING_KEEPS_SERVING if running else ""
         problem = await self.quota.admit(name, spec, config, status)
         if problem is None:
             instance = config.instance_type(spec.predictor.instance_type)
