@@ -189,6 +189,7 @@ async def test_stop_retires_every_replica_then_reports_stopped(harness, bundles)
     assert harness.gateway.replica_urls("iris-d") == []
     assert state.replicas == [] and replica.handle is not None
     assert replica.handle.exit_code() is not None
+
     # The rows go once the exits are noticed, which may be a tick after the phase.
     async def no_rows() -> bool:
         return await harness.store.replicas() == []
