@@ -37,7 +37,7 @@ from primehub_jupyter.core.errors import (
     StorageUnavailable,
     ValidationError,
 )
-from primehub_jupyter.core.models import Deployment, DeploymentSpec, HistoryEntry
+from primehub_jupyter.core.models import DeploymentRecord, DeploymentSpec, HistoryEntry
 from primehub_jupyter.core.schemas import (
     api_models,
     component_schemas,
@@ -182,7 +182,7 @@ def test_every_error_answer_is_an_error_body(error):
 async def test_every_answer_matches_its_model(api, bundles):
     body = {"id": "shapes", "spec": {**spec(bundles["v1"]), "stop": True}}
     created = await api.ok("POST", "deployments", body)
-    Deployment.model_validate(created)
+    DeploymentRecord.model_validate(created)
     await api.ok("PATCH", "deployments/shapes", {"spec": {"endpoint": {"accessType": "private"}}})
     ClientCreated.model_validate(await api.ok("POST", "deployments/shapes/clients", {"name": "a"}))
     answers = {
@@ -190,7 +190,7 @@ async def test_every_answer_matches_its_model(api, bundles):
         GroupList: await api.ok("GET", "groups"),
         InstanceTypeList: await api.ok("GET", "instance-types"),
         DeploymentList: await api.ok("GET", "deployments"),
-        Deployment: await api.ok("GET", "deployments/shapes"),
+        DeploymentRecord: await api.ok("GET", "deployments/shapes"),
         HistoryList: await api.ok("GET", "deployments/shapes/history"),
         HistoryEntry: await api.ok("GET", "deployments/shapes/history/1"),
         ClientList: await api.ok("GET", "deployments/shapes/clients"),

@@ -9,7 +9,7 @@ from pydantic import ValidationError as PydanticError
 from primehub_jupyter.core.config import ConfigStore, parse_cpu, parse_memory
 from primehub_jupyter.core.errors import FeatureDisabled, Forbidden, NotFound, ValidationError
 from primehub_jupyter.core.ids import generate_id, id_problem, invoke_path_problem, normalize_name
-from primehub_jupyter.core.models import Deployment, DeploymentSpec, merge_patch
+from primehub_jupyter.core.models import DeploymentRecord, DeploymentSpec, merge_patch
 from primehub_jupyter.core.quota import Usage, quota_problem_for_usage
 from primehub_jupyter.core.security import hash_token, new_token, verify_token
 from primehub_jupyter.core.service import parse_spec
@@ -85,12 +85,12 @@ def test_deployment_json_round_trip_uses_primehub_names():
             "predictors": [{"instanceType": "cpu-1", "modelURI": "/m", "metadata": {"k": "v"}}],
         }
     )
-    data = Deployment(id="x-abcde", spec=spec).to_json()
+    data = DeploymentRecord(id="x-abcde", spec=spec).to_json()
     predictor = data["spec"]["predictors"][0]
     assert predictor["modelURI"] == "/m" and predictor["instanceType"] == "cpu-1"
     assert data["status"]["phase"] == "Deploying"
-    assert Deployment.model_validate(data).spec == spec
-    resource = Deployment(id="x-abcde", spec=spec).to_custom_resource()
+    assert DeploymentRecord.model_validate(data).spec == spec
+    resource = DeploymentRecord(id="x-abcde", spec=spec).to_custom_resource()
     assert resource["apiVersion"] == "primehub.io/v1alpha1" and resource["kind"] == "PhDeployment"
 
 

@@ -19,7 +19,7 @@ from primehub_jupyter.core.errors import (
     Unchangeable,
     ValidationError,
 )
-from primehub_jupyter.core.models import MAX_HISTORY, Deployment
+from primehub_jupyter.core.models import MAX_HISTORY, DeploymentRecord
 from primehub_jupyter.core.security import verify_token
 from primehub_jupyter.core.service import DeploymentService
 
@@ -45,8 +45,8 @@ def body(group: str = "default", instance: str = "cpu-0.5", **top: Any) -> dict[
     return {"spec": {**spec, "predictors": [predictor]}}
 
 
-async def settled(service: DeploymentService, deployment_id: str, phase: str) -> Deployment:
-    async def reached() -> Deployment | None:
+async def settled(service: DeploymentService, deployment_id: str, phase: str) -> DeploymentRecord:
+    async def reached() -> DeploymentRecord | None:
         deployment = await service.get(OWNER, deployment_id)
         return deployment if deployment.status.phase.value == phase else None
 
@@ -312,7 +312,7 @@ async def test_a_blind_update_is_reapplied_on_top_of_a_concurrent_change(service
     original = engine.replace
     raced = []
 
-    async def racing_replace(deployment: Deployment, **kw: Any) -> Deployment:
+    async def racing_replace(deployment: DeploymentRecord, **kw: Any) -> DeploymentRecord:
         if not raced:  # someone else writes between our read and our write, once
             raced.append(True)
             theirs = await service.get("bob", deployment.id)
@@ -351,7 +351,7 @@ async def test_a_change_that_never_lands_gives_up_with_a_conflict(service, engin
     created = await service.create(OWNER, body())
     monkeypatch.setattr(service_module, "MAX_CHANGE_ATTEMPTS", 3)
 
-    async def always_stale(deployment: Deployment, **kw: Any) -> Deployment:
+    async def always_stale(deployment: DeploymentRecord, **kw: Any) -> DeploymentRecord:
         raise Conflict("stale")
 
     engine.replace = always_stale

@@ -9,7 +9,7 @@ import type {
   ClientList,
   ClientRef,
   CreateDeployment,
-  Deployment,
+  DeploymentRecord,
   DeploymentList,
   DeploymentSpec,
   DeploymentSpecPatch,
@@ -33,7 +33,7 @@ import type {
 // The API's bodies are generated from the Python models (`make generate`); these are the
 // names the rest of the extension has always used for them.
 export type { ClientCreated, DeploymentSpecPatch, Phase };
-export type IDeployment = Deployment;
+export type IDeployment = DeploymentRecord;
 export type IDeploymentSpec = DeploymentSpec;
 export type IDeploymentStatus = DeploymentStatus;
 export type IEndpointSpec = Endpoint;

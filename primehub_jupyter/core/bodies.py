@@ -20,8 +20,8 @@ from .errors import BadRequest, ValidationError
 from .models import (
     ClientName,
     ClientRef,
-    Deployment,
     DeploymentId,
+    DeploymentRecord,
     DeploymentSpec,
     HistoryEntry,
     UpdateMessage,
@@ -246,7 +246,7 @@ class ErrorBody(_Observed):
 class DeploymentList(_Observed):
     """`GET deployments`: newest update first, each without its history."""
 
-    deployments: list[Deployment]
+    deployments: list[DeploymentRecord]
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(
@@ -362,7 +362,7 @@ REQUESTS: tuple[type[_Model], ...] = (
     GroupSettings,
 )
 RESPONSES: tuple[type[_Model], ...] = (
-    Deployment,
+    DeploymentRecord,
     DeploymentList,
     HistoryEntry,
     HistoryList,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-class PrimeHubError(Exception):
+class ServiceError(Exception):
     """Base of every error a user can act on; `message` is shown to them as is."""
 
     status = 500
@@ -21,35 +21,35 @@ class PrimeHubError(Exception):
         return body
 
 
-class BadRequest(PrimeHubError):
+class BadRequest(ServiceError):
     """The request itself is malformed (e.g. not JSON)."""
 
     status = 400
     reason = "BadRequest"
 
 
-class ValidationError(PrimeHubError):
+class ValidationError(ServiceError):
     """The request is well-formed but a field is invalid."""
 
     status = 422
     reason = "Invalid"
 
 
-class Forbidden(PrimeHubError):
+class Forbidden(ServiceError):
     """The user may not do this (not a member, feature disabled, not an admin)."""
 
     status = 403
     reason = "Forbidden"
 
 
-class NotFound(PrimeHubError):
+class NotFound(ServiceError):
     """The object does not exist, or the user may not know it exists."""
 
     status = 404
     reason = "NotFound"
 
 
-class Conflict(PrimeHubError):
+class Conflict(ServiceError):
     """The object already exists, or it changed since the caller read it."""
 
     status = 409
@@ -75,7 +75,7 @@ class FeatureDisabled(Forbidden):
         super().__init__(FEATURE_DISABLED_MESSAGE, details=[{"group": group}])
 
 
-class StorageUnavailable(PrimeHubError):
+class StorageUnavailable(ServiceError):
     """The state database cannot be written (disk full, read-only, I/O error): retry later."""
 
     status = 507

@@ -304,7 +304,7 @@ class DeploymentStatus(_Observed):
     )
 
 
-class Deployment(_Observed):
+class DeploymentRecord(_Observed):
     """A deployment: id, the desired spec and the observed status."""
 
     id: DeploymentId

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .config import PrimeHubConfig, format_memory
-from .models import Deployment
+from .models import DeploymentRecord
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Usage:
         }
 
 
-def requested(config: PrimeHubConfig, deployment: Deployment) -> Usage:
+def requested(config: PrimeHubConfig, deployment: DeploymentRecord) -> Usage:
     """What a running deployment holds: replicas x its instance type."""
     predictor = deployment.spec.predictor
     instance = config.instance_type(predictor.instance_type)
@@ -45,7 +45,7 @@ def requested(config: PrimeHubConfig, deployment: Deployment) -> Usage:
     return Usage(instance.cpu * n, instance.memory * n, instance.gpu * n, 1)
 
 
-def group_usage(config: PrimeHubConfig, deployments: Iterable[Deployment]) -> Usage:
+def group_usage(config: PrimeHubConfig, deployments: Iterable[DeploymentRecord]) -> Usage:
     """Sum of what the given (running) deployments hold."""
     total = Usage()
     for deployment in deployments:

@@ -28,7 +28,7 @@ from .models import (
     IMMUTABLE_SPEC_FIELDS,
     MAX_HISTORY,
     ClientRef,
-    Deployment,
+    DeploymentRecord,
     DeploymentSpec,
     DeploymentStatus,
     HistoryEntry,
@@ -48,10 +48,10 @@ _BACKOFF_BASE = 0.005
 _BACKOFF_CAP = 0.2
 _REPLICA_INDEX = re.compile(r"[0-9]{1,6}")
 
-SpecBuilder = Callable[[Deployment], DeploymentSpec]
+SpecBuilder = Callable[[DeploymentRecord], DeploymentSpec]
 
 
-def holds_resources(deployment: Deployment) -> bool:
+def holds_resources(deployment: DeploymentRecord) -> bool:
     """Whether a deployment counts against its group's quota right now."""
     if deployment.spec.stop:
         return deployment.status.replicas > 0
@@ -131,11 +131,11 @@ class DeploymentService:
 
     # ---- reading ----------------------------------------------------------------------
 
-    def _visible(self, user: str, deployment: Deployment) -> bool:
+    def _visible(self, user: str, deployment: DeploymentRecord) -> bool:
         names = {g.name for g in self.config().user_groups(user)}
         return deployment.spec.group_name in names
 
-    async def get(self, user: str, deployment_id: str) -> Deployment:
+    async def get(self, user: str, deployment_id: str) -> DeploymentRecord:
         """A deployment the user may see; NotFound otherwise (we do not reveal others')."""
         problem = id_problem(deployment_id)
         if problem:
@@ -152,7 +152,7 @@ class DeploymentService:
         name: str | None = None,
         mine: bool = False,
         group: str | None = None,
-    ) -> list[Deployment]:
+    ) -> list[DeploymentRecord]:
         """The user's groups' deployments, newest update first, optionally filtered."""
         found = [d for d in await self.engine.list_deployments() if self._visible(user, d)]
         if name:
@@ -178,7 +178,7 @@ class DeploymentService:
         config.check_instance_type(group, spec.predictor.instance_type)
         self.engine.check_spec(spec)
 
-    async def create(self, user: str, body: CreateDeployment | dict[str, Any]) -> Deployment:
+    async def create(self, user: str, body: CreateDeployment | dict[str, Any]) -> DeploymentRecord:
         """Create a deployment from `{"id"?, "spec"}` (or the custom resource form)."""
         request = CreateDeployment.parse(body, user=user)
         wanted_id = request.requested_id
@@ -201,7 +201,7 @@ class DeploymentService:
         ]
         for attempt in range(5):
             deployment_id = wanted_id or generate_id(spec.display_name)
-            deployment = Deployment(
+            deployment = DeploymentRecord(
                 id=deployment_id,
                 spec=spec,
                 status=DeploymentStatus(
@@ -223,7 +223,7 @@ class DeploymentService:
 
     async def update(
         self, user: str, deployment_id: str, body: UpdateDeployment | dict[str, Any]
-    ) -> Deployment:
+    ) -> DeploymentRecord:
         """Apply a merge patch `{"spec": {...}, "resourceVersion"?}` to a deployment.
 
         With a resourceVersion the update is refused (409) when the deployment changed since;
@@ -237,7 +237,7 @@ class DeploymentService:
         version = request.based_on
         patch = request.patch
 
-        def build(current: Deployment) -> DeploymentSpec:
+        def build(current: DeploymentRecord) -> DeploymentSpec:
             before = current.spec.to_json()
             merged = merge_patch(before, patch)
             for name in IMMUTABLE_SPEC_FIELDS:
@@ -270,7 +270,7 @@ class DeploymentService:
         version: str | None = None,
         client_secret: tuple[str, str] | None = None,
         force_history: bool = False,
-    ) -> Deployment:
+    ) -> DeploymentRecord:
         """Read, build the new spec, validate and store it; retry blind changes on a conflict."""
         for attempt in range(MAX_CHANGE_ATTEMPTS):
             current = await self.get(user, deployment_id)
@@ -299,13 +299,13 @@ class DeploymentService:
     async def _apply(
         self,
         user: str,
-        current: Deployment,
+        current: DeploymentRecord,
         spec: DeploymentSpec,
         *,
         version: str | None = None,
         client_secret: tuple[str, str] | None = None,
         force_history: bool = False,
-    ) -> Deployment:
+    ) -> DeploymentRecord:
         """Store a changed spec with a new history entry; a no-op when nothing changed.
 
         Every spec is validated here as create validates it, whether it came from a user's
@@ -343,14 +343,14 @@ class DeploymentService:
 
     async def set_stopped(
         self, user: str, deployment_id: str, stop: bool, message: Any = None
-    ) -> Deployment:
+    ) -> DeploymentRecord:
         """Stop (replicas go away, the spec stays) or start a deployment."""
         message = ChangeMessage.parse({"updateMessage": message}).update_message
 
         # History entries say what happened when the caller gave no message of their own.
         said = message if message not in (None, "") else ("stopped" if stop else "started")
 
-        def build(current: Deployment) -> DeploymentSpec:
+        def build(current: DeploymentRecord) -> DeploymentSpec:
             return current.spec.model_copy(update={"stop": stop, "update_message": said})
 
         return await self._change(user, deployment_id, build)
@@ -364,7 +364,7 @@ class DeploymentService:
 
     async def rollback(
         self, user: str, deployment_id: str, revision: Any, message: Any = None
-    ) -> Deployment:
+    ) -> DeploymentRecord:
         """Re-apply history entry `revision`'s spec as a new update (history grows).
 
         `stop` keeps its current value (a rollback does not start or stop anything), and so do
@@ -374,7 +374,7 @@ class DeploymentService:
         revision, message = request.revision, request.update_message
         await self.history_entry(user, deployment_id, revision)
 
-        def build(current: Deployment) -> DeploymentSpec:
+        def build(current: DeploymentRecord) -> DeploymentSpec:
             entry = next((h for h in current.status.history if h.revision == revision), None)
             if entry is None:
                 raise NotFound(f"deployment '{deployment_id}' has no history revision {revision}")
@@ -418,7 +418,7 @@ class DeploymentService:
         token = new_token()
         hashed = await asyncio.to_thread(hash_token, token, self.bcrypt_rounds)
 
-        def build(current: Deployment) -> DeploymentSpec:
+        def build(current: DeploymentRecord) -> DeploymentSpec:
             clients = current.spec.endpoint.clients
             replaced = name in [c.name for c in clients]
             if not replaced:
@@ -438,7 +438,7 @@ class DeploymentService:
     async def delete_client(self, user: str, deployment_id: str, name: str) -> None:
         """Remove a client; its token stops working at once."""
 
-        def build(current: Deployment) -> DeploymentSpec:
+        def build(current: DeploymentRecord) -> DeploymentSpec:
             clients = [c for c in current.spec.endpoint.clients if c.name != name]
             if len(clients) == len(current.spec.endpoint.clients):
                 raise NotFound(f"deployment '{deployment_id}' has no client '{name}'")

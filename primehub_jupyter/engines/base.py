@@ -13,7 +13,7 @@ from traitlets.traitlets import MetaHasTraits
 
 from ..core.config import ConfigStore
 from ..core.metrics import MetricsReport
-from ..core.models import Deployment, DeploymentSpec
+from ..core.models import DeploymentRecord, DeploymentSpec
 
 DEFAULT_TAIL = 2000
 
@@ -89,21 +89,21 @@ class Engine(LoggingConfigurable, metaclass=_EngineMeta):
         """Raise a ValidationError when this engine cannot run the spec at all."""
 
     @abstractmethod
-    async def create(self, deployment: Deployment) -> Deployment:
+    async def create(self, deployment: DeploymentRecord) -> DeploymentRecord:
         """Store a new deployment; Conflict if the id is taken."""
 
     @abstractmethod
-    async def get(self, deployment_id: str) -> Deployment:
+    async def get(self, deployment_id: str) -> DeploymentRecord:
         """The deployment with its current status; NotFound if absent."""
 
     @abstractmethod
-    async def list_deployments(self) -> list[Deployment]:
+    async def list_deployments(self) -> list[DeploymentRecord]:
         """Every deployment, with status."""
 
     @abstractmethod
     async def replace(
-        self, deployment: Deployment, *, client_secret: tuple[str, str] | None = None
-    ) -> Deployment:
+        self, deployment: DeploymentRecord, *, client_secret: tuple[str, str] | None = None
+    ) -> DeploymentRecord:
         """Store a new spec and history.
 
         `deployment.resource_version` is the version the caller read: Conflict if the stored

@@ -13,12 +13,12 @@ from traitlets.config import Config
 
 from .._version import __version__
 from ..core.config import ConfigStore, default_user
-from ..core.errors import PrimeHubError
+from ..core.errors import ServiceError
 from ..core.service import DeploymentService
 from ..engines.base import Engine, EngineClass
 
 
-class EngineUnavailable(PrimeHubError):
+class EngineUnavailable(ServiceError):
     """The engine could not start; every request says why."""
 
     status = 503

@@ -30,7 +30,7 @@ from ..core.bodies import (
     Rollback,
     UpdateDeployment,
 )
-from ..core.errors import BadRequest, NotFound, PrimeHubError
+from ..core.errors import BadRequest, NotFound, ServiceError
 from ..core.service import DeploymentService
 from ..engines.base import DEFAULT_TAIL
 from .openapi import openapi_document
@@ -69,7 +69,7 @@ def api(method: Callable[..., Awaitable[Any]]) -> Any:
     async def wrapper(self: PrimeHubHandler, *args: Any, **kwargs: Any) -> Any:
         try:
             return await method(self, *args, **kwargs)
-        except PrimeHubError as error:
+        except ServiceError as error:
             if self._headers_written:
                 raise
             self.clear_header("Content-Disposition")

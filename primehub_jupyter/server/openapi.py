@@ -74,7 +74,7 @@ _PREDICTION = {
 
 
 def _paths() -> dict[str, Any]:
-    deployment = _json(_ref("Deployment"), "The deployment.")
+    deployment = _json(_ref("DeploymentRecord"), "The deployment.")
     return {
         "/me": {
             "get": _op("The signed-in user and their groups", {"200": _json(_ref("Me"), "Me")})

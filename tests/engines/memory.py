@@ -17,7 +17,7 @@ from primehub_jupyter.core.metrics import (
     MetricsTotals,
     ReplicaSeries,
 )
-from primehub_jupyter.core.models import Deployment, Phase, ReplicaStatus, utcnow
+from primehub_jupyter.core.models import DeploymentRecord, Phase, ReplicaStatus, utcnow
 from primehub_jupyter.core.quota import Usage, quota_problem_for_usage, requested
 from primehub_jupyter.engines.base import Engine, InvokeResult
 
@@ -28,7 +28,7 @@ ENDPOINT_BASE = "http://memory.invalid"
 class _Entry:
     """One stored deployment and what "runs" it: replica names, their logs, client hashes."""
 
-    deployment: Deployment
+    deployment: DeploymentRecord
     version: int = 1
     phase: Phase = Phase.DEPLOYING
     message: str = ""
@@ -79,7 +79,7 @@ class MemoryEngine(Engine):
             raise NotFound(f"deployment '{deployment_id}' not found")
         return entry
 
-    async def create(self, deployment: Deployment) -> Deployment:
+    async def create(self, deployment: DeploymentRecord) -> DeploymentRecord:
         await _io()
         if deployment.id in self._entries:
             raise Conflict(f"deployment id '{deployment.id}' is already taken")
@@ -91,16 +91,16 @@ class MemoryEngine(Engine):
         self._settle_soon(stored.id)
         return self._with_status(entry)
 
-    async def get(self, deployment_id: str) -> Deployment:
+    async def get(self, deployment_id: str) -> DeploymentRecord:
         await _io()
         return self._with_status(self._entry(deployment_id))
 
-    async def list_deployments(self) -> list[Deployment]:
+    async def list_deployments(self) -> list[DeploymentRecord]:
         return [self._with_status(e) for e in self._entries.values()]
 
     async def replace(
-        self, deployment: Deployment, *, client_secret: tuple[str, str] | None = None
-    ) -> Deployment:
+        self, deployment: DeploymentRecord, *, client_secret: tuple[str, str] | None = None
+    ) -> DeploymentRecord:
         self.replace_calls += 1
         await _io()
         entry = self._entry(deployment.id)
@@ -251,7 +251,7 @@ class MemoryEngine(Engine):
     def _settle_soon(self, deployment_id: str) -> None:
         asyncio.get_running_loop().call_soon(self._settle, deployment_id)
 
-    def _template(self, deployment: Deployment) -> str:
+    def _template(self, deployment: DeploymentRecord) -> str:
         spec = deployment.spec
         return json.dumps([spec.predictor.to_json(), [e.to_json() for e in spec.env]])
 
@@ -310,7 +310,7 @@ class MemoryEngine(Engine):
         self._written.set()
         self._written = asyncio.Event()
 
-    def _with_status(self, entry: _Entry) -> Deployment:
+    def _with_status(self, entry: _Entry) -> DeploymentRecord:
         deployment = entry.deployment.model_copy(deep=True)
         deployment.resource_version = str(entry.version)
         status = deployment.status

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from primehub_jupyter.core.config import ConfigStore
-from primehub_jupyter.core.models import Deployment
+from primehub_jupyter.core.models import DeploymentRecord
 from primehub_jupyter.engines.base import Engine
 from tests.conftest import GROUPS
 from tests.kubernetes.fakeapi import Background
@@ -70,10 +70,10 @@ class Target:
         """Start a coroutine on the engine's loop without waiting for it."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.background.loop)
 
-    def get(self, deployment_id: str) -> Deployment:
+    def get(self, deployment_id: str) -> DeploymentRecord:
         return self.run(self.engine.get, deployment_id)
 
-    def wait_phase(self, deployment_id: str, phase: str, limit: float = 90) -> Deployment:
+    def wait_phase(self, deployment_id: str, phase: str, limit: float = 90) -> DeploymentRecord:
         """Poll until the phase is reached; the limit only bounds a hang."""
         deadline = time.monotonic() + limit
         while True:

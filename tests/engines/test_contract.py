@@ -20,7 +20,7 @@ from primehub_jupyter.core.errors import Conflict, NotFound
 from primehub_jupyter.core.models import (
     MAX_HISTORY,
     ClientRef,
-    Deployment,
+    DeploymentRecord,
     DeploymentSpec,
     DeploymentStatus,
     HistoryEntry,
@@ -66,8 +66,8 @@ def target(request, tmp_path_factory, bundles) -> Iterator[Target]:
 class Running:
     """A one-replica deployment: the engine's answer to its create, and it once deployed."""
 
-    created: Deployment
-    deployed: Deployment
+    created: DeploymentRecord
+    deployed: DeploymentRecord
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def running(target: Target) -> Running:
 # ---- building deployments as the service does -------------------------------------------
 
 
-def new(target: Target, deployment_id: str, *, stop: bool = False, **top: Any) -> Deployment:
+def new(target: Target, deployment_id: str, *, stop: bool = False, **top: Any) -> DeploymentRecord:
     """A deployment as DeploymentService.create hands it to an engine (revision 1)."""
     spec = DeploymentSpec.model_validate(
         {
@@ -100,10 +100,10 @@ def new(target: Target, deployment_id: str, *, stop: bool = False, **top: Any) -
         last_updated=now,
         history=[entry],
     )
-    return Deployment(id=deployment_id, spec=spec, status=status)
+    return DeploymentRecord(id=deployment_id, spec=spec, status=status)
 
 
-def changed(current: Deployment, message: str = "", **spec: Any) -> Deployment:
+def changed(current: DeploymentRecord, message: str = "", **spec: Any) -> DeploymentRecord:
     """`current` with spec fields changed and a new history entry, as DeploymentService._apply."""
     new_spec = current.spec.model_copy(update={**spec, "update_message": message})
     revision = current.status.history[0].revision + 1
@@ -115,7 +115,7 @@ def changed(current: Deployment, message: str = "", **spec: Any) -> Deployment:
     return current.model_copy(update={"spec": new_spec, "status": status})
 
 
-def with_clients(current: Deployment, names: list[str], **spec: Any) -> Deployment:
+def with_clients(current: DeploymentRecord, names: list[str], **spec: Any) -> DeploymentRecord:
     endpoint = current.spec.endpoint.model_copy(
         update={"access_type": "private", "clients": [ClientRef(name=n) for n in names]}
     )

@@ -12,7 +12,7 @@ import requests
 
 from primehub_jupyter.core.config import ConfigStore
 from primehub_jupyter.core.models import (
-    Deployment,
+    DeploymentRecord,
     DeploymentSpec,
     DeploymentStatus,
     Phase,
@@ -88,7 +88,7 @@ class Harness:
 
     async def add(self, deployment_id: str, bundle: Path, **overrides: Any) -> DeploymentState:
         now = utcnow()
-        deployment = Deployment(
+        deployment = DeploymentRecord(
             id=deployment_id,
             spec=DeploymentSpec.model_validate(spec(bundle, **overrides)),
             status=DeploymentStatus(creation_time=now, last_updated=now),

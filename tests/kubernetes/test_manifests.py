@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from primehub_jupyter.core.config import ConfigStore, InstanceType
-from primehub_jupyter.core.models import Deployment, DeploymentSpec, HistoryEntry
+from primehub_jupyter.core.models import DeploymentRecord, DeploymentSpec, HistoryEntry
 from primehub_jupyter.core.security import hash_token
 from primehub_jupyter.engines.kubernetes import resources
 from primehub_jupyter.engines.kubernetes.crd import crd_manifest, openapi_schema
@@ -281,7 +281,7 @@ def test_the_engine_writes_what_the_crd_accepts():
     entry = HistoryEntry(
         revision=1, time="2026-11-22T13:53:00.000Z", user="alice", spec=deployment_spec
     )
-    deployment = Deployment(id="iris", spec=deployment_spec)
+    deployment = DeploymentRecord(id="iris", spec=deployment_spec)
     deployment.status.history = [entry]
     resource = deployment.to_custom_resource()
     resource["spec"] = clean(resource["spec"])

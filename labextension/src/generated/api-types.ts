@@ -15,8 +15,8 @@ export interface ApiContracts {
   ClientList?: ClientList;
   ClientRef?: ClientRef;
   CreateDeployment?: CreateDeployment;
-  Deployment?: Deployment;
   DeploymentList?: DeploymentList;
+  DeploymentRecord?: DeploymentRecord;
   DeploymentSeries?: DeploymentSeries;
   DeploymentSpec?: DeploymentSpec;
   DeploymentStatus?: DeploymentStatus;
@@ -162,9 +162,15 @@ export interface Predictor {
   };
 }
 /**
+ * `GET deployments`: newest update first, each without its history.
+ */
+export interface DeploymentList {
+  deployments: DeploymentRecord[];
+}
+/**
  * A deployment: id, the desired spec and the observed status.
  */
-export interface Deployment {
+export interface DeploymentRecord {
   /**
    * The deployment id: a DNS-1035 label.
    */
@@ -218,12 +224,6 @@ export interface HistoryEntry {
   user: string;
   updateMessage: string;
   spec: DeploymentSpec;
-}
-/**
- * `GET deployments`: newest update first, each without its history.
- */
-export interface DeploymentList {
-  deployments: Deployment[];
 }
 /**
  * A deployment's series, one value (or None: nothing to measure) per timestamp.

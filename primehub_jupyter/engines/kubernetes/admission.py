@@ -75,9 +75,9 @@ class QuotaAdmission:
         self, name: str, spec: DeploymentSpec, config: PrimeHubConfig, status: dict[str, Any]
     ) -> str | None:
         """Reserve the group quota this spec needs; the reason when it does not fit."""
-        from ...core.models import Deployment
+        from ...core.models import DeploymentRecord
 
-        want = requested(config, Deployment(id=name, spec=spec))
+        want = requested(config, DeploymentRecord(id=name, spec=spec))
         async with self._lock:
             held = self.admitted.get(name)
             if held is not None and _fits_within(want, held):

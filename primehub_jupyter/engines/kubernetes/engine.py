@@ -14,11 +14,11 @@ import aiohttp
 from pydantic import ValidationError as PydanticError
 from traitlets import Bool, Float, Unicode
 
-from ...core.errors import Conflict, NotFound, PrimeHubError, ValidationError
+from ...core.errors import Conflict, NotFound, ServiceError, ValidationError
 from ...core.metrics import MetricsReport
 from ...core.models import (
     MAX_HISTORY,
-    Deployment,
+    DeploymentRecord,
     DeploymentSpec,
     DeploymentStatus,
     HistoryEntry,
@@ -99,7 +99,7 @@ def salvaged_spec(raw: dict[str, Any], name: str, labels: dict[str, str]) -> Dep
     return DeploymentSpec.model_validate(document)
 
 
-class ClusterUnavailable(PrimeHubError):
+class ClusterUnavailable(ServiceError):
     """The cluster cannot be reached, or refuses this server's account."""
 
     status = 503
@@ -232,7 +232,7 @@ class KubernetesEngine(Engine):
             return f"{base}/deployment/{deployment_id}/{resources.PREDICT_PATH}"
         return status.get("endpoint") or None
 
-    def to_deployment(self, cr: dict[str, Any]) -> Deployment:
+    def to_deployment(self, cr: dict[str, Any]) -> DeploymentRecord:
         """The API's deployment object from a PhDeployment.
 
         A PhDeployment this server cannot read (a spec edited with kubectl that fails our
@@ -249,7 +249,7 @@ class KubernetesEngine(Engine):
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             return self._quarantined(cr, f"the status cannot be read: {error}")
 
-    def _quarantined(self, cr: dict[str, Any], problem: str) -> Deployment:
+    def _quarantined(self, cr: dict[str, Any], problem: str) -> DeploymentRecord:
         """A Failed deployment for an unreadable PhDeployment: every field that validates is
         kept, the rest comes from placeholders, so it can be shown, fixed by an update (which
         writes a whole valid spec) or deleted."""
@@ -262,7 +262,7 @@ class KubernetesEngine(Engine):
             f"back), or fix the {KIND} with kubectl edit {KIND.lower()} {name}"
         )
         try:
-            return Deployment(
+            return DeploymentRecord(
                 id=name,
                 spec=spec,
                 status=DeploymentStatus(
@@ -275,9 +275,9 @@ class KubernetesEngine(Engine):
                 resource_version=str(meta.get("generation") or 1),
             )
         except PydanticError as error:  # not even the name is a deployment id
-            raise PrimeHubError(f"{KIND} '{name}' cannot be read: {problem}; {error}") from None
+            raise ServiceError(f"{KIND} '{name}' cannot be read: {problem}; {error}") from None
 
-    def _deployment(self, cr: dict[str, Any], spec: DeploymentSpec) -> Deployment:
+    def _deployment(self, cr: dict[str, Any], spec: DeploymentSpec) -> DeploymentRecord:
         meta = cr["metadata"]
         status = cr.get("status") or {}
         name = meta["name"]
@@ -314,7 +314,7 @@ class KubernetesEngine(Engine):
         for item in status.get("replicaStatuses") or []:
             with contextlib.suppress(PydanticError):
                 statuses.append(ReplicaStatus.model_validate(item))
-        return Deployment(
+        return DeploymentRecord(
             id=name,
             spec=spec,
             status=DeploymentStatus(
@@ -341,7 +341,7 @@ class KubernetesEngine(Engine):
 
     # ---- the Engine interface ---------------------------------------------------------
 
-    async def create(self, deployment: Deployment) -> Deployment:
+    async def create(self, deployment: DeploymentRecord) -> DeploymentRecord:
         spec = deployment.spec
         history = deployment.status.history
         body = {
@@ -382,10 +382,10 @@ class KubernetesEngine(Engine):
             raise NotFound(f"deployment '{deployment_id}' not found")
         return cr
 
-    async def get(self, deployment_id: str) -> Deployment:
+    async def get(self, deployment_id: str) -> DeploymentRecord:
         return self.to_deployment(await self._read(deployment_id))
 
-    async def list_deployments(self) -> list[Deployment]:
+    async def list_deployments(self) -> list[DeploymentRecord]:
         try:
             items = await self.kube.list(PHDEPLOYMENTS)
         except KubeError as error:
@@ -396,13 +396,13 @@ class KubernetesEngine(Engine):
                 continue
             try:
                 result.append(self.to_deployment(cr))
-            except PrimeHubError as error:
+            except ServiceError as error:
                 self.log.warning("%s", error.message)
         return result
 
     async def replace(
-        self, deployment: Deployment, *, client_secret: tuple[str, str] | None = None
-    ) -> Deployment:
+        self, deployment: DeploymentRecord, *, client_secret: tuple[str, str] | None = None
+    ) -> DeploymentRecord:
         history = deployment.status.history
         for _attempt in range(8):
             live = await self._read(deployment.id)
@@ -573,7 +573,7 @@ class KubernetesEngine(Engine):
 
     # ---- errors -----------------------------------------------------------------------
 
-    def _error(self, error: KubeError) -> PrimeHubError:
+    def _error(self, error: KubeError) -> ServiceError:
         """An API error the user can read; 403s name the missing permission."""
         if error.status in (401, 403):
             return ClusterUnavailable(
@@ -584,4 +584,4 @@ class KubernetesEngine(Engine):
             return ClusterUnavailable(error.message)
         if error.status == 422:
             return ValidationError(f"the cluster rejected the deployment: {error.message}")
-        return PrimeHubError(f"Kubernetes API error {error.status}: {error.message}")
+        return ServiceError(f"Kubernetes API error {error.status}: {error.message}")

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ...core.errors import PrimeHubError
+from ...core.errors import ServiceError
 from ...core.models import utcnow
 from . import resources
 from .client import PODS, Kube, KubeError
@@ -45,7 +45,7 @@ class PodLogs:
     def __init__(
         self,
         kube: Kube,
-        error: Callable[[KubeError], PrimeHubError],
+        error: Callable[[KubeError], ServiceError],
         follow_poll_seconds: float,
     ) -> None:
         self.kube = kube

@@ -17,7 +17,7 @@ from traitlets.config import Config
 
 from ...core.errors import NotFound, Unchangeable, ValidationError
 from ...core.metrics import MetricsReport
-from ...core.models import Deployment, DeploymentSpec, Phase, utcnow
+from ...core.models import DeploymentRecord, DeploymentSpec, Phase, utcnow
 from ...serving.settings import model_server_args
 from ..base import Engine, InvokeResult
 from . import adoption
@@ -345,7 +345,7 @@ class LocalEngine(Engine):
             path = Path(self.root_dir or os.getcwd()) / path
         return path.resolve()
 
-    async def create(self, deployment: Deployment) -> Deployment:
+    async def create(self, deployment: DeploymentRecord) -> DeploymentRecord:
         seq = await self.store.insert(deployment)
         stored = deployment.model_copy(deep=True)
         stored.resource_version = "1"
@@ -357,18 +357,18 @@ class LocalEngine(Engine):
         self.kick()
         return await self.get(stored.id)
 
-    async def get(self, deployment_id: str) -> Deployment:
+    async def get(self, deployment_id: str) -> DeploymentRecord:
         state = self._states.get(deployment_id)
         if state is None or state.deleted:
             raise NotFound(f"deployment '{deployment_id}' not found")
         return self._with_status(state)
 
-    async def list_deployments(self) -> list[Deployment]:
+    async def list_deployments(self) -> list[DeploymentRecord]:
         return [self._with_status(r) for r in self._states.values() if not r.deleted]
 
     async def replace(
-        self, deployment: Deployment, *, client_secret: tuple[str, str] | None = None
-    ) -> Deployment:
+        self, deployment: DeploymentRecord, *, client_secret: tuple[str, str] | None = None
+    ) -> DeploymentRecord:
         state = self._states.get(deployment.id)
         if state is None or state.deleted:
             raise NotFound(f"deployment '{deployment.id}' not found")
@@ -486,7 +486,7 @@ class LocalEngine(Engine):
 
     # ---- status -----------------------------------------------------------------------
 
-    def _with_status(self, state: DeploymentState) -> Deployment:
+    def _with_status(self, state: DeploymentState) -> DeploymentRecord:
         deployment = state.deployment.model_copy(deep=True)
         live = [r for r in state.replicas if r.state != TERMINATING or r.alive]
         status = deployment.status

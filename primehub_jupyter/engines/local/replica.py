@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core.models import Deployment, Phase, ReplicaStatus
+from ...core.models import DeploymentRecord, Phase, ReplicaStatus
 from ...core.quota import Usage
 from .logs import LOG_NAME
 from .processes import ProcessHandle
@@ -79,7 +79,7 @@ class Replica:
 class DeploymentState:
     """What the engine knows about one deployment beyond its stored spec."""
 
-    deployment: Deployment
+    deployment: DeploymentRecord
     seq: int
     replicas: list[Replica] = field(default_factory=list)
     client_hashes: dict[str, str] = field(default_factory=dict)

@@ -19,7 +19,7 @@ from pydantic import ValidationError as PydanticError
 from ...core.errors import Conflict, NotFound, StorageUnavailable
 from ...core.ids import id_problem
 from ...core.models import (
-    Deployment,
+    DeploymentRecord,
     DeploymentSpec,
     HistoryEntry,
     Phase,
@@ -81,7 +81,7 @@ class StoredDeployment:
     """
 
     seq: int
-    deployment: Deployment
+    deployment: DeploymentRecord
     phase: str
     message: str
     problem: str = ""
@@ -173,7 +173,7 @@ class Store:
                 for p in problems:
                     p["field"] = f"spec.{p['field']}" if p["field"] else "spec"
                 raise ValueError(describe_problems(problems)) from None
-            deployment = Deployment(id=id_, spec=parsed, resource_version=str(version))
+            deployment = DeploymentRecord(id=id_, spec=parsed, resource_version=str(version))
             entries = json.loads(history)
             if not isinstance(entries, list):
                 raise ValueError("history: not a list")
@@ -200,7 +200,7 @@ class Store:
 
         return await self._run(_load)
 
-    async def insert(self, deployment: Deployment) -> int:
+    async def insert(self, deployment: DeploymentRecord) -> int:
         """Insert a new deployment (version 1); Conflict if the id exists. Returns its seq."""
 
         def _insert() -> int:
@@ -227,7 +227,7 @@ class Store:
 
     async def update(
         self,
-        deployment: Deployment,
+        deployment: DeploymentRecord,
         expected_version: int,
         client_secret: tuple[str, str] | None,
     ) -> int:
@@ -412,7 +412,7 @@ def _quarantined(row: tuple, reason: str) -> StoredDeployment | None:
                 "predictors": [{"instanceType": "unknown", "modelURI": "unreadable"}],
             }
         )
-    deployment = Deployment(id=id_, spec=placeholder, resource_version=str(version))
+    deployment = DeploymentRecord(id=id_, spec=placeholder, resource_version=str(version))
     entries = _json_list(history)
     for entry in entries:  # keep the history that still reads: it holds the user's specs
         with contextlib.suppress(PydanticError, ValueError, TypeError):
