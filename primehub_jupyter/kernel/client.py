@@ -226,7 +226,7 @@ class Client:
     ) -> dict[str, Any]:
         """Poll until the deployment reaches `phase`; DeploymentFailed if it fails instead.
 
-        Polls every 0.1 s at first, slowing down to every `interval` seconds after ~8 s.
+        Polls every 0.1 s at first, slowing down to every `interval` seconds after ~40 s.
         """
         wanted = (phase,) if isinstance(phase, str) else tuple(phase)
         started = time.monotonic()
@@ -250,7 +250,7 @@ class Client:
                 )
             # Most deployments are ready within seconds: a fixed 0.5 s poll returned 0.25 s
             # after the phase changed on average; poll often at first, then back off.
-            time.sleep(min(interval, 0.1 + (time.monotonic() - started) / 20))
+            time.sleep(min(interval, 0.1 + (time.monotonic() - started) / 100))
 
     def rollback(
         self, deployment_id: str, revision: int, update_message: str | None = None
