@@ -238,9 +238,13 @@ class Client:
         interval: float = 0.5,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the deployment reaches `phase`; DeploymentFailed if it fails instead."""
+        """Poll until the deployment reaches `phase`; DeploymentFailed if it fails instead.
+
+        Polls every 0.1 s at first, slowing down to every `interval` seconds after ~40 s.
+        """
         wanted = (phase,) if isinstance(phase, str) else tuple(phase)
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         last: dict[str, Any] = {}
         while True:
             last = self.get(deployment_id)
@@ -258,7 +262,9 @@ class Client:
                     f"deployment {deployment_id} is {status.get('phase')} after {timeout:g} s "
                     f"({status.get('message', '')})"
                 )
-            time.sleep(interval)
+            # Most deployments are ready within seconds: a fixed 0.5 s poll returned 0.25 s
+            # after the phase changed on average; poll often at first, then back off.
+            time.sleep(min(interval, 0.1 + (time.monotonic() - started) / 100))
 
     def rollback(
         self, deployment_id: str, revision: int, update_message: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import csv
 import importlib.util
 import os
 import re
@@ -57,8 +58,36 @@ def framework_version(*distributions: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _module_distributions() -> dict[str, list[str]]:
-    return dict(metadata.packages_distributions())
+def _module_distributions() -> dict[str, list[metadata.Distribution]]:
+    """Import name -> the distributions providing it, in the order and by the rules of
+    metadata.packages_distributions(), which parses every distribution's METADATA and builds
+    a path object per RECORD line: 0.5 s in a data-science environment, on a notebook's first
+    %deploy. Reading the two files as text takes a fifth of that; names are parsed on use."""
+    found: dict[str, list[metadata.Distribution]] = {}
+    for dist in metadata.distributions():
+        for top in _top_level_names(dist):
+            found.setdefault(top, []).append(dist)
+    return found
+
+
+def _top_level_names(dist: metadata.Distribution) -> Iterable[str]:
+    declared = (dist.read_text("top_level.txt") or "").split()
+    if declared:
+        return declared
+    record = dist.read_text("RECORD")
+    if record is None:  # egg-info and the like: the standard library's way
+        return {
+            f.parts[0] if len(f.parts) > 1 else f.with_suffix("").name
+            for f in dist.files or ()
+            if f.suffix == ".py"
+        }
+    names = set()
+    for row in csv.reader(record.splitlines()):
+        if row and row[0].endswith(".py"):
+            parts = [p for p in row[0].split("/") if p not in ("", ".")]
+            if parts:
+                names.add(parts[0] if len(parts) > 1 else parts[0][: -len(".py")])
+    return names
 
 
 def distribution_of(module: str) -> str | None:
@@ -67,9 +96,9 @@ def distribution_of(module: str) -> str | None:
     top = module.split(".", 1)[0]
     if top in sys.stdlib_module_names:
         return None
-    names = _module_distributions().get(top)
-    if names:
-        return names[0]
+    providers = _module_distributions().get(top)
+    if providers:
+        return providers[0].metadata["Name"]
     try:
         metadata.version(top)
     except metadata.PackageNotFoundError:
