@@ -52,7 +52,7 @@ def mark(name):
 from pathlib import Path
 import primehub_jupyter.serving.server as server
 mark("cli")
-from primehub_jupyter.serving import app, bundle, metrics, requestlog, runtimes
+from primehub_jupyter.serving import app, bundle, metrics, registry, requestlog
 mark("ours")
 bundle_dir = Path(sys.argv[1])
 descriptor = bundle.load_bundle(bundle_dir)
@@ -80,7 +80,7 @@ for module in sorted(modules):
     except Exception:
         pass
 mark("framework")
-runtime = runtimes.load_runtime(descriptor.bundle_dir, descriptor)
+runtime = registry.load_runtime(descriptor.bundle_dir, descriptor)
 mark("load")
 if descriptor.sample is not None:
     server._warm_up(runtime, descriptor.sample.request)
@@ -95,8 +95,8 @@ import functools, json, os, runpy, sys, time
 out = open(os.environ["JOURNEY_TRACE"], "a", buffering=1)
 def log(**fields):
     out.write(json.dumps(fields) + "\n")
-from primehub_jupyter.engines.local import reconciler, gateway_process
-def traced(cls, name, describe):
+from primehub_jupyter.engines.local import gateway_process, launcher, reconciler, rows
+def traced(cls, name, describe, what=None):
     original = getattr(cls, name, None)
     if original is None:
         return
@@ -105,13 +105,13 @@ def traced(cls, name, describe):
         start = time.time()
         before = describe(self, args, None)
         result = await original(self, *args, **kwargs)
-        log(what=name, start=start, end=time.time(), before=before,
+        log(what=what or name, start=start, end=time.time(), before=before,
             after=describe(self, args, result))
         return result
     setattr(cls, name, wrapper)
-traced(reconciler.Reconciler, "_tick", lambda s, a, r: None)
-traced(reconciler.Reconciler, "_probe", lambda s, a, r: [a[0].name, a[0].state])
-traced(reconciler.Reconciler, "_save_phase", lambda s, a, r: [a[0].id, a[0].phase.value])
+traced(reconciler.Reconciler, "_tick_locked", lambda s, a, r: None, "_tick")
+traced(launcher.ReplicaLauncher, "probe", lambda s, a, r: [a[0].name, a[0].state], "_probe")
+traced(rows.ReplicaRows, "save_phase", lambda s, a, r: [a[0].id, a[0].phase.value], "_save_phase")
 traced(gateway_process.GatewayProcess, "push", lambda s, a, r: hash(getattr(s, "_pushed", None)))
 sys.argv = ["primehub-deploy", *sys.argv[1:]]
 runpy.run_module("primehub_jupyter.cli", run_name="__main__")
@@ -200,7 +200,7 @@ def python_pass() -> float:
 def import_summary(bundle: Path, top: int = 10) -> list[tuple[str, float, float]]:
     """(package, self seconds, cumulative seconds of its top-level imports), biggest first."""
     code = STAGES.split("runtime = runtimes.load_runtime")[0]
-    code += "runtime = runtimes.load_runtime(descriptor.bundle_dir, descriptor)\n"
+    code += "runtime = registry.load_runtime(descriptor.bundle_dir, descriptor)\n"
     result = subprocess.run(
         [PYTHON, "-X", "importtime", "-c", code, str(bundle), "0"],
         capture_output=True,
