@@ -5,6 +5,7 @@
 
 import { ServerConnection } from '@jupyterlab/services';
 
+import type { MetricsCharts } from './generated/api-types';
 import { requestAPI } from './request';
 
 /** One chart as `GET deployments/<id>/metrics/charts` serves it. */
@@ -23,15 +24,10 @@ export interface IVegaLiteSpec {
   [key: string]: unknown;
 }
 
-/** `GET deployments/<id>/metrics/charts`. */
-export interface IMetricsCharts {
-  deploymentId: string;
-  window: number;
-  step: number;
-  summary: string;
-  totals: Record<string, number | null>;
+/** `GET deployments/<id>/metrics/charts` (generated type), with each spec's known parts typed. */
+export type IMetricsCharts = Omit<MetricsCharts, 'charts'> & {
   charts: IChart[];
-}
+};
 
 /** The time windows offered, in seconds, with the step that keeps ~180 points. */
 export const WINDOWS: { label: string; window: number; step: number }[] = [

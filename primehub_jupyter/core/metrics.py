@@ -65,6 +65,24 @@ class MetricsReport(_Report):
     totals: MetricsTotals
 
 
+class Chart(_Report):
+    """One Vega-Lite v5 spec; `id` names the chart (requests, errors, latency, ...)."""
+
+    id: str
+    spec: dict[str, Any]
+
+
+class MetricsCharts(_Report):
+    """`GET deployments/<id>/metrics/charts`: the report drawn as charts, with a summary line."""
+
+    deployment_id: str
+    window: float
+    step: float
+    summary: str
+    totals: MetricsTotals
+    charts: list[Chart]
+
+
 def _wire(model: type[BaseModel], field: str) -> str:
     alias = model.model_fields[field].alias
     assert alias is not None

@@ -13,6 +13,7 @@ from tornado.iostream import StreamClosedError
 from ..core import charts
 from ..core.errors import BadRequest
 from ..core.feed import Event, Subscription, feed_of
+from ..core.metrics import Chart, MetricsCharts
 from .handlers import ID, PREFIX, PrimeHubHandler, api, default_handlers
 
 HEARTBEAT_SECONDS = 15.0
@@ -93,17 +94,15 @@ class MetricsChartsHandler(PrimeHubHandler):
         window, step = self.window_and_step()
         report = await service.metrics(self.user_name, deployment_id, window, step)
         data = report.to_json()
-        specs = charts.chart_specs(data)
-        self.send(
-            {
-                "deploymentId": data.get("deploymentId", deployment_id),
-                "window": data.get("window", window),
-                "step": data.get("step", step),
-                "summary": charts.summary(data),
-                "totals": data.get("totals", {}),
-                "charts": [{"id": s["usermeta"]["chartId"], "spec": s} for s in specs],
-            }
+        drawn = MetricsCharts(
+            deployment_id=report.deployment_id,
+            window=report.window,
+            step=report.step,
+            summary=charts.summary(data),
+            totals=report.totals,
+            charts=[Chart(id=s["usermeta"]["chartId"], spec=s) for s in charts.chart_specs(data)],
         )
+        self.send(drawn.to_json())
 
 
 event_handlers: list[tuple[str, type]] = [
@@ -148,8 +147,12 @@ def openapi_paths(error: dict[str, Any]) -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {
-                        "description": "{deploymentId, window, step, summary, totals, charts}",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
+                        "description": "The report drawn as Vega-Lite charts.",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/MetricsCharts"}
+                            }
+                        },
                     },
                     **problems,
                 },

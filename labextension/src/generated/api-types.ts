@@ -11,6 +11,7 @@ export type Phase =
  */
 export interface ApiContracts {
   ChangeMessage?: ChangeMessage;
+  Chart?: Chart;
   ClientCreated?: ClientCreated;
   ClientList?: ClientList;
   ClientRef?: ClientRef;
@@ -32,6 +33,7 @@ export interface ApiContracts {
   InstanceTypeList?: InstanceTypeList;
   LogLines?: LogLines;
   Me?: Me;
+  MetricsCharts?: MetricsCharts;
   MetricsReport?: MetricsReport;
   MetricsTotals?: MetricsTotals;
   NewClient?: NewClient;
@@ -56,6 +58,15 @@ export interface ApiContracts {
  */
 export interface ChangeMessage {
   updateMessage?: string | null;
+}
+/**
+ * One Vega-Lite v5 spec; `id` names the chart (requests, errors, latency, ...).
+ */
+export interface Chart {
+  id: string;
+  spec: {
+    [k: string]: unknown;
+  };
 }
 /**
  * `POST deployments/<id>/clients`: the client and its token, returned this once.
@@ -344,6 +355,28 @@ export interface Me {
   groups: GroupInfo[];
 }
 /**
+ * `GET deployments/<id>/metrics/charts`: the report drawn as charts, with a summary line.
+ */
+export interface MetricsCharts {
+  deploymentId: string;
+  window: number;
+  step: number;
+  summary: string;
+  totals: MetricsTotals;
+  charts: Chart[];
+}
+/**
+ * Counts over the whole window, and the reward share of its feedback.
+ */
+export interface MetricsTotals {
+  requests: number;
+  predictRequests: number;
+  clientErrors: number;
+  serverErrors: number;
+  feedback: number;
+  reward: number | null;
+}
+/**
  * `Engine.metrics()`: the same document for every engine (docs/internals.md "Metrics").
  */
 export interface MetricsReport {
@@ -365,17 +398,6 @@ export interface ReplicaSeries {
   latencyP99: (number | null)[];
   cpu: (number | null)[];
   memory: (number | null)[];
-}
-/**
- * Counts over the whole window, and the reward share of its feedback.
- */
-export interface MetricsTotals {
-  requests: number;
-  predictRequests: number;
-  clientErrors: number;
-  serverErrors: number;
-  feedback: number;
-  reward: number | null;
 }
 /**
  * The body of `POST .../clients`.
