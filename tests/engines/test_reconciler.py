@@ -187,14 +187,14 @@ async def test_stop_retires_every_replica_then_reports_stopped(harness, bundles)
     state.deployment.spec.stop = True
     await harness.until(state, Phase.STOPPED)
     assert harness.gateway.replica_urls("iris-d") == []
-    assert state.replicas == [] and replica.handle is not None
-    assert replica.handle.exit_code() is not None
+    assert replica.handle is not None and replica.handle.exit_code() is not None
 
-    # The rows go once the exits are noticed, which may be a tick after the phase.
-    async def no_rows() -> bool:
-        return await harness.store.replicas() == []
+    # Stopped means nothing alive; the exited replica and its row go when the exit is
+    # noticed, which may be a tick later.
+    async def forgotten() -> bool:
+        return state.replicas == [] and await harness.store.replicas() == []
 
-    await wait_until(no_rows, what="replica rows removed")
+    await wait_until(forgotten, what="the stopped replica forgotten")
 
 
 async def test_a_crashed_replica_is_restarted_and_counted(harness, bundles):
