@@ -89,6 +89,8 @@ def test_kill_of_serve_at_random_points_loses_nothing_and_orphans_nothing(serve:
             replicas_of[target] = replicas
         elif operation == "delete" and code == 204:
             present.discard(target)
+        elif operation == "delete" and code is None:
+            present.discard(target)  # cut off: it may or may not have happened
         serve.start()
 
         listed = {d["id"]: d for d in serve.ok("GET", "deployments")["deployments"]}

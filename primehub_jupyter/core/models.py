@@ -71,7 +71,8 @@ def _name_schema(pattern: re.Pattern[str], max_length: int) -> WithJsonSchema:
 # a `Line` (display names, URIs, images) has no control characters at all.
 Text = Annotated[str, AfterValidator(_no_nul)]
 Line = Annotated[str, AfterValidator(_one_line)]
-UpdateMessage = Annotated[Text, Field(max_length=1000)]
+# The length first, so the message says characters (a constraint after a validator counts items).
+UpdateMessage = Annotated[str, Field(max_length=1000), AfterValidator(_no_nul)]
 EnvName = Annotated[
     str,
     _name_check(ENV_NAME, "environment variable name", "letters, digits, '-', '.' and '_'"),
