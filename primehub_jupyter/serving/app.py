@@ -36,6 +36,8 @@ from .metrics import Identity, ServerMetrics
 from .protocols import seldon, v2
 from .requestlog import FEEDBACK, REQUESTS, RawBody, RequestLog
 from .runtimes.base import Runtime
+from .table_endpoints import TableEndpoints
+from .tables import Table
 from .v2_endpoints import V2_MODELS, V2Endpoints
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -58,7 +60,7 @@ def _overrides(runtime: Runtime, hook: str) -> bool:
     return getattr(type(runtime), hook) is not getattr(Runtime, hook)
 
 
-class ModelServerApp(V2Endpoints):
+class ModelServerApp(TableEndpoints, V2Endpoints):
     """Raw ASGI app serving one loaded runtime.
 
     Per request the hot path is a few dict lookups, one JSON decode and one encode, the model
@@ -134,12 +136,16 @@ class ModelServerApp(V2Endpoints):
         self._dtype: np.dtype[Any] = getattr(runtime, "input_dtype", _FLOAT64)
         self._strict: bool = getattr(runtime, "numeric_input", True)
         self._output_name = self._outputs[0]["name"] if self._outputs else "output-0"
+        # A table signature: requests become DataFrames with the recorded column dtypes
+        # (tensor bundles never take this branch, so their hot path is unchanged).
+        self._table = Table(signature.inputs) if signature and signature.is_table else None
         self._requests_path: dict[str, str] | None = {name: model_image} if model_image else None
 
         routes: dict[str, tuple[tuple[str, ...], Handler]] = {}
         for path in ("/api/v1.0/predictions", "/api/v0.1/predictions"):
             routes[path] = (_POST, self._predictions)
         routes["/predict"] = (_GET_POST, self._predictions)  # Seldon's microservice path
+        routes["/api/model/invoke"] = (_POST, self._odahu_invoke)
         for path in ("/api/v1.0/feedback", "/api/v0.1/feedback"):
             routes[path] = (_POST, self._seldon_feedback)
         routes["/send-feedback"] = (_GET_POST, self._seldon_feedback)
@@ -301,6 +307,8 @@ class ModelServerApp(V2Endpoints):
                 answer = await self._raw(call, payload)
                 if answer is not None:
                     return answer
+            if self._table is not None:
+                return await self._table_predictions(call, payload)
             request = seldon.decode_payload(
                 payload,
                 runtime=self.runtime.name,
