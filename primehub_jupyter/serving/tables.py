@@ -103,7 +103,6 @@ def _encoders(model: Any, columns: list[str] | None) -> list[tuple[Any, list[str
 
 def sample_frame(specs: list[TensorSpec]) -> pd.DataFrame:
     """One synthesized row the model accepts: a known category, 0, False, 1970-01-01, "a"."""
-    import pandas as pd
 
     row: dict[str, Any] = {}
     for spec in specs:

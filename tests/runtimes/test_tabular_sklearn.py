@@ -1,4 +1,4 @@
-"""A scikit-learn Pipeline fitted on a mixed-type DataFrame, packaged and served over every protocol."""
+"""A scikit-learn Pipeline fitted on a mixed-type DataFrame, served over every protocol."""
 
 from __future__ import annotations
 

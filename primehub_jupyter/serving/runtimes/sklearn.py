@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ModelLoadError, PackagingError
-from .base import PER_CLASS_METHODS, ModelFacts, PackageOptions, Packager, Runtime
 from ..tables import encoder_categories
+from .base import PER_CLASS_METHODS, ModelFacts, PackageOptions, Packager, Runtime
 from .common import Columns, defined_in, labels, pin
 
 if TYPE_CHECKING:
