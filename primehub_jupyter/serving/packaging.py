@@ -402,7 +402,7 @@ def _table_frame(sample_input: Any, facts: ModelFacts) -> Any:
                 name=name,
                 datatype="BYTES",
                 shape=[-1],
-                dtype=_category_dtype(facts.categories.get(name)),
+                dtype=facts.column_dtypes.get(name) or _category_dtype(facts.categories.get(name)),
                 categories=facts.categories.get(name),
             )
             for name in names

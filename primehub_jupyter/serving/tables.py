@@ -263,7 +263,7 @@ class Table:
             known = list(spec.categories or [])
             # Values the model did not see stay values (appended, so known codes do not move):
             # the model decides whether it takes them.
-            extra = [v for v in dict.fromkeys(texts) if v is not None and v not in known]
+            extra = [v for v in dict.fromkeys(texts) if not _missing(v) and v not in known]
             return pd.Series(pd.Categorical(texts, categories=known + extra))
         try:
             return pd.Series(texts, dtype=dtype)
@@ -271,8 +271,8 @@ class Table:
             return pd.Series(texts, dtype=object)
 
     def _text(self, spec: TensorSpec, value: Any) -> Any:
-        if value is None:
-            return None
+        if value is None:  # missing, as pandas writes it in a text column
+            return np.nan
         if isinstance(value, str):
             return value
         known = spec.categories or []
@@ -321,13 +321,13 @@ def _numbers(column: str, values: list[Any], *, integers: bool) -> list[Any]:
     for value in values:
         if value is None:
             result.append(None if integers else math.nan)
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        elif not isinstance(value, (int, float)):  # true/false are 1/0, as numpy reads them
             wanted = "integers" if integers else "numbers"
             raise PayloadError(f"column {column!r} takes {wanted}, got {_show(value)}")
         elif integers and isinstance(value, float) and not value.is_integer():
             raise PayloadError(f"column {column!r} takes integers, got {value!r}")
         else:
-            result.append(int(value) if integers else value)
+            result.append(int(value) if integers else float(value))
     return result
 
 
