@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,3 +240,73 @@ def test_bad_input_is_a_400_naming_the_column(fitted, server, change, column):
         body = answer.json()
         message = body.get("message") or body.get("error")
         assert repr(column) in message, (path, message)
+
+
+# --- MLServer's own PandasCodec, from its own virtual environment -------------------------------
+
+MLSERVER_PACKAGES = ["mlserver==1.7.1", "pandas<3"]  # 1.7.1 cannot encode pandas 3 text columns
+MLSERVER_VENV = Path(os.environ.get("PRIMEHUB_TEST_VENVS", "/tmp/primehub-test-venvs")) / "mlserver"
+# Strings as object columns and datetimes as ISO text: MLServer's codec has no datatype for
+# pandas categories or datetime64 (KeyError), so that is how its users send them.
+ENCODE_SCRIPT = r"""
+import json, sys
+import pandas as pd
+from mlserver.codecs import PandasCodec
+frame = pd.DataFrame(json.loads(sys.stdin.read()))
+frame["income"] = frame["income"].astype("float64")
+print(PandasCodec.encode_request(frame).model_dump_json())
+"""
+
+
+@pytest.fixture(scope="session")
+def mlserver_python():
+    """A venv with mlserver (never the project's own venv: it pins its own libraries)."""
+    python = MLSERVER_VENV / "bin" / "python"
+    marker = MLSERVER_VENV / ".installed"
+    wanted = " ".join(MLSERVER_PACKAGES)
+    if not marker.exists() or marker.read_text().strip() != wanted:
+        shutil.rmtree(MLSERVER_VENV, ignore_errors=True)
+        MLSERVER_VENV.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        done = subprocess.run(
+            [*pip, *MLSERVER_PACKAGES], capture_output=True, text=True, timeout=900
+        )
+        if done.returncode != 0:
+            output = done.stdout + done.stderr
+            unreachable = ("NewConnectionError", "Could not fetch URL", "Temporary failure in name")
+            if any(word in output for word in unreachable):
+                pytest.skip(f"the package index is unreachable, cannot install mlserver: {output}")
+            pytest.fail(f"pip install mlserver failed:\n{output[-3000:]}")
+        marker.write_text(wanted + "\n")
+    return python
+
+
+@pytest.mark.slow
+def test_mlserver_pandas_codec_requests_work_unchanged(fitted, server, mlserver_python):
+    frame, pipe = fitted
+    rows = frame.iloc[:6]  # row 3: income is NaN, which the codec sends as null
+    columns = {name: [row[i] for row in _rows(rows)] for i, name in enumerate(COLUMNS)}
+    done = subprocess.run(
+        [str(mlserver_python), "-c", ENCODE_SCRIPT],
+        input=json.dumps(columns),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    request = json.loads(done.stdout)
+    assert request["parameters"] == {"content_type": "pd"}
+    assert [i["datatype"] for i in request["inputs"]] == [
+        "INT64",
+        "FP64",
+        "BYTES",
+        "BYTES",
+        "BOOL",
+        "BYTES",
+    ]
+    answer = server.post(request, path="/v2/models/credit/infer")
+    assert answer.status_code == 200, answer.text
+    output = answer.json()["outputs"][0]
+    got = np.asarray(output["data"]).reshape(output["shape"])
+    assert np.allclose(got, pipe.predict_proba(rows), atol=1e-9)
