@@ -23,7 +23,7 @@ from .protocols import seldon
 from .registry import find_packager, load_runtime, packager_for, packagers, supported_models
 from .runtimes.base import ModelFacts, PackageOptions, Packager, datatype_of
 from .runtimes.common import bundle_name, merge_requirements
-from .tables import Table, column_specs, request_rows, sample_frame
+from .tables import Table, column_kind, column_specs, request_rows, sample_frame
 
 #: At most this many rows of `sample_input` are kept in bundle.yaml (it is an example, not data).
 SAMPLE_ROWS = 3
@@ -393,10 +393,8 @@ def _table_frame(sample_input: Any, facts: ModelFacts) -> Any:
     (columns of mixed types: text, categories, booleans, datetimes), else None."""
     names = facts.feature_names
     if sample_input is None:
-        if not names or not facts.categories:
+        if not names or not _wants_table(facts):
             return None
-        from .tables import _kind
-
         specs = [
             TensorSpec(
                 name=name,
@@ -407,8 +405,6 @@ def _table_frame(sample_input: Any, facts: ModelFacts) -> Any:
             )
             for name in names
         ]
-        if all(_kind(s.dtype or "") in ("int", "float") for s in specs):
-            return None  # numeric codes only: rows of numbers, as before
         return sample_frame(specs)
     import pandas as pd
 
@@ -420,7 +416,7 @@ def _table_frame(sample_input: Any, facts: ModelFacts) -> Any:
         sample_input = pd.DataFrame(sample_input)
     elif isinstance(sample_input, dict) and names and set(sample_input) == set(names):
         sample_input = pd.DataFrame(sample_input if _all_lists(sample_input) else [sample_input])
-    elif names and facts.categories and not isinstance(sample_input, pd.DataFrame):
+    elif names and _wants_table(facts) and not isinstance(sample_input, pd.DataFrame):
         try:  # rows of mixed values for a model fitted on named columns
             rows = np.asarray(sample_input, dtype=object)
         except ValueError:
@@ -444,9 +440,18 @@ def _table_frame(sample_input: Any, facts: ModelFacts) -> Any:
     if frame.shape[0] == 0:
         raise PackagingError("sample_input must hold one or more rows")
     numeric = all(dtype.kind in "iuf" for dtype in frame.dtypes)
-    if numeric and not facts.categories:
+    if numeric and not _wants_table(facts):
         return None  # a numeric table is served as rows of numbers, with its column names
     return frame
+
+
+def _wants_table(facts: ModelFacts) -> bool:
+    """Whether what the packager knows about the columns needs more than rows of numbers."""
+    dtypes = [
+        facts.column_dtypes.get(n) or _category_dtype(facts.categories.get(n))
+        for n in facts.feature_names or []
+    ]
+    return any(column_kind(d) not in ("int", "float") for d in dtypes)
 
 
 def _category_dtype(categories: list[Any] | None) -> str:

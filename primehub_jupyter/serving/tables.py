@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 _TEXT = ("object", "str", "string")
 
 
-def _kind(dtype: str) -> str:
+def column_kind(dtype: str) -> str:
     """Which coercion a column's pandas dtype name needs."""
     if dtype == "bool":
         return "bool"
@@ -45,7 +45,7 @@ def column_specs(frame: pd.DataFrame, categories: dict[str, list[Any]]) -> list[
     for name in frame.columns:
         series = frame[name]
         dtype = str(series.dtype)
-        kind = _kind(dtype)
+        kind = column_kind(dtype)
         known = categories.get(str(name))
         if kind == "category":
             datatype = "BYTES"
@@ -106,7 +106,7 @@ def sample_frame(specs: list[TensorSpec]) -> pd.DataFrame:
 
     row: dict[str, Any] = {}
     for spec in specs:
-        kind = _kind(spec.dtype or "object")
+        kind = column_kind(spec.dtype or "object")
         if spec.categories:
             row[spec.name] = spec.categories[0]
         elif kind == "bool":
@@ -240,7 +240,7 @@ class Table:
         import pandas as pd
 
         dtype = spec.dtype or "object"
-        kind = _kind(dtype)
+        kind = column_kind(dtype)
         if kind == "float":
             return pd.Series(_numbers(spec.name, values, integers=False), dtype=dtype)
         if kind == "int":
