@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -270,7 +271,8 @@ def _describe(
     except Exception as exc:
         raise PackagingError(
             f"the model failed on the sample input ({type(exc).__name__}: {exc}); "
-            "pass a valid row as sample_input="
+            "pass a few rows it takes as sample_input= (for a model fitted on a DataFrame, "
+            "e.g. df.head(2))"
         ) from exc
     if descriptor.class_names is None and runtime.class_names:
         descriptor.class_names = list(runtime.class_names)
@@ -416,7 +418,7 @@ def _table_frame(sample_input: Any, facts: ModelFacts) -> Any:
         sample_input = pd.DataFrame(sample_input)
     elif isinstance(sample_input, dict) and names and set(sample_input) == set(names):
         sample_input = pd.DataFrame(sample_input if _all_lists(sample_input) else [sample_input])
-    elif names and _wants_table(facts) and not isinstance(sample_input, pd.DataFrame):
+    elif names and not isinstance(sample_input, (pd.DataFrame, str, bytes, dict)):
         try:  # rows of mixed values for a model fitted on named columns
             rows = np.asarray(sample_input, dtype=object)
         except ValueError:
@@ -425,7 +427,7 @@ def _table_frame(sample_input: Any, facts: ModelFacts) -> Any:
             rows = rows.reshape(1, -1)
         if rows.ndim != 2 or rows.shape[1] != len(names):
             return None
-        sample_input = pd.DataFrame(rows.tolist(), columns=names).infer_objects()
+        sample_input = _typed(pd.DataFrame(rows.tolist(), columns=names).infer_objects())
     if not isinstance(sample_input, pd.DataFrame):
         return None
     frame = sample_input
@@ -442,6 +444,21 @@ def _table_frame(sample_input: Any, facts: ModelFacts) -> Any:
     numeric = all(dtype.kind in "iuf" for dtype in frame.dtypes)
     if numeric and not _wants_table(facts):
         return None  # a numeric table is served as rows of numbers, with its column names
+    return frame
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d+)?)?)?")
+
+
+def _typed(frame: Any) -> Any:
+    """Rows carry no column types: text columns whose every value is an ISO 8601 date-time
+    become datetime columns (that is how date-times travel in requests)."""
+    import pandas as pd
+
+    for name in frame.columns:
+        values = frame[name].dropna().tolist()
+        if values and all(isinstance(v, str) and _ISO_DATE.fullmatch(v) for v in values):
+            frame[name] = pd.to_datetime(frame[name], format="ISO8601")
     return frame
 
 

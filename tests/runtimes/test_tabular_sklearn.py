@@ -310,3 +310,32 @@ def test_mlserver_pandas_codec_requests_work_unchanged(fitted, server, mlserver_
     output = answer.json()["outputs"][0]
     got = np.asarray(output["data"]).reshape(output["shape"])
     assert np.allclose(got, pipe.predict_proba(rows), atol=1e-9)
+
+
+def test_rows_of_mixed_values_are_a_sample_too(fitted, tmp_path):
+    frame, pipe = fitted
+    bundle = package(pipe, tmp_path / "rows", sample_input=_rows(frame.iloc[:2]))
+    doc = descriptor(bundle)
+    assert doc["signature"]["contentType"] == "pd"
+    assert doc["sample"]["request"]["data"]["ndarray"] == _rows(frame.iloc[:2])
+
+
+def test_odahu_invoke_on_a_numeric_model(tmp_path):
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    bundle = package(model, tmp_path / "iris")
+    assert "contentType" not in descriptor(bundle)["signature"]  # numbers stay a tensor
+    for server in serve(bundle, tmp_path / "server"):
+        rows = X.iloc[:3]
+        answer = server.post(
+            {"columns": list(X.columns), "data": rows.to_numpy().tolist()},
+            path="/api/model/invoke",
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["columns"] == ["0", "1", "2"]
+        assert np.allclose(answer.json()["prediction"], model.predict_proba(rows))
+        bad = server.post({"columns": ["a"], "data": [["x"]]}, path="/api/model/invoke")
+        assert bad.status_code == 400, bad.text
