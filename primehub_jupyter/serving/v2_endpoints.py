@@ -112,6 +112,8 @@ class V2Endpoints:
             inputs=self._inputs,
             outputs=self._outputs,
         )
+        if self._table is not None:  # as MLServer marks a model that takes a DataFrame
+            document["parameters"] = {"content_type": "pd"}
         return 200, JSON, orjson.dumps(document)
 
     async def _v2_infer(self, call: Call) -> Answer:

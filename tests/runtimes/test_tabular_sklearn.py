@@ -339,3 +339,49 @@ def test_odahu_invoke_on_a_numeric_model(tmp_path):
         assert np.allclose(answer.json()["prediction"], model.predict_proba(rows))
         bad = server.post({"columns": ["a"], "data": [["x"]]}, path="/api/model/invoke")
         assert bad.status_code == 400, bad.text
+
+
+def test_v2_metadata_marks_the_table(server):
+    import requests
+
+    document = requests.get(server.url + "/v2/models/credit", timeout=30).json()
+    assert document["parameters"] == {"content_type": "pd"}
+    assert [(i["name"], i["datatype"]) for i in document["inputs"]][:3] == [
+        ("age", "INT64"),
+        ("income", "FP64"),
+        ("city", "BYTES"),
+    ]
+
+
+def test_v2_binary_columns(fitted, server):
+    import struct
+
+    import requests
+
+    frame, pipe = fitted
+    rows = frame.iloc[:2]
+    request = _v2_pandas(rows)
+    blobs = []
+    for spec in request["inputs"]:
+        values = spec.pop("data")
+        if spec["datatype"] == "BYTES":
+            raw = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+        elif spec["datatype"] == "BOOL":
+            raw = np.asarray(values, dtype=np.bool_).tobytes()
+        elif spec["datatype"] == "INT64":
+            raw = np.asarray(values, dtype="<i8").tobytes()
+        else:
+            raw = np.asarray(values, dtype="<f8").tobytes()
+        spec["parameters"] = {**spec.get("parameters", {}), "binary_data_size": len(raw)}
+        blobs.append(raw)
+    header = json.dumps(request).encode()
+    answer = requests.post(
+        server.url + "/v2/models/credit/infer",
+        data=header + b"".join(blobs),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    output = answer.json()["outputs"][0]
+    got = np.asarray(output["data"]).reshape(output["shape"])
+    assert np.allclose(got, pipe.predict_proba(rows), atol=1e-9)
