@@ -342,5 +342,8 @@ def _flatten(data: list[Any]) -> list[Any]:
 
 
 def _show(value: Any) -> str:
-    text = orjson.dumps(value, default=str).decode()
+    try:
+        text = orjson.dumps(value, default=str).decode()
+    except TypeError:  # integers beyond 64 bits
+        text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
