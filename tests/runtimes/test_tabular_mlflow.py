@@ -74,3 +74,28 @@ def test_mixed_rows_equal_the_model(fitted, served):
     assert np.array_equal(answer.json()["data"]["ndarray"], expected)
     bad = server.post({"data": {"names": ["age", "city", "member"], "ndarray": [[1, 2, True]]}})
     assert bad.status_code == 400 and "'city'" in bad.json()["message"]
+
+
+def test_primehub_deploy_package_takes_records_and_its_test_passes(fitted, tmp_path):
+    import joblib
+    from click.testing import CliRunner
+
+    from primehub_jupyter.cli import cli
+
+    _, pipe, _ = fitted
+    model_file = tmp_path / "members.joblib"
+    joblib.dump(pipe, model_file)
+    out = tmp_path / "members"
+    sample = '[{"age": 30, "city": "Rome", "member": true}]'
+    result = CliRunner().invoke(
+        cli, ["package", str(model_file), "-o", str(out), "--sample", sample]
+    )
+    assert result.exit_code == 0, result.output
+    doc = descriptor(out)
+    assert doc["signature"]["contentType"] == "pd"
+    assert doc["sample"]["request"]["data"] == {
+        "names": ["age", "city", "member"],
+        "ndarray": [[30, "Rome", True]],
+    }
+    checked = CliRunner().invoke(cli, ["package", "test", str(out)])
+    assert checked.exit_code == 0, checked.output
