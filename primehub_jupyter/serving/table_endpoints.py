@@ -49,8 +49,10 @@ class TableEndpoints:
             return await self.predict(frame, list(frame.columns), meta)
         except PayloadError:
             raise
-        except Exception:
+        except Exception as exc:
             problem = table.unknown_category(frame) if table is not None else None
+            if problem is None and "nan" in str(exc).lower():
+                problem = _missing_values(frame)
             if problem is not None:
                 raise PayloadError(problem) from None
             raise
@@ -198,6 +200,17 @@ class TableEndpoints:
         call.response_json_length = json_length
         call.extra_headers = [(b"inference-header-content-length", str(json_length).encode())]
         return 200, b"application/octet-stream", body
+
+
+def _missing_values(frame: Any) -> str | None:
+    """A message naming the columns with missing values, for a model that refused NaN."""
+    columns = [str(name) for name in frame.columns if frame[name].isna().any()]
+    if not columns:
+        return None
+    return (
+        f"column {columns[0]!r} has missing values (null), which the model does not take"
+        + (f" (also {', '.join(map(repr, columns[1:]))})" if len(columns) > 1 else "")
+    )
 
 
 def _v2_header(body: bytes) -> dict[str, Any]:

@@ -99,3 +99,12 @@ def test_primehub_deploy_package_takes_records_and_its_test_passes(fitted, tmp_p
     }
     checked = CliRunner().invoke(cli, ["package", "test", str(out)])
     assert checked.exit_code == 0, checked.output
+
+
+def test_a_null_in_an_integer_column_is_a_400(served):
+    _, server = served
+    answer = server.post(
+        {"data": {"names": ["age", "city", "member"], "ndarray": [[None, "Rome", True]]}}
+    )
+    assert answer.status_code == 400, answer.text
+    assert "'age'" in answer.json()["message"]

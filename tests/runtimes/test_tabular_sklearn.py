@@ -385,3 +385,12 @@ def test_v2_binary_columns(fitted, server):
     output = answer.json()["outputs"][0]
     got = np.asarray(output["data"]).reshape(output["shape"])
     assert np.allclose(got, pipe.predict_proba(rows), atol=1e-9)
+
+
+def test_a_null_the_model_cannot_take_is_a_400_naming_the_column(fitted, server):
+    frame, _ = fitted
+    row = _rows(frame.iloc[:1])[0]
+    row[COLUMNS.index("joined")] = None  # NaT -> NaN days, which LogisticRegression refuses
+    answer = server.post({"data": {"names": COLUMNS, "ndarray": [row]}})
+    assert answer.status_code == 400, answer.text
+    assert "'joined'" in answer.json()["message"]
