@@ -489,11 +489,15 @@ class ModelServerApp(TableEndpoints, V2Endpoints):
         declared = self.runtime.metadata() if self._metadata else None
         if isinstance(declared, dict):  # the model's own (Seldon's init_metadata)
             return {"name": self.name, "versions": [self.model_version], **declared}
+        inputs = self._inputs
+        if self._table is not None:  # Seldon describes a table as one tensor of named columns
+            inputs = [{"name": "input-0", "shape": [-1, len(self._table.columns)]}]
+            feature_names = self._table.columns
         return seldon.metadata(
             name=self.name,
             version=self.model_version,
             platform=self.runtime.name,
-            inputs=self._inputs,
+            inputs=inputs,
             outputs=self._outputs,
             feature_names=feature_names,
             class_names=self.runtime.class_names,

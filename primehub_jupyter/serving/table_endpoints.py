@@ -207,9 +207,8 @@ def _missing_values(frame: Any) -> str | None:
     columns = [str(name) for name in frame.columns if frame[name].isna().any()]
     if not columns:
         return None
-    return (
-        f"column {columns[0]!r} has missing values (null), which the model does not take"
-        + (f" (also {', '.join(map(repr, columns[1:]))})" if len(columns) > 1 else "")
+    return f"column {columns[0]!r} has missing values (null), which the model does not take" + (
+        f" (also {', '.join(map(repr, columns[1:]))})" if len(columns) > 1 else ""
     )
 
 

@@ -394,3 +394,12 @@ def test_a_null_the_model_cannot_take_is_a_400_naming_the_column(fitted, server)
     answer = server.post({"data": {"names": COLUMNS, "ndarray": [row]}})
     assert answer.status_code == 400, answer.text
     assert "'joined'" in answer.json()["message"]
+
+
+def test_seldon_metadata_names_the_columns(server):
+    import requests
+
+    document = requests.get(server.url + "/api/v1.0/metadata", timeout=30).json()
+    assert document["inputs"] == [
+        {"messagetype": "tensor", "schema": {"names": COLUMNS, "shape": [len(COLUMNS)]}}
+    ]
