@@ -36,6 +36,8 @@ from .metrics import Identity, ServerMetrics
 from .protocols import seldon, v2
 from .requestlog import FEEDBACK, REQUESTS, RawBody, RequestLog
 from .runtimes.base import Runtime
+from .table_endpoints import TableEndpoints
+from .tables import Table
 from .v2_endpoints import V2_MODELS, V2Endpoints
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -58,7 +60,7 @@ def _overrides(runtime: Runtime, hook: str) -> bool:
     return getattr(type(runtime), hook) is not getattr(Runtime, hook)
 
 
-class ModelServerApp(V2Endpoints):
+class ModelServerApp(TableEndpoints, V2Endpoints):
     """Raw ASGI app serving one loaded runtime.
 
     Per request the hot path is a few dict lookups, one JSON decode and one encode, the model
@@ -123,20 +125,27 @@ class ModelServerApp(V2Endpoints):
 
         descriptor = runtime.descriptor
         signature = descriptor.signature if descriptor else None
-        self._inputs = [s.model_dump() for s in signature.inputs] if signature else []
-        self._outputs = [s.model_dump() for s in signature.outputs] if signature else []
+        tensor = {"name", "datatype", "shape"}
+        self._inputs = [s.model_dump(include=tensor) for s in signature.inputs] if signature else []
+        self._outputs = (
+            [s.model_dump(include=tensor) for s in signature.outputs] if signature else []
+        )
         # The bundle's declared input type decides how JSON arrays are read: numbers become
         # that type (FP64 for scikit-learn) and anything else is a 400, unless the runtime
         # takes non-numeric arrays too (custom models).
         self._dtype: np.dtype[Any] = getattr(runtime, "input_dtype", _FLOAT64)
         self._strict: bool = getattr(runtime, "numeric_input", True)
         self._output_name = self._outputs[0]["name"] if self._outputs else "output-0"
+        # A table signature: requests become DataFrames with the recorded column dtypes
+        # (tensor bundles never take this branch, so their hot path is unchanged).
+        self._table = Table(signature.inputs) if signature and signature.is_table else None
         self._requests_path: dict[str, str] | None = {name: model_image} if model_image else None
 
         routes: dict[str, tuple[tuple[str, ...], Handler]] = {}
         for path in ("/api/v1.0/predictions", "/api/v0.1/predictions"):
             routes[path] = (_POST, self._predictions)
         routes["/predict"] = (_GET_POST, self._predictions)  # Seldon's microservice path
+        routes["/api/model/invoke"] = (_POST, self._odahu_invoke)
         for path in ("/api/v1.0/feedback", "/api/v0.1/feedback"):
             routes[path] = (_POST, self._seldon_feedback)
         routes["/send-feedback"] = (_GET_POST, self._seldon_feedback)
@@ -298,6 +307,8 @@ class ModelServerApp(V2Endpoints):
                 answer = await self._raw(call, payload)
                 if answer is not None:
                     return answer
+            if self._table is not None:
+                return await self._table_predictions(call, payload)
             request = seldon.decode_payload(
                 payload,
                 runtime=self.runtime.name,
@@ -478,11 +489,15 @@ class ModelServerApp(V2Endpoints):
         declared = self.runtime.metadata() if self._metadata else None
         if isinstance(declared, dict):  # the model's own (Seldon's init_metadata)
             return {"name": self.name, "versions": [self.model_version], **declared}
+        inputs = self._inputs
+        if self._table is not None:  # Seldon describes a table as one tensor of named columns
+            inputs = [{"name": "input-0", "shape": [-1, len(self._table.columns)]}]
+            feature_names = self._table.columns
         return seldon.metadata(
             name=self.name,
             version=self.model_version,
             platform=self.runtime.name,
-            inputs=self._inputs,
+            inputs=inputs,
             outputs=self._outputs,
             feature_names=feature_names,
             class_names=self.runtime.class_names,

@@ -31,19 +31,39 @@ class _CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
+#: Signature.content_type of a column table (MLServer's name for a pandas DataFrame).
+TABLE = "pd"
+
+
 class TensorSpec(_CamelModel):
-    """One named input or output of the model: datatype and shape (-1 = any size)."""
+    """One named input or output of the model: datatype and shape (-1 = any size).
+
+    In a table signature each input is one column (shape [-1]) and also records the pandas
+    dtype the model was fitted with (`dtype`: int64, float64, object, category, bool,
+    datetime64[ns], ...) and, for categorical columns, the categories the model knows.
+    """
 
     name: str
     datatype: str
     shape: list[int]
+    #: The column's pandas dtype name (table signatures only).
+    dtype: str | None = None
+    #: The values a categorical or string column's encoder knows, when the model says.
+    categories: list[Any] | None = None
 
 
 class Signature(_CamelModel):
-    """The model's inputs and outputs."""
+    """The model's inputs and outputs; `content_type` "pd" marks the inputs as table columns."""
 
+    #: None for tensors (the default, and every bundle older than tables); "pd" for a table.
+    content_type: str | None = None
     inputs: list[TensorSpec] = Field(default_factory=list)
     outputs: list[TensorSpec] = Field(default_factory=list)
+
+    @property
+    def is_table(self) -> bool:
+        """True when the inputs are the columns of a DataFrame."""
+        return self.content_type == TABLE
 
 
 class Sample(_CamelModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -17,12 +18,13 @@ import orjson
 
 from .bundle import DESCRIPTOR_FILE, REQUIREMENTS_FILE, load_bundle
 from .container import write_build_context
-from .descriptor import BundleDescriptor, Sample, Signature, TensorSpec
+from .descriptor import TABLE, BundleDescriptor, Sample, Signature, TensorSpec
 from .errors import BundleError, ModelLoadError, PackagingError
 from .protocols import seldon
 from .registry import find_packager, load_runtime, packager_for, packagers, supported_models
 from .runtimes.base import ModelFacts, PackageOptions, Packager, datatype_of
 from .runtimes.common import bundle_name, merge_requirements
+from .tables import Table, column_kind, column_specs, request_rows, sample_frame
 
 #: At most this many rows of `sample_input` are kept in bundle.yaml (it is an example, not data).
 SAMPLE_ROWS = 3
@@ -247,7 +249,10 @@ def _describe(
         source=facts.source if facts.source != artifact else None,
         files=[bundle_name(f) for f in options.files] or None,
         parameters=facts.parameters or None,
-        signature=Signature(inputs=sample.input_specs(facts)),
+        signature=Signature(
+            content_type=TABLE if sample.table is not None else None,
+            inputs=sample.input_specs(facts),
+        ),
         created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     try:
@@ -257,12 +262,17 @@ def _describe(
     try:
         response = runtime.predict_raw(sample.request)
         if response is None:
-            X = runtime.check_input(sample.X, sample.names)
+            X = sample.X
+            if sample.table is not None:  # the way the server will read it
+                X = sample.table.from_rows(sample.names, sample.request["data"]["ndarray"], "")
+            else:
+                X = runtime.check_input(X, sample.names)
             output = runtime.predict(X, sample.names, {})
     except Exception as exc:
         raise PackagingError(
             f"the model failed on the sample input ({type(exc).__name__}: {exc}); "
-            "pass a valid row as sample_input="
+            "pass a few rows it takes as sample_input= (for a model fitted on a DataFrame, "
+            "e.g. df.head(2))"
         ) from exc
     if descriptor.class_names is None and runtime.class_names:
         descriptor.class_names = list(runtime.class_names)
@@ -292,10 +302,14 @@ def _plain(encoded: bytes) -> dict[str, Any]:
 class _Sample:
     """The sample input as the server will see it: the request document and the decoded X."""
 
-    def __init__(self, request: dict[str, Any], X: Any, names: list[str] | None) -> None:
+    def __init__(
+        self, request: dict[str, Any], X: Any, names: list[str] | None, table: Table | None = None
+    ) -> None:
         self.request = request
         self.X = X
         self.names = names
+        #: The columns, for a model that takes a table (mixed types): the signature's inputs.
+        self.table = table
 
     @classmethod
     def make(cls, sample_input: Any, facts: ModelFacts) -> _Sample:
@@ -303,6 +317,11 @@ class _Sample:
         names = facts.feature_names
         if sample_input is None:
             sample_input = facts.default_sample
+        frame = _table_frame(sample_input, facts)
+        if frame is not None:
+            table = Table(column_specs(frame, facts.categories))
+            frame = frame.head(SAMPLE_ROWS)
+            return cls({"data": request_rows(frame)}, frame, table.columns, table)
         if sample_input is None:
             if shape is None or any(n < 0 for n in shape[1:]):
                 raise PackagingError(
@@ -357,7 +376,10 @@ class _Sample:
         return cls({"jsonData": value}, value, None)
 
     def input_specs(self, facts: ModelFacts) -> list[TensorSpec]:
-        """The signature's input: numeric arrays by shape and dtype; strings as BYTES."""
+        """The signature's input: numeric arrays by shape and dtype; strings as BYTES; one
+        input per column for a table."""
+        if self.table is not None:
+            return list(self.table.specs)
         if isinstance(self.X, np.ndarray) and self.X.dtype.kind == "f":
             shape = facts.sample_shape() or [-1, *self.X.shape[1:]]
             return [TensorSpec(name="input-0", datatype=facts.input_datatype, shape=shape)]
@@ -366,6 +388,100 @@ class _Sample:
         ):
             return [TensorSpec(name="input-0", datatype="BYTES", shape=[-1])]
         return []
+
+
+def _table_frame(sample_input: Any, facts: ModelFacts) -> Any:
+    """The sample as a DataFrame in the model's column order when the model takes a table
+    (columns of mixed types: text, categories, booleans, datetimes), else None."""
+    names = facts.feature_names
+    if sample_input is None:
+        if not names or not _wants_table(facts):
+            return None
+        specs = [
+            TensorSpec(
+                name=name,
+                datatype="BYTES",
+                shape=[-1],
+                dtype=facts.column_dtypes.get(name) or _category_dtype(facts.categories.get(name)),
+                categories=facts.categories.get(name),
+            )
+            for name in names
+        ]
+        return sample_frame(specs)
+    import pandas as pd
+
+    if (
+        isinstance(sample_input, list)
+        and sample_input
+        and all(isinstance(r, dict) for r in sample_input)
+    ):
+        sample_input = pd.DataFrame(sample_input)
+    elif isinstance(sample_input, dict) and names and set(sample_input) == set(names):
+        sample_input = pd.DataFrame(sample_input if _all_lists(sample_input) else [sample_input])
+    elif names and not isinstance(sample_input, (pd.DataFrame, str, bytes, dict)):
+        try:  # rows of mixed values for a model fitted on named columns
+            rows = np.asarray(sample_input, dtype=object)
+        except ValueError:
+            return None
+        if rows.ndim == 1:
+            rows = rows.reshape(1, -1)
+        if rows.ndim != 2 or rows.shape[1] != len(names):
+            return None
+        sample_input = _typed(pd.DataFrame(rows.tolist(), columns=names).infer_objects())
+    if not isinstance(sample_input, pd.DataFrame):
+        return None
+    frame = sample_input
+    if names:
+        missing = [n for n in names if n not in frame.columns]
+        if missing:
+            raise PackagingError(
+                f"sample_input has no column {missing[0]!r}; the model was fitted on "
+                f"{', '.join(names)}"
+            )
+        frame = frame[names]
+    if frame.shape[0] == 0:
+        raise PackagingError("sample_input must hold one or more rows")
+    numeric = all(dtype.kind in "iuf" for dtype in frame.dtypes)
+    if numeric and not _wants_table(facts):
+        return None  # a numeric table is served as rows of numbers, with its column names
+    return frame
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d+)?)?)?")
+
+
+def _typed(frame: Any) -> Any:
+    """Rows carry no column types: text columns whose every value is an ISO 8601 date-time
+    become datetime columns (that is how date-times travel in requests)."""
+    import pandas as pd
+
+    for name in frame.columns:
+        values = frame[name].dropna().tolist()
+        if values and all(isinstance(v, str) and _ISO_DATE.fullmatch(v) for v in values):
+            frame[name] = pd.to_datetime(frame[name], format="ISO8601")
+    return frame
+
+
+def _wants_table(facts: ModelFacts) -> bool:
+    """Whether what the packager knows about the columns needs more than rows of numbers."""
+    dtypes = [
+        facts.column_dtypes.get(n) or _category_dtype(facts.categories.get(n))
+        for n in facts.feature_names or []
+    ]
+    return any(column_kind(d) not in ("int", "float") for d in dtypes)
+
+
+def _category_dtype(categories: list[Any] | None) -> str:
+    # Columns no encoder reads are numbers to every scikit-learn step that sees them.
+    if not categories or all(
+        isinstance(c, (int, float)) and not isinstance(c, bool) for c in categories
+    ):
+        return "float64"
+    return "object"
+
+
+def _all_lists(value: dict[str, Any]) -> bool:
+    return all(isinstance(v, list) for v in value.values())
 
 
 def _check_shape(rows: Any, shape: list[int]) -> None:

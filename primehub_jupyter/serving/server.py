@@ -256,6 +256,13 @@ def _warm_up(runtime: Any, sample: dict[str, Any]) -> None:
     datatype = signature.inputs[0].datatype if signature and signature.inputs else None
     dtype = v2.numpy_dtype(datatype) if datatype else None
     try:
+        if signature is not None and signature.is_table:
+            from .tables import Table
+
+            data = sample.get("data") or {}
+            frame = Table(signature.inputs).from_rows(data.get("names"), data.get("ndarray"), "")
+            runtime.predict(frame, list(frame.columns), {})
+            return
         request = seldon.decode_payload(
             sample,
             runtime=runtime.name,

@@ -49,6 +49,11 @@ class V2Endpoints:
     _dtype: np.dtype[Any]
     _strict: bool
     _custom_metrics: bool
+    _table: Any
+
+    async def _v2_table_infer(self, call: Call) -> Answer:
+        """A V2 request for a table model (TableEndpoints._v2_table_infer)."""
+        raise NotImplementedError
 
     async def predict(self, X: Any, names: list[str] | None, meta: dict[str, Any]) -> Any:
         """Run the model (ModelServerApp.predict)."""
@@ -107,11 +112,15 @@ class V2Endpoints:
             inputs=self._inputs,
             outputs=self._outputs,
         )
+        if self._table is not None:  # as MLServer marks a model that takes a DataFrame
+            document["parameters"] = {"content_type": "pd"}
         return 200, JSON, orjson.dumps(document)
 
     async def _v2_infer(self, call: Call) -> Answer:
         call.service = "infer"
         call.log = True
+        if self._table is not None:
+            return await self._v2_table_infer(call)
         try:
             body = await read_body(call, self.max_body_bytes)
             length = header_length(call.header_length)

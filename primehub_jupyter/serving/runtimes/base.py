@@ -223,6 +223,10 @@ class ModelFacts:
     default_sample: Any = None
     #: Whether sample inputs may be non-numeric (strings, JSON, bytes).
     any_input: bool = False
+    #: Column -> the categories the model's encoders know (models fitted on DataFrames).
+    categories: dict[str, list[Any]] = field(default_factory=dict)
+    #: Column -> the pandas dtype the model needs when no sample says (e.g. "category").
+    column_dtypes: dict[str, str] = field(default_factory=dict)
 
     def sample_shape(self) -> list[int] | None:
         """The input shape, from `input_shape` or else from `n_features` (rows of features)."""

@@ -86,6 +86,23 @@ class LightGBMRuntime(Runtime):
         return self._classes[np.argmax(output, axis=1)]
 
 
+def _pandas_categories(booster: Any, names: list[str]) -> dict[str, list[Any]]:
+    """Column -> categories of a Booster trained on pandas categoricals (LightGBM keeps the
+    categories in the model, in the order of the categorical columns)."""
+    known = getattr(booster, "pandas_categorical", None)
+    if not known or not names or names[0] == "Column_0":
+        return {}
+    infos = booster.dump_model(num_iteration=0).get("feature_infos", {})
+    # A numeric feature's info is its range; a categorical one also lists its codes.
+    categorical = [n for n in names if infos.get(n, {}).get("values")]
+    if len(categorical) != len(known):
+        return {}
+    return {
+        name: [c.item() if isinstance(c, np.generic) else c for c in cats]
+        for name, cats in zip(categorical, known, strict=True)
+    }
+
+
 def _methods(estimator: str | None) -> tuple[str, ...]:
     if estimator == _CLASSIFIER:
         return ("predict_proba", "predict", "predict_raw_score")
@@ -160,6 +177,7 @@ class LightGBMPackager(Packager):
                 f"of {', '.join(methods)}"
             )
         names = booster.feature_name()
+        categories = _pandas_categories(booster, names)
         return ModelFacts(
             framework=self.framework,
             runtime=LightGBMRuntime.name,
@@ -170,6 +188,8 @@ class LightGBMPackager(Packager):
             feature_names=None if not names or names[0] == "Column_0" else list(names),
             requirements=pin("lightgbm", "numpy", "scipy"),
             parameters=parameters,
+            categories=categories,
+            column_dtypes={name: "category" for name in categories},
         )
 
     def save(

@@ -60,7 +60,9 @@ class MlflowRuntime(Runtime):
     def predict(self, X: np.ndarray, names: list[str] | None, meta: dict[str, Any]) -> np.ndarray:
         """Call pyfunc predict on the input the signature wants; return an array."""
         data: Any = X
-        if self._tensor_dtype is not None:
+        if not isinstance(X, np.ndarray):  # a table request: a DataFrame with the schema's types
+            pass
+        elif self._tensor_dtype is not None:
             data = np.ascontiguousarray(X, dtype=self._tensor_dtype)
         elif self._columns is not None:
             data = self._columns.frame(X, names)
@@ -72,6 +74,28 @@ class MlflowRuntime(Runtime):
         if hasattr(output, "to_numpy"):
             output = output.to_numpy()
         return np.asarray(output)
+
+
+#: MLflow column types -> pandas dtypes (a signature with text, booleans or datetimes is a table).
+_COLUMN_DTYPES = {
+    "long": "int64",
+    "integer": "int32",
+    "double": "float64",
+    "float": "float32",
+    "boolean": "bool",
+    "string": "object",
+    "datetime": "datetime64[ns]",
+}
+
+
+def _column_dtypes(schema: Any) -> dict[str, str]:
+    """Column -> pandas dtype from a column-based MLflow signature."""
+    found = {}
+    for spec in schema.inputs:
+        kind = getattr(getattr(spec, "type", None), "name", None)
+        if spec.name is not None and kind in _COLUMN_DTYPES:
+            found[str(spec.name)] = _COLUMN_DTYPES[kind]
+    return found
 
 
 class MlflowPackager(Packager):
@@ -124,6 +148,7 @@ class MlflowPackager(Packager):
             )
         schema = meta.get_input_schema()
         n_features = feature_names = shape = None
+        column_dtypes: dict[str, str] = {}
         dtype = "FP64"
         if schema is not None and schema.is_tensor_spec():
             spec = schema.inputs[0]
@@ -134,6 +159,7 @@ class MlflowPackager(Packager):
         elif schema is not None and schema.has_input_names():
             feature_names = [str(n) for n in schema.input_names()]
             n_features = len(feature_names)
+            column_dtypes = _column_dtypes(schema)
         try:
             example = meta.load_input_example(str(path))
         except Exception:  # an example is a convenience, never a reason to refuse the model
@@ -158,6 +184,7 @@ class MlflowPackager(Packager):
             input_datatype=dtype,
             parameters={"flavors": sorted(meta.flavors)},
             default_sample=example,
+            column_dtypes=column_dtypes,
         )
 
     def save(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ModelLoadError, PackagingError
+from ..tables import encoder_categories
 from .base import PER_CLASS_METHODS, ModelFacts, PackageOptions, Packager, Runtime
 from .common import Columns, defined_in, labels, pin
 
@@ -106,8 +107,9 @@ class SklearnRuntime(Runtime):
         return self._class_names
 
     def predict(self, X: np.ndarray, names: list[str] | None, meta: dict[str, Any]) -> np.ndarray:
-        """Call the bound method; models fitted on DataFrames get a DataFrame when possible."""
-        if self._columns is not None:
+        """Call the bound method; models fitted on DataFrames get a DataFrame when possible
+        (table requests arrive as one already, with the recorded column dtypes)."""
+        if self._columns is not None and isinstance(X, np.ndarray):
             X = self._columns.frame(X, names)
         return np.asarray(self._call(X))
 
@@ -185,6 +187,7 @@ class SklearnPackager(Packager):
             n_features=int(n_features) if n_features is not None else None,
             feature_names=[str(n) for n in feature_names] if feature_names is not None else None,
             requirements=pin(*_PINNED_MODULES),
+            categories=encoder_categories(model) if feature_names is not None else {},
         )
 
     def save(

@@ -178,6 +178,14 @@ class XGBoostPackager(Packager):
             check_classes(class_names, len(classes), estimator or "model")
             class_names = class_names or labels(classes)
         feature_names = booster.feature_names
+        types = booster.feature_types or []
+        if "c" in types and options.sample_input is None:
+            columns = [n for n, t in zip(feature_names or [], types, strict=False) if t == "c"]
+            raise PackagingError(
+                "the model has categorical columns (" + ", ".join(columns) + ") whose categories "
+                "XGBoost does not tell: pass sample_input= with a few rows of the DataFrame "
+                "it was fitted on (e.g. df.head(2))"
+            )
         modules = ["xgboost", "numpy", "scipy"] + (["sklearn"] if estimator else [])
         return ModelFacts(
             framework=self.framework,
