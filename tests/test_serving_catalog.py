@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import requests
@@ -10,7 +12,8 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from primehub_jupyter.serving.bundle import load_bundle
-from primehub_jupyter.serving.catalog import CATALOG_PATHS, server_url
+from primehub_jupyter.serving.catalog import CATALOG_PATHS, openapi_document, server_url
+from primehub_jupyter.serving.descriptor import BundleDescriptor, Sample, Signature, TensorSpec
 from primehub_jupyter.serving.packaging import package
 
 try:
@@ -127,3 +130,82 @@ def test_catalog_answers_get_only(catalog_server):
     server, _ = catalog_server
     answer = requests.post(server.url + "/api/model/info", json={}, timeout=30)
     assert answer.status_code == 405
+
+
+class _Column(TensorSpec):
+    """A table column as the tabular branch's TensorSpec records it (pandas dtype, categories)."""
+
+    dtype: str | None = None
+    categories: list[Any] | None = None
+
+
+class _TableSignature(Signature):
+    """A table signature (contentType pd), mirrored here so this test does not need its home."""
+
+    content_type: str | None = "pd"
+
+    @property
+    def is_table(self) -> bool:
+        return self.content_type == "pd"
+
+
+def _table_descriptor() -> BundleDescriptor:
+    """A table bundle as the tabular packager writes it: one input per column."""
+    signature = _TableSignature(
+        inputs=[
+            _Column(name="age", datatype="INT64", shape=[-1], dtype="int64"),
+            _Column(
+                name="city",
+                datatype="BYTES",
+                shape=[-1],
+                dtype="object",
+                categories=["Paris", "Rome"],
+            ),
+            _Column(name="member", datatype="BOOL", shape=[-1], dtype="bool"),
+        ],
+        outputs=[TensorSpec(name="output-0", datatype="FP64", shape=[-1, 2])],
+    )
+    sample = Sample(
+        request={"data": {"names": ["age", "city", "member"], "ndarray": [[42, "Paris", True]]}},
+        response={"data": {"names": ["no", "yes"], "ndarray": [[0.25, 0.75]]}, "meta": {}},
+    )
+    descriptor = BundleDescriptor(
+        name="credit", framework="sklearn", runtime="sklearn", artifact="model.joblib"
+    )
+    descriptor.class_names = ["no", "yes"]
+    descriptor.signature = signature
+    descriptor.sample = sample
+    return descriptor
+
+
+def test_table_signature_document():
+    served = {"/api/v1.0/predictions", "/api/v1.0/feedback", "/api/model/invoke"}
+    document = openapi_document(
+        _table_descriptor(), name="credit", version="v1", served=served, server="/deployment/c"
+    )
+    validate(document)
+    paths = document["paths"]
+    request = paths["/api/v1.0/predictions"]["post"]["requestBody"]["content"]["application/json"]
+    row = request["schema"]["properties"]["data"]["properties"]["ndarray"]["items"]
+    assert row["minItems"] == row["maxItems"] == 3
+    assert [c["type"] for c in row["items"]["anyOf"]] == ["integer", "string", "boolean"]
+    assert "Paris, Rome" in row["items"]["anyOf"][1]["description"]
+    # V2: one input per column with content_type pd, as MLServer's PandasCodec writes it.
+    infer = paths["/v2/models/credit/infer"]["post"]["requestBody"]["content"]["application/json"]
+    assert infer["example"] == {
+        "parameters": {"content_type": "pd"},
+        "inputs": [
+            {"name": "age", "datatype": "INT64", "shape": [1], "data": [42]},
+            {"name": "city", "datatype": "BYTES", "shape": [1], "data": ["Paris"]},
+            {"name": "member", "datatype": "BOOL", "shape": [1], "data": [True]},
+        ],
+    }
+    invoke = paths["/api/model/invoke"]["post"]
+    assert invoke["requestBody"]["content"]["application/json"]["example"] == {
+        "columns": ["age", "city", "member"],
+        "data": [[42, "Paris", True]],
+    }
+    assert invoke["responses"]["200"]["content"]["application/json"]["example"] == {
+        "prediction": [[0.25, 0.75]],
+        "columns": ["no", "yes"],
+    }

@@ -58,11 +58,43 @@ def _tensor_row(signature: Signature) -> dict[str, Any]:
     return _nested(first, first.shape[1:])
 
 
+def _is_table(signature: Signature | None) -> bool:
+    # getattr: table signatures (contentType "pd", one input per column) are newer than tensors.
+    return bool(getattr(signature, "is_table", False))
+
+
+def _column(spec: TensorSpec) -> dict[str, Any]:
+    """One column of a table signature: its wire type, pandas dtype and known categories."""
+    schema = _scalar(spec.datatype)
+    dtype = getattr(spec, "dtype", None)
+    categories = getattr(spec, "categories", None)
+    described = f"{spec.name} ({dtype or spec.datatype})"
+    if categories:
+        described += ": one of " + ", ".join(map(str, categories))
+    schema["description"] = described
+    schema["nullable"] = True  # a missing value (NaN, None) is sent as null
+    return schema
+
+
+def _table_row(signature: Signature) -> dict[str, Any]:
+    """One row of a table signature: one value per column, in the signature's column order."""
+    columns = [_column(spec) for spec in signature.inputs]
+    # OpenAPI 3.0 has no tuple schema: the row is an array of the columns' types, in order.
+    return {
+        "type": "array",
+        "minItems": len(columns),
+        "maxItems": len(columns),
+        "description": "values in the order " + ", ".join(s.name for s in signature.inputs),
+        "items": {"anyOf": columns} if columns else {},
+    }
+
+
 def row_schema(signature: Signature | None) -> dict[str, Any]:
     """The schema of one request row (an `ndarray` item) for this signature."""
     if signature is None:
         return {}
-    # A column-table signature (one input per column) gets its own function here.
+    if _is_table(signature):
+        return _table_row(signature)
     return _tensor_row(signature)
 
 
@@ -193,7 +225,16 @@ def _v2_paths(descriptor: BundleDescriptor, name: str, version: str) -> dict[str
     _, rows = _sample_rows(sample.request if sample else None)
     _, out_rows = _sample_rows(sample.response if sample else None)
     request_example = response_example = None
-    if inputs and rows is not None:
+    if inputs and isinstance(rows, list) and _is_table(signature):
+        # One input per column, as MLServer's PandasCodec.encode_request(df) writes it.
+        request_example = {
+            "parameters": {"content_type": "pd"},
+            "inputs": [
+                _v2_tensor(spec.name, spec.datatype, [row[i] for row in rows])
+                for i, spec in enumerate(inputs)
+            ],
+        }
+    elif inputs and rows is not None:
         request_example = {"inputs": [_v2_tensor(inputs[0].name, inputs[0].datatype, rows)]}
     if outputs and out_rows is not None:
         output = _v2_tensor(outputs[0].name, outputs[0].datatype, out_rows)
