@@ -19,7 +19,15 @@ import orjson
 from aiohttp import web
 
 from .metrics import GatewayMetrics, request_kind
-from .proxy import BodyIncomplete, BodyTooLarge, Proxy, json_response, read_body
+from .proxy import (
+    CORS_HEADERS,
+    CORS_PREFLIGHT,
+    BodyIncomplete,
+    BodyTooLarge,
+    Proxy,
+    json_response,
+    read_body,
+)
 from .routes import RouteError, parse_routes
 
 log = logging.getLogger("primehub_jupyter.gateway")
@@ -87,8 +95,16 @@ class Gateway:
                 response: web.StreamResponse
                 if unsafe_path(path):
                     response = json_response(400, UNSAFE_PATH)
+                elif request.method == "OPTIONS" and "Access-Control-Request-Method" in (
+                    request.headers
+                ):
+                    # A browser's CORS preflight carries no credentials: answered here, never
+                    # forwarded, so a private endpoint's check still applies to the real request.
+                    response = web.Response(status=204, headers=CORS_PREFLIGHT)
                 else:
                     response = await self.proxy.forward(request, dep_id, target, path)
+                if not response.prepared:  # the gateway's own answers (errors, 401) too
+                    response.headers.update(CORS_HEADERS)
                 status = response.status
                 return response
             finally:
