@@ -126,10 +126,13 @@ def test_forwarded_prefix_becomes_the_server(catalog_server):
     assert server_url(None) == "/"
 
 
-def test_catalog_answers_get_only(catalog_server):
+def test_catalog_answers_get_and_post_only(catalog_server):
     server, _ = catalog_server
-    answer = requests.post(server.url + "/api/model/info", json={}, timeout=30)
-    assert answer.status_code == 405
+    # POST is how the control plane's invoke asks (GET /primehub/api/deployments/<id>/catalog).
+    posted = requests.post(server.url + "/api/model/info", timeout=30)
+    assert posted.status_code == 200
+    assert posted.json() == requests.get(server.url + "/api/model/info", timeout=30).json()
+    assert requests.delete(server.url + "/api/model/info", timeout=30).status_code == 405
 
 
 class _Column(TensorSpec):

@@ -156,7 +156,8 @@ class ModelServerApp(V2Endpoints):
         routes["/v2/health/live"] = (_GET, self._v2_live)
         routes["/v2/health/ready"] = (_GET, self._v2_ready)
         for path in CATALOG_PATHS:
-            routes[path] = (_GET, self._catalog)
+            # POST too: the control plane's invoke (the catalog REST route) always POSTs.
+            routes[path] = (_GET_POST, self._catalog)
         self._routes = routes
         self._started = False
         self._id_prefix = b""
