@@ -28,6 +28,9 @@ async def test_catalog_of_a_private_deployment(api, bundles):
     validate(document)
     assert document["servers"] == [{"url": endpoint}]
     assert document["info"]["title"] == f"Deployment {deployment_id}"
+    # Private: Swagger UI's Authorize asks for a client's name and token.
+    assert document["security"] == [{"client": []}]
+    assert document["components"]["securitySchemes"]["client"]["scheme"] == "basic"
     operation = document["paths"]["/api/v1.0/predictions"]["post"]
     example = operation["requestBody"]["content"]["application/json"]["example"]
     assert example == deployed["status"]["sampleRequest"]

@@ -419,6 +419,16 @@ class CatalogHandler(PrimeHubHandler):
         endpoint = record.status.endpoint or ""
         if endpoint.endswith(_PREDICTIONS):  # both engines: <base>/deployment/<id>/<predictions>
             document.servers = [{"url": endpoint[: -len(_PREDICTIONS)]}]
+        if record.spec.endpoint.access_type == "private":
+            # Swagger UI's "Authorize" then asks for a client's name and token (HTTP Basic).
+            extra = document.model_extra if document.model_extra is not None else {}
+            components = extra.setdefault("components", {})
+            components.setdefault("securitySchemes", {})["client"] = {
+                "type": "http",
+                "scheme": "basic",
+                "description": "A client of this private endpoint: its name and token.",
+            }
+            extra["security"] = [{"client": []}]
         self.send(document.model_dump(mode="json", by_alias=True))
 
 
