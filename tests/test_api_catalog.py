@@ -55,6 +55,13 @@ async def test_catalog_of_a_private_deployment(api, bundles):
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["data"]["ndarray"][0]) == 3
 
+    # Stopped: no replica to ask, and the answer says so (503, not a 500).
+    await api.ok("POST", f"deployments/{deployment_id}/stop", {})
+    await api.wait_phase(deployment_id, "Stopped")
+    code, body = await api.call("GET", f"deployments/{deployment_id}/catalog")
+    assert code == 503, body
+    assert "cannot give its catalog now" in body["message"]
+
 
 async def test_catalog_of_an_unknown_deployment_is_404(api):
     code, body = await api.call("GET", "deployments/nope-12345/catalog")
