@@ -5,6 +5,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { apiUrl, requestAPI, requestRaw } from './request';
 
 import type {
+  CatalogDocument,
   ClientCreated,
   ClientList,
   ClientRef,
@@ -42,6 +43,8 @@ export type IGroup = GroupInfo;
 export type IHistoryEntry = HistoryEntry;
 export type IInstanceType = InstanceTypeInfo;
 export type IMe = Me;
+/** A deployment's service catalog: an OpenAPI 3 document (servers = its endpoint). */
+export type ICatalogDocument = CatalogDocument;
 export type IPredictor = Predictor;
 export type IReplicaStatus = ReplicaStatus;
 /** The body of `POST deployments`. */
@@ -260,6 +263,15 @@ export class PrimeHubAPI {
   metrics(id: string, window = 900, step = 5): Promise<IMetrics> {
     return requestAPI<IMetrics>(
       path(id, `/metrics${query({ window, step })}`),
+      {},
+      this.settings
+    );
+  }
+
+  /** The deployment's OpenAPI document, asked of its model server as the signed-in user. */
+  catalog(id: string): Promise<ICatalogDocument> {
+    return requestAPI<ICatalogDocument>(
+      path(id, '/catalog'),
       {},
       this.settings
     );

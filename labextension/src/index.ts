@@ -12,8 +12,14 @@ import {
   WidgetTracker
 } from '@jupyterlab/apputils';
 import { ServerConnection } from '@jupyterlab/services';
-import { addIcon, launchIcon, refreshIcon } from '@jupyterlab/ui-components';
+import {
+  addIcon,
+  launchIcon,
+  listIcon,
+  refreshIcon
+} from '@jupyterlab/ui-components';
 
+import { CatalogWidget } from './catalog';
 import { deleteDeployment, startDeployment, stopDeployment } from './actions';
 import { autoloadPlugin } from './autoload';
 import { IDeployment, PrimeHubAPI } from './api';
@@ -35,6 +41,7 @@ const PLUGIN_ID = 'primehub-jupyter:plugin';
 /** The command ids this extension registers. */
 export namespace CommandIDs {
   export const openApiDocs = 'primehub:open-api-docs';
+  export const openCatalog = 'primehub:open-catalog';
   export const showDeployments = 'primehub:show-deployments';
   export const create = 'primehub:create-deployment';
   export const refresh = 'primehub:refresh-deployments';
@@ -113,7 +120,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
           list,
           actions: {
             update: deployment => openUpdate(deployment),
-            deleted: () => widget?.dispose()
+            deleted: () => widget?.dispose(),
+            catalog: id => void commands.execute(CommandIDs.openCatalog, { id })
           }
         });
         void tracker.add(widget);
@@ -210,7 +218,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     sidebar = new DeploymentsSidebar(list, {
       open: id => void openDeployment(id),
-      create: () => void openCreate()
+      create: () => void openCreate(),
+      catalog: () => void commands.execute(CommandIDs.openCatalog)
     });
     shell.add(sidebar, 'left', { rank: 700 });
     restorer?.add(sidebar, 'primehub-deployments');
@@ -228,6 +237,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
       icon: launchIcon,
       execute: () => {
         window.open(apiUrl('openapi.json', settings), '_blank', 'noopener');
+      }
+    });
+    let catalog: CatalogWidget | null = null;
+    commands.addCommand(CommandIDs.openCatalog, {
+      label: 'Model Deployments: Service catalog',
+      caption:
+        "Every deployment's OpenAPI document in Swagger UI, with try-it-out",
+      icon: listIcon,
+      execute: args => {
+        const id = typeof args.id === 'string' && args.id ? args.id : null;
+        if (!catalog || catalog.isDisposed) {
+          catalog = new CatalogWidget(api, id);
+          shell.add(catalog, 'main');
+        } else if (id) {
+          catalog.select(id);
+        }
+        shell.activateById(catalog.id);
+        return catalog;
       }
     });
     commands.addCommand(CommandIDs.showDeployments, {
@@ -328,6 +355,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         CommandIDs.stop,
         CommandIDs.start,
         CommandIDs.remove,
+        CommandIDs.openCatalog,
         CommandIDs.openApiDocs
       ]) {
         palette.addItem({

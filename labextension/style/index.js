@@ -1,1 +1,2 @@
 import './base.css';
+import 'swagger-ui-dist/swagger-ui.css';

@@ -126,6 +126,23 @@ describe('PrimeHubAPI', () => {
     expect(JSON.parse(server.requests[0].body)).toEqual({ name: 'billing' });
   });
 
+  it("gets a deployment's service catalog document", async () => {
+    const document = {
+      openapi: '3.0.3',
+      info: { title: 'Deployment iris', version: '1' },
+      servers: [{ url: 'http://127.0.0.1:9/deployment/iris' }],
+      paths: {}
+    };
+    const server = new FakeServer().on(
+      'GET',
+      'deployments/iris/catalog',
+      document
+    );
+    const api = new PrimeHubAPI(server.settings());
+    expect(await api.catalog('iris')).toEqual(document);
+    expect(server.requests[0].method).toBe('GET');
+  });
+
   it('asks for metrics over a window and step', async () => {
     const server = new FakeServer().on('GET', 'deployments/iris/metrics', {
       deploymentId: 'iris',

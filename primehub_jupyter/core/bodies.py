@@ -353,6 +353,22 @@ class Me(_Observed):
     groups: list[GroupInfo]
 
 
+class CatalogDocument(_Observed):
+    """`GET deployments/<id>/catalog`: the deployment's OpenAPI 3 document (its service catalog).
+
+    Built by the model server from the bundle's signature and sample (`serving/catalog.py`);
+    `servers` is the deployment's endpoint URL, so Swagger UI's "try it out" calls the endpoint.
+    """
+
+    # The document is OpenAPI's, not ours: its other top-level keys pass through.
+    model_config = ConfigDict(extra="allow", json_schema_serialization_defaults_required=True)
+
+    openapi: str
+    info: dict[str, Any]
+    servers: list[dict[str, Any]]
+    paths: dict[str, Any]
+
+
 REQUESTS: tuple[type[_Model], ...] = (
     CreateDeployment,
     UpdateDeployment,
@@ -374,5 +390,6 @@ RESPONSES: tuple[type[_Model], ...] = (
     GroupList,
     InstanceTypeList,
     Me,
+    CatalogDocument,
     ErrorBody,
 )

@@ -70,12 +70,31 @@ DROP_REQUEST = HOP_BY_HOP | {
     "content-length",
     "expect",
 }
-DROP_RESPONSE = HOP_BY_HOP | {"content-length"}
+# A replica's own CORS headers are replaced by the gateway's (one policy for every endpoint).
+DROP_RESPONSE = HOP_BY_HOP | {
+    "content-length",
+    "access-control-allow-origin",
+    "access-control-expose-headers",
+}
 DROP_REQUEST_RAW = frozenset(name.encode() for name in DROP_REQUEST)
 DROP_RESPONSE_RAW = frozenset(name.encode() for name in DROP_RESPONSE)
 # Methods whose requests carry a Content-Length even when the body is empty.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 JSON_HEADERS = {"Content-Type": "application/json"}
+# Browser pages on other origins (JupyterLab's service catalog, Swagger UI's "try it out") may
+# call endpoints. "*" never admits the browser's own credentials (cookies, cached Basic auth):
+# a private endpoint still needs the caller to set Authorization with a client token itself.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Request-ID, Inference-Header-Content-Length",
+}
+CORS_PREFLIGHT = {
+    **CORS_HEADERS,
+    "Access-Control-Allow-Methods": "GET, POST, HEAD",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Request-ID",
+    "Access-Control-Max-Age": "600",
+}
+_CORS_RAW = [(name, value) for name, value in CORS_HEADERS.items()]
 
 
 def json_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -406,4 +425,4 @@ def _response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
         (name.decode("latin-1"), value.decode("latin-1"))
         for name, value in raw
         if name.lower() not in drop
-    ]
+    ] + _CORS_RAW

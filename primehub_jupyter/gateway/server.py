@@ -19,7 +19,15 @@ import orjson
 from aiohttp import web
 
 from .metrics import GatewayMetrics, request_kind
-from .proxy import BodyIncomplete, BodyTooLarge, Proxy, json_response, read_body
+from .proxy import (
+    CORS_HEADERS,
+    CORS_PREFLIGHT,
+    BodyIncomplete,
+    BodyTooLarge,
+    Proxy,
+    json_response,
+    read_body,
+)
 from .routes import RouteError, parse_routes
 
 log = logging.getLogger("primehub_jupyter.gateway")
@@ -81,14 +89,23 @@ class Gateway:
             target = f"/{tail}?{query}" if sep else f"/{tail}"
             started = time.perf_counter()
             status = 499  # the client went away before an answer (nginx's code)
+            preflight = (
+                request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+            )
             self._in_flight += 1
             self._idle.clear()
             try:
                 response: web.StreamResponse
                 if unsafe_path(path):
                     response = json_response(400, UNSAFE_PATH)
+                elif preflight:
+                    # A browser's CORS preflight carries no credentials: answered here, never
+                    # forwarded, so a private endpoint's check still applies to the real request.
+                    response = web.Response(status=204, headers=CORS_PREFLIGHT)
                 else:
                     response = await self.proxy.forward(request, dep_id, target, path)
+                if not response.prepared:  # the gateway's own answers (errors, 401) too
+                    response.headers.update(CORS_HEADERS)
                 status = response.status
                 return response
             finally:
@@ -96,7 +113,8 @@ class Gateway:
                 if not self._in_flight:
                     self._idle.set()
                 if dep_id in self.proxy.routes:  # unknown ids would grow the series unbounded
-                    kind = request_kind(path)
+                    # A browser's preflight is no prediction, whatever its path.
+                    kind = "other" if preflight else request_kind(path)
                     self.metrics.observe(dep_id, status, kind, time.perf_counter() - started)
         if raw.startswith(ADMIN_PREFIX):
             return await self._admin_request(request)

@@ -18,6 +18,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..core.bodies import (
+    CatalogDocument,
     ChangeMessage,
     ClientList,
     CreateDeployment,
@@ -395,6 +396,59 @@ class InvokeHandler(PrimeHubHandler):
         self.finish(result.body)
 
 
+class CatalogHandler(PrimeHubHandler):
+    """The deployment's service catalog: its model server's OpenAPI document, via invoke."""
+
+    @api
+    async def get(self, deployment_id: str) -> None:
+        service = await self.service()
+        record = await service.get(self.user_name, deployment_id)
+        # As the signed-in user, like invoke: private endpoints need no client token here.
+        result = await service.invoke(
+            self.user_name, deployment_id, "api/model/info", b"", {"Accept": "application/json"}
+        )
+        try:
+            document = CatalogDocument.model_validate_json(result.body)
+        except ValueError:
+            document = None
+        if result.status != 200 or document is None:
+            error = ServiceError(_catalog_problem(deployment_id, result.status, result.body))
+            # Not deployed (503) or an older model server without a catalog (404) say so.
+            error.status = result.status if 400 <= result.status < 600 else 502
+            raise error
+        endpoint = record.status.endpoint or ""
+        if endpoint.endswith(_PREDICTIONS):  # both engines: <base>/deployment/<id>/<predictions>
+            document.servers = [{"url": endpoint[: -len(_PREDICTIONS)]}]
+        if record.spec.endpoint.access_type == "private":
+            # Swagger UI's "Authorize" then asks for a client's name and token (HTTP Basic).
+            extra = document.model_extra if document.model_extra is not None else {}
+            components = extra.setdefault("components", {})
+            components.setdefault("securitySchemes", {})["client"] = {
+                "type": "http",
+                "scheme": "basic",
+                "description": "A client of this private endpoint: its name and token.",
+            }
+            extra["security"] = [{"client": []}]
+        self.send(document.model_dump(mode="json", by_alias=True))
+
+
+_PREDICTIONS = "/api/v1.0/predictions"
+
+
+def _catalog_problem(deployment_id: str, status: int, body: bytes) -> str:
+    if status == 404:
+        return (
+            f"deployment '{deployment_id}' has no service catalog: its model server predates "
+            "it; update the deployment to serve it with this version"
+        )
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    message = answer.get("message", "") if isinstance(answer, dict) else ""
+    return f"deployment '{deployment_id}' cannot give its catalog now ({status}): {message}"
+
+
 class OpenAPIHandler(PrimeHubHandler):
     @api
     async def get(self) -> None:
@@ -421,6 +475,7 @@ default_handlers: list[tuple[str, type]] = [
     (rf"{PREFIX}/deployments/{ID}/logs", LogsHandler),
     (rf"{PREFIX}/deployments/{ID}/metrics", MetricsHandler),
     (rf"{PREFIX}/deployments/{ID}/rollback", RollbackHandler),
+    (rf"{PREFIX}/deployments/{ID}/catalog", CatalogHandler),
     (rf"{PREFIX}/deployments/{ID}/invoke", InvokeHandler),
     (rf"{PREFIX}/deployments/{ID}/invoke/(?P<path>.+)", InvokeHandler),
 ]

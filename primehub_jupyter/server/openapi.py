@@ -266,6 +266,18 @@ def _paths() -> dict[str, Any]:
                 requestBody=_body("Rollback"),
             ),
         },
+        "/deployments/{id}/catalog": {
+            "parameters": [_ID],
+            "get": _op(
+                "The deployment's service catalog: an OpenAPI 3 document of its endpoint, built "
+                "from the model's signature with its sample as examples",
+                {
+                    "200": _json(_ref("CatalogDocument"), "OpenAPI document; servers = endpoint"),
+                    "503": _json(_ref("ErrorBody"), "Not deployed now; no replica to ask."),
+                },
+                errors=("404",),
+            ),
+        },
         "/deployments/{id}/invoke": {
             "parameters": [
                 _ID,

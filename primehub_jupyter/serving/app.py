@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 
 from .batching import Batcher
+from .catalog import CATALOG_PATHS, openapi_document, server_url
 from .errors import PayloadError
 from .http import (
     JSON,
@@ -163,6 +164,9 @@ class ModelServerApp(TableEndpoints, V2Endpoints):
         routes["/v2"] = (_GET, self._v2_server)
         routes["/v2/health/live"] = (_GET, self._v2_live)
         routes["/v2/health/ready"] = (_GET, self._v2_ready)
+        for path in CATALOG_PATHS:
+            # POST too: the control plane's invoke (the catalog REST route) always POSTs.
+            routes[path] = (_GET_POST, self._catalog)
         self._routes = routes
         self._started = False
         self._id_prefix = b""
@@ -503,6 +507,18 @@ class ModelServerApp(TableEndpoints, V2Endpoints):
             class_names=self.runtime.class_names,
             custom=custom,
         )
+
+    async def _catalog(self, call: Call) -> Answer:
+        prefix = next((v for k, v in call.scope["headers"] if k == b"x-forwarded-prefix"), b"")
+        document = openapi_document(
+            self.runtime.descriptor,
+            name=self.name,
+            version=self.model_version,
+            served=self._routes.keys(),
+            server=server_url(prefix.decode("latin-1")),
+            deployment=self.deployment,
+        )
+        return 200, JSON, orjson.dumps(document)
 
     # ---- health and metrics -----------------------------------------------------------------
 

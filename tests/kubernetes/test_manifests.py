@@ -219,6 +219,20 @@ def test_private_ingress_and_nginx_hash_format():
     assert not bcrypt.checkpw(b"wrong", converted.encode())
 
 
+def test_ingress_serves_the_catalog_to_browsers():
+    """The whole /deployment/<id>/ prefix reaches the model server (api/model/info and
+    openapi.json included); the catalog's Swagger UI may call it from JupyterLab's origin."""
+    annotations = resources.ingress_manifest(CR, VARIANTS["private"][0], SETTINGS)["metadata"][
+        "annotations"
+    ]
+    nginx = "nginx.ingress.kubernetes.io"
+    assert annotations[f"{nginx}/x-forwarded-prefix"] == "/deployment/iris"
+    assert annotations[f"{nginx}/enable-cors"] == "true"
+    assert annotations[f"{nginx}/cors-allow-origin"] == "*"
+    assert annotations[f"{nginx}/cors-allow-credentials"] == "false"
+    assert "Authorization" in annotations[f"{nginx}/cors-allow-headers"]
+
+
 # ---- the CRD ---------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ export type Phase =
  * Generated from primehub_jupyter/core by `make generate`; do not edit.
  */
 export interface ApiContracts {
+  CatalogDocument?: CatalogDocument;
   ChangeMessage?: ChangeMessage;
   Chart?: Chart;
   ClientCreated?: ClientCreated;
@@ -52,6 +53,25 @@ export interface ApiContracts {
   EndpointPatch?: EndpointPatch;
   EnvVarPatch?: EnvVarPatch;
   PredictorPatch?: PredictorPatch;
+}
+/**
+ * `GET deployments/<id>/catalog`: the deployment's OpenAPI 3 document (its service catalog).
+ *
+ * Built by the model server from the bundle's signature and sample (`serving/catalog.py`);
+ * `servers` is the deployment's endpoint URL, so Swagger UI's "try it out" calls the endpoint.
+ */
+export interface CatalogDocument {
+  openapi: string;
+  info: {
+    [k: string]: unknown;
+  };
+  servers: {
+    [k: string]: unknown;
+  }[];
+  paths: {
+    [k: string]: unknown;
+  };
+  [k: string]: unknown;
 }
 /**
  * The body of `POST .../stop` and `POST .../start`, when one is given.

@@ -34,6 +34,8 @@ export interface IDetailActions {
   update(deployment: IDeployment): void;
   /** The deployment was deleted: close the view. */
   deleted(id: string): void;
+  /** Open the service catalog at this deployment's OpenAPI document. */
+  catalog(id: string): void;
 }
 
 /** The tabs of a deployment: Clients only for a private endpoint. */
@@ -158,6 +160,15 @@ function DetailView(props: {
             onClick={() => actions.update(deployment)}
           >
             Update
+          </button>
+          <button
+            type="button"
+            className="jp-PrimeHub-button"
+            title="Its OpenAPI document in Swagger UI, with try-it-out"
+            disabled={model.gone}
+            onClick={() => actions.catalog(deployment.id)}
+          >
+            Service catalog
           </button>
           {stopped ? (
             <button

@@ -3,6 +3,7 @@
 import { Clipboard } from '@jupyterlab/apputils';
 import {
   addIcon,
+  listIcon,
   refreshIcon,
   ReactWidget,
   searchIcon
@@ -28,6 +29,8 @@ import { CodeBlock, PhaseBadge, useSignal } from './common';
 export interface ISidebarActions {
   open(id: string): void;
   create(): void;
+  /** Open the service catalog page (every visible deployment's OpenAPI document). */
+  catalog(): void;
 }
 
 /** One deployment as a cell of the list. */
@@ -227,6 +230,16 @@ export function DeploymentList(props: {
             disabled={model.state === 'server-missing'}
           >
             <addIcon.react tag="span" />
+          </button>
+          <button
+            type="button"
+            className="jp-PrimeHub-icon-button"
+            title="Service catalog: OpenAPI documents of the deployments"
+            aria-label="Open the service catalog"
+            onClick={() => actions.catalog()}
+            disabled={model.state === 'server-missing'}
+          >
+            <listIcon.react tag="span" />
           </button>
           <button
             type="button"

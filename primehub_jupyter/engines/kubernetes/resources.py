@@ -463,6 +463,15 @@ def ingress_manifest(
         f"{prefix}/proxy-body-size": ingress.proxy_body_size,
         f"{prefix}/proxy-read-timeout": str(ingress.proxy_read_timeout_seconds),
         f"{prefix}/proxy-send-timeout": str(ingress.proxy_read_timeout_seconds),
+        # The service catalog: its document's `servers` is this prefix, and its Swagger UI in
+        # JupyterLab calls from another origin (CORS as the local gateway answers it, never
+        # with the browser's own credentials).
+        f"{prefix}/x-forwarded-prefix": f"/deployment/{deployment_id}",
+        f"{prefix}/enable-cors": "true",
+        f"{prefix}/cors-allow-origin": "*",
+        f"{prefix}/cors-allow-methods": "GET, POST, HEAD, OPTIONS",
+        f"{prefix}/cors-allow-headers": "Authorization, Content-Type, Request-ID",
+        f"{prefix}/cors-allow-credentials": "false",
         **ingress.annotations,
     }
     if ingress.forwarded_user:
