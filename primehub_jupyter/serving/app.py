@@ -126,11 +126,8 @@ class ModelServerApp(TableEndpoints, V2Endpoints):
 
         descriptor = runtime.descriptor
         signature = descriptor.signature if descriptor else None
-        tensor = {"name", "datatype", "shape"}
-        self._inputs = [s.model_dump(include=tensor) for s in signature.inputs] if signature else []
-        self._outputs = (
-            [s.model_dump(include=tensor) for s in signature.outputs] if signature else []
-        )
+        self._inputs = [s.v2_metadata() for s in signature.inputs] if signature else []
+        self._outputs = [s.v2_metadata() for s in signature.outputs] if signature else []
         # The bundle's declared input type decides how JSON arrays are read: numbers become
         # that type (FP64 for scikit-learn) and anything else is a 400, unless the runtime
         # takes non-numeric arrays too (custom models).

@@ -274,9 +274,11 @@ def _v2_paths(descriptor: BundleDescriptor, name: str, version: str) -> dict[str
         name=name,
         version=version,
         platform=descriptor.runtime,
-        inputs=[spec.model_dump() for spec in inputs],
-        outputs=[spec.model_dump() for spec in outputs],
+        inputs=[spec.v2_metadata() for spec in inputs],
+        outputs=[spec.v2_metadata() for spec in outputs],
     )
+    if _is_table(descriptor.signature):  # as the server's metadata route marks it
+        metadata["parameters"] = {"content_type": "pd"}
     return {
         f"{base}/infer": {
             "post": _operation(
@@ -311,8 +313,12 @@ def _invoke_paths(descriptor: BundleDescriptor) -> dict[str, Any]:
     names, rows = _sample_rows(sample.request if sample else None)
     out_names, out_rows = _sample_rows(sample.response if sample else None)
     signature = descriptor.signature
-    columns = names or ([spec.name for spec in signature.inputs] if signature else None)
-    request_example = {"columns": columns, "data": rows} if rows is not None else None
+    # A tensor's input name is not a column name: columns only when the rows have them.
+    table = _is_table(signature) and signature is not None
+    columns = names or ([spec.name for spec in signature.inputs] if table else None)
+    request_example: dict[str, Any] | None = None
+    if rows is not None:
+        request_example = {"data": rows} if columns is None else {"columns": columns, "data": rows}
     response_example = None
     if out_rows is not None:
         response_example = {"prediction": out_rows, "columns": out_names or descriptor.class_names}

@@ -51,6 +51,10 @@ class TensorSpec(_CamelModel):
     #: The values a categorical or string column's encoder knows, when the model says.
     categories: list[Any] | None = None
 
+    def v2_metadata(self) -> dict[str, Any]:
+        """The tensor as KServe V2 model metadata lists it: name, datatype and shape."""
+        return self.model_dump(include={"name", "datatype", "shape"})
+
 
 class Signature(_CamelModel):
     """The model's inputs and outputs; `content_type` "pd" marks the inputs as table columns."""
