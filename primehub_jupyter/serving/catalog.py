@@ -314,8 +314,9 @@ def _invoke_paths(descriptor: BundleDescriptor) -> dict[str, Any]:
     out_names, out_rows = _sample_rows(sample.response if sample else None)
     signature = descriptor.signature
     # A tensor's input name is not a column name: columns only when the rows have them.
-    table = _is_table(signature) and signature is not None
-    columns = names or ([spec.name for spec in signature.inputs] if table else None)
+    columns = names or None
+    if columns is None and signature is not None and _is_table(signature):
+        columns = [spec.name for spec in signature.inputs]
     request_example: dict[str, Any] | None = None
     if rows is not None:
         request_example = {"data": rows} if columns is None else {"columns": columns, "data": rows}
