@@ -3,8 +3,7 @@ ModelServerApp."""
 
 from __future__ import annotations
 
-import sys
-import traceback
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +39,15 @@ class TableEndpoints:
 
     def _response_meta(self, call: Call, request_meta: Any, method: str) -> dict[str, Any]:
         raise NotImplementedError
+
+    if TYPE_CHECKING:  # V2Endpoints._v2_answer; a stub here would shadow it (this mixin is first)
+
+        async def _v2_answer(
+            self,
+            call: Call,
+            request: v2.InferRequest,
+            predict: Callable[[dict[str, Any]], Awaitable[Any]],
+        ) -> Answer: ...
 
     async def _predict_frame(self, frame: Any, meta: dict[str, Any]) -> Any:
         """The model's output for a table; a value the model refuses in a column with known
@@ -178,28 +186,7 @@ class TableEndpoints:
                 request = v2.InferRequest(header, [], header.get("outputs"))
         except PayloadError as exc:
             return exc.status, JSON, v2.error_body(str(exc))
-        if not call.id_given and request.id and REQUEST_ID_TEXT.fullmatch(request.id):
-            call.request_id = request.id.encode()
-        meta = {"tags": request.parameters} if request.parameters else {}
-        try:
-            output = np.asarray(await self._predict_frame(frame, meta))
-            body, json_length = v2.encode_infer(
-                model_name=self.name,
-                model_version=self.model_version,
-                request=request,
-                outputs={self._output_name: output},
-                class_names=self.runtime.class_names,
-            )
-        except PayloadError as exc:
-            return exc.status, JSON, v2.error_body(str(exc))
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            return 500, JSON, v2.error_body(f"{type(exc).__name__}: {exc}")
-        if json_length is None:
-            return 200, JSON, body
-        call.response_json_length = json_length
-        call.extra_headers = [(b"inference-header-content-length", str(json_length).encode())]
-        return 200, b"application/octet-stream", body
+        return await self._v2_answer(call, request, lambda meta: self._predict_frame(frame, meta))
 
 
 def _missing_values(frame: Any) -> str | None:

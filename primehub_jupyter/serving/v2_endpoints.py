@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -138,11 +139,20 @@ class V2Endpoints:
             X = self.runtime.check_input(X, names)
         except PayloadError as exc:
             return exc.status, JSON, v2.error_body(str(exc))
+        return await self._v2_answer(call, request, lambda meta: self.predict(X, names, meta))
+
+    async def _v2_answer(
+        self,
+        call: Call,
+        request: v2.InferRequest,
+        predict: Callable[[dict[str, Any]], Awaitable[Any]],
+    ) -> Answer:
+        """Predict for a decoded V2 request (tensor or table) and encode the answer."""
         if not call.id_given and request.id and REQUEST_ID_TEXT.fullmatch(request.id):
             call.request_id = request.id.encode()
         meta = {"tags": request.parameters} if request.parameters else {}
         try:
-            output = np.asarray(await self.predict(X, names, meta))
+            output = np.asarray(await predict(meta))
             body, json_length = v2.encode_infer(
                 model_name=self.name,
                 model_version=self.model_version,
