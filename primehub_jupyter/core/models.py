@@ -202,12 +202,60 @@ class Endpoint(_Model):
         return self
 
 
+MAX_PREDICTORS = 4
+MAX_REPLICAS = 64
+DEFAULT_TARGET_CONCURRENCY = 8
+DEFAULT_SCALE_TO_ZERO_AFTER = 300
+# An HTTP header name (RFC 9110 token), as the gateway and ingress-nginx will look it up.
+HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+
+
 class Predictor(_Model):
-    """The model to serve and how many replicas serve it."""
+    """One model serving part of the traffic: a fixed replica count or autoscaling bounds."""
 
     name: ResourceName = "predictor1"
     # Strict: "2", 2.5 and true are mistakes to report, not values to coerce.
-    replicas: int = Field(1, ge=1, le=64, strict=True)
+    # None with autoscaling (minReplicas/maxReplicas); 1 when neither is given.
+    replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS, strict=True)
+    min_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_REPLICAS,
+        strict=True,
+        description="Autoscaling lower bound; 0 allows scale to zero.",
+    )
+    max_replicas: int | None = Field(
+        None, ge=1, le=MAX_REPLICAS, strict=True, description="Autoscaling upper bound."
+    )
+    target_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        strict=True,
+        description=f"In-flight requests per replica the autoscaler aims at "
+        f"(default {DEFAULT_TARGET_CONCURRENCY}).",
+    )
+    scale_to_zero_after_seconds: int | None = Field(
+        None,
+        ge=10,
+        le=86400,
+        strict=True,
+        description=f"Idle seconds before scaling to zero (default {DEFAULT_SCALE_TO_ZERO_AFTER}); "
+        "only with minReplicas: 0.",
+    )
+    traffic: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        strict=True,
+        description="Percent of requests; the non-shadow predictors sum to 100. "
+        "Optional with one predictor.",
+    )
+    shadow: bool = Field(
+        False,
+        strict=True,
+        description="Receives a copy of each request; its answers are compared, never returned.",
+    )
     model_image: Line | None = Field(
         None, max_length=1024, description="A container image serving the model."
     )
@@ -228,6 +276,120 @@ class Predictor(_Model):
             raise ValueError("a predictor needs a modelImage or a modelURI")
         return self
 
+    @model_validator(mode="after")
+    def _replicas_or_bounds(self) -> Predictor:
+        bounds = (self.min_replicas, self.max_replicas)
+        tuning = (self.target_concurrency, self.scale_to_zero_after_seconds)
+        if self.replicas is not None and any(v is not None for v in bounds + tuning):
+            raise ValueError(
+                "replicas: give either replicas or autoscaling "
+                "(minReplicas/maxReplicas/targetConcurrency/scaleToZeroAfterSeconds), not both"
+            )
+        if all(v is None for v in bounds):
+            if any(v is not None for v in tuning):
+                raise ValueError(
+                    "maxReplicas: required with targetConcurrency or scaleToZeroAfterSeconds"
+                )
+            self.replicas = 1 if self.replicas is None else self.replicas
+            return self
+        if self.max_replicas is None:
+            raise ValueError("maxReplicas: required with minReplicas")
+        if self.min_replicas is None:
+            self.min_replicas = 1
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must not exceed "
+                f"maxReplicas ({self.max_replicas})"
+            )
+        if self.scale_to_zero_after_seconds is not None and self.min_replicas != 0:
+            raise ValueError("scaleToZeroAfterSeconds: only with minReplicas: 0")
+        return self
+
+    @property
+    def autoscaled(self) -> bool:
+        """Whether the replica count follows load between minReplicas and maxReplicas."""
+        return self.max_replicas is not None
+
+    @property
+    def lowest(self) -> int:
+        """The fewest replicas this predictor may run (0 when it scales to zero)."""
+        return self.min_replicas if self.autoscaled else self.replicas  # type: ignore[return-value]
+
+    @property
+    def highest(self) -> int:
+        """The most replicas this predictor may run (what quota counts)."""
+        return self.max_replicas if self.autoscaled else self.replicas  # type: ignore[return-value]
+
+    @property
+    def concurrency_target(self) -> int:
+        """In-flight requests per replica the autoscaler aims at."""
+        return self.target_concurrency or DEFAULT_TARGET_CONCURRENCY
+
+    @property
+    def idle_seconds(self) -> int | None:
+        """Idle seconds before scaling to zero, or None when it never scales to zero."""
+        if not self.autoscaled or self.min_replicas != 0:
+            return None
+        return self.scale_to_zero_after_seconds or DEFAULT_SCALE_TO_ZERO_AFTER
+
+
+def _header_name(value: Any) -> Any:
+    if not isinstance(value, str) or not HEADER_NAME.fullmatch(value):
+        raise ValueError("must be an HTTP header name: letters, digits and '-', at most 63")
+    return value
+
+
+HeaderName = Annotated[
+    str,
+    BeforeValidator(_header_name),
+    WithJsonSchema({"type": "string", "pattern": f"^{HEADER_NAME.pattern}$", "maxLength": 63}),
+]
+
+
+class Routing(_Model):
+    """How requests choose a predictor beyond the weights."""
+
+    sticky_header: HeaderName | None = Field(
+        None,
+        description="Requests with the same value of this header go to the same predictor "
+        "while the weights are unchanged.",
+    )
+
+
+def _traffic_problem(predictors: list[Predictor]) -> str | None:
+    names = [p.name for p in predictors]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        return f"predictor names must be unique ({', '.join(duplicates)} repeated)"
+    shadows = [p for p in predictors if p.shadow]
+    if len(shadows) > 1:
+        return f"at most one shadow predictor ({', '.join(p.name for p in shadows)} are shadows)"
+    for p in shadows:
+        if p.traffic:
+            return (
+                f"the shadow predictor {p.name} must not have traffic "
+                "(it gets a copy of each request)"
+            )
+    serving = [p for p in predictors if not p.shadow]
+    if not serving:
+        return "a shadow needs a predictor that answers (one without shadow: true)"
+    if len(serving) == 1 and serving[0].traffic is None:
+        return None
+    missing = [p.name for p in serving if p.traffic is None]
+    if missing:
+        return f"traffic: required for each predictor when there are several ({', '.join(missing)})"
+    total = sum(p.traffic or 0 for p in serving)
+    if total != 100:
+        return f"traffic of the non-shadow predictors must sum to 100 (got {total})"
+    return None
+
+
+def _checked_predictors(value: list[Predictor]) -> list[Predictor]:
+    problem = _traffic_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
 
 class DeploymentSpec(_Model):
     """What the user asked for: everything but id, groupName and displayName may change."""
@@ -240,12 +402,30 @@ class DeploymentSpec(_Model):
     stop: bool = Field(False, strict=True)
     env: list[EnvVar] = Field(default_factory=list, max_length=256)
     endpoint: Endpoint = Field(default_factory=Endpoint)
-    predictors: list[Predictor] = Field(min_length=1, max_length=1)
+    routing: Routing = Field(default_factory=Routing)
+    predictors: Annotated[
+        list[Predictor],
+        Field(min_length=1, max_length=MAX_PREDICTORS),
+        AfterValidator(_checked_predictors),
+    ]
 
     @property
     def predictor(self) -> Predictor:
-        """The (single) predictor."""
-        return self.predictors[0]
+        """The primary predictor: the answering one with the most traffic (the first on a tie)."""
+        serving = [p for p in self.predictors if not p.shadow]
+        return max(serving, key=lambda p: 100 if p.traffic is None else p.traffic)
+
+    def weights(self) -> dict[str, int]:
+        """Percent of requests per answering predictor (shadows excluded)."""
+        serving = [p for p in self.predictors if not p.shadow]
+        if len(serving) == 1:
+            return {serving[0].name: 100}
+        return {p.name: p.traffic or 0 for p in serving}
+
+    @property
+    def shadow(self) -> Predictor | None:
+        """The shadow predictor, if any."""
+        return next((p for p in self.predictors if p.shadow), None)
 
 
 IMMUTABLE_SPEC_FIELDS = ("groupName", "displayName")
@@ -277,11 +457,35 @@ class ReplicaStatus(_Observed):
     """One replica as the engine sees it."""
 
     name: str
+    predictor: str = ""
     ready: bool = False
     phase: str = "Starting"
     restarts: int = 0
     message: str = ""
     start_time: str | None = None
+
+
+class PredictorPhase(str, enum.Enum):
+    """Where one predictor is: serving, on its way, idle at zero, or broken."""
+
+    DEPLOYING = "Deploying"
+    DEPLOYED = "Deployed"
+    SCALED_TO_ZERO = "ScaledToZero"
+    WAKING_UP = "WakingUp"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+
+
+class PredictorStatus(_Observed):
+    """One predictor as the engine sees it."""
+
+    name: str
+    traffic: int = 0
+    shadow: bool = False
+    replicas: int = 0
+    available_replicas: int = 0
+    phase: PredictorPhase = PredictorPhase.DEPLOYING
+    message: str = ""
 
 
 class DeploymentStatus(_Observed):
@@ -297,6 +501,9 @@ class DeploymentStatus(_Observed):
     creation_time: str | None = None
     last_updated: str | None = None
     replica_statuses: list[ReplicaStatus] = Field(default_factory=list)
+    predictors: list[PredictorStatus] = Field(
+        default_factory=list, description="Per predictor, in spec order."
+    )
     sample_request: dict[str, Any] | None = Field(
         default=None, description="The bundle's recorded sample request, when the engine knows it."
     )
@@ -332,13 +539,29 @@ class DeploymentRecord(_Observed):
 
 
 INDEX_MERGED_LISTS = frozenset({"predictors"})
+_FIXED = ("replicas",)
+_AUTOSCALING = ("minReplicas", "maxReplicas", "targetConcurrency", "scaleToZeroAfterSeconds")
+
+
+def _merge_predictor(target: Any, patch: dict[str, Any]) -> Any:
+    # Switching between a fixed count and autoscaling replaces the other mode's fields, so
+    # {"minReplicas": 0, "maxReplicas": 3} works without also sending "replicas": null.
+    if isinstance(target, dict):
+        if any(patch.get(k) is not None for k in _FIXED):
+            target = {k: v for k, v in target.items() if k not in _AUTOSCALING}
+        elif any(patch.get(k) is not None for k in ("minReplicas", "maxReplicas")):
+            target = {k: v for k, v in target.items() if k not in _FIXED}
+    return merge_patch(target, patch)
 
 
 def merge_patch(target: Any, patch: Any, key: str | None = None) -> Any:
     """JSON merge patch (RFC 7386), except that `predictors` merges item by item.
 
-    Merging `predictors` by index lets `{"predictors": [{"replicas": 3}]}` change one field
-    without restating the whole predictor; every other list (env, clients) is replaced whole.
+    When every item of a `predictors` patch has a name, the patch lists the predictors (their
+    membership and order) and each is merged onto the old one of that name, so unchanged fields
+    may be left out; a predictor not listed is removed. Without names, items merge by index, so
+    `{"predictors": [{"replicas": 3}]}` changes one field of a single predictor. Every other list
+    (env, clients) is replaced whole.
     """
     if isinstance(patch, dict):
         result = dict(target) if isinstance(target, dict) else {}
@@ -355,10 +578,13 @@ def merge_patch(target: Any, patch: Any, key: str | None = None) -> Any:
         and patch
         and all(isinstance(item, dict) for item in patch)
         and all(isinstance(item, dict) for item in target)
-        and len(patch) <= len(target)
     ):
-        merged = [merge_patch(old, new) for old, new in zip(target, patch, strict=False)]
-        return merged + target[len(patch) :]
+        if all(isinstance(item.get("name"), str) for item in patch):
+            old = {item.get("name"): item for item in target}
+            return [_merge_predictor(old.get(item["name"], {}), item) for item in patch]
+        if len(patch) <= len(target):
+            merged = [_merge_predictor(old, new) for old, new in zip(target, patch, strict=False)]
+            return merged + target[len(patch) :]
     return patch
 
 

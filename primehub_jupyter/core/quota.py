@@ -36,13 +36,15 @@ class Usage:
 
 
 def requested(config: PrimeHubConfig, deployment: DeploymentRecord) -> Usage:
-    """What a running deployment holds: replicas x its instance type."""
-    predictor = deployment.spec.predictor
-    instance = config.instance_type(predictor.instance_type)
-    if instance is None:
-        return Usage(deployments=1)
-    n = predictor.replicas
-    return Usage(instance.cpu * n, instance.memory * n, instance.gpu * n, 1)
+    """What a running deployment may hold: per predictor, its most replicas x its instance type."""
+    total = Usage(deployments=1)
+    for predictor in deployment.spec.predictors:
+        instance = config.instance_type(predictor.instance_type)
+        if instance is None:
+            continue
+        n = predictor.highest
+        total = total.add(Usage(instance.cpu * n, instance.memory * n, instance.gpu * n, 0))
+    return total
 
 
 def group_usage(config: PrimeHubConfig, deployments: Iterable[DeploymentRecord]) -> Usage:

@@ -175,7 +175,8 @@ class DeploymentService:
                 details=[{"field": "spec.groupName", "message": "not found"}],
             )
         group = config.check_member(user, spec.group_name)
-        config.check_instance_type(group, spec.predictor.instance_type)
+        for predictor in spec.predictors:
+            config.check_instance_type(group, predictor.instance_type)
         self.engine.check_spec(spec)
 
     async def create(self, user: str, body: CreateDeployment | dict[str, Any]) -> DeploymentRecord:

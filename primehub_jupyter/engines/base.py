@@ -14,6 +14,7 @@ from traitlets.traitlets import MetaHasTraits
 from ..core.config import ConfigStore
 from ..core.metrics import MetricsReport
 from ..core.models import DeploymentRecord, DeploymentSpec
+from ..core.traffic import PredictorCounters
 
 DEFAULT_TAIL = 2000
 
@@ -130,6 +131,13 @@ class Engine(LoggingConfigurable, metaclass=_EngineMeta):
     @abstractmethod
     def download_logs(self, deployment_id: str, replica: str | None) -> AsyncIterator[bytes]:
         """The whole log, in chunks."""
+
+    async def predictor_counters(self, deployment_id: str) -> list[PredictorCounters]:
+        """Per-predictor counts (requests, errors, latency, joined feedback, shadow diffs).
+
+        Engines that cannot count per predictor return an empty list.
+        """
+        return []
 
     @abstractmethod
     async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:

@@ -5,6 +5,11 @@
  */
 export type Phase =
   'Deploying' | 'Deployed' | 'Stopping' | 'Stopped' | 'Failed';
+/**
+ * Where one predictor is: serving, on its way, idle at zero, or broken.
+ */
+export type PredictorPhase =
+  'Deploying' | 'Deployed' | 'ScaledToZero' | 'WakingUp' | 'Stopped' | 'Failed';
 
 /**
  * Generated from primehub_jupyter/core by `make generate`; do not edit.
@@ -40,12 +45,15 @@ export interface ApiContracts {
   NewClient?: NewClient;
   Phase?: Phase;
   Predictor?: Predictor;
+  PredictorPhase?: PredictorPhase;
+  PredictorStatus?: PredictorStatus;
   QuotaInfo?: QuotaInfo;
   ReplicaList?: ReplicaList;
   ReplicaSeries?: ReplicaSeries;
   ReplicaStatus?: ReplicaStatus;
   ResourceMetadata?: ResourceMetadata;
   Rollback?: Rollback;
+  Routing?: Routing;
   UpdateDeployment?: UpdateDeployment;
   UsageInfo?: UsageInfo;
   ClientRefPatch?: ClientRefPatch;
@@ -53,6 +61,7 @@ export interface ApiContracts {
   EndpointPatch?: EndpointPatch;
   EnvVarPatch?: EnvVarPatch;
   PredictorPatch?: PredictorPatch;
+  RoutingPatch?: RoutingPatch;
 }
 /**
  * `GET deployments/<id>/catalog`: the deployment's OpenAPI 3 document (its service catalog).
@@ -148,9 +157,10 @@ export interface DeploymentSpec {
    */
   env?: EnvVar[];
   endpoint?: Endpoint;
+  routing?: Routing;
   /**
    * @minItems 1
-   * @maxItems 1
+   * @maxItems 4
    */
   predictors: Predictor[];
 }
@@ -169,11 +179,44 @@ export interface Endpoint {
   clients?: ClientRef[];
 }
 /**
- * The model to serve and how many replicas serve it.
+ * How requests choose a predictor beyond the weights.
+ */
+export interface Routing {
+  /**
+   * Requests with the same value of this header go to the same predictor while the weights are unchanged.
+   */
+  stickyHeader?: string | null;
+}
+/**
+ * One model serving part of the traffic: a fixed replica count or autoscaling bounds.
  */
 export interface Predictor {
   name?: string;
-  replicas?: number;
+  replicas?: number | null;
+  /**
+   * Autoscaling lower bound; 0 allows scale to zero.
+   */
+  minReplicas?: number | null;
+  /**
+   * Autoscaling upper bound.
+   */
+  maxReplicas?: number | null;
+  /**
+   * In-flight requests per replica the autoscaler aims at (default 8).
+   */
+  targetConcurrency?: number | null;
+  /**
+   * Idle seconds before scaling to zero (default 300); only with minReplicas: 0.
+   */
+  scaleToZeroAfterSeconds?: number | null;
+  /**
+   * Percent of requests; the non-shadow predictors sum to 100. Optional with one predictor.
+   */
+  traffic?: number | null;
+  /**
+   * Receives a copy of each request; its answers are compared, never returned.
+   */
+  shadow?: boolean;
   /**
    * A container image serving the model.
    */
@@ -223,6 +266,10 @@ export interface DeploymentStatus {
   lastUpdated: string | null;
   replicaStatuses: ReplicaStatus[];
   /**
+   * Per predictor, in spec order.
+   */
+  predictors: PredictorStatus[];
+  /**
    * The bundle's recorded sample request, when the engine knows it.
    */
   sampleRequest: {
@@ -240,11 +287,24 @@ export interface DeploymentStatus {
  */
 export interface ReplicaStatus {
   name: string;
+  predictor: string;
   ready: boolean;
   phase: string;
   restarts: number;
   message: string;
   startTime: string | null;
+}
+/**
+ * One predictor as the engine sees it.
+ */
+export interface PredictorStatus {
+  name: string;
+  traffic: number;
+  shadow: boolean;
+  replicas: number;
+  availableReplicas: number;
+  phase: PredictorPhase;
+  message: string;
 }
 /**
  * One change of the spec: who, when, why, and the spec as it became.
@@ -467,9 +527,10 @@ export interface DeploymentSpecPatch {
    */
   env?: EnvVarPatch[];
   endpoint?: EndpointPatch;
+  routing?: RoutingPatch;
   /**
    * @minItems 1
-   * @maxItems 1
+   * @maxItems 4
    */
   predictors?: PredictorPatch[];
 }
@@ -494,11 +555,44 @@ export interface ClientRefPatch {
   name?: string;
 }
 /**
- * The model to serve and how many replicas serve it.
+ * How requests choose a predictor beyond the weights.
+ */
+export interface RoutingPatch {
+  /**
+   * Requests with the same value of this header go to the same predictor while the weights are unchanged.
+   */
+  stickyHeader?: string | null;
+}
+/**
+ * One model serving part of the traffic: a fixed replica count or autoscaling bounds.
  */
 export interface PredictorPatch {
   name?: string;
-  replicas?: number;
+  replicas?: number | null;
+  /**
+   * Autoscaling lower bound; 0 allows scale to zero.
+   */
+  minReplicas?: number | null;
+  /**
+   * Autoscaling upper bound.
+   */
+  maxReplicas?: number | null;
+  /**
+   * In-flight requests per replica the autoscaler aims at (default 8).
+   */
+  targetConcurrency?: number | null;
+  /**
+   * Idle seconds before scaling to zero (default 300); only with minReplicas: 0.
+   */
+  scaleToZeroAfterSeconds?: number | null;
+  /**
+   * Percent of requests; the non-shadow predictors sum to 100. Optional with one predictor.
+   */
+  traffic?: number | null;
+  /**
+   * Receives a copy of each request; its answers are compared, never returned.
+   */
+  shadow?: boolean;
   /**
    * A container image serving the model.
    */

@@ -195,7 +195,7 @@ class OperatorReconciler:
                     spec,
                     instance,
                     self.settings,
-                    replicas=spec.predictor.replicas,
+                    replicas=(spec.predictor.replicas or max(spec.predictor.lowest, 1)),
                     deploy_timeout=timeout,
                 )
             except resources.ModelURIError as error:
@@ -246,7 +246,7 @@ class OperatorReconciler:
             status["rolloutStarted"] = format_api_time(started)
         outcome = phases.running_outcome(
             phases.Observation(
-                wanted=spec.predictor.replicas,
+                wanted=(spec.predictor.replicas or max(spec.predictor.lowest, 1)),
                 deployment=live,
                 replicasets=replicasets,
                 pods=pods,

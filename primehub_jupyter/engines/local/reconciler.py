@@ -346,7 +346,7 @@ class Reconciler:
                 return
             state.admitted = want
         template = self._template(spec)
-        wanted = spec.predictor.replicas
+        wanted = (spec.predictor.replicas or max(spec.predictor.lowest, 1))
         if template != state.template or wanted > state.wanted_replicas:
             state.progress_since = time.monotonic()
         state.template = template
