@@ -206,7 +206,7 @@ def gateway_process(data_dir: Path) -> psutil.Process | None:
     return None
 
 
-def wait_for(predicate: Any, limit: float = 60, what: str = "condition") -> Any:
+def wait_for(predicate: Any, what: str = "condition", limit: float = 60) -> Any:
     """Poll until truthy (from a thread, no event loop); the limit only bounds a hang."""
     deadline = time.monotonic() + limit
     while not (value := predicate()):

@@ -318,7 +318,11 @@ def test_invoke_paths_stay_inside_the_deployment(path: str, ok: bool):
 
 
 def test_json_depth_is_measured_without_recursion():
-    from primehub_jupyter.server.handlers import MAX_JSON_DEPTH, json_too_deep
+    from primehub_jupyter.core.jsondepth import too_deep
+    from primehub_jupyter.server.handlers import MAX_JSON_DEPTH
+
+    def json_too_deep(value: object) -> bool:
+        return too_deep(value, MAX_JSON_DEPTH)
 
     nested: object = 1
     for _ in range(MAX_JSON_DEPTH):

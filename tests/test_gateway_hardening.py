@@ -9,8 +9,7 @@ import secrets
 import signal
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from .gateway_backends import (
     start_gateway,
     stop,
 )
+from .serve_helpers import wait_for
 from .serving_helpers import PREDICT, ModelServer, serve
 
 ADMIN_TOKEN = "adm-" + secrets.token_urlsafe(24)
@@ -66,14 +66,6 @@ def raw_request(gateway: Gateway, target: str) -> tuple[int, bytes]:
         response = http.client.HTTPResponse(sock)
         response.begin()
         return response.status, response.read()
-
-
-def wait_for(predicate: Callable[[], bool], what: str, limit: float = 30) -> None:
-    """Poll until `predicate()` holds; the limit only bounds a hang."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 # --- item 1: a deployment's path cannot leave the deployment ------------------------------------

@@ -7,7 +7,6 @@ import json
 import re
 import resource
 import socket
-import time
 import zlib
 
 import numpy as np
@@ -19,8 +18,10 @@ from sklearn.linear_model import LogisticRegression
 from primehub_jupyter.serving.packaging import package
 
 try:
+    from tests.serve_helpers import wait_for
     from tests.serving_helpers import PREDICT, ModelServer, metric_value, serve
 except ImportError:  # tests/ is on sys.path instead of the repository root
+    from serve_helpers import wait_for  # type: ignore[no-redef]
     from serving_helpers import (  # type: ignore[no-redef]
         PREDICT,
         ModelServer,
@@ -301,18 +302,6 @@ def test_deep_json_data_and_meta_are_400(server):
 # ---- an unwritable log file -------------------------------------------------------------------
 
 DROPPED = "primehub_log_lines_dropped_total"
-
-
-def wait_for(predicate, what: str, limit: float = 60.0):
-    """Poll `predicate` until truthy; the limit only bounds a hang."""
-    deadline = time.monotonic() + limit
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def answers(url: str) -> bool:

@@ -350,7 +350,7 @@ class Routing(_Model):
     """How requests choose a predictor beyond the weights."""
 
     sticky_header: HeaderName | None = Field(
-        None,
+        default=None,
         description="Requests with the same value of this header go to the same predictor "
         "while the weights are unchanged.",
     )

@@ -32,6 +32,7 @@ from ..core.bodies import (
     UpdateDeployment,
 )
 from ..core.errors import BadRequest, NotFound, ServiceError
+from ..core.jsondepth import too_deep
 from ..core.service import DeploymentService
 from ..engines.base import DEFAULT_TAIL
 from .openapi import openapi_document
@@ -44,23 +45,6 @@ _TAIL = re.compile(r"[0-9]{1,6}")
 _REVISION = re.compile(r"[0-9]{1,9}")
 # The invoke path as sent, before tornado decodes it: '..%2F' must be seen as an encoding.
 _RAW_INVOKE_PATH = re.compile(r"/deployments/[^/]+/invoke/(?P<path>.+)\Z")
-
-
-def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether a parsed JSON value nests objects/arrays deeper than `limit` (no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 def api(method: Callable[..., Awaitable[Any]]) -> Any:
@@ -101,15 +85,15 @@ class PrimeHubHandler(ExtensionHandlerMixin, APIHandler):
         """The parsed JSON body; 400 when absent, invalid or nested too deeply."""
         if not self.request.body:
             raise BadRequest("the request needs a JSON body")
-        too_deep = BadRequest(f"the body nests objects or arrays deeper than {MAX_JSON_DEPTH}")
+        deep = BadRequest(f"the body nests objects or arrays deeper than {MAX_JSON_DEPTH}")
         try:
             data = json.loads(self.request.body)
         except RecursionError:
-            raise too_deep from None
+            raise deep from None
         except ValueError as error:
             raise BadRequest(f"the body is not valid JSON: {error}") from None
-        if json_too_deep(data):
-            raise too_deep
+        if too_deep(data, MAX_JSON_DEPTH):
+            raise deep
         return data
 
     def window_and_step(self) -> tuple[float, float]:

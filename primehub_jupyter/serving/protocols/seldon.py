@@ -11,8 +11,9 @@ from urllib.parse import parse_qs
 import numpy as np
 import orjson
 
+from ...core.jsondepth import too_deep
 from ..errors import PayloadError
-from .shapes import MAX_DIMS, MAX_ECHO_DEPTH, checked_shape, list_depth, too_deep
+from .shapes import MAX_DIMS, MAX_ECHO_DEPTH, checked_shape, list_depth
 
 NDARRAY = "ndarray"
 TENSOR = "tensor"

@@ -63,20 +63,3 @@ def list_depth(value: Any, limit: int) -> int:
         depth += 1
         value = value[0] if value else None
     return depth
-
-
-def too_deep(value: Any, limit: int) -> bool:
-    """True when objects and lists in `value` nest more than `limit` levels deep."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
