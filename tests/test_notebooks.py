@@ -37,6 +37,16 @@ EXPECTED = {
         "scale out",
         "deleted",
     ],
+    "07-tabular.ipynb": [
+        "penguins (penguins-",
+        "is Deployed",
+        "Anvers",  # the island the model never saw, sent in the DataFrame
+        "(200, ['Adelie', 'Chinstrap', 'Gentoo'])",  # ODAHU's answer names the classes
+        "400 column 'bill_length_mm' takes numbers",
+        "/api/model/info",
+        "'/api/model/invoke'",  # a route of the catalog document
+        "deleted",
+    ],
 }
 
 

@@ -120,8 +120,91 @@ def test_lightgbm_without_a_sample_reads_its_categories(tmp_path):
     assert doc["sample"]["request"]["data"]["ndarray"][0][2] == "Oslo"
 
 
-def test_xgboost_without_a_sample_asks_for_one(tmp_path):
+@pytest.fixture(scope="module", params=["xgboost", "lightgbm"])
+def served_without_sample(request, tmp_path_factory):
     frame = _frame()
+    y = ((frame["age"] > 40) ^ (frame["city"] == "Rome")).astype(int)
+    model = _model(request.param).fit(frame, y)
+    bundle = package(model, tmp_path_factory.mktemp(request.param) / "nosample")
+    for server in serve(bundle, tmp_path_factory.mktemp(f"{request.param}-nosample-server")):
+        yield request.param, frame, model, bundle, server
+
+
+def test_without_a_sample_the_categories_come_from_the_model(served_without_sample):
+    _, frame, model, bundle, server = served_without_sample
+    doc = descriptor(bundle)
+    city = doc["signature"]["inputs"][2]
+    assert city["dtype"] == "category" and city["categories"] == ["Oslo", "Paris", "Rome"]
+    # The synthesized row holds a category the model knows, and the server answers it as the
+    # model does.
+    request = doc["sample"]["request"]["data"]
+    assert request["names"] == COLUMNS and request["ndarray"][0][2] == "Oslo"
+    answer = server.post({"data": request})
+    assert answer.status_code == 200, answer.text
+    rows = pd.DataFrame(request["ndarray"], columns=COLUMNS).astype(
+        {"city": frame["city"].dtype, "member": bool}
+    )
+    assert np.allclose(answer.json()["data"]["ndarray"], model.predict_proba(rows), atol=1e-6)
+
+
+def test_without_a_sample_rows_with_nan_equal_the_model(served_without_sample):
+    _, frame, model, _, server = served_without_sample
+    rows = frame.iloc[:6]  # row 3: income is null
+    expected = model.predict_proba(rows)
+    seldon = server.post({"data": {"names": COLUMNS, "ndarray": _rows(rows)}})
+    assert seldon.status_code == 200, seldon.text
+    assert np.allclose(seldon.json()["data"]["ndarray"], expected, atol=1e-6)
+    invoke = server.post({"columns": COLUMNS, "data": _rows(rows)}, path="/api/model/invoke")
+    assert invoke.status_code == 200, invoke.text
+    assert np.allclose(invoke.json()["prediction"], expected, atol=1e-6)
+
+
+def test_without_a_sample_an_unseen_category(served_without_sample):
+    framework, frame, model, _, server = served_without_sample
+    first = _rows(frame.iloc[:1])[0]
+    answer = server.post(
+        {"data": {"names": COLUMNS, "ndarray": [[*first[:2], "Zurich", first[3]]]}}
+    )
+    if framework == "lightgbm":  # LightGBM takes it as it takes a missing value
+        assert answer.status_code == 200, answer.text
+        rows = frame.iloc[:1].copy()
+        rows["city"] = pd.Categorical(["Zurich"], categories=["Oslo", "Paris", "Rome", "Zurich"])
+        assert np.allclose(answer.json()["data"]["ndarray"], model.predict_proba(rows), atol=1e-6)
+    else:  # XGBoost >= 3.1 refuses a category it did not see: the answer names the column
+        assert answer.status_code == 400, answer.text
+        message = answer.json()["message"]
+        assert "'city'" in message and "Zurich" in message and "Oslo" in message
+
+
+def _xgboost_without_saved_categories(frame: pd.DataFrame, tmp_path):
+    """An XGBClassifier as XGBoost < 3.1 saves it: feature types, no categories."""
+    import json
+
     model = _model("xgboost").fit(frame, frame["age"] > 40)
-    with pytest.raises(PackagingError, match=r"categorical columns \(city\).*sample_input="):
+    model.save_model(tmp_path / "full.json")
+    doc = json.loads((tmp_path / "full.json").read_text())
+    assert doc["learner"]["gradient_booster"]["model"].pop("cats")
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    old = type(model)()
+    old.load_model(tmp_path / "old.json")
+    return old
+
+
+def test_xgboost_without_saved_categories_asks_for_a_sample(tmp_path):
+    frame = _frame()
+    model = _xgboost_without_saved_categories(frame, tmp_path)
+    with pytest.raises(PackagingError, match=r"categorical columns \(city\).*sample_input=df"):
         package(model, tmp_path / "b")
+    # With the user's rows, the categories come from the sample.
+    city = descriptor(package(model, tmp_path / "c", sample_input=frame.head(2)))["signature"]
+    assert city["inputs"][2]["categories"] == ["Oslo", "Paris", "Rome"]
+
+
+def test_xgboost_with_text_it_cannot_give_back_asks_for_a_sample(tmp_path):
+    frame = _frame()
+    frame["city"] = frame["city"].cat.rename_categories({"Oslo": "Zürich"})
+    model = _model("xgboost").fit(frame, frame["age"] > 40)
+    with pytest.raises(PackagingError, match=r"categorical columns \(city\).*sample_input=df"):
+        package(model, tmp_path / "b")
+    doc = descriptor(package(model, tmp_path / "c", sample_input=frame.head(2)))
+    assert "Zürich" in doc["signature"]["inputs"][2]["categories"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -178,14 +179,7 @@ class XGBoostPackager(Packager):
             check_classes(class_names, len(classes), estimator or "model")
             class_names = class_names or labels(classes)
         feature_names = booster.feature_names
-        types = booster.feature_types or []
-        if "c" in types and options.sample_input is None:
-            columns = [n for n, t in zip(feature_names or [], types, strict=False) if t == "c"]
-            raise PackagingError(
-                "the model has categorical columns (" + ", ".join(columns) + ") whose categories "
-                "XGBoost does not tell: pass sample_input= with a few rows of the DataFrame "
-                "it was fitted on (e.g. df.head(2))"
-            )
+        categories, column_dtypes = _columns(booster, options.sample_input is not None)
         modules = ["xgboost", "numpy", "scipy"] + (["sklearn"] if estimator else [])
         return ModelFacts(
             framework=self.framework,
@@ -197,6 +191,8 @@ class XGBoostPackager(Packager):
             feature_names=list(feature_names) if feature_names else None,
             requirements=pin(*modules),
             parameters={"estimator": estimator} if estimator else {},
+            categories=categories,
+            column_dtypes=column_dtypes,
         )
 
     def save(
@@ -216,6 +212,89 @@ class XGBoostPackager(Packager):
             model = self.load_file(model.path, options)
         model.save_model(bundle_dir / "model.json")
         return "model.json"
+
+
+#: Column dtype per XGBoost feature type, for a sample synthesized from the model alone.
+_DTYPES = {"int": "int64", "float": "float64", "q": "float64", "i": "bool", "c": "category"}
+
+
+def _columns(booster: Any, has_sample: bool) -> tuple[dict[str, list[Any]], dict[str, str]]:
+    """(column -> categories, column -> pandas dtype) of a Booster fitted on a DataFrame.
+
+    XGBoost >= 3.1 saves the categories of pandas `category` columns in the model; before
+    that they are nowhere but in the user's DataFrame, so a sample must carry them.
+    """
+    names = booster.feature_names or []
+    types = booster.feature_types or []
+    categorical = [n for n, t in zip(names, types, strict=False) if t == "c"]
+    if not categorical:
+        return {}, {}
+    categories = _saved_categories(booster, names, categorical)
+    if categories is None:
+        if has_sample:
+            return {}, {}
+        import xgboost
+
+        raise PackagingError(
+            "the model has categorical columns (" + ", ".join(categorical) + ") whose "
+            f"categories cannot be read back from this xgboost {xgboost.__version__} model "
+            "(XGBoost keeps them in the model from 3.1 on, text in ASCII only): pass "
+            "sample_input= with a few rows of the DataFrame it was fitted on (e.g. "
+            "sample_input=df.head(2))"
+        )
+    dtypes = {n: _DTYPES[t] for n, t in zip(names, types, strict=False) if t in _DTYPES}
+    return categories, dtypes
+
+
+def _saved_categories(
+    booster: Any, names: list[str], categorical: list[str]
+) -> dict[str, list[Any]] | None:
+    """Column -> categories from the model's JSON (`cats`: one encoding per feature, text as
+    bytes cut at `offsets`, numbers as `values`); None when the model has none or they are
+    not ASCII text or numbers."""
+    try:
+        learner = json.loads(bytes(booster.save_raw("json")))["learner"]
+        cats = _find_cats(learner.get("gradient_booster"))
+        encodings = cats["enc"] if cats else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(encodings, list) or len(encodings) != len(names):
+        return None
+    found: dict[str, list[Any]] = {}
+    for name, encoding in zip(names, encodings, strict=True):
+        if name not in categorical:
+            continue
+        values = _decoded(encoding)
+        if not values:
+            return None
+        found[name] = values
+    return found
+
+
+def _find_cats(node: Any) -> Any:
+    # gbtree keeps them in its model; dart nests a gbtree.
+    if not isinstance(node, dict):
+        return None
+    if "cats" in node:
+        return node["cats"]
+    return next((c for c in map(_find_cats, node.values()) if c is not None), None)
+
+
+def _decoded(encoding: Any) -> list[Any] | None:
+    if not isinstance(encoding, dict) or not isinstance(encoding.get("values"), list):
+        return None
+    values = encoding["values"]
+    offsets = encoding.get("offsets")
+    if offsets:
+        # ASCII only: xgboost 3.1/3.2 cuts non-ASCII text at character, not byte, offsets,
+        # so what it writes there is not the category the user knows.
+        if not all(isinstance(v, int) and 0 <= v < 128 for v in values):
+            return None
+        raw = bytes(values)
+        return [raw[a:b].decode("ascii") for a, b in itertools.pairwise(offsets)]
+    if "type" in encoding and all(isinstance(v, (int, float)) for v in values):
+        return list(values)
+    return None
 
 
 def _estimator_of(booster: Any) -> str | None:
