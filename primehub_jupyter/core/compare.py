@@ -76,7 +76,7 @@ class ComparisonReport(_Observed):
         description="Whether the engine reported counters (false: it does not count per "
         "predictor, or has counted nothing yet)."
     )
-    test: str = Field(TEST_DESCRIPTION, description="Which test, and when it is run.")
+    test: str = Field(default=TEST_DESCRIPTION, description="Which test, and when it is run.")
     alpha: float = ALPHA
     min_feedback: int = MIN_FEEDBACK
     predictors: list[PredictorComparison]
@@ -201,6 +201,11 @@ def latency_quantile(buckets: list[int], q: float) -> float | None:
     return LATENCY_BUCKETS[-2]
 
 
+def _nothing(name: str) -> PredictorCounters:
+    """The counters of a predictor the engine has not counted yet: zeros."""
+    return PredictorCounters.model_validate({"name": name})
+
+
 def _share(part: float, whole: int) -> float | None:
     return part / whole if whole else None
 
@@ -220,7 +225,7 @@ def compare_report(
     order = sorted(spec.predictors, key=lambda p: (p.name != primary, p.shadow))
     rows = []
     for predictor in order:
-        c = by_name.get(predictor.name) or PredictorCounters(name=predictor.name)
+        c = by_name.get(predictor.name) or _nothing(predictor.name)
         role: Literal["primary", "challenger", "shadow"] = (
             "shadow"
             if predictor.shadow
@@ -246,9 +251,7 @@ def compare_report(
                 differed=c.differed,
                 differed_share=_share(c.differed, c.compared) if predictor.shadow else None,
                 test=(
-                    significance(
-                        primary, by_name.get(primary) or PredictorCounters(name=primary), c
-                    )
+                    significance(primary, by_name.get(primary) or _nothing(primary), c)
                     if role == "challenger"
                     else None
                 ),
