@@ -272,3 +272,103 @@ async def test_rest_bad_bodies_and_others_deployments_are_4xx_never_500(api):
         assert code == 404 and "not found" in answer["message"]
     history = await api.ok("GET", f"deployments/{created['id']}/history")
     assert len(history["history"]) == 1
+
+
+# ---- the notebook and the CLI, against that server over real HTTP -------------------------
+
+
+@pytest.fixture
+def remote(jp_serverapp, jp_http_port: int, jp_base_url: str):
+    """The server's URL for the synchronous clients (run in a thread: the server is on ours)."""
+    return f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+
+
+async def canary_with_counts(api, jp_serverapp) -> str:
+    created = await api.ok("POST", "deployments", {"spec": CANARY})
+    buckets = [0] * len(LATENCY_BUCKETS)
+    buckets[4] = 100
+    jp_serverapp.web_app.settings["primehub_app"].engine.set_counters(
+        created["id"],
+        counters("v1", 100, 50, requests=120, errors=6, latency_buckets=buckets),
+        counters("v2", 10, 7, requests=20),
+        counters("v3", compared=40, differed=10),
+    )
+    return created["id"]
+
+
+async def test_magic_compare_table_chart_and_promote(api, jp_serverapp, remote):
+    import asyncio
+
+    from primehub_jupyter.core.charts import MIMETYPE
+    from primehub_jupyter.kernel.client import Client
+    from primehub_jupyter.kernel.deployment import Deployment
+    from primehub_jupyter.kernel.magics import DeploymentMagics, MagicFailed
+
+    deployment_id = await canary_with_counts(api, jp_serverapp)
+    magics = DeploymentMagics(shell=None)
+    magics._client = Client(remote, OWNER)
+    view = await asyncio.to_thread(magics.phdeploy, f"compare {deployment_id}")
+    text = repr(view)
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["predictor", "role", "traffic"]
+    assert lines[1].split()[:6] == ["v1", "primary", "90%", "120", "5.0%", "17.5"]
+    assert "not enough data" in lines[2]  # v2 has 10 feedback, fewer than 20
+    assert "differs in 25.0% of 40 answers" in lines[3]
+    assert "two-proportion z-test" in text
+    html = view._repr_html_()
+    assert "<table" in html and "not enough data: 20 feedback needed" in html
+    chart = view.chart_bundle()[MIMETYPE]
+    latency, success = chart["hconcat"]
+    assert {r["predictor"] for r in latency["data"]["values"]} == {"v1"}
+    assert [r["value"] for r in success["data"]["values"]] == [0.5, 0.7]
+
+    promoted = await asyncio.to_thread(
+        magics.phdeploy, f"promote {deployment_id} v2 -m 'v2 wins' --no-wait"
+    )
+    assert isinstance(promoted, Deployment)
+    assert [p["name"] for p in promoted.spec["predictors"]] == ["v2"]
+    assert (await api.ok("GET", f"deployments/{deployment_id}/history"))["history"][0][
+        "updateMessage"
+    ] == "v2 wins"
+    with pytest.raises(MagicFailed, match="no predictor 'v1'"):
+        await asyncio.to_thread(magics.phdeploy, f"promote {deployment_id} v1")
+    with pytest.raises(MagicFailed, match="the following arguments are required: predictor"):
+        await asyncio.to_thread(magics.phdeploy, f"promote {deployment_id}")
+    again = Deployment(promoted.data, magics.client)
+    assert "v2" in repr(await asyncio.to_thread(again.compare))
+
+
+async def test_cli_compare_table_json_and_promote(api, jp_serverapp, remote):
+    import asyncio
+    import json
+
+    from click.testing import CliRunner
+
+    from primehub_jupyter.cli import cli
+
+    deployment_id = await canary_with_counts(api, jp_serverapp)
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(cli, ["--url", remote, "--token", OWNER, *args])
+
+    table_run = await asyncio.to_thread(run, "compare", deployment_id)
+    assert table_run.exit_code == 0, table_run.output
+    assert "PREDICTOR" in table_run.output and "AGAINST THE PRIMARY" in table_run.output
+    assert "differs in 25.0% of 40 answers" in table_run.output
+    assert "v2: not enough data" in table_run.output
+    as_json = await asyncio.to_thread(run, "compare", deployment_id, "--json")
+    report = json.loads(as_json.output)
+    assert [r["name"] for r in report["predictors"]] == ["v1", "v2", "v3"]
+
+    refused = await asyncio.to_thread(run, "promote", deployment_id, "v3", "-y")
+    assert refused.exit_code == 1 and "is a shadow" in refused.output
+    unconfirmed = await asyncio.to_thread(run, "promote", deployment_id, "v2")
+    assert unconfirmed.exit_code == 1 and "pass -y/--yes to promote" in unconfirmed.output
+    done = await asyncio.to_thread(run, "promote", deployment_id, "v2", "-y")
+    assert done.exit_code == 0, done.output
+    assert "registry.example.com/iris:v2" in done.output
+    history = (await api.ok("GET", f"deployments/{deployment_id}/history"))["history"]
+    assert [h["updateMessage"] for h in history] == ["promote v2", ""]
+    gone = await asyncio.to_thread(run, "compare", "nope")
+    assert gone.exit_code == 1 and "not found" in gone.output
