@@ -372,3 +372,34 @@ async def test_cli_compare_table_json_and_promote(api, jp_serverapp, remote):
     assert [h["updateMessage"] for h in history] == ["promote v2", ""]
     gone = await asyncio.to_thread(run, "compare", "nope")
     assert gone.exit_code == 1 and "not found" in gone.output
+
+
+async def test_panel_compare_tab_shows_the_test_and_promotes_after_a_yes(api, jp_serverapp, remote):
+    import asyncio
+
+    from primehub_jupyter.kernel.client import Client
+    from primehub_jupyter.kernel.panel_views import DeploymentDetail
+
+    deployment_id = await canary_with_counts(api, jp_serverapp)
+
+    def open_compare() -> DeploymentDetail:
+        detail = DeploymentDetail(Client(remote, OWNER), deployment_id, print, print)
+        detail.tabs.selected_index = detail.TABS.index("Compare")
+        return detail
+
+    detail = await asyncio.to_thread(open_compare)
+    tab = detail.compare
+    assert "not enough data" in tab.table.value and "differs in 25.0%" in tab.table.value
+    assert len(tab.chart.outputs) == 1  # the Vega-Lite bars
+    assert tab.predictor.options == ("v1", "v2") and tab.predictor.value == "v2"
+    tab.promote_button.click()
+    question, _yes, cancel = tab.confirm.children
+    assert "remove v1, v3" in question.value
+    cancel.click()
+    assert tab.confirm.children == ()
+    tab.promote_button.click()
+    await asyncio.to_thread(tab.confirm.children[1].click)
+    deployment = await api.ok("GET", f"deployments/{deployment_id}")
+    assert [p["name"] for p in deployment["spec"]["predictors"]] == ["v2"]
+    assert "now answers every request" in tab.message.value
+    assert "nothing to compare" in tab.table.value and tab.promote_button.disabled
