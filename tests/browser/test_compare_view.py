@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -31,7 +33,7 @@ def test_compare_tab_and_promote(page: Page, lab: Lab, console: ConsoleLog) -> N
     )
     sidebar = open_sidebar(page)
     cell = sidebar.locator(f'li[data-deployment-id="{created["id"]}"]')
-    cell.click()
+    cell.get_by_role("button", name=re.compile("^Open Iris canary")).click()
     detail = page.locator(f"#primehub-deployment-{created['id']}")
     expect(detail).to_be_visible(timeout=SOON)
     expect(detail.get_by_role("tab")).to_have_text(
