@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from ..kernel import options as shared
-from ..kernel.compare import HEADERS, comparison_rows, footnote
 from .common import call, client_of, confirm, wait_for
 from .output import console, deployment_detail, emit, table
 
@@ -18,6 +17,9 @@ from .output import console, deployment_detail, emit, table
 def compare(ctx: click.Context, deployment_id: str, output: str, as_json: bool) -> None:
     """Compare a deployment's predictors: traffic, errors, latency, feedback, and a
     significance test of each challenger's success share against the primary's."""
+    # Here, not at the top: it brings the chart models, which `primehub-deploy get` never needs.
+    from ..kernel.compare import HEADERS, comparison_rows, footnote
+
     report = call(client_of(ctx).compare, deployment_id)
     if emit(report, "json" if as_json else output):
         return
