@@ -9,6 +9,7 @@ import type {
   ClientCreated,
   ClientList,
   ClientRef,
+  ComparisonReport,
   CreateDeployment,
   DeploymentRecord,
   DeploymentList,
@@ -58,6 +59,10 @@ export const TRANSITIONAL_PHASES: ReadonlySet<string> = new Set<Phase>([
 
 /** A client of a private endpoint; `token` is only there in the answer that created it. */
 export type IClient = ClientRef & Partial<ClientCreated>;
+
+/** `GET deployments/<id>/compare`: each predictor's counts and each challenger's test. */
+export type IComparison = ComparisonReport;
+export type IPredictorComparison = ComparisonReport['predictors'][number];
 
 /** `GET deployments/<id>/metrics`: per-step series over a window (see docs/internals.md). */
 export type IMetrics = MetricsReport;
@@ -184,6 +189,23 @@ export class PrimeHubAPI {
   ): Promise<IDeployment> {
     return this._post<IDeployment>(path(id, '/rollback'), {
       revision,
+      updateMessage
+    });
+  }
+
+  /** The predictors side by side, with each challenger's significance test. */
+  compare(id: string): Promise<IComparison> {
+    return requestAPI<IComparison>(path(id, '/compare'), {}, this.settings);
+  }
+
+  /** Send every request to `predictor` and remove the others (an update: history grows). */
+  promote(
+    id: string,
+    predictor: string,
+    updateMessage?: string
+  ): Promise<IDeployment> {
+    return this._post<IDeployment>(path(id, '/promote'), {
+      predictor,
       updateMessage
     });
   }

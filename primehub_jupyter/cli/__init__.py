@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import deployments, observe
+from . import compare, deployments, observe
 from .clients import clients
 from .documents import SET_FLAGS, SET_SHORTCUTS, load_document, parse_sets
 from .groups import groups
@@ -33,7 +33,14 @@ def cli(ctx: click.Context, url: str | None, token: str | None) -> None:
     ctx.obj.update(url=url, token=token)
 
 
-for command in (*deployments.COMMANDS, *observe.COMMANDS, clients, groups, serve):
+for command in (
+    *deployments.COMMANDS,
+    *observe.COMMANDS,
+    *compare.COMMANDS,
+    clients,
+    groups,
+    serve,
+):
     cli.add_command(command)
 
 

@@ -222,6 +222,17 @@ class NewClient(_Request):
     name: ClientName
 
 
+class Promote(_Request):
+    """The body of `POST .../promote`: the predictor to send every request to."""
+
+    usage: ClassVar[str] = 'the body must be {"predictor": "<predictor name>"}'
+
+    predictor: str = Field(
+        min_length=1, max_length=63, description="An answering (not shadow) predictor's name."
+    )
+    update_message: UpdateMessage | None = None
+
+
 class GroupSettings(_Request):
     """The body of `PATCH groups/<group>` (administrators)."""
 
@@ -374,6 +385,7 @@ REQUESTS: tuple[type[_Model], ...] = (
     UpdateDeployment,
     ChangeMessage,
     Rollback,
+    Promote,
     NewClient,
     GroupSettings,
 )

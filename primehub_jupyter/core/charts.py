@@ -333,3 +333,52 @@ def dashboard(doc: dict[str, Any], *, columns: int = 2) -> dict[str, Any]:
 def bundle(doc: dict[str, Any]) -> dict[str, Any]:
     """A display bundle: the Vega-Lite dashboard with its text/plain summary as fallback."""
     return {MIMETYPE: dashboard(doc), "text/plain": summary(doc)}
+
+
+def comparison_chart(report: dict[str, Any], *, width: int = 220, height: int = 140) -> dict:
+    """Vega-Lite bars of a ComparisonReport: latency p50/p99 (ms) and success share per predictor.
+
+    One bar group per predictor, side by side, so a person sees at a glance whether the
+    challenger is slower or succeeds less; the test's result stays in the table beside it.
+    """
+    latency, success = [], []
+    for row in report.get("predictors") or []:
+        for label, key in (("p50", "latencyP50"), ("p99", "latencyP99")):
+            value = _number(row.get(key))
+            if value is not None:
+                latency.append({"predictor": row["name"], "series": label, "value": value * 1000})
+        share = _number(row.get("successRate"))
+        if share is not None:
+            success.append({"predictor": row["name"], "series": "success", "value": share})
+
+    def bars(title: str, rows: list[dict[str, Any]], legend: list[tuple[str, str]], axis: str,
+             y_format: str) -> dict[str, Any]:  # fmt: skip
+        labels = [label for label, _ in legend]
+        return {
+            "title": {"text": title, "subtitle": "" if rows else "no data yet", "anchor": "start"},
+            "width": width,
+            "height": height,
+            "data": {"values": rows},
+            "mark": {"type": "bar", "tooltip": True},
+            "encoding": {
+                "x": {"field": "predictor", "type": "nominal", "title": None, "sort": None},
+                "xOffset": {"field": "series", "type": "nominal", "sort": labels},
+                "y": {"field": "value", "type": "quantitative", "title": axis,
+                      "axis": {"format": y_format, "tickCount": 4}},
+                "color": {"field": "series", "type": "nominal", "title": None,
+                          "scale": {"domain": labels,
+                                    "range": [ROLE_COLORS[role] for _, role in legend]},
+                          "legend": {"orient": "bottom", "direction": "horizontal"}},
+            },
+        }  # fmt: skip
+
+    return {
+        "$schema": SCHEMA,
+        "title": {"text": f"Predictors of {report.get('deploymentId', '')}", "anchor": "start"},
+        "hconcat": [
+            bars("Latency", latency, [("p50", "brand"), ("p99", "error")], "ms", ",.3~r"),
+            bars("Success share (feedback)", success, [("success", "success")], "share", ".0%"),
+        ],
+        "resolve": {"scale": {"color": "independent", "y": "independent"}},
+        "usermeta": {"chartId": "compare"},
+    }

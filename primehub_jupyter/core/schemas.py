@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .bodies import REQUESTS, RESPONSES
+from .compare import ComparisonReport
 from .metrics import MetricsCharts, MetricsReport
 
 # A field marked with this key (bodies.SpecPatch) holds a merge patch of the named model.
@@ -18,7 +19,7 @@ MERGE_PATCH_KEY = "x-merge-patch-of"
 
 def api_models() -> list[type[BaseModel]]:
     """Every request and response body of the REST API; add new contracts here."""
-    return [*REQUESTS, *RESPONSES, MetricsReport, MetricsCharts]
+    return [*REQUESTS, *RESPONSES, MetricsReport, MetricsCharts, ComparisonReport]
 
 
 def component_schemas(

@@ -15,11 +15,13 @@ from .bodies import (
     ClientCreated,
     CreateDeployment,
     NewClient,
+    Promote,
     Rollback,
     UpdateDeployment,
     parse_spec,
     revalidate,
 )
+from .compare import ComparisonReport, compare_report, promoted_spec
 from .config import ConfigStore, PrimeHubConfig
 from .errors import BadRequest, Conflict, NotFound, Unchangeable, ValidationError
 from .ids import generate_id, id_problem, invoke_path_problem
@@ -391,6 +393,24 @@ class DeploymentService:
             )
 
         return await self._change(user, deployment_id, build, force_history=True)
+
+    async def promote(
+        self, user: str, deployment_id: str, body: Promote | dict[str, Any]
+    ) -> DeploymentRecord:
+        """Send every request to one predictor and remove the others (an update: history grows,
+        and a rollback to the revision before brings the split back)."""
+        request = Promote.parse(body)
+
+        def build(current: DeploymentRecord) -> DeploymentSpec:
+            return promoted_spec(current.spec, request.predictor, request.update_message)
+
+        return await self._change(user, deployment_id, build)
+
+    async def compare(self, user: str, deployment_id: str) -> ComparisonReport:
+        """Per-predictor requests, errors, latency and feedback, with a significance test."""
+        deployment = await self.get(user, deployment_id)
+        counters = await self.engine.predictor_counters(deployment_id)
+        return compare_report(deployment, counters)
 
     # ---- history ----------------------------------------------------------------------
 

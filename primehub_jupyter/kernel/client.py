@@ -275,6 +275,19 @@ class Client:
             body["updateMessage"] = update_message
         return self._json("POST", f"deployments/{quote(deployment_id)}/rollback", json=body)
 
+    def compare(self, deployment_id: str) -> dict[str, Any]:
+        """Per-predictor counts and each challenger's significance test (a ComparisonReport)."""
+        return self._json("GET", f"deployments/{quote(deployment_id)}/compare")
+
+    def promote(
+        self, deployment_id: str, predictor: str, update_message: str | None = None
+    ) -> dict[str, Any]:
+        """Send every request to `predictor` and remove the others (an update)."""
+        body: dict[str, Any] = {"predictor": predictor}
+        if update_message:
+            body["updateMessage"] = update_message
+        return self._json("POST", f"deployments/{quote(deployment_id)}/promote", json=body)
+
     def metrics(self, deployment_id: str, *, window: float = 900, step: float = 5) -> dict:
         """Traffic, errors, latency, reward and replica usage over time."""
         params = {"window": str(window), "step": str(step)}

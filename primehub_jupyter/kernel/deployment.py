@@ -176,6 +176,17 @@ class Deployment:
     def delete(self) -> None:
         self.client.delete(self.id)
 
+    def compare(self) -> Any:
+        """The predictors side by side with each challenger's significance test (a CompareView)."""
+        from .compare import CompareView
+
+        return CompareView(self.client.compare(self.id))
+
+    def promote(self, predictor: str, *, update_message: str | None = None) -> Deployment:
+        """Send every request to `predictor` and remove the others (history grows)."""
+        self.data = self.client.promote(self.id, predictor, update_message)
+        return self
+
     # ---- display ----------------------------------------------------------------------
 
     def curl_example(self) -> str:

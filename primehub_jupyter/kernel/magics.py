@@ -16,6 +16,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 from . import options as shared
 from .client import Client, DeploymentFailed, PrimeHubError, WaitTimeout
+from .compare import CompareView
 from .deployment import Deployment, from_response, package_for_deploy, to_payload
 from .display import Table
 from .results import DeploymentList, MetricsView, NewClient
@@ -361,8 +362,8 @@ class DeploymentMagics(Magics):
     @line_magic
     @_friendly
     def phdeploy(self, line: str) -> Any:
-        """`%phdeploy COMMAND ...`: list, get, history, diff, rollback, stop, start, delete,
-        wait, invoke, clients, metrics (`%phdeploy help`)."""
+        """`%phdeploy COMMAND ...`: list, get, history, diff, rollback, compare, promote, stop,
+        start, delete, wait, invoke, clients, metrics (`%phdeploy help`)."""
         words = shlex.split(line)
         if not words or words[0] in ("-h", "--help", "help"):
             print(PHDEPLOY_HELP)
@@ -438,6 +439,24 @@ class DeploymentMagics(Magics):
         )
         return self._wait(deployment, "Deployed") if args.wait else deployment
 
+    def _ph_compare(self, rest: list[str]) -> CompareView:
+        args = self._one_id(rest, "%phdeploy compare")
+        return CompareView(self.client.compare(args.id))
+
+    def _ph_promote(self, rest: list[str]) -> Deployment:
+        parser = _Parser(prog="%phdeploy promote")
+        parser.add_argument("id")
+        parser.add_argument("predictor", help="the predictor to send every request to")
+        shared.add_options(
+            parser,
+            shared.MESSAGE.but(flags=("-m", "--update-message")),
+            shared.wait_switch("Deployed", default=True),
+        )
+        args = parser.parse_args(rest)
+        data = self.client.promote(args.id, args.predictor, args.update_message)
+        deployment = Deployment(data, self.client)
+        return self._wait(deployment, "Deployed") if args.wait else deployment
+
     def _wait(self, deployment: Deployment, phase: str, timeout: float = 600) -> Deployment:
         try:
             deployment.wait(phase, timeout=timeout)
@@ -507,6 +526,8 @@ PHDEPLOY_HELP = """%phdeploy COMMAND ...
   history ID                               every change, newest first
   diff ID REV_A REV_B                      what changed between two history entries
   rollback ID REV [-m MESSAGE]             re-apply revision REV's spec as a new update
+  compare ID                               predictors side by side, with a significance test
+  promote ID PREDICTOR [-m MESSAGE]        send every request to PREDICTOR, remove the others
   stop ID | start ID | delete ID           lifecycle ([--no-wait] for stop/start)
   wait ID [--for PHASE] [--timeout S]      wait for a phase
   invoke ID DATA [--raw]                   predictions for a list, numpy array or DataFrame

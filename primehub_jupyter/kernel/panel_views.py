@@ -12,6 +12,7 @@ from ..core import charts
 from .client import Client, PrimeHubError
 from .deployment import Deployment
 from .display import copy_button, esc, html_table, phase_badge, time_html
+from .panel_compare import CompareTab
 from .panel_form import LABEL_FITS, button, error_html, pairs
 from .words import (
     describe_changes,
@@ -29,7 +30,7 @@ WINDOWS = {"5 minutes": 300, "15 minutes": 900, "1 hour": 3600}
 class DeploymentDetail(w.VBox):
     """Information, Logs, History, Clients and Metrics of one deployment, and its actions."""
 
-    TABS = ("Information", "Logs", "History", "Clients", "Metrics")
+    TABS = ("Information", "Logs", "History", "Clients", "Metrics", "Compare")
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class DeploymentDetail(w.VBox):
         self.metrics_error = w.HTML()
         self.window.observe(lambda _: self.load_metrics(), "value")
         self.metrics_refresh.on_click(lambda _: self.load_metrics())
+        self.compare = CompareTab(client, deployment_id, on_promoted=lambda _: self.refresh())
         self.tabs = w.Tab(
             children=[
                 self.info,
@@ -105,6 +107,7 @@ class DeploymentDetail(w.VBox):
                         self.token_box]),
                 w.VBox([w.HBox([self.window, self.metrics_refresh]), self.metrics_error,
                         self.metrics_view]),
+                self.compare,
             ]
         )  # fmt: skip
         for index, title in enumerate(self.TABS):
@@ -143,6 +146,7 @@ class DeploymentDetail(w.VBox):
             self.load_history,
             self.load_clients,
             self.load_metrics,
+            self.compare.load,
         )
         loaders[self.tabs.selected_index or 0]()
 

@@ -27,6 +27,7 @@ from ..core.bodies import (
     HistoryList,
     LogLines,
     NewClient,
+    Promote,
     ReplicaList,
     Rollback,
     UpdateDeployment,
@@ -356,6 +357,22 @@ class RollbackHandler(PrimeHubHandler):
         self.send(result.to_json())
 
 
+class CompareHandler(PrimeHubHandler):
+    @api
+    async def get(self, deployment_id: str) -> None:
+        service = await self.service()
+        report = await service.compare(self.user_name, deployment_id)
+        self.send(report.to_json())
+
+
+class PromoteHandler(PrimeHubHandler):
+    @api
+    async def post(self, deployment_id: str) -> None:
+        body = Promote.parse(self.json_body())
+        service = await self.service()
+        self.send((await service.promote(self.user_name, deployment_id, body)).to_json())
+
+
 class InvokeHandler(PrimeHubHandler):
     """POST a request to the deployment's endpoint as the signed-in user."""
 
@@ -459,6 +476,8 @@ default_handlers: list[tuple[str, type]] = [
     (rf"{PREFIX}/deployments/{ID}/logs", LogsHandler),
     (rf"{PREFIX}/deployments/{ID}/metrics", MetricsHandler),
     (rf"{PREFIX}/deployments/{ID}/rollback", RollbackHandler),
+    (rf"{PREFIX}/deployments/{ID}/compare", CompareHandler),
+    (rf"{PREFIX}/deployments/{ID}/promote", PromoteHandler),
     (rf"{PREFIX}/deployments/{ID}/catalog", CatalogHandler),
     (rf"{PREFIX}/deployments/{ID}/invoke", InvokeHandler),
     (rf"{PREFIX}/deployments/{ID}/invoke/(?P<path>.+)", InvokeHandler),

@@ -266,6 +266,25 @@ def _paths() -> dict[str, Any]:
                 requestBody=_body("Rollback"),
             ),
         },
+        "/deployments/{id}/compare": {
+            "parameters": [_ID],
+            "get": _op(
+                "Compare the predictors: requests, errors, latency, feedback, and a "
+                "significance test of each challenger's success share against the primary's",
+                {"200": _json(_ref("ComparisonReport"), "One row per predictor, primary first")},
+                errors=("404",),
+            ),
+        },
+        "/deployments/{id}/promote": {
+            "parameters": [_ID],
+            "post": _op(
+                "Send every request to one predictor and remove the others (an update; "
+                "rolling back to the revision before brings the split back)",
+                {"200": deployment},
+                errors=("400", "403", "404", "409", "422"),
+                requestBody=_body("Promote"),
+            ),
+        },
         "/deployments/{id}/catalog": {
             "parameters": [_ID],
             "get": _op(

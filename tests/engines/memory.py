@@ -19,6 +19,7 @@ from primehub_jupyter.core.metrics import (
 )
 from primehub_jupyter.core.models import DeploymentRecord, Phase, ReplicaStatus, utcnow
 from primehub_jupyter.core.quota import Usage, quota_problem_for_usage, requested
+from primehub_jupyter.core.traffic import PredictorCounters
 from primehub_jupyter.engines.base import Engine, InvokeResult
 
 ENDPOINT_BASE = "http://memory.invalid"
@@ -38,6 +39,7 @@ class _Entry:
     hashes: dict[str, str] = field(default_factory=dict)
     requests: list[tuple[float, int, str]] = field(default_factory=list)
     quarantine: str | None = None
+    counters: dict[str, PredictorCounters] = field(default_factory=dict)
 
 
 class MemoryEngine(Engine):
@@ -66,6 +68,12 @@ class MemoryEngine(Engine):
         entry = self._entry(deployment_id)
         entry.quarantine = message
         entry.phase, entry.message = Phase.FAILED, message
+
+    def set_counters(self, deployment_id: str, *counters: PredictorCounters) -> None:
+        """Set the per-predictor counts the engine reports (what a gateway would have counted)."""
+        entry = self._entry(deployment_id)
+        for counter in counters:
+            entry.counters[counter.name] = counter.model_copy(deep=True)
 
     def client_hashes(self, deployment_id: str) -> dict[str, str]:
         """The stored token hash of each client (what the gateway would check)."""
@@ -175,6 +183,10 @@ class MemoryEngine(Engine):
             if len(names) > 1:
                 yield f"===== replica {name} =====\n".encode()
             yield "".join(line + "\n" for line in entry.logs.get(name, [])).encode()
+
+    async def predictor_counters(self, deployment_id: str) -> list[PredictorCounters]:
+        entry = self._entry(deployment_id)
+        return [c.model_copy(deep=True) for c in entry.counters.values()]
 
     async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         entry = self._entry(deployment_id)

@@ -21,6 +21,7 @@ export interface ApiContracts {
   ClientCreated?: ClientCreated;
   ClientList?: ClientList;
   ClientRef?: ClientRef;
+  ComparisonReport?: ComparisonReport;
   CreateDeployment?: CreateDeployment;
   DeploymentList?: DeploymentList;
   DeploymentRecord?: DeploymentRecord;
@@ -45,8 +46,10 @@ export interface ApiContracts {
   NewClient?: NewClient;
   Phase?: Phase;
   Predictor?: Predictor;
+  PredictorComparison?: PredictorComparison;
   PredictorPhase?: PredictorPhase;
   PredictorStatus?: PredictorStatus;
+  Promote?: Promote;
   QuotaInfo?: QuotaInfo;
   ReplicaList?: ReplicaList;
   ReplicaSeries?: ReplicaSeries;
@@ -54,6 +57,7 @@ export interface ApiContracts {
   ResourceMetadata?: ResourceMetadata;
   Rollback?: Rollback;
   Routing?: Routing;
+  SignificanceTest?: SignificanceTest;
   UpdateDeployment?: UpdateDeployment;
   UsageInfo?: UsageInfo;
   ClientRefPatch?: ClientRefPatch;
@@ -118,6 +122,109 @@ export interface ClientList {
  */
 export interface ClientRef {
   name: string;
+}
+/**
+ * `GET deployments/<id>/compare`: every predictor of the spec, the primary first.
+ */
+export interface ComparisonReport {
+  deploymentId: string;
+  /**
+   * The answering predictor with the most traffic.
+   */
+  primary: string;
+  /**
+   * Whether the engine reported counters (false: it does not count per predictor, or has counted nothing yet).
+   */
+  counted: boolean;
+  /**
+   * Which test, and when it is run.
+   */
+  test: string;
+  alpha: number;
+  minFeedback: number;
+  predictors: PredictorComparison[];
+}
+/**
+ * One predictor's counts since it started serving, and what follows from them.
+ */
+export interface PredictorComparison {
+  name: string;
+  role: 'primary' | 'challenger' | 'shadow';
+  /**
+   * Percent of requests it answers (0 for a shadow).
+   */
+  traffic: number;
+  requests: number;
+  errors: number;
+  /**
+   * errors / requests; null without requests.
+   */
+  errorRate: number | null;
+  /**
+   * Seconds, from the histogram (see docs).
+   */
+  latencyP50: number | null;
+  /**
+   * Seconds, from the histogram (see docs).
+   */
+  latencyP99: number | null;
+  feedback: number;
+  meanReward: number | null;
+  successes: number;
+  /**
+   * successes / feedback; null without feedback.
+   */
+  successRate: number | null;
+  /**
+   * Shadow only: answers compared with the primary's.
+   */
+  compared: number;
+  differed: number;
+  /**
+   * Shadow only: differed / compared; null otherwise or before any comparison.
+   */
+  differedShare: number | null;
+  /**
+   * Challengers only.
+   */
+  test: SignificanceTest | null;
+}
+/**
+ * A challenger's success share against the primary's.
+ */
+export interface SignificanceTest {
+  /**
+   * The primary predictor it is compared with.
+   */
+  baseline: string;
+  method:
+    | 'two-sided two-proportion z-test (pooled)'
+    | "two-sided Fisher's exact test";
+  /**
+   * Both sides have at least 20 feedback.
+   */
+  enoughData: boolean;
+  /**
+   * z (the z-test only); null otherwise.
+   */
+  statistic: number | null;
+  /**
+   * Null when there is not enough data.
+   */
+  pValue: number | null;
+  alpha: number;
+  /**
+   * p < alpha (false without enough data).
+   */
+  significant: boolean;
+  /**
+   * Challenger's success share minus the primary's; null without feedback.
+   */
+  difference: number | null;
+  /**
+   * The result in one sentence, for a person.
+   */
+  summary: string;
 }
 /**
  * The body of `POST deployments`: `{"id"?, "spec"}` or the custom resource form.
@@ -484,6 +591,16 @@ export interface ReplicaSeries {
  */
 export interface NewClient {
   name: string;
+}
+/**
+ * The body of `POST .../promote`: the predictor to send every request to.
+ */
+export interface Promote {
+  /**
+   * An answering (not shadow) predictor's name.
+   */
+  predictor: string;
+  updateMessage?: string | null;
 }
 /**
  * `GET deployments/<id>/replicas`: the replicas that have logs.

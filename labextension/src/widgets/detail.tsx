@@ -11,21 +11,25 @@ import { deleteDeployment, startDeployment, stopDeployment } from '../actions';
 import { IDeployment, PrimeHubAPI } from '../api';
 import { deploymentsIcon } from '../icons';
 import { DeploymentListModel, DeploymentModel } from '../model';
+import { canCompare } from '../compare';
 import { ClientsTab } from './clients';
+import { CompareTab } from './compare';
 import { ErrorMessage, PhaseBadge, useSignal } from './common';
 import { HistoryTab } from './history';
 import { InformationTab } from './info';
 import { LogsTab } from './logs';
 import { MetricsTab } from './metrics';
 
-export type TabId = 'information' | 'logs' | 'history' | 'clients' | 'metrics';
+export type TabId =
+  'information' | 'logs' | 'history' | 'clients' | 'metrics' | 'compare';
 
 const TAB_LABELS: Record<TabId, string> = {
   information: 'Information',
   logs: 'Logs',
   history: 'History',
   clients: 'Clients',
-  metrics: 'Metrics'
+  metrics: 'Metrics',
+  compare: 'Compare'
 };
 
 /** What the detail view asks its host to do. */
@@ -38,13 +42,16 @@ export interface IDetailActions {
   catalog(id: string): void;
 }
 
-/** The tabs of a deployment: Clients only for a private endpoint. */
+/** The tabs of a deployment: Clients only for a private endpoint, Compare with several predictors. */
 export function tabsOf(deployment: IDeployment | null): TabId[] {
   const tabs: TabId[] = ['information', 'logs', 'history'];
   if (deployment?.spec.endpoint?.accessType === 'private') {
     tabs.push('clients');
   }
   tabs.push('metrics');
+  if (canCompare(deployment)) {
+    tabs.push('compare');
+  }
   return tabs;
 }
 
@@ -133,6 +140,15 @@ function DetailView(props: {
       break;
     case 'metrics':
       content = <MetricsTab api={model.api} deployment={deployment} />;
+      break;
+    case 'compare':
+      content = (
+        <CompareTab
+          api={model.api}
+          deployment={deployment}
+          onChanged={d => model.set(d)}
+        />
+      );
       break;
     default:
       content = <InformationTab api={model.api} deployment={deployment} />;
