@@ -21,6 +21,14 @@ export const FIELD_LABELS: Readonly<Record<string, string>> = {
   predictors: 'Predictors',
   name: 'Predictor Name',
   replicas: 'Replicas',
+  minReplicas: 'Min Replicas',
+  maxReplicas: 'Max Replicas',
+  targetConcurrency: 'Target Concurrency',
+  scaleToZeroAfterSeconds: 'Scale to Zero After (s)',
+  traffic: 'Traffic (%)',
+  shadow: 'Shadow',
+  routing: 'Routing',
+  'routing.stickyHeader': 'Sticky Header',
   modelImage: 'Model Image',
   modelURI: 'Model URI',
   imagePullSecret: 'Image Pull Secret',
@@ -63,7 +71,7 @@ export function displayValue(path: string, value: string | undefined): string {
   if (value === undefined || value === '') {
     return '(none)';
   }
-  if (path === 'stop') {
+  if (path === 'stop' || path === 'shadow' || path.endsWith('.shadow')) {
     return value === 'true' ? 'Yes' : value === 'false' ? 'No' : value;
   }
   if (path === 'endpoint.accessType') {

@@ -22,6 +22,14 @@ FIELD_LABELS = {
     "predictors": "Predictors",
     "name": "Predictor Name",
     "replicas": "Replicas",
+    "minReplicas": "Min Replicas",
+    "maxReplicas": "Max Replicas",
+    "targetConcurrency": "Target Concurrency",
+    "scaleToZeroAfterSeconds": "Scale to Zero After (s)",
+    "traffic": "Traffic (%)",
+    "shadow": "Shadow",
+    "routing": "Routing",
+    "routing.stickyHeader": "Sticky Header",
     "modelImage": "Model Image",
     "modelURI": "Model URI",
     "imagePullSecret": "Image Pull Secret",
@@ -97,7 +105,7 @@ def display_value(path: str, value: str | None) -> str:
     """A flattened value as a person reads it: Yes/No, Public/Private, (none) for blank."""
     if value is None or value == "":
         return "(none)"
-    if path == "stop":
+    if path == "stop" or path == "shadow" or path.endswith(".shadow"):
         return {"true": "Yes", "false": "No"}.get(value, value)
     if path == "endpoint.accessType":
         return {"private": "Private", "public": "Public"}.get(value, value)
