@@ -124,6 +124,11 @@ def test_invoke_with_a_dataframe_answers_the_pipelines_own_predictions(deployed,
     assert isinstance(labels, np.ndarray)
     assert labels.tolist() == pipe.predict(rows).tolist()
 
+    # ODAHU's route answers the same, its columns named by the classes.
+    odahu = deployed["proba"].invoke(rows, path="api/model/invoke")
+    assert list(odahu.columns) == ["junior", "senior"]
+    assert np.allclose(odahu.to_numpy(dtype=float), pipe.predict_proba(rows))
+
     # Plain rows (in the signature's column order) keep answering numpy.
     plain = to_payload(rows)["data"]["ndarray"]
     assert isinstance(deployed["proba"].invoke(plain), np.ndarray)
@@ -209,6 +214,9 @@ def test_payload_keeps_names_and_types_and_answers_name_columns():
         }
     }  # fmt: skip
     json.dumps(payload, allow_nan=False)  # strict JSON: no NaN
+    odahu = to_payload(frame, "api/model/invoke")
+    assert odahu == {"columns": payload["data"]["names"], "data": payload["data"]["ndarray"]}
+    assert to_payload([1, 2], "/api/model/invoke") == {"data": [[1, 2]]}
 
     named = {"data": {"names": ["no", "yes"], "ndarray": [[0.2, 0.8], [0.6, 0.4]]}}
     got = from_response(named, frame)

@@ -38,13 +38,18 @@ def looks_like_model(value: Any) -> bool:
     return callable(getattr(value, "predict", None))
 
 
+#: ODAHU's table route (serving/catalog.py INVOKE_PATH, without its slash).
+ODAHU_PATH = "api/model/invoke"
+
+
 def _is_frame(data: Any) -> bool:
     # Duck-typed, so the kernel needs pandas only when the user has DataFrames.
     return hasattr(data, "to_numpy") and hasattr(data, "columns") and hasattr(data, "itertuples")
 
 
-def to_payload(data: Any) -> dict[str, Any]:
-    """A Seldon v1 request from a list, a numpy array or a pandas DataFrame.
+def to_payload(data: Any, path: str = "api/v1.0/predictions") -> dict[str, Any]:
+    """A request from a list, a numpy array or a pandas DataFrame: Seldon v1, or ODAHU's
+    `{"columns", "data"}` when `path` is its `api/model/invoke`.
 
     A DataFrame goes as `data.names` plus rows of JSON values (numbers, text, true/false,
     ISO 8601 date-times, null for NaN/None/NaT): the server reads them back into a frame
@@ -52,10 +57,14 @@ def to_payload(data: Any) -> dict[str, Any]:
     """
     if isinstance(data, dict) and ("data" in data or "strData" in data or "jsonData" in data):
         return data
+    odahu = path.strip("/").endswith(ODAHU_PATH)
     if _is_frame(data):
         from ..serving.tables import request_rows
 
-        return {"data": request_rows(data)}
+        table = request_rows(data)
+        if odahu:
+            return {"columns": table["names"], "data": table["ndarray"]}
+        return {"data": table}
     if hasattr(data, "tolist"):
         data = data.tolist()
     if not isinstance(data, list):
@@ -64,7 +73,7 @@ def to_payload(data: Any) -> dict[str, Any]:
         )
     if data and not isinstance(data[0], list):
         data = [data]  # one row
-    return {"data": {"ndarray": data}}
+    return {"data": data} if odahu else {"data": {"ndarray": data}}
 
 
 # Seldon's positional column names (t:0, t:1, ...): the model named nothing.
@@ -184,12 +193,13 @@ class Deployment:
     # ---- actions ----------------------------------------------------------------------
 
     def invoke(self, data: Any, *, raw: bool = False, path: str = "api/v1.0/predictions") -> Any:
-        """Send rows (list, numpy array, DataFrame with its column names and types).
+        """Send rows (list, numpy array, DataFrame with its column names and types) to the
+        Seldon route, or to another (`path="api/model/invoke"`: ODAHU).
 
         The predictions: a DataFrame with the model's output columns (class names) for a
         DataFrame whose model names them, else a numpy array; the whole JSON with `raw`.
         """
-        response = self.client.invoke(self.id, to_payload(data), path=path)
+        response = self.client.invoke(self.id, to_payload(data, path), path=path)
         return response if raw else from_response(response, data)
 
     def logs(self, *, tail: int | None = 2000, replica: str | int | None = None) -> str:

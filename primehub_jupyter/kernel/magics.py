@@ -485,7 +485,7 @@ class DeploymentMagics(Magics):
         parser.add_argument("--raw", action="store_true", help="return the whole JSON response")
         args = shared.add_options(parser, shared.API_PATH).parse_args(rest)
         data = self._evaluate(expression if expression is not None else " ".join(args.data))
-        response = self.client.invoke(args.id, to_payload(data), path=args.api_path)
+        response = self.client.invoke(args.id, to_payload(data, args.api_path), path=args.api_path)
         return response if args.raw else from_response(response, data)
 
     def _ph_clients(self, rest: list[str]) -> Any:
