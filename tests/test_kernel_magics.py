@@ -333,7 +333,10 @@ def test_invoke_takes_a_list_an_array_or_a_dataframe(kernel: Kernel):
         "(from_frame, from_list, from_array)), sorted(raw['data']))"
     )
     out = kernel.ok(code)
-    assert out.stdout.strip() == "ndarray True ['names', 'ndarray']"
+    # A DataFrame is answered with a DataFrame of the model's classes; lists and arrays numpy.
+    assert out.stdout.strip() == "DataFrame True ['names', 'ndarray']"
+    columns = kernel.ok("print(list(from_frame.columns), type(from_list).__name__)")
+    assert columns.stdout.strip() == "['0', '1', '2'] ndarray"
     kernel.ok("%phdeploy delete {frame.id}")
 
 

@@ -3,7 +3,9 @@
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { ICatalogDocument, IDeployment, PrimeHubAPI } from './api';
+import { ICatalogDocument, PrimeHubAPI } from './api';
+import { CatalogEntries } from './catalogEntries';
+import { DeploymentListModel } from './model';
 
 /** The main-area widget's id (one catalog page at a time). */
 export const CATALOG_ID = 'primehub-catalog';
@@ -40,28 +42,23 @@ function SwaggerView(props: { document: ICatalogDocument }): JSX.Element {
 
 function CatalogView(props: { widget: CatalogWidget }): JSX.Element {
   const { widget } = props;
-  const [deployments, setDeployments] = React.useState<IDeployment[] | null>(
-    null
-  );
-  const [selected, setSelected] = React.useState(widget.selected);
+  const { entries } = widget;
+  // The list follows the sidebar's model: new and deleted deployments show without a reload.
+  const [, setVersion] = React.useState(0);
+  React.useEffect(() => {
+    const update = () => setVersion(v => v + 1);
+    entries.changed.connect(update);
+    return () => {
+      entries.changed.disconnect(update);
+    };
+  }, [entries]);
+  const deployments = entries.deployments;
+  const selected = entries.selected;
+  const chosen = deployments?.find(d => d.id === selected);
+  // A deployment that reaches Deployed (or stops) answers differently: ask again then.
+  const phase = chosen?.status.phase;
   const [document, setDocument] = React.useState<ICatalogDocument | null>(null);
   const [error, setError] = React.useState('');
-  React.useEffect(() => {
-    widget.onSelect = setSelected;
-    return () => {
-      widget.onSelect = null;
-    };
-  }, [widget]);
-  const load = React.useCallback(() => {
-    widget.api
-      .list()
-      .then(found => {
-        setDeployments(found);
-        setSelected(current => current ?? found[0]?.id ?? null);
-      })
-      .catch(e => setError(e instanceof Error ? e.message : String(e)));
-  }, [widget]);
-  React.useEffect(load, [load]);
   React.useEffect(() => {
     setDocument(null);
     setError('');
@@ -76,8 +73,9 @@ function CatalogView(props: { widget: CatalogWidget }): JSX.Element {
     return () => {
       live = false;
     };
-  }, [selected, widget]);
-  const chosen = deployments?.find(d => d.id === selected);
+  }, [selected, phase, widget]);
+  const shownError = error || entries.error;
+  const load = () => void entries.refresh().catch(() => undefined);
   return (
     <div className="jp-PrimeHub-catalog-page">
       <nav className="jp-PrimeHub-catalog-list" aria-label="Deployments">
@@ -98,7 +96,7 @@ function CatalogView(props: { widget: CatalogWidget }): JSX.Element {
                   className="jp-PrimeHub-catalog-item"
                   data-deployment-id={d.id}
                   aria-current={d.id === selected ? 'true' : undefined}
-                  onClick={() => setSelected(d.id)}
+                  onClick={() => entries.select(d.id)}
                 >
                   {d.spec.displayName}
                   <span className="jp-PrimeHub-catalog-meta">
@@ -118,23 +116,25 @@ function CatalogView(props: { widget: CatalogWidget }): JSX.Element {
             token (Clients tab of the deployment) to try it out.
           </p>
         ) : null}
-        {error ? <p className="jp-PrimeHub-error">{error}</p> : null}
+        {shownError ? <p className="jp-PrimeHub-error">{shownError}</p> : null}
         {document ? <SwaggerView document={document} /> : null}
       </section>
     </div>
   );
 }
 
-/** The catalog page in the main area; `select(id)` shows one deployment's document. */
+/**
+ * The catalog page in the main area; `select(id)` shows one deployment's document. Its list
+ * is the sidebar's `DeploymentListModel`; the layout restorer reopens it with its selection.
+ */
 export class CatalogWidget extends ReactWidget {
-  /** Set while the view is mounted: switches the shown deployment. */
-  onSelect: ((id: string) => void) | null = null;
-
   constructor(
     readonly api: PrimeHubAPI,
-    public selected: string | null = null
+    list: DeploymentListModel,
+    selected: string | null = null
   ) {
     super();
+    this.entries = new CatalogEntries(list, selected);
     this.id = CATALOG_ID;
     this.title.label = 'Service catalog';
     this.title.caption = 'OpenAPI documents of your deployments (Swagger UI)';
@@ -142,10 +142,22 @@ export class CatalogWidget extends ReactWidget {
     this.addClass('jp-PrimeHub-catalog');
   }
 
+  /** The deployments listed and the one shown (its `changed` also tells the restorer). */
+  readonly entries: CatalogEntries;
+
+  /** The id of the deployment whose document is shown. */
+  get selected(): string | null {
+    return this.entries.selected;
+  }
+
   /** Show this deployment's document. */
   select(id: string): void {
-    this.selected = id;
-    this.onSelect?.(id);
+    this.entries.select(id);
+  }
+
+  dispose(): void {
+    this.entries.dispose();
+    super.dispose();
   }
 
   protected render(): JSX.Element {

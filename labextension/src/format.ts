@@ -130,15 +130,19 @@ export function matchesName(deployment: IDeployment, search: string): boolean {
   );
 }
 
-/** The example request body of "Run an Example" (PrimeHub's; edit it for your model). */
-export const EXAMPLE_PAYLOAD =
-  '{"data": {"names": ["a", "b"], "tensor": {"shape": [1, 2], "values": [0, 1]}}}';
+/**
+ * Said instead of an example when the deployment's bundle records no sample request: an
+ * invented body would only fail against the model.
+ */
+export const NO_SAMPLE =
+  'This model records no sample request (packaged without one, or served from an image): ' +
+  'replace <request body> with rows the model takes.';
 
-/** The example body for a deployment: its bundle's sample request, else PrimeHub's. */
+/** The example body: the bundle's sample request (`status.sampleRequest`), or null. */
 export function examplePayload(
   sample?: Record<string, unknown> | null
-): string {
-  return sample ? JSON.stringify(sample) : EXAMPLE_PAYLOAD;
+): string | null {
+  return sample ? JSON.stringify(sample) : null;
 }
 
 /** A shell-safe single-quoted string. */
@@ -148,12 +152,13 @@ export function shellQuote(text: string): string {
 
 /**
  * The curl command that calls an endpoint: with `-u <client-name>:<client-token>` when the
- * endpoint is private (the client and its token come from the Clients tab).
+ * endpoint is private (the client and its token come from the Clients tab). Without a
+ * payload the body is a `<request body>` placeholder, and a comment line says why.
  */
 export function exampleCurl(
   endpoint: string,
   accessType: 'public' | 'private' | undefined,
-  payload: string = EXAMPLE_PAYLOAD,
+  payload: string | null,
   client?: { name: string; token?: string }
 ): string {
   const lines = ['curl -X POST'];
@@ -164,6 +169,25 @@ export function exampleCurl(
   }
   lines.push(shellQuote(endpoint || '<endpoint>'));
   lines.push(`-H 'Content-Type: application/json'`);
-  lines.push(`-d ${shellQuote(payload)}`);
-  return lines.join(' \\\n     ');
+  lines.push(`-d ${shellQuote(payload ?? '<request body>')}`);
+  const command = lines.join(' \\\n     ');
+  return payload === null ? `# ${NO_SAMPLE}\n${command}` : command;
+}
+
+/**
+ * "Run an Example" of a deployment, as every view shows it (the Information tab, a new
+ * client's token box): its bundle's sample rows with their column names, never invented.
+ */
+export function runExample(
+  deployment: IDeployment,
+  client?: { name: string; token?: string }
+): { payload: string | null; curl: string } {
+  const payload = examplePayload(deployment.status.sampleRequest);
+  const access = client
+    ? 'private'
+    : (deployment.spec.endpoint?.accessType ?? 'public');
+  return {
+    payload,
+    curl: exampleCurl(deployment.status.endpoint ?? '', access, payload, client)
+  };
 }

@@ -99,12 +99,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const { commands, shell } = app;
 
     let sidebar: DeploymentsSidebar | null = null;
+    let catalog: CatalogWidget | null = null;
     const list = new DeploymentListModel({
       api,
-      isVisible: () => sidebar?.isVisible ?? false
+      // The catalog page lists the same deployments: it keeps the list fresh too.
+      isVisible: () =>
+        (sidebar?.isVisible ?? false) ||
+        (catalog !== null && !catalog.isDisposed && catalog.isVisible)
     });
     const tracker = new WidgetTracker<DeploymentDetailWidget>({
       namespace: 'primehub-deployment'
+    });
+    const catalogTracker = new WidgetTracker<CatalogWidget>({
+      namespace: 'primehub-catalog'
     });
     let createForm: DeploymentFormWidget | null = null;
     const updateForms = new Map<string, DeploymentFormWidget>();
@@ -239,7 +246,6 @@ const plugin: JupyterFrontEndPlugin<void> = {
         window.open(apiUrl('openapi.json', settings), '_blank', 'noopener');
       }
     });
-    let catalog: CatalogWidget | null = null;
     commands.addCommand(CommandIDs.openCatalog, {
       label: 'Model Deployments: Service catalog',
       caption:
@@ -248,12 +254,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: args => {
         const id = typeof args.id === 'string' && args.id ? args.id : null;
         if (!catalog || catalog.isDisposed) {
-          catalog = new CatalogWidget(api, id);
-          shell.add(catalog, 'main');
+          const page = new CatalogWidget(api, list, id);
+          // The restorer keeps the shown deployment: a reload reopens the same document.
+          page.entries.changed.connect(() => void catalogTracker.save(page));
+          void catalogTracker.add(page);
+          shell.add(page, 'main');
+          catalog = page;
         } else if (id) {
           catalog.select(id);
         }
         shell.activateById(catalog.id);
+        void list.refresh();
         return catalog;
       }
     });
@@ -371,6 +382,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
         command: CommandIDs.open,
         args: widget => ({ id: widget.model.id }),
         name: widget => widget.model.id
+      });
+      void restorer.restore(catalogTracker, {
+        command: CommandIDs.openCatalog,
+        args: widget => ({ id: widget.selected ?? '' }),
+        name: () => 'catalog'
       });
     }
 

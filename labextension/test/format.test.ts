@@ -1,12 +1,13 @@
 import { describe, expect, it } from 'vitest';
 
 import {
-  EXAMPLE_PAYLOAD,
+  NO_SAMPLE,
   exampleCurl,
   examplePayload,
   matchesName,
   metadataText,
   phaseClass,
+  runExample,
   shellQuote,
   timeAgo
 } from '../src/format';
@@ -46,7 +47,7 @@ describe('format', () => {
     expect(open).toContain(`'${endpoint}'`);
     expect(open).not.toContain('-u ');
     expect(open).toContain(`-d '{"a": 1}'`);
-    const closed = exampleCurl(endpoint, 'private');
+    const closed = exampleCurl(endpoint, 'private', '{}');
     expect(closed).toContain(`-u '<client-name>:<client-token>'`);
     expect(
       exampleCurl(endpoint, 'private', '{}', { name: 'bill', token: 't0k' })
@@ -55,17 +56,41 @@ describe('format', () => {
   });
 });
 
-describe('examplePayload', () => {
-  it('uses the bundle sample request when the deployment has one', () => {
-    const sample = { data: { ndarray: [[5.1, 3.5, 1.4, 0.2]] } };
-    expect(JSON.parse(examplePayload(sample))).toEqual(sample);
-    expect(exampleCurl('http://e', 'public', examplePayload(sample))).toContain(
-      '"ndarray":[[5.1,3.5,1.4,0.2]]'
-    );
+describe('runExample', () => {
+  // A table bundle's sample: rows of mixed values under their column names.
+  const sample = {
+    data: {
+      names: ['age', 'income', 'city', 'member'],
+      ndarray: [
+        [42, 5200.5, 'Paris', true],
+        [31, null, "Val d'Or", false]
+      ]
+    }
+  };
+
+  it("is the bundle's sample rows with their names, for the tab and for a new client", () => {
+    const d = deployment('credit-a1b2c', 'Deployed');
+    d.status.endpoint =
+      'http://gw/deployment/credit-a1b2c/api/v1.0/predictions';
+    d.status.sampleRequest = sample;
+    const { payload, curl } = runExample(d);
+    expect(JSON.parse(payload ?? 'null')).toEqual(sample);
+    expect(curl).toContain(`-d ${shellQuote(JSON.stringify(sample))}`);
+    expect(curl).toContain(`'${d.status.endpoint}'`);
+    expect(curl).not.toContain(NO_SAMPLE);
+    const withClient = runExample(d, { name: 'bill', token: 't0k' }).curl;
+    expect(withClient).toContain(`-u 'bill:t0k'`);
+    expect(withClient).toContain(`-d ${shellQuote(JSON.stringify(sample))}`);
   });
 
-  it('falls back to a generic body without one', () => {
-    expect(examplePayload(null)).toBe(EXAMPLE_PAYLOAD);
-    expect(examplePayload(undefined)).toBe(EXAMPLE_PAYLOAD);
+  it('says there is no sample instead of inventing one', () => {
+    const d = deployment('image-a1b2c', 'Deployed');
+    d.status.sampleRequest = null;
+    const { payload, curl } = runExample(d);
+    expect(payload).toBeNull();
+    expect(examplePayload(undefined)).toBeNull();
+    expect(curl.split('\n')[0]).toBe(`# ${NO_SAMPLE}`);
+    expect(curl).toContain(`-d '<request body>'`);
+    expect(curl).not.toMatch(/ndarray|tensor/);
   });
 });

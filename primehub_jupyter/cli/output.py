@@ -11,6 +11,7 @@ from typing import Any
 import click
 import yaml
 
+from ..kernel.examples import curl_example
 from ..kernel.words import phase_style
 
 # The formats every listing command accepts with -o/--output.
@@ -151,11 +152,5 @@ def preview(changes: list[tuple[str, str, str]], before: str, after: str) -> Non
 
 
 def example(d: dict[str, Any]) -> str:
-    """A curl command that calls a deployment's endpoint."""
-    endpoint = d["status"].get("endpoint") or "<endpoint>"
-    auth = " -u <client>:<token>" if d["spec"]["endpoint"]["accessType"] == "private" else ""
-    return (
-        f"curl -X POST{auth} {endpoint} \\\n"
-        "  -H 'Content-Type: application/json' \\\n"
-        '  -d \'{"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2]]}}\''
-    )
+    """A curl command calling a deployment with its bundle's sample request (the card's)."""
+    return curl_example(d)

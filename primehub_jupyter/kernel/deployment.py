@@ -11,6 +11,7 @@ from typing import Any
 
 from .client import Client
 from .display import PHASE_COLORS, Progress, copy_button, esc, phase_badge, time_html
+from .examples import curl_example
 
 
 def package_for_deploy(model: Any, name: str, **options: Any) -> str:
@@ -37,14 +38,33 @@ def looks_like_model(value: Any) -> bool:
     return callable(getattr(value, "predict", None))
 
 
-def to_payload(data: Any) -> dict[str, Any]:
-    """A Seldon v1 request from a list, a numpy array or a pandas DataFrame (names kept)."""
+#: ODAHU's table route (serving/catalog.py INVOKE_PATH, without its slash).
+ODAHU_PATH = "api/model/invoke"
+
+
+def _is_frame(data: Any) -> bool:
+    # Duck-typed, so the kernel needs pandas only when the user has DataFrames.
+    return hasattr(data, "to_numpy") and hasattr(data, "columns") and hasattr(data, "itertuples")
+
+
+def to_payload(data: Any, path: str = "api/v1.0/predictions") -> dict[str, Any]:
+    """A request from a list, a numpy array or a pandas DataFrame: Seldon v1, or ODAHU's
+    `{"columns", "data"}` when `path` is its `api/model/invoke`.
+
+    A DataFrame goes as `data.names` plus rows of JSON values (numbers, text, true/false,
+    ISO 8601 date-times, null for NaN/None/NaT): the server reads them back into a frame
+    with the dtypes the model was fitted with (a table signature), or as numbers (a tensor).
+    """
     if isinstance(data, dict) and ("data" in data or "strData" in data or "jsonData" in data):
         return data
-    names = None
-    if hasattr(data, "to_numpy") and hasattr(data, "columns"):  # a DataFrame, without pandas
-        names = [str(c) for c in data.columns]
-        data = data.to_numpy()
+    odahu = path.strip("/").endswith(ODAHU_PATH)
+    if _is_frame(data):
+        from ..serving.tables import request_rows
+
+        table = request_rows(data)
+        if odahu:
+            return {"columns": table["names"], "data": table["ndarray"]}
+        return {"data": table}
     if hasattr(data, "tolist"):
         data = data.tolist()
     if not isinstance(data, list):
@@ -53,23 +73,49 @@ def to_payload(data: Any) -> dict[str, Any]:
         )
     if data and not isinstance(data[0], list):
         data = [data]  # one row
-    body: dict[str, Any] = {"ndarray": data}
-    if names:
-        body["names"] = names
-    return {"data": body}
+    return {"data": data} if odahu else {"data": {"ndarray": data}}
 
 
-def from_response(response: Any) -> Any:
-    """The predictions of a Seldon v1 response as a numpy array (when numpy is there)."""
+# Seldon's positional column names (t:0, t:1, ...): the model named nothing.
+_POSITIONAL = re.compile(r"t:\d+")
+
+
+def _output_names(response: dict[str, Any]) -> list[str] | None:
+    """The model's own names for its output columns (classes, outputs), if it has them."""
+    if "prediction" in response:  # ODAHU's {"prediction", "columns"}
+        names = response.get("columns")
+    else:
+        names = (response.get("data") or {}).get("names")
+    if not isinstance(names, list) or not names:
+        return None
+    if all(isinstance(n, str) and _POSITIONAL.fullmatch(n) for n in names):
+        return None
+    return [str(n) for n in names]
+
+
+def from_response(response: Any, sent: Any = None) -> Any:
+    """The predictions of a Seldon v1 (or ODAHU) response: a numpy array, or, when `sent` is
+    a DataFrame and the model names its output columns, a DataFrame with those columns
+    (and the sent frame's index)."""
     import numpy as np
 
     data = response.get("data", {}) if isinstance(response, dict) else {}
-    if "ndarray" in data:
-        return np.asarray(data["ndarray"])
-    if "tensor" in data:
+    if isinstance(response, dict) and "prediction" in response:
+        array = np.asarray(response["prediction"])
+    elif "ndarray" in data:
+        array = np.asarray(data["ndarray"])
+    elif "tensor" in data:
         tensor = data["tensor"]
-        return np.asarray(tensor["values"]).reshape(tensor["shape"])
-    raise ValueError(f"the response holds no ndarray or tensor: {json.dumps(response)[:200]}")
+        array = np.asarray(tensor["values"]).reshape(tensor["shape"])
+    else:
+        raise ValueError(f"the response holds no ndarray or tensor: {json.dumps(response)[:200]}")
+    names = _output_names(response) if _is_frame(sent) else None
+    if names is None or array.ndim != 2 or array.shape[1] != len(names):
+        return array
+    import pandas as pd
+
+    index = sent.index if len(sent.index) == len(array) else None
+    return pd.DataFrame(array, columns=names, index=index)
 
 
 class Deployment:
@@ -147,9 +193,14 @@ class Deployment:
     # ---- actions ----------------------------------------------------------------------
 
     def invoke(self, data: Any, *, raw: bool = False, path: str = "api/v1.0/predictions") -> Any:
-        """Send rows (list, numpy array, DataFrame); the predictions as numpy (or raw JSON)."""
-        response = self.client.invoke(self.id, to_payload(data), path=path)
-        return response if raw else from_response(response)
+        """Send rows (list, numpy array, DataFrame with its column names and types) to the
+        Seldon route, or to another (`path="api/model/invoke"`: ODAHU).
+
+        The predictions: a DataFrame with the model's output columns (class names) for a
+        DataFrame whose model names them, else a numpy array; the whole JSON with `raw`.
+        """
+        response = self.client.invoke(self.id, to_payload(data, path), path=path)
+        return response if raw else from_response(response, data)
 
     def logs(self, *, tail: int | None = 2000, replica: str | int | None = None) -> str:
         return self.client.logs(self.id, tail=tail, replica=replica)
@@ -190,15 +241,9 @@ class Deployment:
     # ---- display ----------------------------------------------------------------------
 
     def curl_example(self) -> str:
-        """A ready-to-paste curl command (with a client placeholder when private)."""
-        # The bundle's recorded sample request, when the engine knows it.
-        sample = self.status.get("sampleRequest") or {"data": {"ndarray": [[1.0, 2.0, 3.0]]}}
-        auth = " -u <client-name>:<client-token>" if self.access_type == "private" else ""
-        body = json.dumps(sample)
-        return (
-            f"curl -X POST{auth} {self.endpoint or '<endpoint>'} \\\n"
-            f"  -H 'Content-Type: application/json' \\\n  -d '{body}'"
-        )
+        """A ready-to-paste curl command with the bundle's sample request (a placeholder and
+        a note when there is none; a client placeholder when private)."""
+        return curl_example(self.data)
 
     def __repr__(self) -> str:
         return (

@@ -364,6 +364,10 @@ class DeploymentMagics(Magics):
     def phdeploy(self, line: str) -> Any:
         """`%phdeploy COMMAND ...`: list, get, history, diff, rollback, compare, promote, stop,
         start, delete, wait, invoke, clients, metrics (`%phdeploy help`)."""
+        invoked = _INVOKE_LINE.fullmatch(line)
+        if invoked:  # the expression as typed: shlex would eat its quotes (df[df.c == "a"])
+            options = shlex.split(invoked["before"] + " " + invoked["after"])
+            return self._ph_invoke([invoked["id"], *options], invoked["expression"])
         words = shlex.split(line)
         if not words or words[0] in ("-h", "--help", "help"):
             print(PHDEPLOY_HELP)
@@ -487,15 +491,21 @@ class DeploymentMagics(Magics):
             Deployment(self.client.get(args.id), self.client), args.phase, args.timeout
         )
 
-    def _ph_invoke(self, rest: list[str]) -> Any:
+    def _ph_invoke(self, rest: list[str], expression: str | None = None) -> Any:
+        """Predictions for a notebook expression: a DataFrame (sent with its column names and
+        types; answered as a DataFrame of the model's output columns when it names them), a
+        numpy array or a list."""
         parser = _Parser(prog="%phdeploy invoke")
         parser.add_argument("id")
-        parser.add_argument("data", nargs="+", help="a notebook expression: list, array, DataFrame")
+        if expression is None:
+            parser.add_argument(
+                "data", nargs="+", help="a notebook expression: list, array, DataFrame"
+            )
         parser.add_argument("--raw", action="store_true", help="return the whole JSON response")
         args = shared.add_options(parser, shared.API_PATH).parse_args(rest)
-        data = self._evaluate(" ".join(args.data))
-        response = self.client.invoke(args.id, to_payload(data), path=args.api_path)
-        return response if args.raw else from_response(response)
+        data = self._evaluate(expression if expression is not None else " ".join(args.data))
+        response = self.client.invoke(args.id, to_payload(data, args.api_path), path=args.api_path)
+        return response if args.raw else from_response(response, data)
 
     def _ph_clients(self, rest: list[str]) -> Any:
         parser = _Parser(prog="%phdeploy clients")
@@ -520,6 +530,14 @@ class DeploymentMagics(Magics):
         return MetricsView(self.client.metrics(args.id, window=args.window, step=args.step))
 
 
+# `invoke ID EXPRESSION`, with --raw / --path before or after the expression.
+_INVOKE_OPTIONS = r"(?:\s+(?:--raw|--path(?:=|\s+)\S+))*"
+_INVOKE_LINE = re.compile(
+    rf"\s*invoke\s+(?P<id>[a-z][-a-z0-9]*)(?P<before>{_INVOKE_OPTIONS})\s+"
+    rf"(?P<expression>(?!-).+?)(?P<after>{_INVOKE_OPTIONS})\s*",
+    re.DOTALL,
+)
+
 PHDEPLOY_HELP = """%phdeploy COMMAND ...
   list [--name N] [--group G] [--mine]     deployments of your groups
   get ID                                   one deployment (a card)
@@ -530,7 +548,7 @@ PHDEPLOY_HELP = """%phdeploy COMMAND ...
   promote ID PREDICTOR [-m MESSAGE]        send every request to PREDICTOR, remove the others
   stop ID | start ID | delete ID           lifecycle ([--no-wait] for stop/start)
   wait ID [--for PHASE] [--timeout S]      wait for a phase
-  invoke ID DATA [--raw]                   predictions for a list, numpy array or DataFrame
+  invoke ID EXPR [--raw] [--path P]        predictions for a DataFrame, numpy array or list
   clients ID [add NAME | delete NAME]      clients of a private endpoint
   metrics ID [--window S] [--step S]       requests/s, errors, latency and reward charts"""
 

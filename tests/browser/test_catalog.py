@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,19 @@ def deployments(lab: Lab) -> Iterator[dict[str, str]]:
         )
 
 
+def _wait_for_saved_catalog(lab: Lab, deployment_id: str, limit: float = 30) -> None:
+    """Poll JupyterLab's workspace until it records the catalog page at `deployment_id`."""
+    url = f"{lab.url}lab/api/workspaces/default"
+    deadline = time.monotonic() + limit
+    while True:
+        saved = requests.get(url, params={"token": lab.token}, timeout=30).json()
+        entry = saved.get("data", {}).get("primehub-catalog:catalog", {})
+        if entry.get("data", {}).get("id") == deployment_id:
+            return
+        assert time.monotonic() < deadline, f"the workspace does not hold the catalog: {saved}"
+        time.sleep(0.2)
+
+
 def _try_predictions(page: Page, catalog: object) -> None:
     """Expand the Seldon predictions operation, press Try it out and Execute; expect a 200."""
     operation = page.locator(".swagger-ui .opblock").filter(
@@ -81,9 +95,23 @@ def test_catalog_renders_and_try_it_out_returns_the_prediction(
         catalog.locator(f'.jp-PrimeHub-catalog-item[data-deployment-id="{private}"]')
     ).to_be_visible()
     item.click()
-    expect(catalog.locator(".swagger-ui .info .title")).to_contain_text(f"Deployment {public}")
+    # Swagger UI is loaded the first time a document is shown: give it time on a busy machine.
+    title = catalog.locator(".swagger-ui .info .title")
+    expect(title).to_contain_text(f"Deployment {public}", timeout=SOON)
     _try_predictions(page, catalog)
     catalog.screenshot(path=str(artifacts / "catalog-public.png"))
+
+    # Live, with the sidebar closed: a deployment created or deleted elsewhere shows up and
+    # goes without Refresh (the extension's list model, its change stream and its polling).
+    page.click('li[data-id="primehub-deployments"]')
+    expect(sidebar).to_be_hidden()
+    extra = _create(lab, "Catalog extra iris", "public")
+    extra_item = catalog.locator(f'.jp-PrimeHub-catalog-item[data-deployment-id="{extra}"]')
+    expect(extra_item).to_be_visible(timeout=SOON)
+    lab.api("DELETE", f"deployments/{extra}")
+    expect(extra_item).to_have_count(0, timeout=SOON)
+    page.click('li[data-id="primehub-deployments"]')
+    expect(sidebar).to_be_visible()
 
     # From a deployment's detail view: the same page, at that deployment; private endpoints
     # take a client's name and token through Swagger UI's Authorize (HTTP Basic).
@@ -92,7 +120,7 @@ def test_catalog_renders_and_try_it_out_returns_the_prediction(
     detail = page.locator(".jp-PrimeHub-detail").filter(has_text=private)
     detail.get_by_role("button", name="Service catalog").click()
     expect(catalog).to_be_visible()
-    expect(catalog.locator(".swagger-ui .info .title")).to_contain_text(f"Deployment {private}")
+    expect(title).to_contain_text(f"Deployment {private}", timeout=SOON)
     catalog.locator(".swagger-ui .btn.authorize").click()
     dialog = page.locator(".swagger-ui .dialog-ux")
     dialog.locator('input[type="text"]').fill("swagger")
@@ -102,4 +130,14 @@ def test_catalog_renders_and_try_it_out_returns_the_prediction(
     dialog.locator("button.btn-done").click()
     _try_predictions(page, catalog)
     catalog.screenshot(path=str(artifacts / "catalog-private.png"))
+
+    # A reload restores the page, at the deployment it showed (the layout restorer), once
+    # the workspace holds it.
+    _wait_for_saved_catalog(lab, private)
+    page.goto(f"{lab.url}lab?token={lab.token}")
+    expect(catalog).to_be_visible(timeout=SOON)
+    expect(title).to_contain_text(f"Deployment {private}", timeout=SOON)
+    expect(
+        catalog.locator(f'.jp-PrimeHub-catalog-item[data-deployment-id="{private}"]')
+    ).to_have_attribute("aria-current", "true")
     assert console.errors == []

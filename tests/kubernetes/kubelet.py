@@ -57,6 +57,8 @@ class PodRun:
     model: ContainerRun
     ip: str
     behaviour: str = "ok"
+    #: The bundle the model container mounts (its catalog answers from it), if any.
+    bundle: Path | None = None
     requests: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -318,6 +320,7 @@ class Kubelet:
         data = yaml.safe_load(descriptor.read_text()) or {}
         if data.get("runtime") == "broken":
             return "load-fail"
+        run.bundle = bundle
         return "ok"
 
     def _crash(self, run: PodRun, state: ContainerRun, now: float) -> None:

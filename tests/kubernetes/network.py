@@ -8,7 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
+from primehub_jupyter.serving.bundle import load_bundle
+from primehub_jupyter.serving.catalog import openapi_document
+from primehub_jupyter.serving.errors import BundleError
+
 from .kubelet import PodRun
+
+SERVED = ("/api/v1.0/predictions", "/api/v1.0/feedback")
 
 
 class PodNetwork:
@@ -56,6 +62,14 @@ class PodNetwork:
             return web.Response(text="pong")
         if path == "metrics":
             return web.Response(text=self._metrics_text(run), content_type="text/plain")
+        if path in ("api/model/info", "openapi.json") and run.bundle is not None:
+            # The real model server's catalog of the mounted bundle (its sample request).
+            try:
+                descriptor = load_bundle(run.bundle)
+            except BundleError as error:  # the tests' stand-in bundles are not whole ones
+                return web.json_response({"message": str(error)}, status=404)
+            document = openapi_document(descriptor, name="model", version="1", served=SERVED)
+            return web.json_response(document)
         service, code = "other", 404
         answer: dict[str, Any] = {"message": "not found"}
         if path in ("api/v1.0/predictions", "api/v0.1/predictions"):

@@ -11,6 +11,7 @@ from typing import Any
 
 import bcrypt
 import pytest
+import yaml
 from aiohttp import web
 
 from primehub_jupyter.core.config import ConfigStore
@@ -418,3 +419,37 @@ async def test_an_unreadable_phdeployment_is_failed_and_the_others_are_served(se
     assert stored["spec"]["endpoint"].get("clients", []) == []
     assert stored["spec"]["predictors"][0].get("metadata", {}) == {}
     await wait_phase(service, "by-hand", "Deployed")
+
+
+async def test_a_table_bundles_sample_request_is_in_the_status(service, cluster, tmp_path):
+    """The bundle lives in the cluster: its model server's catalog tells the sample request
+    ("Run an example"), rows with their column names, once the deployment is Deployed."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("sklearn")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from primehub_jupyter.serving.packaging import package
+
+    frame = pd.DataFrame(
+        {"age": [20, 30, 40, 50], "city": ["Paris", "Rome", "Paris", "Oslo"], "vip": [1, 0, 1, 0]}
+    )
+    prep = ColumnTransformer([("num", "passthrough", ["age"]), ("c", OneHotEncoder(), ["city"])])
+    pipe = Pipeline([("prep", prep), ("clf", LogisticRegression())])
+    pipe.fit(frame[["age", "city"]], frame["vip"])
+    store = tmp_path / "store"
+    bundle = Path(package(pipe, store / "credit", sample_input=frame[["age", "city"]].head(2)))
+    cluster.sim.pvcs["project-data"] = store
+    spec = body(modelURI="pvc://project-data/credit")
+    del spec["spec"]["predictors"][0]["modelImage"]
+    created = await service.create("alice", spec)
+    assert created.status.sample_request is None  # nothing serves it yet
+
+    deployed = await wait_phase(service, created.id, "Deployed")
+    sample = yaml.safe_load((bundle / "bundle.yaml").read_text())["sample"]["request"]
+    assert sample["data"]["names"] == ["age", "city"]
+    assert deployed.status.sample_request == sample
+    (listed,) = [d for d in await service.list_deployments("alice") if d.id == created.id]
+    assert listed.status.to_json()["sampleRequest"] == sample

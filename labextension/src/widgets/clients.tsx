@@ -4,7 +4,7 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import * as React from 'react';
 
 import { IClient, IDeployment, PrimeHubAPI } from '../api';
-import { examplePayload, exampleCurl } from '../format';
+import { runExample } from '../format';
 import { CodeBlock, CopyButton, ErrorMessage, messageOf } from './common';
 
 export function ClientsTab(props: {
@@ -128,12 +128,7 @@ export function ClientsTab(props: {
             />
           </div>
           <CodeBlock
-            code={exampleCurl(
-              deployment.status.endpoint ?? '',
-              'private',
-              examplePayload(deployment.status.sampleRequest),
-              created
-            )}
+            code={runExample(deployment, created).curl}
             label="curl command with this client"
           />
           <button

@@ -4,10 +4,10 @@ import * as React from 'react';
 
 import { IDeployment, PrimeHubAPI } from '../api';
 import {
-  examplePayload,
-  exampleCurl,
+  NO_SAMPLE,
   localTime,
   modelSource,
+  runExample,
   utcTime
 } from '../format';
 import {
@@ -41,7 +41,7 @@ function TryIt(props: {
   deployment: IDeployment;
 }): JSX.Element {
   const [payload, setPayload] = React.useState(
-    examplePayload(props.deployment.status.sampleRequest)
+    runExample(props.deployment).payload ?? ''
   );
   const [answer, setAnswer] = React.useState<{
     status: number;
@@ -72,6 +72,7 @@ function TryIt(props: {
         rows={3}
         spellCheck={false}
         value={payload}
+        placeholder={payload ? undefined : NO_SAMPLE}
         onChange={e => setPayload(e.target.value)}
       />
       <div className="jp-PrimeHub-row">
@@ -79,7 +80,9 @@ function TryIt(props: {
           type="button"
           className="jp-PrimeHub-button jp-mod-accept"
           onClick={send}
-          disabled={busy || props.deployment.status.phase !== 'Deployed'}
+          disabled={
+            busy || !payload || props.deployment.status.phase !== 'Deployed'
+          }
           aria-busy={busy}
         >
           Send
@@ -232,11 +235,7 @@ export function InformationTab(props: {
           </p>
         ) : null}
         <CodeBlock
-          code={exampleCurl(
-            endpoint,
-            access,
-            examplePayload(deployment.status.sampleRequest)
-          )}
+          code={runExample(deployment).curl}
           label="example curl command"
         />
         <TryIt api={props.api} deployment={deployment} />

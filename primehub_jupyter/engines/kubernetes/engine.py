@@ -44,6 +44,7 @@ from .crd import (
 from .logs import PodLogs
 from .metrics import PodMetrics, prometheus_metrics
 from .phases import parse_time
+from .samples import SampleRequests
 from .settings import MODEL_PORT
 from .status import merged_history
 
@@ -161,6 +162,7 @@ class KubernetesEngine(Engine):
         self._kube: Kube | None = None
         self._session: aiohttp.ClientSession | None = None
         self._pod_metrics: PodMetrics | None = None
+        self._samples = SampleRequests(self._service_url, self._http)
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -314,7 +316,7 @@ class KubernetesEngine(Engine):
         for item in status.get("replicaStatuses") or []:
             with contextlib.suppress(PydanticError):
                 statuses.append(ReplicaStatus.model_validate(item))
-        return DeploymentRecord(
+        record = DeploymentRecord(
             id=name,
             spec=spec,
             status=DeploymentStatus(
@@ -330,6 +332,8 @@ class KubernetesEngine(Engine):
             ),
             resource_version=str(generation),
         )
+        record.status.sample_request = self._samples.known(record)
+        return record
 
     def _annotations(self, entry: HistoryEntry | None) -> dict[str, str]:
         annotations = {ANNOTATION_DEPLOY_TIMEOUT: f"{self.deploy_timeout:g}"}
@@ -383,7 +387,9 @@ class KubernetesEngine(Engine):
         return cr
 
     async def get(self, deployment_id: str) -> DeploymentRecord:
-        return self.to_deployment(await self._read(deployment_id))
+        record = self.to_deployment(await self._read(deployment_id))
+        await self._samples.fill([record])
+        return record
 
     async def list_deployments(self) -> list[DeploymentRecord]:
         try:
@@ -398,6 +404,7 @@ class KubernetesEngine(Engine):
                 result.append(self.to_deployment(cr))
             except ServiceError as error:
                 self.log.warning("%s", error.message)
+        await self._samples.fill(result)
         return result
 
     async def replace(
@@ -481,6 +488,7 @@ class KubernetesEngine(Engine):
             raise self._error(error) from None
         if self._pod_metrics is not None:
             self._pod_metrics.forget(deployment_id)
+        self._samples.forget(deployment_id)
         # Foreground deletion: the object goes once its children are gone.
         deadline = time.monotonic() + self.delete_wait_seconds
         while time.monotonic() < deadline:
@@ -519,24 +527,31 @@ class KubernetesEngine(Engine):
             namespace=self.kube.namespace,
         ).rstrip("/")
 
-    async def invoke(
-        self, deployment_id: str, path: str, body: bytes, headers: dict[str, str], user: str
-    ) -> InvokeResult:
-        await self._read(deployment_id)
+    def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.invoke_timeout)
             )
-        base = self.service_url_template.format(
+        return self._session
+
+    def _service_url(self, deployment_id: str) -> str:
+        return self.service_url_template.format(
             name=deployment_id, namespace=self.kube.namespace, port=MODEL_PORT
         ).rstrip("/")
+
+    async def invoke(
+        self, deployment_id: str, path: str, body: bytes, headers: dict[str, str], user: str
+    ) -> InvokeResult:
+        await self._read(deployment_id)
+        session = self._http()
+        base = self._service_url(deployment_id)
         url = f"{base}/{path.lstrip('/')}"
         # The signed-in user calls the Service directly (no ingress, no client token); the
         # model sees who it is in X-Forwarded-User, as it sees a client's name through nginx.
         sent = {k: v for k, v in headers.items() if k.lower() not in _DROP_HEADERS}
         sent["X-Forwarded-User"] = user
         try:
-            async with self._session.post(url, data=body, headers=sent) as response:
+            async with session.post(url, data=body, headers=sent) as response:
                 data = await response.read()
                 keep = {"Content-Type", "Request-ID"}
                 return InvokeResult(

@@ -1,0 +1,44 @@
+"""A deployment's "Run an example": the bundle's sample request as curl, never an invented one."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+#: Said instead of an example when the engine knows no sample request for the model.
+NO_SAMPLE = (
+    "this model records no sample request (packaged without one, or served from an image): "
+    "replace <request body> with rows the model takes"
+)
+#: Where a private endpoint's client goes (the Clients tab / `clients add` give one).
+CLIENT_PLACEHOLDER = "<client-name>:<client-token>"
+
+
+def example_body(deployment: dict[str, Any]) -> str | None:
+    """The request body of the example: the bundle's sample request (`status.sampleRequest`)
+    as JSON, or None when the engine knows none."""
+    sample = (deployment.get("status") or {}).get("sampleRequest")
+    return json.dumps(sample) if sample else None
+
+
+def curl_example(deployment: dict[str, Any]) -> str:
+    """A ready-to-paste curl command calling the deployment with its sample request.
+
+    Private endpoints get a client placeholder; without a sample the command has a
+    `<request body>` placeholder and a comment line says why.
+    """
+    status = deployment.get("status") or {}
+    spec = deployment.get("spec") or {}
+    private = (spec.get("endpoint") or {}).get("accessType") == "private"
+    body = example_body(deployment)
+    lines = [
+        "curl -X POST"
+        + (f" -u '{CLIENT_PLACEHOLDER}'" if private else "")
+        + f" {shlex.quote(status.get('endpoint') or '<endpoint>')} \\",
+        "  -H 'Content-Type: application/json' \\",
+        f"  -d {shlex.quote(body) if body is not None else repr('<request body>')}",
+    ]
+    if body is None:
+        lines.insert(0, f"# {NO_SAMPLE}")
+    return "\n".join(lines)
