@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         f"cpus={os.cpu_count()} loadavg-before={load_before:.2f} loadavg-after={load_after:.2f} "
         "generator=wrk -t1"
     )
-    header = f"{'server':<28}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+    header = f"{'server':<36}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
     print(header + f"{'errors':>8}{'server us/req':>15}{'other cores':>13}")
     noisy = False
     for connections in levels:
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                 median(target, connections, k) for k in ("rps", "p50", "p99", "us")
             )
             print(
-                f"{target.label:<28}{connections:>6}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}"
+                f"{target.label:<36}{connections:>6}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}"
                 f"{errors:>8}{us:>15.0f}{others:>13.2f}"
             )
     if noisy:
