@@ -201,7 +201,10 @@ class ModelServerApp(TableEndpoints, V2Endpoints):
         started = perf_counter()
         code = 500
         try:
-            if self.batcher is not None and isinstance(X, np.ndarray) and X.ndim:
+            # Table requests arrive as DataFrames and batch too (concatenated by the batcher).
+            if self.batcher is not None and (
+                self._table is not None or (isinstance(X, np.ndarray) and X.ndim)
+            ):
                 output = await self.batcher.submit(X, names, meta)
             else:
                 output = self.runtime.predict(X, names, meta)

@@ -28,7 +28,7 @@ class _Pending:
 
     def __init__(
         self,
-        X: np.ndarray,
+        X: Any,  # an array, or a DataFrame (a table request)
         names: list[str] | None,
         meta: dict[str, Any],
         future: asyncio.Future[np.ndarray],
@@ -49,7 +49,8 @@ class Batcher:
     to `max_batch_size` rows) goes in one call. An idle model starts at once unless
     `max_wait` (seconds) is set, in which case the first request waits up to that long for
     company. Requests are only stacked with others of the same trailing shape, dtype, feature
-    names and meta, so the model sees exactly what each caller sent. The model runs in one
+    names and meta (for DataFrames: the same columns and dtypes, categories included), so the
+    model sees exactly what each caller sent. The model runs in one
     worker thread, so the event loop keeps reading requests (and answering health checks)
     while it predicts; only a lone request to a fast model (calls under INLINE_SECONDS) is
     predicted on the loop, where it is quicker. A request with more rows than `max_batch_size`
@@ -77,13 +78,16 @@ class Batcher:
         #: Smoothed seconds per model call; None until the first call (which uses the thread).
         self.call_seconds: float | None = None
 
-    async def submit(
-        self, X: np.ndarray, names: list[str] | None, meta: dict[str, Any]
-    ) -> np.ndarray:
-        """Predict the rows of `X` (in a batch with others) and return this request's output."""
+    async def submit(self, X: Any, names: list[str] | None, meta: dict[str, Any]) -> np.ndarray:
+        """Predict the rows of `X` (an array or a DataFrame; in a batch with others) and return
+        this request's output."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        group: tuple[Any, ...] = (X.shape[1:], X.dtype.str, tuple(names) if names else None)
+        group: tuple[Any, ...]
+        if isinstance(X, np.ndarray):
+            group = (X.shape[1:], X.dtype.str, tuple(names) if names else None)
+        else:  # a DataFrame: pandas dtypes compare (and hash) with their categories
+            group = (tuple(X.columns), tuple(X.dtypes))
         if meta:
             group = (*group, orjson.dumps(meta, option=orjson.OPT_SORT_KEYS))
         self._pending.append(_Pending(X, names, meta, future, group))
@@ -140,23 +144,33 @@ class Batcher:
         results: list[tuple[list[_Pending], Any, bool, int, float]] = []
         for members in groups.values():
             first = members[0]
-            X = first.X if len(members) == 1 else np.concatenate([m.X for m in members])
+            X = first.X if len(members) == 1 else _stack([m.X for m in members])
             started = time.perf_counter()
-            output: Any
-            try:
-                output = np.asarray(self.predict(X, first.names, first.meta))
-                if len(members) > 1 and (output.ndim == 0 or output.shape[0] != len(X)):
-                    raise BatchShapeError(
-                        f"the model returned {output.shape[0] if output.ndim else 'a scalar'} "
-                        f"rows for a batch of {len(X)} input rows, so the rows cannot be handed "
-                        "back to each request; turn batching off for this model "
-                        "(--max-batch-size 1) or make predict return one row per input row"
-                    )
-                ok = True
-            except BaseException as exc:
-                output, ok = exc, False
-            results.append((members, output, ok, len(X), time.perf_counter() - started))
+            output, ok = self._call(X, first, len(members))
+            seconds = time.perf_counter() - started
+            if not ok and len(members) > 1 and not isinstance(output, BatchShapeError):
+                # One caller's bad rows (an unknown category, a NaN) must not fail the others:
+                # each request of a failed batch gets its own call and its own answer.
+                for member in members:
+                    single, single_ok = self._call(member.X, member, 1)
+                    results.append(([member], single, single_ok, len(member.X), 0.0))
+                continue
+            results.append((members, output, ok, len(X), seconds))
         return results
+
+    def _call(self, X: Any, first: _Pending, requests: int) -> tuple[Any, bool]:
+        try:
+            output = np.asarray(self.predict(X, first.names, first.meta))
+            if requests > 1 and (output.ndim == 0 or output.shape[0] != len(X)):
+                raise BatchShapeError(
+                    f"the model returned {output.shape[0] if output.ndim else 'a scalar'} "
+                    f"rows for a batch of {len(X)} input rows, so the rows cannot be handed "
+                    "back to each request; turn batching off for this model "
+                    "(--max-batch-size 1) or make predict return one row per input row"
+                )
+            return output, True
+        except BaseException as exc:
+            return exc, False
 
     def _finished(self, loop: asyncio.AbstractEventLoop, taken: list[_Pending], done: Any) -> None:
         self._busy = False
@@ -199,3 +213,12 @@ class Batcher:
             elif not self._scheduled:
                 self._scheduled = True
                 self._timer = loop.call_later(delay, self._dispatch, loop)
+
+
+def _stack(parts: list[Any]) -> Any:
+    """The rows of several requests as one input: arrays stacked, DataFrames concatenated."""
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import pandas as pd
+
+    return pd.concat(parts, ignore_index=True)
