@@ -55,7 +55,7 @@ demo: env
 		--PrimeHubApp.data_dir=$(abspath $(DEMO_DIR))/data --LocalEngine.gateway_port=$(GATEWAY_PORT)
 
 test: env
-	cd labextension && $(JLPM) test
+	cd labextension && $(JLPM) typecheck && $(JLPM) test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-frontend: env

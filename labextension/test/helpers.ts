@@ -161,6 +161,17 @@ export function deployment(
       creationTime: '2026-11-22T13:00:00.000Z',
       lastUpdated: overrides.lastUpdated ?? '2026-11-22T13:00:00.000Z',
       replicaStatuses: [],
+      predictors: [
+        {
+          name: 'predictor1',
+          traffic: 100,
+          shadow: false,
+          replicas: 1,
+          availableReplicas: phase === 'Deployed' ? 1 : 0,
+          phase: phase === 'Deployed' ? 'Deployed' : 'Deploying',
+          message: ''
+        }
+      ],
       sampleRequest: null
     }
   };

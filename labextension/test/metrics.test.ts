@@ -63,7 +63,14 @@ describe('chart theming', () => {
       window: 60,
       step: 5,
       summary: '',
-      totals: {},
+      totals: {
+        requests: 0,
+        predictRequests: 0,
+        clientErrors: 0,
+        serverErrors: 0,
+        feedback: 0,
+        reward: null
+      },
       charts: [{ id: 'requests', spec: spec() }]
     };
     expect(hasData(charts)).toBe(false);
