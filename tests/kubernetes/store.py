@@ -51,6 +51,7 @@ BUILTIN = [
     ResourceType("apps", "v1", "deployments", "Deployment", ("status", "scale")),
     ResourceType("apps", "v1", "replicasets", "ReplicaSet", ("status", "scale")),
     ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress"),
+    ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
 ]
 
 

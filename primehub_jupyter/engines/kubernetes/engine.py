@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -12,7 +13,7 @@ from typing import Any
 
 import aiohttp
 from pydantic import ValidationError as PydanticError
-from traitlets import Bool, Float, Unicode
+from traitlets import Bool, Enum, Float, Unicode
 
 from ...core.errors import Conflict, NotFound, ServiceError, ValidationError
 from ...core.metrics import MetricsReport
@@ -23,6 +24,7 @@ from ...core.models import (
     DeploymentStatus,
     HistoryEntry,
     Phase,
+    PredictorStatus,
     ReplicaStatus,
     describe_problems,
     format_time,
@@ -30,7 +32,7 @@ from ...core.models import (
     utcnow,
 )
 from ..base import Engine, InvokeResult
-from . import resources
+from . import resources, routing
 from .client import PHDEPLOYMENTS, SECRETS, Kube, KubeError, load_configuration
 from .crd import (
     ANNOTATION_DEPLOY_TIMEOUT,
@@ -122,6 +124,14 @@ class KubernetesEngine(Engine):
         config=True,
         help="Use the pod's service account (default: when running in a pod with no kubeconfig).",
     )
+    traffic_router = Enum(
+        ["ingress-nginx", "gateway-api"],
+        "ingress-nginx",
+        config=True,
+        help="What splits traffic in the cluster: the operator's `router` setting (check_spec "
+        "refuses early what that router cannot do, e.g. three answering predictors on "
+        "ingress-nginx).",
+    )
     endpoint_base_url = Unicode(
         "",
         config=True,
@@ -209,15 +219,23 @@ class KubernetesEngine(Engine):
             await self._kube.close()
 
     def check_spec(self, spec: DeploymentSpec) -> None:
-        uri = spec.predictor.model_uri
-        if spec.predictor.model_image or not uri:
-            return
-        if not uri.startswith(resources.SUPPORTED_SCHEMES):
+        for index, predictor in enumerate(spec.predictors):
+            uri = predictor.model_uri
+            if predictor.model_image or not uri:
+                continue
+            if not uri.startswith(resources.SUPPORTED_SCHEMES):
+                raise ValidationError(
+                    f"model URI '{uri}' cannot be used on Kubernetes: use pvc://<claim>/<path>, "
+                    "http(s)://, s3://, models:/<name>/<version> (MLflow) or an absolute path on "
+                    "a volume the cluster mounts (see docs/kubernetes.md)",
+                    details=[
+                        {"field": f"spec.predictors.{index}.modelURI", "message": "unsupported"}
+                    ],
+                )
+        problems = routing.traffic_problems(spec, self.traffic_router)
+        if problems:
             raise ValidationError(
-                f"model URI '{uri}' cannot be used on Kubernetes: use pvc://<claim>/<path>, "
-                "http(s)://, s3://, models:/<name>/<version> (MLflow) or an absolute path on a "
-                "volume the cluster mounts (see docs/kubernetes.md)",
-                details=[{"field": "spec.predictors.0.modelURI", "message": "unsupported"}],
+                "; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems
             )
 
     # ---- conversions ------------------------------------------------------------------
@@ -314,6 +332,10 @@ class KubernetesEngine(Engine):
         for item in status.get("replicaStatuses") or []:
             with contextlib.suppress(PydanticError):
                 statuses.append(ReplicaStatus.model_validate(item))
+        predictors = []
+        for item in status.get("predictors") or []:
+            with contextlib.suppress(PydanticError):
+                predictors.append(PredictorStatus.model_validate(item))
         return DeploymentRecord(
             id=name,
             spec=spec,
@@ -326,6 +348,7 @@ class KubernetesEngine(Engine):
                 creation_time=created,
                 last_updated=status.get("lastUpdated") or created,
                 replica_statuses=statuses,
+                predictors=predictors,
                 history=history[:MAX_HISTORY],
             ),
             resource_version=str(generation),
@@ -522,13 +545,15 @@ class KubernetesEngine(Engine):
     async def invoke(
         self, deployment_id: str, path: str, body: bytes, headers: dict[str, str], user: str
     ) -> InvokeResult:
-        await self._read(deployment_id)
+        record = self.to_deployment(await self._read(deployment_id))
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.invoke_timeout)
             )
         base = self.service_url_template.format(
-            name=deployment_id, namespace=self.kube.namespace, port=MODEL_PORT
+            name=self._invoked_service(record.spec, deployment_id),
+            namespace=self.kube.namespace,
+            port=MODEL_PORT,
         ).rstrip("/")
         url = f"{base}/{path.lstrip('/')}"
         # The signed-in user calls the Service directly (no ingress, no client token); the
@@ -538,7 +563,7 @@ class KubernetesEngine(Engine):
         try:
             async with self._session.post(url, data=body, headers=sent) as response:
                 data = await response.read()
-                keep = {"Content-Type", "Request-ID"}
+                keep = {"Content-Type", "Request-ID", "X-PrimeHub-Predictor"}
                 return InvokeResult(
                     response.status,
                     data,
@@ -552,6 +577,20 @@ class KubernetesEngine(Engine):
                 json.dumps({"message": message, "reason": "Unavailable"}).encode(),
                 {"Content-Type": "application/json"},
             )
+
+    @staticmethod
+    def _invoked_service(spec: DeploymentSpec, deployment_id: str) -> str:
+        """The Service of the predictor this call goes to: chosen by weight, as the ingress does.
+
+        A predictor at zero is called through its own Service all the same: invoke is for
+        trying a deployment out, and waits like any caller at most invoke_timeout.
+        """
+        weights = {k: v for k, v in spec.weights().items() if v > 0}
+        if not weights:
+            return resources.child_name(deployment_id, spec.predictor.name)
+        names = list(weights)
+        chosen = random.choices(names, weights=[weights[n] for n in names])[0]
+        return resources.child_name(deployment_id, chosen)
 
     async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         await self._read(deployment_id)
