@@ -125,7 +125,9 @@ async def prune(kube: Kube, name: str, desired: list[dict[str, Any]]) -> list[st
     """
     wanted = {(d["kind"], d["metadata"]["name"]) for d in desired}
     deleted = []
-    for kind in KINDS.values():
+    # Routes first, then what they pointed at: no request is sent to a Service that is gone.
+    order = (INGRESSES, HTTPROUTES, *AUTOSCALERS, SERVICES, DEPLOYMENTS)
+    for kind in order:
         for child in await owned(kube, kind, name):
             key = (kind.kind, child["metadata"]["name"])
             if key not in wanted:
