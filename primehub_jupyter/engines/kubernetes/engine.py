@@ -31,6 +31,7 @@ from ...core.models import (
     pydantic_problems,
     utcnow,
 )
+from ...core.traffic import PredictorCounters
 from ..base import Engine, InvokeResult
 from . import resources, routing
 from .client import PHDEPLOYMENTS, SECRETS, Kube, KubeError, load_configuration
@@ -591,6 +592,14 @@ class KubernetesEngine(Engine):
         names = list(weights)
         chosen = random.choices(names, weights=[weights[n] for n in names])[0]
         return resources.child_name(deployment_id, chosen)
+
+    async def predictor_counters(self, deployment_id: str) -> list[PredictorCounters]:
+        """Per predictor, from its pods' model-server metrics (PodMetrics.predictor_counters)."""
+        record = self.to_deployment(await self._read(deployment_id))
+        assert self._pod_metrics is not None
+        return await self._pod_metrics.predictor_counters(
+            deployment_id, [(p.name, p.shadow) for p in record.spec.predictors]
+        )
 
     async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         await self._read(deployment_id)
