@@ -178,7 +178,10 @@ class PodMetrics:
             return []
         ready = [p for p in pods if pod_ready(p)]
         texts = await asyncio.gather(*(self._text(self.pod_url(p)) for p in ready))
-        counters = {n: PredictorCounters(name=n, shadow=shadow) for n, shadow in predictors}
+        counters = {
+            n: PredictorCounters.model_validate({"name": n, "shadow": shadow})
+            for n, shadow in predictors
+        }
         for pod, text in zip(ready, texts, strict=True):
             owner = counters.get((pod["metadata"].get("labels") or {}).get(LABEL_PREDICTOR, ""))
             if owner is not None and text is not None:
