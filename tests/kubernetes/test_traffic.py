@@ -551,3 +551,41 @@ def test_a_predictor_scales_to_zero_and_wakes_up_under_keda(cluster, operator):
         lambda: predictor_status(cluster, "lazy", "v1").get("phase") == "Deployed", "awake"
     )
     assert predictor_status(cluster, "lazy", "v1")["availableReplicas"] == 1
+
+
+def test_without_keda_a_predictor_at_zero_fails_saying_what_is_missing(cluster, operator):
+    cluster.sim.images[IMAGE] = "ok"
+    cluster.call(lambda: cluster.store.types.pop("keda.sh/scaledobjects"))
+    cluster.call(lambda: cluster.store.types.pop("http.keda.sh/httpscaledobjects"))
+    cluster.apply(
+        phdeployment(
+            "nokeda", {"name": "v1", "modelImage": IMAGE, "minReplicas": 0, "maxReplicas": 1}
+        )
+    )
+    cluster.wait_phase("nokeda", "Failed", contains="minReplicas: 0 needs KEDA")
+
+
+@pytest.mark.parametrize(
+    "operator_overrides",
+    [{"router": "gateway-api", "gateway": {"parentRefs": [{"name": "models"}]}}],
+)
+def test_the_gateway_api_router_makes_one_httproute(cluster, operator):
+    cluster.sim.images[IMAGE] = cluster.sim.images[IMAGE_V2] = "ok"
+    cluster.apply(
+        phdeployment(
+            "gw",
+            {"name": "a", "modelImage": IMAGE, "traffic": 50},
+            {"name": "b", "modelImage": IMAGE_V2, "traffic": 30},
+            {"name": "c", "modelImage": IMAGE_V2, "traffic": 20},
+            {"name": "d", "modelImage": IMAGE_V2, "shadow": True},
+        )
+    )
+    status = cluster.wait_phase("gw", "Deployed")
+    assert [p["name"] for p in status["predictors"]] == ["a", "b", "c", "d"]
+    route = cluster.find("httproutes", "gw")
+    assert [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == [
+        ("gw-a", 50),
+        ("gw-b", 30),
+        ("gw-c", 20),
+    ]
+    assert cluster.objects("ingresses", "primehub.io/phdeployment=gw") == []

@@ -31,6 +31,15 @@ from .status import report
 log = logging.getLogger("primehub.operator")
 
 
+# What a spec needs the cluster to have, by the kind whose API is missing.
+_MISSING_COMPONENT = {
+    "ScaledObject": "minReplicas: 0 needs KEDA and its HTTP add-on",
+    "HTTPScaledObject": "minReplicas: 0 needs KEDA's HTTP add-on",
+    "HTTPRoute": "the operator's router: gateway-api needs the Gateway API CRDs",
+    "HorizontalPodAutoscaler": "autoscaling needs the autoscaling/v2 API (Kubernetes 1.23+)",
+}
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -247,9 +256,20 @@ class OperatorReconciler:
         for manifest in desired:
             child = manifest["metadata"]["name"]
             keep = manifest["kind"] == "Deployment" and child in autoscaled
-            await children.apply(
-                self.kube, children.KINDS[manifest["kind"]], manifest, keep_replicas=keep
-            )
+            kind = children.KINDS[manifest["kind"]]
+            try:
+                await children.apply(self.kube, kind, manifest, keep_replicas=keep)
+            except KubeError as error:
+                missing = _MISSING_COMPONENT.get(kind.kind)
+                if not (error.not_found and missing):
+                    raise
+                outcome = await self._observe(cr, spec, timeout, status)
+                outcome.phase = Phase.FAILED
+                outcome.message = (
+                    f"the cluster has no {kind.plural}.{kind.group}: {missing} "
+                    '(docs/kubernetes.md, "Traffic and scale")'
+                )
+                return outcome
             if (
                 manifest["kind"] == "Deployment"
                 and before.get(child) != (manifest["metadata"]["annotations"][ANNOTATION_APPLIED])
