@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -220,20 +219,8 @@ class KubernetesEngine(Engine):
             await self._kube.close()
 
     def check_spec(self, spec: DeploymentSpec) -> None:
-        for index, predictor in enumerate(spec.predictors):
-            uri = predictor.model_uri
-            if predictor.model_image or not uri:
-                continue
-            if not uri.startswith(resources.SUPPORTED_SCHEMES):
-                raise ValidationError(
-                    f"model URI '{uri}' cannot be used on Kubernetes: use pvc://<claim>/<path>, "
-                    "http(s)://, s3://, models:/<name>/<version> (MLflow) or an absolute path on "
-                    "a volume the cluster mounts (see docs/kubernetes.md)",
-                    details=[
-                        {"field": f"spec.predictors.{index}.modelURI", "message": "unsupported"}
-                    ],
-                )
-        problems = routing.traffic_problems(spec, self.traffic_router)
+        problems = resources.model_uri_problems(spec)
+        problems = problems or routing.traffic_problems(spec, self.traffic_router)
         if problems:
             raise ValidationError(
                 "; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems
@@ -552,7 +539,7 @@ class KubernetesEngine(Engine):
                 timeout=aiohttp.ClientTimeout(total=self.invoke_timeout)
             )
         base = self.service_url_template.format(
-            name=self._invoked_service(record.spec, deployment_id),
+            name=routing.invoked_service(record.spec, deployment_id),
             namespace=self.kube.namespace,
             port=MODEL_PORT,
         ).rstrip("/")
@@ -578,20 +565,6 @@ class KubernetesEngine(Engine):
                 json.dumps({"message": message, "reason": "Unavailable"}).encode(),
                 {"Content-Type": "application/json"},
             )
-
-    @staticmethod
-    def _invoked_service(spec: DeploymentSpec, deployment_id: str) -> str:
-        """The Service of the predictor this call goes to: chosen by weight, as the ingress does.
-
-        A predictor at zero is called through its own Service all the same: invoke is for
-        trying a deployment out, and waits like any caller at most invoke_timeout.
-        """
-        weights = {k: v for k, v in spec.weights().items() if v > 0}
-        if not weights:
-            return resources.child_name(deployment_id, spec.predictor.name)
-        names = list(weights)
-        chosen = random.choices(names, weights=[weights[n] for n in names])[0]
-        return resources.child_name(deployment_id, chosen)
 
     async def predictor_counters(self, deployment_id: str) -> list[PredictorCounters]:
         """Per predictor, from its pods' model-server metrics (PodMetrics.predictor_counters)."""

@@ -246,6 +246,21 @@ def model_source(
     )
 
 
+def model_uri_problems(spec: DeploymentSpec) -> list[dict[str, str]]:
+    """[{field, message}] for a modelURI the cluster cannot fetch (the first one found)."""
+    for index, predictor in enumerate(spec.predictors):
+        uri = predictor.model_uri
+        if predictor.model_image or not uri or uri.startswith(SUPPORTED_SCHEMES):
+            continue
+        message = (
+            f"model URI '{uri}' cannot be used on Kubernetes: use pvc://<claim>/<path>, "
+            "http(s)://, s3://, models:/<name>/<version> (MLflow) or an absolute path on a "
+            "volume the cluster mounts (see docs/kubernetes.md)"
+        )
+        return [{"field": f"spec.predictors.{index}.modelURI", "message": message}]
+    return []
+
+
 # ---- the Deployment --------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ ExternalName Service to the interceptor, with that Host set by the route.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from ...core.models import DeploymentSpec, Predictor
@@ -127,6 +128,20 @@ def wake_service_manifest(
         },
     }
     return with_applied_hash(manifest)
+
+
+def invoked_service(spec: DeploymentSpec, deployment_id: str) -> str:
+    """The Service the engine's invoke calls: a predictor chosen by weight, as the route does.
+
+    A predictor at zero is called through its own Service all the same: invoke is for trying
+    a deployment out, and waits like any caller at most the engine's invoke_timeout.
+    """
+    weights = {k: v for k, v in spec.weights().items() if v > 0}
+    if not weights:
+        return child_name(deployment_id, spec.predictor.name)
+    names = list(weights)
+    chosen = random.choices(names, weights=[weights[n] for n in names])[0]
+    return child_name(deployment_id, chosen)
 
 
 # ---- ingress-nginx ---------------------------------------------------------------------
