@@ -250,12 +250,16 @@ class KubernetesWorld(World):
 
     async def stopped(self, api: Any, deployment_id: str, endpoint: str) -> None:
         assert self.cluster.objects("pods", f"primehub.io/phdeployment={deployment_id}") == []
-        assert self.cluster.find("deployments", deployment_id)["spec"]["replicas"] == 0
+        # One Deployment per predictor, named <id>-<predictor>, kept at 0 replicas.
+        deployment = self.cluster.find("deployments", f"{deployment_id}-predictor1")
+        assert deployment["spec"]["replicas"] == 0
 
     async def deleted(self, deployment_id: str, endpoint: str) -> None:
         # The custom resource and every child are gone.
-        for plural in ("phdeployments", "deployments", "services", "ingresses"):
-            assert self.cluster.find(plural, deployment_id) is None, plural
+        selector = f"primehub.io/phdeployment={deployment_id}"
+        assert self.cluster.find("phdeployments", deployment_id) is None
+        for plural in ("deployments", "services", "ingresses"):
+            assert self.cluster.objects(plural, selector) == [], plural
         assert self.cluster.find("secrets", f"{deployment_id}-clients") is None
         assert self.cluster.objects("pods") == [] and self.cluster.objects("replicasets") == []
         assert self.cluster.api.denied == [], "the Jupyter side's Role is too narrow"

@@ -501,3 +501,11 @@ def test_a_raising_metrics_hook_is_a_json_500_and_the_server_keeps_serving(hooks
     assert broken.status_code == 500
     assert "metrics() exploded" in broken.json()["message"]
     assert hooks.post({"strData": "fine"}).status_code == 200
+
+
+def test_answers_name_their_predictor(iris):
+    """X-PrimeHub-Predictor on every answer (canary/A-B on Kubernetes, where no gateway sets it)."""
+    answer = iris.post({"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2]]}})
+    assert answer.status_code == 200 and answer.headers["X-PrimeHub-Predictor"] == "pred-a"
+    missing = requests.get(f"{iris.url}/no/such/path", timeout=30)
+    assert missing.status_code == 404 and missing.headers["X-PrimeHub-Predictor"] == "pred-a"

@@ -95,6 +95,10 @@ class ModelServerApp(TableEndpoints, V2Endpoints):
         self.deployment = deployment
         self.replica = replica
         self.predictor = predictor
+        # Every answer names its predictor (canary, A/B): X-PrimeHub-Predictor.
+        self._predictor_header = (
+            [(b"x-primehub-predictor", predictor.encode())] if predictor else []
+        )
         self.model_version = model_version
         self.model_image = model_image
         self.request_log = request_log
@@ -282,6 +286,7 @@ class ModelServerApp(TableEndpoints, V2Endpoints):
             (b"content-type", content_type),
             (b"content-length", str(len(body)).encode()),
             (b"request-id", call.request_id),
+            *self._predictor_header,
         ]
         if call.extra_headers:
             headers.extend(call.extra_headers)

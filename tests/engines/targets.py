@@ -218,9 +218,14 @@ class KubernetesTarget(Target):
 
     def remnants(self, deployment_id: str) -> list[str]:
         found = self.running(deployment_id)
-        for plural in ("phdeployments", "deployments", "services", "ingresses"):
-            if self.cluster.find(plural, deployment_id) is not None:
-                found.append(f"{plural}/{deployment_id}")
+        if self.cluster.find("phdeployments", deployment_id) is not None:
+            found.append(f"phdeployments/{deployment_id}")
+        # Children are per predictor (<id>-<predictor>): found by the deployment's label.
+        for plural in ("deployments", "services", "ingresses"):
+            selector = f"primehub.io/phdeployment={deployment_id}"
+            found += [
+                f"{plural}/{o['metadata']['name']}" for o in self.cluster.objects(plural, selector)
+            ]
         if self.cluster.find("secrets", f"{deployment_id}-clients") is not None:
             found.append(f"secrets/{deployment_id}-clients")
         return found

@@ -20,6 +20,7 @@ from primehub_jupyter.engines.kubernetes.settings import OperatorSettings
 from .cluster import MODEL_SERVER_IMAGE, Cluster
 from .fakeapi import RBAC, Background, FakeKubeAPI, Store, serve
 from .storage import Storage
+from .validation import vendored_crds
 
 NAMESPACE = "primehub"
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +42,10 @@ PLURALS = {
     "secrets": "/secrets",
     "events": "/events",
     "resourcequotas": "/resourcequotas",
+    "horizontalpodautoscalers": "autoscaling/horizontalpodautoscalers",
+    "scaledobjects": "keda.sh/scaledobjects",
+    "httpscaledobjects": "http.keda.sh/httpscaledobjects",
+    "httproutes": "gateway.networking.k8s.io/httproutes",
 }
 
 
@@ -60,6 +65,8 @@ class FakeCluster:
         self.background = Background()
         self.store = Store()
         self.store.install_crd(crd_manifest())
+        for crd in vendored_crds():  # KEDA, its HTTP add-on, the Gateway API
+            self.store.install_crd(crd)
         self.sim = Cluster(self.store, NAMESPACE, workdir / "cluster")
         self.storage = Storage(workdir / "storage")
         self.api = FakeKubeAPI(

@@ -92,7 +92,11 @@ class PodNetwork:
         key = f"{code}|{service}"
         run.metrics[key] = run.metrics.get(key, 0) + 1
         self._log(pod, "model", run.model.instance, f"{request.method} /{path} {code} user={user}")
-        return web.json_response(answer, status=code)
+        # As our model server does when it is given a predictor name (PREDICTIVE_UNIT_ID).
+        env = found[0]["spec"]["containers"][0].get("env") or []
+        predictor = next((e.get("value") for e in env if e["name"] == "PREDICTIVE_UNIT_ID"), None)
+        headers = {"X-PrimeHub-Predictor": predictor} if predictor else None
+        return web.json_response(answer, status=code, headers=headers)
 
     def _metrics_text(self, run: PodRun) -> str:
         lines = ["# TYPE seldon_api_executor_server_requests_seconds histogram"]

@@ -51,6 +51,7 @@ BUILTIN = [
     ResourceType("apps", "v1", "deployments", "Deployment", ("status", "scale")),
     ResourceType("apps", "v1", "replicasets", "ReplicaSet", ("status", "scale")),
     ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress"),
+    ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
 ]
 
 
@@ -279,7 +280,18 @@ class Store:
         self._bump(obj)
         self.objects[(rt.key, namespace, name)] = obj
         self._emit(rt, "ADDED", obj)
+        refs = meta.get("ownerReferences") or []
+        if refs and not any(self._exists(ref.get("uid"), namespace) for ref in refs):
+            # The garbage collector deletes a dependent whose owners are all gone (a child
+            # created by a reconcile that raced its owner's deletion).
+            self.delete(rt, namespace, name, "Background")
         return obj
+
+    def _exists(self, uid: str | None, namespace: str) -> bool:
+        return any(
+            ns == namespace and o["metadata"].get("uid") == uid
+            for (_, ns, _), o in self.objects.items()
+        )
 
     def update(self, rt: ResourceType, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Replace an object as is (server-side writes: status, finalizers, scale)."""

@@ -453,3 +453,30 @@ async def test_a_table_bundles_sample_request_is_in_the_status(service, cluster,
     assert deployed.status.sample_request == sample
     (listed,) = [d for d in await service.list_deployments("alice") if d.id == created.id]
     assert listed.status.to_json()["sampleRequest"] == sample
+
+
+async def test_two_predictors_invoke_by_weight_and_count_per_predictor(service, cluster):
+    spec = body()["spec"]
+    spec["predictors"] = [
+        {"name": "v1", "instanceType": "cpu-0.5", "modelImage": IMAGE, "traffic": 50},
+        {"name": "v2", "instanceType": "cpu-0.5", "modelImage": IMAGE, "traffic": 50},
+    ]
+    created = await service.create("alice", {"spec": spec})
+    deployed = await wait_phase(service, created.id, "Deployed")
+    assert [(p.name, p.traffic, p.phase.value) for p in deployed.status.predictors] == [
+        ("v1", 50, "Deployed"),
+        ("v2", 50, "Deployed"),
+    ]
+    assert sorted(r.predictor for r in deployed.status.replica_statuses) == ["v1", "v2"]
+    payload = json.dumps({"data": {"ndarray": [[1, 2]]}}).encode()
+    answered = []
+    for _ in range(40):
+        result = await service.invoke("alice", created.id, "api/v1.0/predictions", payload, {})
+        assert result.status == 200
+        answered.append(result.headers["X-PrimeHub-Predictor"])
+    assert set(answered) == {"v1", "v2"}  # 50/50: all 40 on one side has odds of 2^-39
+    counters = {c.name: c for c in await service.engine.predictor_counters(created.id)}
+    assert {n: c.requests for n, c in counters.items()} == {
+        n: answered.count(n) for n in ("v1", "v2")
+    }
+    assert all(sum(c.latency_buckets) == c.requests and c.errors == 0 for c in counters.values())

@@ -18,7 +18,7 @@ import yaml
 from primehub_jupyter.core.config import ConfigStore, InstanceType
 from primehub_jupyter.core.models import DeploymentRecord, DeploymentSpec, HistoryEntry
 from primehub_jupyter.core.security import hash_token
-from primehub_jupyter.engines.kubernetes import resources
+from primehub_jupyter.engines.kubernetes import resources, routing
 from primehub_jupyter.engines.kubernetes.crd import crd_manifest, openapi_schema
 from primehub_jupyter.engines.kubernetes.engine import clean
 from primehub_jupyter.engines.kubernetes.settings import OperatorSettings
@@ -132,7 +132,7 @@ def test_generated_objects_validate_against_the_kubernetes_schemas(variant):
     objects = [
         deployment,
         resources.service_manifest(CR, deployment_spec),
-        resources.ingress_manifest(CR, deployment_spec, SETTINGS),
+        routing.ingress_manifests(CR, deployment_spec, SETTINGS)[0],
         resources.clients_secret_manifest(
             CR, deployment_spec.group_name, {"app": hash_token("t", 4)}
         ),
@@ -203,7 +203,7 @@ def test_instance_type_becomes_resources_node_selector_and_tolerations():
 
 
 def test_private_ingress_and_nginx_hash_format():
-    private = resources.ingress_manifest(CR, VARIANTS["private"][0], SETTINGS)
+    private = routing.ingress_manifests(CR, VARIANTS["private"][0], SETTINGS)[0]
     annotations = private["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/auth-secret"] == "iris-clients"
     assert annotations["nginx.ingress.kubernetes.io/auth-secret-type"] == "auth-map"
@@ -222,7 +222,7 @@ def test_private_ingress_and_nginx_hash_format():
 def test_ingress_serves_the_catalog_to_browsers():
     """The whole /deployment/<id>/ prefix reaches the model server (api/model/info and
     openapi.json included); the catalog's Swagger UI may call it from JupyterLab's origin."""
-    annotations = resources.ingress_manifest(CR, VARIANTS["private"][0], SETTINGS)["metadata"][
+    annotations = routing.ingress_manifests(CR, VARIANTS["private"][0], SETTINGS)[0]["metadata"][
         "annotations"
     ]
     nginx = "nginx.ingress.kubernetes.io"
@@ -380,15 +380,27 @@ def test_kustomize_renders_valid_manifests(path):
     assert all(arg.split("=", 1)[1].rsplit("/", 1)[0] in mounts for arg in container["args"][1:3])
 
 
-def test_rbac_is_namespaced_and_never_deletes():
+def test_rbac_is_namespaced_and_deletes_only_children_it_makes():
     documents = kustomize("deploy/base")
     assert not [d for d in documents if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     operator = next(
         d for d in documents if d["kind"] == "Role" and d["metadata"]["name"] == "primehub-operator"
     )
     verbs = {verb for rule in operator["rules"] for verb in rule["verbs"]}
-    assert "delete" not in verbs and "*" not in verbs
+    assert "*" not in verbs
     assert all("*" not in rule["resources"] for rule in operator["rules"])
+    deletable = {
+        r for rule in operator["rules"] if "delete" in rule["verbs"] for r in rule["resources"]
+    }
+    assert deletable == {
+        "deployments",
+        "services",
+        "ingresses",
+        "horizontalpodautoscalers",
+        "scaledobjects",
+        "httpscaledobjects",
+        "httproutes",
+    }
 
 
 def check_podmonitor(document: dict[str, Any]) -> None:

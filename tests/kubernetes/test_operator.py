@@ -18,11 +18,15 @@ IMAGE = "registry.example.com/iris:1"
 IMAGE_V2 = "registry.example.com/iris:2"
 
 
-def owned_children(cluster, name: str) -> dict[str, dict]:
+def owned_children(cluster, name: str, predictor: str = "predictor1") -> dict[str, dict]:
     children = {}
-    for plural in ("deployments", "services", "ingresses"):
-        found = cluster.find(plural, name)
-        assert found is not None, f"{plural}/{name} missing"
+    for plural, child in (
+        ("deployments", f"{name}-{predictor}"),
+        ("services", f"{name}-{predictor}"),
+        ("ingresses", name),
+    ):
+        found = cluster.find(plural, child)
+        assert found is not None, f"{plural}/{child} missing"
         children[plural] = found
     return children
 
@@ -46,7 +50,7 @@ def test_model_image_deploys_with_owned_labelled_children(cluster, operator):
         (ref,) = child["metadata"]["ownerReferences"]
         assert (ref["kind"], ref["uid"], ref["controller"]) == ("PhDeployment", uid, True), kind
 
-    deployment = cluster.find("deployments", "iris")
+    deployment = cluster.find("deployments", "iris-predictor1")
     strategy = deployment["spec"]["strategy"]["rollingUpdate"]
     assert strategy == {"maxUnavailable": 0, "maxSurge": 1}
     pod_spec = deployment["spec"]["template"]["spec"]
@@ -79,7 +83,7 @@ def test_model_uri_on_a_pvc_is_fetched_by_the_init_container(cluster, operator, 
     cluster.sim.pvcs["project-data"] = bundle_dir.parent
     cluster.apply(phdeployment("from-pvc", modelURI=f"pvc://project-data/{bundle_dir.name}"))
     cluster.wait_phase("from-pvc", "Deployed")
-    pod_spec = cluster.find("deployments", "from-pvc")["spec"]["template"]["spec"]
+    pod_spec = cluster.find("deployments", "from-pvc-predictor1")["spec"]["template"]["spec"]
     (init,) = pod_spec["initContainers"]
     assert init["name"] == "model-initializer" and init["image"] == MODEL_SERVER_IMAGE
     assert pod_spec["containers"][0]["image"] == MODEL_SERVER_IMAGE
@@ -206,7 +210,7 @@ def test_group_and_instance_type_problems_then_the_admin_fixes_them(cluster, ope
     cluster.apply(phdeployment("disabled", modelImage=IMAGE, groupName="research"))
     status = cluster.wait_phase("disabled", "Failed")
     assert status["message"] == FEATURE_DISABLED_MESSAGE
-    assert cluster.find("deployments", "disabled") is None  # nothing runs for it
+    assert cluster.find("deployments", "disabled-predictor1") is None  # nothing runs for it
 
     # The admin enables deployment for the group: the resync picks the fix up, no edit needed.
     config = yaml.safe_load(groups_file.read_text())
@@ -223,7 +227,7 @@ def test_group_quota_is_checked_before_scaling_up(cluster, operator):
     cluster.apply(phdeployment("second", modelImage=IMAGE, groupName="small"))
     status = cluster.wait_phase("second", "Failed", contains="group resource not enough")
     assert "cpu 0.5 requested, 0 of 1 free (group 'small')" in status["message"]
-    assert cluster.find("deployments", "second") is None  # never scaled up
+    assert cluster.find("deployments", "second-predictor1") is None  # never scaled up
 
     # Scaling the first one up does not fit either: it keeps running as it was.
     cluster.patch(
@@ -243,7 +247,7 @@ def test_group_quota_is_checked_before_scaling_up(cluster, operator):
         },
     )
     status = cluster.wait_phase("first", "Failed", contains="the running version keeps serving")
-    assert cluster.find("deployments", "first")["spec"]["replicas"] == 2
+    assert cluster.find("deployments", "first-predictor1")["spec"]["replicas"] == 2
 
     # Stopping the first frees the quota: the second one starts by itself.
     cluster.patch("phdeployments", "first", {"spec": {"stop": True}})
@@ -286,7 +290,9 @@ def test_unschedulable_pods_then_a_node_fits(cluster, operator, groups_file):
     cluster.apply(phdeployment("gpu", modelImage=IMAGE, instanceType="gpu-1"))
     status = cluster.wait_phase("gpu", "Failed", contains="cluster resource not enough")
     assert "didn't match Pod's node affinity/selector" in status["message"]
-    container = cluster.find("deployments", "gpu")["spec"]["template"]["spec"]["containers"][0]
+    container = cluster.find("deployments", "gpu-predictor1")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
     cluster.call(lambda: cluster.sim.node_labels.update(gpu="true"))
@@ -310,7 +316,7 @@ def test_stop_scales_to_zero_and_start_comes_back(cluster, operator):
     cluster.wait_phase("stopme", "Deployed")
     cluster.patch("phdeployments", "stopme", {"spec": {"stop": True}})
     cluster.wait_phase("stopme", "Stopped")
-    assert cluster.find("deployments", "stopme")["spec"]["replicas"] == 0
+    assert cluster.find("deployments", "stopme-predictor1")["spec"]["replicas"] == 0
     assert cluster.objects("pods", "primehub.io/phdeployment=stopme") == []
     assert "admitted" not in cluster.status("stopme")  # its quota is released
     cluster.patch("phdeployments", "stopme", {"spec": {"stop": False}})

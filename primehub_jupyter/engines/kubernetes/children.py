@@ -1,7 +1,8 @@
-"""A PhDeployment's children on the API server: Deployment, Service, Ingress and clients Secret.
+"""A PhDeployment's children on the API server: per predictor a Deployment, Service and
+autoscaler; Ingresses or an HTTPRoute; the clients Secret.
 
-The manifests are built in `resources`; here they are created, replaced when what the
-operator asks for changed (by hash), scaled to zero, and pruned.
+The manifests are built in `resources`, `routing` and `autoscaling`; here they are created,
+replaced when what the operator asks for changed (by hash), scaled to zero, and pruned.
 """
 
 from __future__ import annotations
@@ -12,8 +13,21 @@ from typing import Any
 
 from ...core.models import DeploymentSpec
 from . import resources
-from .client import DEPLOYMENTS, PHDEPLOYMENTS, SECRETS, SERVICES, Kind, Kube, KubeError
-from .crd import ANNOTATION_APPLIED
+from .client import (
+    DEPLOYMENTS,
+    HPAS,
+    HTTPROUTES,
+    HTTPSCALEDOBJECTS,
+    INGRESSES,
+    PHDEPLOYMENTS,
+    SCALEDOBJECTS,
+    SECRETS,
+    SERVICES,
+    Kind,
+    Kube,
+    KubeError,
+)
+from .crd import ANNOTATION_APPLIED, LABEL_ID
 
 log = logging.getLogger("primehub.operator")
 
@@ -21,10 +35,19 @@ log = logging.getLogger("primehub.operator")
 _OWN_PREFIXES = ("nginx.ingress.kubernetes.io/", "primehub.io/", "prometheus.io/")
 # Fields the API server assigns to a Service; a replace must carry them over.
 _SERVICE_ASSIGNED = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
+#: Every kind of child, by its manifest's kind.
+_ALL = (DEPLOYMENTS, SERVICES, INGRESSES, HPAS, SCALEDOBJECTS, HTTPSCALEDOBJECTS, HTTPROUTES)
+KINDS = {kind.kind: kind for kind in _ALL}
+AUTOSCALERS = (HPAS, SCALEDOBJECTS, HTTPSCALEDOBJECTS)
 
 
-async def apply(kube: Kube, kind: Kind, desired: dict[str, Any]) -> dict[str, Any]:
-    """Create the object, or replace it when what we asked for changed (by hash)."""
+async def apply(
+    kube: Kube, kind: Kind, desired: dict[str, Any], *, keep_replicas: bool = False
+) -> dict[str, Any]:
+    """Create the object, or replace it when what we asked for changed (by hash).
+
+    `keep_replicas`: an autoscaler owns the Deployment's replica count; a replace keeps it.
+    """
     name = desired["metadata"]["name"]
     live = await kube.find(kind, name)
     if live is None:
@@ -51,21 +74,67 @@ async def apply(kube: Kube, kind: Kind, desired: dict[str, Any]) -> dict[str, An
         for key in _SERVICE_ASSIGNED:
             if key in (live.get("spec") or {}):
                 body["spec"][key] = live["spec"][key]
+    if keep_replicas and "replicas" in (live.get("spec") or {}):
+        body["spec"]["replicas"] = live["spec"]["replicas"]
     log.info("updating %s %s", kind.kind, name)
     return await kube.replace(kind, name, body)
 
 
+async def owned(kube: Kube, kind: Kind, name: str) -> list[dict[str, Any]]:
+    """The children of kind `kind` labelled for PhDeployment `name` ([] if the kind is absent)."""
+    try:
+        return await kube.list(kind, labels=f"{LABEL_ID}={name}")
+    except KubeError as error:
+        if error.not_found:  # KEDA or the Gateway API is not installed: nothing of it is ours
+            return []
+        raise
+
+
 async def scale_to_zero(kube: Kube, name: str) -> None:
-    """No replica of deployment `name` runs; its Deployment, Service and Ingress stay."""
-    live = await kube.find(DEPLOYMENTS, name)
-    if live is not None and int((live.get("spec") or {}).get("replicas") or 0) != 0:
-        log.info("scaling %s to zero", name)
-        # The hash is cleared so that starting again re-applies the whole manifest.
-        await kube.patch(
-            DEPLOYMENTS,
-            name,
-            {"metadata": {"annotations": {ANNOTATION_APPLIED: None}}, "spec": {"replicas": 0}},
-        )
+    """No replica of deployment `name` runs: autoscalers go, Deployments scale to 0.
+
+    Deployments, Services and routes stay, so starting again is a scale-up.
+    """
+    for kind in AUTOSCALERS:
+        for child in await owned(kube, kind, name):
+            await _delete(kube, kind, child["metadata"]["name"])
+    for live in await owned(kube, DEPLOYMENTS, name):
+        if int((live.get("spec") or {}).get("replicas") or 0) != 0:
+            log.info("scaling %s to zero", live["metadata"]["name"])
+            # The hash is cleared so that starting again re-applies the whole manifest.
+            await kube.patch(
+                DEPLOYMENTS,
+                live["metadata"]["name"],
+                {"metadata": {"annotations": {ANNOTATION_APPLIED: None}}, "spec": {"replicas": 0}},
+            )
+
+
+async def _delete(kube: Kube, kind: Kind, name: str) -> None:
+    try:
+        await kube.delete(kind, name)
+    except KubeError as error:
+        if not error.not_found:
+            raise
+
+
+async def prune(kube: Kube, name: str, desired: list[dict[str, Any]]) -> list[str]:
+    """Delete the children of `name` no longer desired (a removed predictor's, an old layout's).
+
+    Owner references would only collect them with the PhDeployment itself; a predictor
+    removed from the spec (promote) must go at once. Returns what was deleted, as Kind/name.
+    """
+    wanted = {(d["kind"], d["metadata"]["name"]) for d in desired}
+    deleted = []
+    # Routes first, then what they pointed at: no request is sent to a Service that is gone.
+    order = (INGRESSES, HTTPROUTES, *AUTOSCALERS, SERVICES, DEPLOYMENTS)
+    for kind in order:
+        for child in await owned(kube, kind, name):
+            key = (kind.kind, child["metadata"]["name"])
+            if key not in wanted:
+                log.info("deleting %s %s (no longer in the spec of %s)", *key, name)
+                await _delete(kube, kind, key[1])
+                deleted.append(f"{key[0]}/{key[1]}")
+    return deleted
 
 
 async def ensure_clients_secret(kube: Kube, cr: dict[str, Any], spec: DeploymentSpec) -> None:

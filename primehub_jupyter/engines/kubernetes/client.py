@@ -50,6 +50,10 @@ SERVICES = Kind("", "v1", "services", "Service")
 SECRETS = Kind("", "v1", "secrets", "Secret")
 EVENTS = Kind("", "v1", "events", "Event")
 INGRESSES = Kind("networking.k8s.io", "v1", "ingresses", "Ingress")
+HPAS = Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+SCALEDOBJECTS = Kind("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
+HTTPSCALEDOBJECTS = Kind("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject")
+HTTPROUTES = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 
 
 class KubeError(Exception):

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 from pydantic import ValidationError as PydanticError
-from traitlets import Bool, Float, Unicode
+from traitlets import Bool, Enum, Float, Unicode
 
 from ...core.errors import Conflict, NotFound, ServiceError, ValidationError
 from ...core.metrics import MetricsReport
@@ -23,14 +23,16 @@ from ...core.models import (
     DeploymentStatus,
     HistoryEntry,
     Phase,
+    PredictorStatus,
     ReplicaStatus,
     describe_problems,
     format_time,
     pydantic_problems,
     utcnow,
 )
+from ...core.traffic import PredictorCounters
 from ..base import Engine, InvokeResult
-from . import resources
+from . import resources, routing
 from .client import PHDEPLOYMENTS, SECRETS, Kube, KubeError, load_configuration
 from .crd import (
     ANNOTATION_DEPLOY_TIMEOUT,
@@ -123,6 +125,14 @@ class KubernetesEngine(Engine):
         config=True,
         help="Use the pod's service account (default: when running in a pod with no kubeconfig).",
     )
+    traffic_router = Enum(
+        ["ingress-nginx", "gateway-api"],
+        "ingress-nginx",
+        config=True,
+        help="What splits traffic in the cluster: the operator's `router` setting (check_spec "
+        "refuses early what that router cannot do, e.g. three answering predictors on "
+        "ingress-nginx).",
+    )
     endpoint_base_url = Unicode(
         "",
         config=True,
@@ -162,7 +172,12 @@ class KubernetesEngine(Engine):
         self._kube: Kube | None = None
         self._session: aiohttp.ClientSession | None = None
         self._pod_metrics: PodMetrics | None = None
-        self._samples = SampleRequests(self._service_url, self._http)
+        self._samples = SampleRequests(
+            lambda record: self._service_url(
+                resources.child_name(record.id, record.spec.predictor.name)
+            ),
+            self._http,
+        )
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -211,15 +226,11 @@ class KubernetesEngine(Engine):
             await self._kube.close()
 
     def check_spec(self, spec: DeploymentSpec) -> None:
-        uri = spec.predictor.model_uri
-        if spec.predictor.model_image or not uri:
-            return
-        if not uri.startswith(resources.SUPPORTED_SCHEMES):
+        problems = resources.model_uri_problems(spec)
+        problems = problems or routing.traffic_problems(spec, self.traffic_router)
+        if problems:
             raise ValidationError(
-                f"model URI '{uri}' cannot be used on Kubernetes: use pvc://<claim>/<path>, "
-                "http(s)://, s3://, models:/<name>/<version> (MLflow) or an absolute path on a "
-                "volume the cluster mounts (see docs/kubernetes.md)",
-                details=[{"field": "spec.predictors.0.modelURI", "message": "unsupported"}],
+                "; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems
             )
 
     # ---- conversions ------------------------------------------------------------------
@@ -316,6 +327,10 @@ class KubernetesEngine(Engine):
         for item in status.get("replicaStatuses") or []:
             with contextlib.suppress(PydanticError):
                 statuses.append(ReplicaStatus.model_validate(item))
+        predictors = []
+        for item in status.get("predictors") or []:
+            with contextlib.suppress(PydanticError):
+                predictors.append(PredictorStatus.model_validate(item))
         record = DeploymentRecord(
             id=name,
             spec=spec,
@@ -328,6 +343,7 @@ class KubernetesEngine(Engine):
                 creation_time=created,
                 last_updated=status.get("lastUpdated") or created,
                 replica_statuses=statuses,
+                predictors=predictors,
                 history=history[:MAX_HISTORY],
             ),
             resource_version=str(generation),
@@ -534,17 +550,17 @@ class KubernetesEngine(Engine):
             )
         return self._session
 
-    def _service_url(self, deployment_id: str) -> str:
+    def _service_url(self, service: str) -> str:
         return self.service_url_template.format(
-            name=deployment_id, namespace=self.kube.namespace, port=MODEL_PORT
+            name=service, namespace=self.kube.namespace, port=MODEL_PORT
         ).rstrip("/")
 
     async def invoke(
         self, deployment_id: str, path: str, body: bytes, headers: dict[str, str], user: str
     ) -> InvokeResult:
-        await self._read(deployment_id)
+        record = self.to_deployment(await self._read(deployment_id))
         session = self._http()
-        base = self._service_url(deployment_id)
+        base = self._service_url(routing.invoked_service(record.spec, deployment_id))
         url = f"{base}/{path.lstrip('/')}"
         # The signed-in user calls the Service directly (no ingress, no client token); the
         # model sees who it is in X-Forwarded-User, as it sees a client's name through nginx.
@@ -553,7 +569,7 @@ class KubernetesEngine(Engine):
         try:
             async with session.post(url, data=body, headers=sent) as response:
                 data = await response.read()
-                keep = {"Content-Type", "Request-ID"}
+                keep = {"Content-Type", "Request-ID", "X-PrimeHub-Predictor"}
                 return InvokeResult(
                     response.status,
                     data,
@@ -567,6 +583,14 @@ class KubernetesEngine(Engine):
                 json.dumps({"message": message, "reason": "Unavailable"}).encode(),
                 {"Content-Type": "application/json"},
             )
+
+    async def predictor_counters(self, deployment_id: str) -> list[PredictorCounters]:
+        """Per predictor, from its pods' model-server metrics (PodMetrics.predictor_counters)."""
+        record = self.to_deployment(await self._read(deployment_id))
+        assert self._pod_metrics is not None
+        return await self._pod_metrics.predictor_counters(
+            deployment_id, [(p.name, p.shadow) for p in record.spec.predictors]
+        )
 
     async def metrics(self, deployment_id: str, window: float, step: float) -> MetricsReport:
         await self._read(deployment_id)

@@ -36,6 +36,7 @@ from ...core.metrics import (
     MetricsTotals,
     ReplicaSeries,
 )
+from ...core.traffic import LATENCY_BUCKETS, PredictorCounters
 from ..series import (
     FEEDBACK_REWARD,
     FEEDBACK_TOTAL,
@@ -47,7 +48,7 @@ from ..series import (
     parse_replica,
 )
 from .client import PODS, Kube, KubeError
-from .crd import LABEL_ID
+from .crd import LABEL_ID, LABEL_PREDICTOR
 from .phases import pod_ready
 
 PREDICT_SERVICES = ("predictions", "predict", "infer")
@@ -161,6 +162,32 @@ class PodMetrics:
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return None
 
+    async def predictor_counters(
+        self, deployment_id: str, predictors: list[tuple[str, bool]]
+    ) -> list[PredictorCounters]:
+        """Counts per predictor (name, shadow) from the /metrics of its ready pods, read now.
+
+        What the model servers count since they started: a pod that went away (scaled down,
+        replaced) takes its counts with it. Shadow comparisons are not counted on Kubernetes
+        (nginx discards mirrored answers unseen), nor successes (the model server exports
+        the reward's sum, not how many rewards were above 0).
+        """
+        try:
+            pods = await self.kube.list(PODS, labels=f"{LABEL_ID}={deployment_id}")
+        except KubeError:
+            return []
+        ready = [p for p in pods if pod_ready(p)]
+        texts = await asyncio.gather(*(self._text(self.pod_url(p)) for p in ready))
+        counters = {
+            n: PredictorCounters.model_validate({"name": n, "shadow": shadow})
+            for n, shadow in predictors
+        }
+        for pod, text in zip(ready, texts, strict=True):
+            owner = counters.get((pod["metadata"].get("labels") or {}).get(LABEL_PREDICTOR, ""))
+            if owner is not None and text is not None:
+                add_pod_counts(owner, text)
+        return list(counters.values())
+
     async def scrape(self, deployment_id: str) -> None:
         """One snapshot: per-pod samples, plus deployment counters that only ever grow."""
         try:
@@ -187,6 +214,32 @@ class PodMetrics:
         self._previous[deployment_id] = seen
         snapshot.gateway = dict(totals)
         self.store.add(deployment_id, snapshot)
+
+
+def add_pod_counts(counters: PredictorCounters, text: str) -> None:
+    """Add one model server's /metrics to a predictor's counters (latency in our buckets)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cumulative: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == SERVER_REQUESTS + "_count":
+                counters.requests += int(sample.value)
+                if sample.labels.get("code", "").startswith("5"):
+                    counters.errors += int(sample.value)
+            elif sample.name == SERVER_REQUESTS + "_bucket":
+                bound = float(sample.labels["le"])
+                cumulative[bound] = cumulative.get(bound, 0.0) + sample.value
+            elif sample.name == FEEDBACK_TOTAL:
+                counters.feedback += int(sample.value)
+            elif sample.name == FEEDBACK_REWARD:
+                counters.reward_sum += sample.value
+    below = 0.0
+    for index, bound in enumerate(LATENCY_BUCKETS):
+        # The server's bounds include ours: the count at or below each of our bounds.
+        at = max((v for b, v in cumulative.items() if b <= bound), default=0.0)
+        counters.latency_buckets[index] += int(at - below)
+        below = at
 
 
 # ---- Prometheus ----------------------------------------------------------------------

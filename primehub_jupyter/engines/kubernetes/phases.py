@@ -1,4 +1,4 @@
-"""Phase and message of a deployment from its Deployment, ReplicaSets, Pods and Events."""
+"""Phase and message of a deployment (and each predictor) from Deployments, Pods and Events."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ...core.models import Phase
+from ...core.models import DeploymentSpec, Phase, Predictor, PredictorPhase
 from ..rollout import LOAD_FAILURE_EXIT_CODE, Rollout, rollout_phase, stopped_phase
+from .crd import LABEL_PREDICTOR
 from .resources import INITIALIZER_CONTAINER, MODEL_CONTAINER
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -212,11 +213,12 @@ def pod_state(pod: dict[str, Any]) -> str:
     return str((pod.get("status") or {}).get("phase") or "Pending")
 
 
-def replica_status(pod: dict[str, Any], problem: str | None) -> dict[str, Any]:
+def replica_status(pod: dict[str, Any], problem: str | None, predictor: str = "") -> dict[str, Any]:
     """One entry of status.replicaStatuses."""
     model = _container(pod, MODEL_CONTAINER)
     return {
         "name": pod["metadata"]["name"],
+        "predictor": predictor,
         "ready": pod_ready(pod),
         "phase": pod_state(pod),
         "restarts": int(model.get("restartCount", 0)),
@@ -248,6 +250,7 @@ class Outcome:
     replicas: int = 0
     available: int = 0
     replica_statuses: list[dict[str, Any]] = field(default_factory=list)
+    predictors: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _progress_hint(pods: list[dict[str, Any]]) -> str:
@@ -324,13 +327,140 @@ def running_outcome(obs: Observation) -> Outcome:
     return Outcome(phase, message, len(pods), available, statuses)
 
 
-def stopped_outcome(pods: list[dict[str, Any]], message: str = "") -> Outcome:
+def stopped_outcome(
+    pods: list[dict[str, Any]], message: str = "", spec: DeploymentSpec | None = None
+) -> Outcome:
     """Stopping while any pod is left, then Stopped (or Failed, with `message`, if it is why)."""
     left = len(pods)
-    statuses = [replica_status(p, None) for p in pods]
+    statuses = [replica_status(p, None, _predictor_of(p)) for p in pods]
+    predictors = []
+    for predictor in spec.predictors if spec is not None else []:
+        mine = [p for p in pods if _predictor_of(p) == predictor.name]
+        predictors.append(
+            _predictor_status(
+                spec,  # type: ignore[arg-type]
+                predictor,
+                PredictorPhase.FAILED if message else PredictorPhase.STOPPED,
+                message,
+                len(mine),
+                0,
+            )
+        )
     if message:
-        return Outcome(Phase.FAILED, message, left, 0, statuses)
-    return Outcome(stopped_phase(left), "", left, 0, statuses)
+        return Outcome(Phase.FAILED, message, left, 0, statuses, predictors)
+    return Outcome(stopped_phase(left), "", left, 0, statuses, predictors)
+
+
+# ---- one deployment of several predictors -----------------------------------------------
+
+
+def _predictor_of(pod: dict[str, Any]) -> str:
+    return (pod["metadata"].get("labels") or {}).get(LABEL_PREDICTOR, "")
+
+
+def _predictor_status(
+    spec: DeploymentSpec,
+    predictor: Predictor,
+    phase: PredictorPhase,
+    message: str,
+    replicas: int,
+    available: int,
+) -> dict[str, Any]:
+    return {
+        "name": predictor.name,
+        "traffic": spec.weights().get(predictor.name, 0),
+        "shadow": predictor.shadow,
+        "replicas": replicas,
+        "availableReplicas": available,
+        "phase": phase.value,
+        "message": message,
+    }
+
+
+_AS_PREDICTOR = {
+    Phase.DEPLOYED: PredictorPhase.DEPLOYED,
+    Phase.DEPLOYING: PredictorPhase.DEPLOYING,
+    Phase.FAILED: PredictorPhase.FAILED,
+}
+
+
+def predictor_phase(
+    predictor: Predictor, obs: Observation, outcome: Outcome, previous: str = ""
+) -> tuple[PredictorPhase, str]:
+    """A predictor's phase: the rollout's, or ScaledToZero / WakingUp for one at zero by policy.
+
+    At zero: its autoscaler (KEDA) set the Deployment to 0 replicas and no pod is left.
+    Waking up: it was at zero (`previous`), the scaler raised the count on a request, and no
+    replica is ready yet; the interceptor holds the requests meanwhile.
+    """
+    if predictor.idle_seconds is None or obs.deployment is None:
+        return _AS_PREDICTOR[outcome.phase], outcome.message
+    desired = int((obs.deployment.get("spec") or {}).get("replicas") or 0)
+    pods = [p for p in obs.pods if not _terminating(p)]
+    if desired == 0 and not pods:
+        return (
+            PredictorPhase.SCALED_TO_ZERO,
+            f"no replica after {predictor.idle_seconds} s without requests; the next request "
+            "wakes it",
+        )
+    ready = sum(1 for p in pods if pod_ready(p))
+    dormant = previous in (PredictorPhase.SCALED_TO_ZERO.value, PredictorPhase.WAKING_UP.value)
+    if desired > 0 and ready == 0 and dormant and outcome.phase != Phase.FAILED:
+        return (
+            PredictorPhase.WAKING_UP,
+            f"waking up: {len(pods) or desired} replica(s) starting; requests are held",
+        )
+    return _AS_PREDICTOR[outcome.phase], outcome.message
+
+
+def deployment_outcome(
+    spec: DeploymentSpec,
+    parts: list[tuple[Predictor, Outcome, PredictorPhase, str]],
+) -> Outcome:
+    """One deployment's outcome from its predictors' (in spec order).
+
+    Failed when a predictor failed; Deploying while a predictor with traffic is not ready;
+    else Deployed (a predictor at zero or waking counts as ready: that is its policy).
+    With one predictor its outcome is the deployment's, message and all.
+    """
+    if len(parts) == 1:
+        predictor, outcome, phase, message = parts[0]
+        deployment_phase = outcome.phase
+        if phase in (PredictorPhase.SCALED_TO_ZERO, PredictorPhase.WAKING_UP):
+            deployment_phase = Phase.DEPLOYED
+        text = message if deployment_phase != Phase.DEPLOYED else ""
+    else:
+        weights = spec.weights()
+        failed = [(p, m) for p, _, ph, m in parts if ph == PredictorPhase.FAILED]
+        waiting = [
+            (p, m)
+            for p, _, ph, m in parts
+            if ph == PredictorPhase.DEPLOYING and weights.get(p.name, 0) > 0
+        ]
+        if failed:
+            deployment_phase, (who, why) = Phase.FAILED, failed[0]
+        elif waiting:
+            deployment_phase, (who, why) = Phase.DEPLOYING, waiting[0]
+        else:
+            deployment_phase, who, why = Phase.DEPLOYED, None, ""
+        text = f"predictor {who.name}: {why}" if who is not None else ""
+    replica_statuses: list[dict[str, Any]] = []
+    predictors: list[dict[str, Any]] = []
+    for predictor, outcome, phase, message in parts:
+        for status in outcome.replica_statuses:
+            status["predictor"] = predictor.name
+        replica_statuses += outcome.replica_statuses
+        predictors.append(
+            _predictor_status(spec, predictor, phase, message, outcome.replicas, outcome.available)
+        )
+    return Outcome(
+        deployment_phase,
+        text,
+        sum(o.replicas for _, o, _, _ in parts),
+        sum(o.available for _, o, _, _ in parts),
+        replica_statuses,
+        predictors,
+    )
 
 
 def _ordered(pods: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[dict[str, Any]]:

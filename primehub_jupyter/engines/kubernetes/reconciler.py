@@ -21,24 +21,23 @@ from ...core.config import ConfigStore, PrimeHubConfig
 from ...core.models import DeploymentSpec, Phase, describe_problems, pydantic_problems
 from ...core.models import format_time as format_api_time
 from ..rollout import RUNNING_KEEPS_SERVING
-from . import children, phases, resources
+from . import autoscaling, children, phases, resources, routing
 from .admission import QuotaAdmission
-from .client import (
-    DEPLOYMENTS,
-    EVENTS,
-    INGRESSES,
-    PHDEPLOYMENTS,
-    PODS,
-    REPLICASETS,
-    SERVICES,
-    Kube,
-    KubeError,
-)
-from .crd import ANNOTATION_APPLIED, ANNOTATION_DEPLOY_TIMEOUT, LABEL_ID
+from .client import DEPLOYMENTS, EVENTS, PHDEPLOYMENTS, PODS, REPLICASETS, Kube, KubeError
+from .crd import ANNOTATION_APPLIED, ANNOTATION_DEPLOY_TIMEOUT, LABEL_ID, LABEL_PREDICTOR
 from .settings import OperatorSettings
 from .status import report
 
 log = logging.getLogger("primehub.operator")
+
+
+# What a spec needs the cluster to have, by the kind whose API is missing.
+_MISSING_COMPONENT = {
+    "ScaledObject": "minReplicas: 0 needs KEDA and its HTTP add-on",
+    "HTTPScaledObject": "minReplicas: 0 needs KEDA's HTTP add-on",
+    "HTTPRoute": "the operator's router: gateway-api needs the Gateway API CRDs",
+    "HorizontalPodAutoscaler": "autoscaling needs the autoscaling/v2 API (Kubernetes 1.23+)",
+}
 
 
 def _now() -> datetime:
@@ -46,7 +45,7 @@ def _now() -> datetime:
 
 
 class OperatorReconciler:
-    """Turns PhDeployments into Deployments, Services, Ingresses and Secrets, and reports."""
+    """Turns PhDeployments into predictors' Deployments, Services, autoscalers, routes; reports."""
 
     def __init__(
         self,
@@ -156,12 +155,19 @@ class OperatorReconciler:
             )
             return
         timeout = self._deploy_timeout(cr)
-        blocked = config.problem_with(spec.group_name, spec.predictor.instance_type)
+        blocked = next(
+            (
+                why
+                for p in spec.predictors
+                if (why := config.problem_with(spec.group_name, p.instance_type))
+            ),
+            None,
+        )
         if spec.stop or blocked:
             await self.quota.release(name, status)
             await children.scale_to_zero(self.kube, name)
             pods = await self.kube.list(PODS, labels=f"{LABEL_ID}={name}")
-            outcome = phases.stopped_outcome(pods, blocked or "")
+            outcome = phases.stopped_outcome(pods, blocked or "", spec)
             status["rolloutStarted"] = None
             await self._report(cr, outcome, status)
             return
@@ -173,6 +179,48 @@ class OperatorReconciler:
     ) -> None:
         await report(self.kube, self.settings, cr, outcome, extra, self.now())
 
+    def _desired(
+        self, cr: dict[str, Any], spec: DeploymentSpec, config: PrimeHubConfig, timeout: float
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Every child the spec asks for (Deployments first), or why it cannot run."""
+        problems = routing.traffic_problems(spec, self.settings.router)
+        if problems:
+            return [], "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        if self.settings.router == "gateway-api" and not self.settings.gateway.parent_refs:
+            return [], (
+                "the operator's configuration: router gateway-api needs gateway.parentRefs "
+                "(the Gateway the HTTPRoutes attach to)"
+            )
+        deployments: list[dict[str, Any]] = []
+        others: list[dict[str, Any]] = []
+        for predictor in spec.predictors:
+            instance = config.instance_type(predictor.instance_type)
+            assert instance is not None  # problem_with() checked it
+            try:
+                deployments.append(
+                    resources.deployment_manifest(
+                        cr,
+                        spec,
+                        instance,
+                        self.settings,
+                        replicas=predictor.replicas or max(predictor.lowest, 1),
+                        deploy_timeout=timeout,
+                        predictor=predictor,
+                    )
+                )
+            except resources.ModelURIError as error:
+                prefix = f"predictor {predictor.name}: " if len(spec.predictors) > 1 else ""
+                return [], prefix + str(error)
+            others.append(resources.service_manifest(cr, spec, predictor))
+            if predictor.idle_seconds is not None:
+                others.append(routing.wake_service_manifest(cr, spec, predictor, self.settings))
+            others += autoscaling.autoscaler_manifests(cr, spec, predictor, self.settings)
+        if self.settings.router == "gateway-api":
+            others.append(routing.httproute_manifest(cr, spec, self.settings))
+        else:
+            others += routing.ingress_manifests(cr, spec, self.settings)
+        return deployments + others, None
+
     async def _run(
         self,
         cr: dict[str, Any],
@@ -182,58 +230,70 @@ class OperatorReconciler:
         status: dict[str, Any],
     ) -> phases.Outcome:
         name = cr["metadata"]["name"]
-        live = await self.kube.find(DEPLOYMENTS, name)
-        running = live is not None and int((live.get("spec") or {}).get("replicas") or 0) > 0
+        lives = await children.owned(self.kube, DEPLOYMENTS, name)
+        running = any(int((d.get("spec") or {}).get("replicas") or 0) > 0 for d in lives)
         keeps = RUNNING_KEEPS_SERVING if running else ""
         problem = await self.quota.admit(name, spec, config, status)
+        desired: list[dict[str, Any]] = []
         if problem is None:
-            instance = config.instance_type(spec.predictor.instance_type)
-            assert instance is not None  # problem_with() checked it
-            try:
-                desired = resources.deployment_manifest(
-                    cr,
-                    spec,
-                    instance,
-                    self.settings,
-                    replicas=(spec.predictor.replicas or max(spec.predictor.lowest, 1)),
-                    deploy_timeout=timeout,
-                )
-            except resources.ModelURIError as error:
-                problem = str(error)
+            desired, problem = self._desired(cr, spec, config, timeout)
         if problem is not None:
             if not running:
                 await children.scale_to_zero(self.kube, name)
                 await self.quota.release(name, status)
-            outcome = await self._observe(cr, spec, live, timeout, status)
+            outcome = await self._observe(cr, spec, timeout, status)
             outcome.phase, outcome.message = Phase.FAILED, problem + keeps
             return outcome
         self.quota.fits(name)
         if spec.endpoint.access_type == "private":
             await children.ensure_clients_secret(self.kube, cr, spec)
-        await children.apply(self.kube, SERVICES, resources.service_manifest(cr, spec))
-        await children.apply(
-            self.kube, INGRESSES, resources.ingress_manifest(cr, spec, self.settings)
-        )
-        before = ((live or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_APPLIED)
-        live = await children.apply(self.kube, DEPLOYMENTS, desired)
-        if before != desired["metadata"]["annotations"][ANNOTATION_APPLIED]:
-            status["rolloutStarted"] = format_api_time(self.now())
+        before = {
+            d["metadata"]["name"]: (d["metadata"].get("annotations") or {}).get(ANNOTATION_APPLIED)
+            for d in lives
+        }
+        autoscaled = {resources.child_name(name, p.name) for p in spec.predictors if p.autoscaled}
+        # Deployments and Services first: a route never points at a Service yet to come.
+        for manifest in desired:
+            child = manifest["metadata"]["name"]
+            keep = manifest["kind"] == "Deployment" and child in autoscaled
+            kind = children.KINDS[manifest["kind"]]
+            try:
+                await children.apply(self.kube, kind, manifest, keep_replicas=keep)
+            except KubeError as error:
+                missing = _MISSING_COMPONENT.get(kind.kind)
+                if not (error.not_found and missing):
+                    raise
+                outcome = await self._observe(cr, spec, timeout, status)
+                outcome.phase = Phase.FAILED
+                outcome.message = (
+                    f"the cluster has no {kind.plural}.{kind.group}: {missing} "
+                    '(docs/kubernetes.md, "Traffic and scale")'
+                )
+                return outcome
+            if (
+                manifest["kind"] == "Deployment"
+                and before.get(child) != (manifest["metadata"]["annotations"][ANNOTATION_APPLIED])
+            ):
+                status["rolloutStarted"] = format_api_time(self.now())
+        await children.prune(self.kube, name, desired)
         if not await children.prune_clients(self.kube, cr):
             self.enqueue(name)
-        return await self._observe(cr, spec, live, timeout, status)
+        return await self._observe(cr, spec, timeout, status)
 
     async def _observe(
         self,
         cr: dict[str, Any],
         spec: DeploymentSpec,
-        live: dict[str, Any] | None,
         timeout: float,
         status: dict[str, Any],
     ) -> phases.Outcome:
         name = cr["metadata"]["name"]
         selector = f"{LABEL_ID}={name}"
         pods = await self.kube.list(PODS, labels=selector)
-        replicasets = await self.kube.list(REPLICASETS, labels=selector) if live else []
+        lives = {
+            d["metadata"]["name"]: d for d in await children.owned(self.kube, DEPLOYMENTS, name)
+        }
+        replicasets = await self.kube.list(REPLICASETS, labels=selector) if lives else []
         events: list[dict[str, Any]] = []
         if any((p.get("status") or {}).get("phase", "Pending") == "Pending" for p in pods):
             events = await self.kube.list(EVENTS, fields="type=Warning")
@@ -244,18 +304,32 @@ class OperatorReconciler:
         if started is None:
             started = self.now()
             status["rolloutStarted"] = format_api_time(started)
-        outcome = phases.running_outcome(
-            phases.Observation(
-                wanted=(spec.predictor.replicas or max(spec.predictor.lowest, 1)),
+        previous = {
+            p.get("name"): p.get("phase") for p in (cr.get("status") or {}).get("predictors") or []
+        }
+        parts = []
+        for predictor in spec.predictors:
+            live = lives.get(resources.child_name(name, predictor.name))
+            observation = phases.Observation(
+                wanted=predictor.replicas or max(predictor.lowest, 1),
                 deployment=live,
                 replicasets=replicasets,
-                pods=pods,
+                pods=[
+                    p
+                    for p in pods
+                    if (p["metadata"].get("labels") or {}).get(LABEL_PREDICTOR) == predictor.name
+                ],
                 events=events,
                 rollout_started=started,
                 deploy_timeout=timeout,
                 now=self.now(),
             )
-        )
+            outcome = phases.running_outcome(observation)
+            phase, message = phases.predictor_phase(
+                predictor, observation, outcome, previous.get(predictor.name) or ""
+            )
+            parts.append((predictor, outcome, phase, message))
+        outcome = phases.deployment_outcome(spec, parts)
         if outcome.phase == Phase.DEPLOYED:
             status["rolloutStarted"] = None
         return outcome

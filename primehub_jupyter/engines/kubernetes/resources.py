@@ -1,4 +1,4 @@
-"""Pure functions: the Deployment, Service, Ingress and Secret a PhDeployment becomes."""
+"""Pure functions: the Deployment and Service of each predictor, and the clients Secret."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...core.config import InstanceType
-from ...core.models import DeploymentSpec
+from ...core.models import DeploymentSpec, Predictor
 from .crd import (
     ANNOTATION_APPLIED,
     API_VERSION,
@@ -52,14 +52,37 @@ def label_value(text: str) -> str:
     return re.sub(r"^[^a-zA-Z0-9]+|[^a-zA-Z0-9]+$", "", value)
 
 
-def selector_labels(deployment_id: str) -> dict[str, str]:
-    """The labels that select a deployment's pods (never change after create)."""
-    return {LABEL_APP: APP, LABEL_ID: deployment_id}
+def selector_labels(deployment_id: str, predictor: str | None = None) -> dict[str, str]:
+    """The labels selecting a deployment's pods, or one predictor's (fixed after create)."""
+    selected = {LABEL_APP: APP, LABEL_ID: deployment_id}
+    if predictor is not None:
+        selected[LABEL_PREDICTOR] = label_value(predictor)
+    return selected
 
 
-def labels(deployment_id: str, group: str) -> dict[str, str]:
-    """The labels on every object made for a deployment."""
-    return {**selector_labels(deployment_id), LABEL_GROUP: label_value(group)}
+def labels(deployment_id: str, group: str, predictor: str | None = None) -> dict[str, str]:
+    """The labels on every object made for a deployment (and the predictor it is for)."""
+    return {**selector_labels(deployment_id, predictor), LABEL_GROUP: label_value(group)}
+
+
+_CHILD_NAME = re.compile(r"[^a-z0-9-]+")
+
+
+def child_name(deployment_id: str, predictor: str, suffix: str = "") -> str:
+    """`<id>-<predictor>[-suffix]`: the name of a predictor's objects, a DNS-1035 label.
+
+    Deterministic and at most 63 characters (a Service name's limit). A predictor name that
+    is not a DNS label as is (upper case, '_' or '.'), or too long, is shortened and
+    followed by a hash of the original, so two predictors never share a name.
+    """
+    tail = f"-{suffix}" if suffix else ""
+    plain = _CHILD_NAME.sub("-", predictor.lower()).strip("-")
+    name = f"{deployment_id}-{plain}{tail}"
+    if plain == predictor and len(name) <= 63:
+        return name
+    digest = hashlib.sha256(f"{deployment_id}/{predictor}".encode()).hexdigest()[:8]
+    head = f"{deployment_id}-{plain}"[: 63 - len(tail) - 9].rstrip("-")
+    return f"{head}-{digest}{tail}"
 
 
 def owner_reference(cr: dict[str, Any]) -> dict[str, Any]:
@@ -74,18 +97,21 @@ def owner_reference(cr: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _meta(cr: dict[str, Any], name: str, group: str, **extra: Any) -> dict[str, Any]:
+def meta(
+    cr: dict[str, Any], name: str, group: str, predictor: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """metadata of a child: name, namespace, our labels, the PhDeployment as its owner."""
     deployment_id = cr["metadata"]["name"]
-    meta: dict[str, Any] = {
+    result: dict[str, Any] = {
         "name": name,
         "namespace": cr["metadata"].get("namespace"),
-        "labels": labels(deployment_id, group),
+        "labels": labels(deployment_id, group, predictor),
         "ownerReferences": [owner_reference(cr)],
     }
-    meta.update(extra)
-    if meta["namespace"] is None:
-        del meta["namespace"]
-    return meta
+    result.update(extra)
+    if result["namespace"] is None:
+        del result["namespace"]
+    return result
 
 
 def clients_secret_name(deployment_id: str) -> str:
@@ -175,9 +201,11 @@ def _claim_source(claim: str, path: str) -> ModelSource:
     )
 
 
-def model_source(spec: DeploymentSpec, settings: OperatorSettings) -> ModelSource:
-    """Where the init container fetches the bundle from; ModelURIError when it cannot."""
-    uri = spec.predictor.model_uri or ""
+def model_source(
+    spec: DeploymentSpec, settings: OperatorSettings, predictor: Predictor | None = None
+) -> ModelSource:
+    """Where the init container fetches a predictor's bundle from; ModelURIError when it cannot."""
+    uri = (predictor or spec.predictor).model_uri or ""
     if uri.startswith("pvc://"):
         claim, _, path = uri[len("pvc://") :].partition("/")
         return _claim_source(claim, path)
@@ -218,6 +246,21 @@ def model_source(spec: DeploymentSpec, settings: OperatorSettings) -> ModelSourc
     )
 
 
+def model_uri_problems(spec: DeploymentSpec) -> list[dict[str, str]]:
+    """[{field, message}] for a modelURI the cluster cannot fetch (the first one found)."""
+    for index, predictor in enumerate(spec.predictors):
+        uri = predictor.model_uri
+        if predictor.model_image or not uri or uri.startswith(SUPPORTED_SCHEMES):
+            continue
+        message = (
+            f"model URI '{uri}' cannot be used on Kubernetes: use pvc://<claim>/<path>, "
+            "http(s)://, s3://, models:/<name>/<version> (MLflow) or an absolute path on a "
+            "volume the cluster mounts (see docs/kubernetes.md)"
+        )
+        return [{"field": f"spec.predictors.{index}.modelURI", "message": message}]
+    return []
+
+
 # ---- the Deployment --------------------------------------------------------------------
 
 
@@ -231,9 +274,17 @@ def _probe(path: str, period: int, failures: int, timeout: int = 5) -> dict[str,
 
 
 def model_env(
-    cr: dict[str, Any], spec: DeploymentSpec, instance: InstanceType
+    cr: dict[str, Any],
+    spec: DeploymentSpec,
+    instance: InstanceType,
+    predictor: Predictor | None = None,
 ) -> list[dict[str, Any]]:
-    """The model container's environment: ours first, the user's last (theirs win)."""
+    """The model container's environment: ours first, the user's last (theirs win).
+
+    PREDICTIVE_UNIT_ID names the predictor: our model server puts it in every answer's
+    X-PrimeHub-Predictor header (and in its metrics' predictor_name label).
+    """
+    predictor = predictor or spec.predictor
     deployment_id = cr["metadata"]["name"]
     threads = str(max(1, int(instance.cpu)))
     ours: list[dict[str, Any]] = [
@@ -241,20 +292,20 @@ def model_env(
         {"name": "PRIMEHUB_DEPLOYMENT_ID", "value": deployment_id},
         {"name": "PRIMEHUB_REPLICA", "value": "$(POD_NAME)"},
         {"name": "SELDON_DEPLOYMENT_ID", "value": deployment_id},
-        {"name": "PREDICTIVE_UNIT_ID", "value": spec.predictor.name},
+        {"name": "PREDICTIVE_UNIT_ID", "value": predictor.name},
         {"name": "PREDICTIVE_UNIT_SERVICE_PORT", "value": str(MODEL_PORT)},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "OMP_NUM_THREADS", "value": threads},
         {"name": "OPENBLAS_NUM_THREADS", "value": threads},
         {"name": "MKL_NUM_THREADS", "value": threads},
     ]
-    if not spec.predictor.model_image:  # our model-server image
+    if not predictor.model_image:  # our model-server image
         ours.append(_HOME)
-    if spec.predictor.metadata:
+    if predictor.metadata:
         ours.append(
             {
                 "name": "PRIMEHUB_MODEL_METADATA",
-                "value": json.dumps(spec.predictor.metadata, sort_keys=True),
+                "value": json.dumps(predictor.metadata, sort_keys=True),
             }
         )
     user = [{"name": e.name, "value": e.value} for e in spec.env]
@@ -331,19 +382,21 @@ def deployment_manifest(
     *,
     replicas: int,
     deploy_timeout: float,
+    predictor: Predictor | None = None,
 ) -> dict[str, Any]:
-    """The apps/v1 Deployment that runs the predictor (ModelURIError for an unusable URI)."""
+    """The apps/v1 Deployment that runs one predictor (ModelURIError for an unusable URI).
+
+    `replicas` is the count to create with; for an autoscaled predictor the autoscaler owns
+    it afterwards (children.apply keeps the live count on a replace).
+    """
     deployment_id = cr["metadata"]["name"]
-    predictor = spec.predictor
-    pod_labels = {
-        **labels(deployment_id, spec.group_name),
-        LABEL_PREDICTOR: label_value(predictor.name),
-    }
+    predictor = predictor or spec.predictor
+    pod_labels = labels(deployment_id, spec.group_name, predictor.name)
     container: dict[str, Any] = {
         "name": MODEL_CONTAINER,
         "imagePullPolicy": settings.image_pull_policy,
         "ports": [{"name": PORT_NAME, "containerPort": MODEL_PORT, "protocol": "TCP"}],
-        "env": model_env(cr, spec, instance),
+        "env": model_env(cr, spec, instance, predictor),
         "resources": resources(instance),
         # The model loads before the server answers: the startup probe gives it the whole
         # deploy timeout; liveness only starts after that, so a slow load is never killed.
@@ -367,7 +420,7 @@ def deployment_manifest(
     if predictor.model_image:
         container["image"] = predictor.model_image
     else:
-        source = model_source(spec, settings)
+        source = model_source(spec, settings, predictor)
         container["image"] = settings.model_server_image
         container["command"] = ["primehub-deploy", "model-server"]
         container["args"] = [
@@ -409,12 +462,14 @@ def deployment_manifest(
     manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(cr, deployment_id, spec.group_name),
+        "metadata": meta(
+            cr, child_name(deployment_id, predictor.name), spec.group_name, predictor.name
+        ),
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": settings.revision_history_limit,
             "progressDeadlineSeconds": max(1, int(deploy_timeout)),
-            "selector": {"matchLabels": selector_labels(deployment_id)},
+            "selector": {"matchLabels": selector_labels(deployment_id, predictor.name)},
             "strategy": {
                 "type": "RollingUpdate",
                 # Never fewer ready replicas than asked for: a new one must be ready first.
@@ -429,89 +484,28 @@ def deployment_manifest(
     return with_applied_hash(manifest)
 
 
-# ---- Service, Ingress, Secret -----------------------------------------------------------
+# ---- Service, Secret ---------------------------------------------------------------------
 
 
-def service_manifest(cr: dict[str, Any], spec: DeploymentSpec) -> dict[str, Any]:
-    """A ClusterIP Service in front of the ready replicas."""
+def service_manifest(
+    cr: dict[str, Any], spec: DeploymentSpec, predictor: Predictor | None = None
+) -> dict[str, Any]:
+    """A ClusterIP Service in front of one predictor's ready replicas."""
     deployment_id = cr["metadata"]["name"]
+    predictor = predictor or spec.predictor
     manifest = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(cr, deployment_id, spec.group_name),
+        "metadata": meta(
+            cr, child_name(deployment_id, predictor.name), spec.group_name, predictor.name
+        ),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(deployment_id),
+            "selector": selector_labels(deployment_id, predictor.name),
             "ports": [
                 {"name": PORT_NAME, "port": MODEL_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}
             ],
         },
-    }
-    return with_applied_hash(manifest)
-
-
-def ingress_manifest(
-    cr: dict[str, Any], spec: DeploymentSpec, settings: OperatorSettings
-) -> dict[str, Any]:
-    """An ingress-nginx Ingress at /deployment/<id>/ (HTTP Basic for private endpoints)."""
-    deployment_id = cr["metadata"]["name"]
-    ingress = settings.ingress
-    prefix = "nginx.ingress.kubernetes.io"
-    annotations = {
-        f"{prefix}/use-regex": "true",
-        f"{prefix}/rewrite-target": "/$2",
-        f"{prefix}/proxy-body-size": ingress.proxy_body_size,
-        f"{prefix}/proxy-read-timeout": str(ingress.proxy_read_timeout_seconds),
-        f"{prefix}/proxy-send-timeout": str(ingress.proxy_read_timeout_seconds),
-        # The service catalog: its document's `servers` is this prefix, and its Swagger UI in
-        # JupyterLab calls from another origin (CORS as the local gateway answers it, never
-        # with the browser's own credentials).
-        f"{prefix}/x-forwarded-prefix": f"/deployment/{deployment_id}",
-        f"{prefix}/enable-cors": "true",
-        f"{prefix}/cors-allow-origin": "*",
-        f"{prefix}/cors-allow-methods": "GET, POST, HEAD, OPTIONS",
-        f"{prefix}/cors-allow-headers": "Authorization, Content-Type, Request-ID",
-        f"{prefix}/cors-allow-credentials": "false",
-        **ingress.annotations,
-    }
-    if ingress.forwarded_user:
-        # $remote_user is the client name after basic auth, empty on public endpoints: either
-        # way a caller's own X-Forwarded-User never reaches the model.
-        annotations[f"{prefix}/configuration-snippet"] = (
-            "proxy_set_header X-Forwarded-User $remote_user;\n"
-        )
-    if spec.endpoint.access_type == "private":
-        annotations.update(
-            {
-                f"{prefix}/auth-type": "basic",
-                f"{prefix}/auth-secret": clients_secret_name(deployment_id),
-                f"{prefix}/auth-secret-type": "auth-map",
-                f"{prefix}/auth-realm": f"PrimeHub deployment {deployment_id}",
-            }
-        )
-    rule: dict[str, Any] = {
-        "http": {
-            "paths": [
-                {
-                    "path": f"/deployment/{deployment_id}(/|$)(.*)",
-                    "pathType": "ImplementationSpecific",
-                    "backend": {"service": {"name": deployment_id, "port": {"name": PORT_NAME}}},
-                }
-            ]
-        }
-    }
-    if ingress.host:
-        rule["host"] = ingress.host
-    ingress_spec: dict[str, Any] = {"rules": [rule]}
-    if ingress.class_name:
-        ingress_spec["ingressClassName"] = ingress.class_name
-    if ingress.tls_secret_name and ingress.host:
-        ingress_spec["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls_secret_name}]
-    manifest = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": _meta(cr, deployment_id, spec.group_name, annotations=annotations),
-        "spec": ingress_spec,
     }
     return with_applied_hash(manifest)
 
@@ -542,6 +536,6 @@ def clients_secret_manifest(
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": _meta(cr, clients_secret_name(deployment_id), group),
+        "metadata": meta(cr, clients_secret_name(deployment_id), group),
         "data": {name: encode_secret_value(nginx_hash(h)) for name, h in (hashes or {}).items()},
     }

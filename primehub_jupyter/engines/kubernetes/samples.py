@@ -46,7 +46,9 @@ class SampleRequests:
     """The sample request of each deployment's current model, cached per model."""
 
     def __init__(
-        self, service_url: Callable[[str], str], session: Callable[[], aiohttp.ClientSession]
+        self,
+        service_url: Callable[[DeploymentRecord], str],
+        session: Callable[[], aiohttp.ClientSession],
     ) -> None:
         self._service_url = service_url
         self._session = session
@@ -72,12 +74,13 @@ class SampleRequests:
                 return
         elif record.status.phase != Phase.DEPLOYED:
             return  # no pod serves this generation's model yet
-        sample = await self._ask(record.id)
+        sample = await self._ask(record)
         self._known[record.id] = (model, sample, now + RETRY_SECONDS)
         record.status.sample_request = sample
 
-    async def _ask(self, deployment_id: str) -> dict[str, Any] | None:
-        url = f"{self._service_url(deployment_id)}/{CATALOG_PATH}"
+    async def _ask(self, record: DeploymentRecord) -> dict[str, Any] | None:
+        # The primary predictor's model server: its sample is the deployment's example.
+        url = f"{self._service_url(record)}/{CATALOG_PATH}"
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             async with self._session().get(url, timeout=timeout) as response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,9 +37,54 @@ class IngressSettings(_Settings):
         description="Set X-Forwarded-User from the authenticated client ($remote_user) with a "
         "configuration-snippet (the controller must allow snippet annotations).",
     )
+    controller_service: str = Field(
+        "ingress-nginx-controller.ingress-nginx.svc.cluster.local",
+        description="In-cluster address of the ingress-nginx controller: a shadow predictor's "
+        "mirrored copies go back through it (to its own Ingress, which applies the same rewrite).",
+    )
     proxy_body_size: str = "64m"
     proxy_read_timeout_seconds: int = 300
     annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations.")
+
+
+class GatewaySettings(_Settings):
+    """Where HTTPRoutes attach when `router` is gateway-api (Gateway API v1, standard channel)."""
+
+    parent_refs: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="parentRefs of every HTTPRoute: the Gateway(s), e.g. [{name: models, "
+        "namespace: gateway-system}].",
+    )
+    hostnames: list[str] = Field(
+        default_factory=list, description="hostnames of every HTTPRoute ([]: the Gateway's)."
+    )
+
+
+class AutoscalingSettings(_Settings):
+    """How autoscaled predictors are scaled (docs/kubernetes.md, "Traffic and scale")."""
+
+    metric: Literal["concurrency", "cpu"] = Field(
+        "concurrency",
+        description="concurrency: an HPA Pods metric of in-flight requests per pod (served by "
+        "prometheus-adapter, see docs); cpu: an HPA on CPU utilization.",
+    )
+    concurrency_metric: str = Field(
+        "primehub_inflight_requests",
+        description="The per-pod Pods metric (custom.metrics.k8s.io) of in-flight requests.",
+    )
+    cpu_utilization: int = Field(70, ge=1, le=100, description="Target CPU % with metric: cpu.")
+    interceptor_service: str = Field(
+        "keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local",
+        description="DNS name of the KEDA HTTP add-on's interceptor proxy (minReplicas: 0).",
+    )
+    interceptor_port: int = Field(8080, ge=1, le=65535)
+    external_scaler: str = Field(
+        "keda-add-ons-http-external-scaler.keda:9090",
+        description="host:port of the KEDA HTTP add-on's external scaler.",
+    )
+    wake_timeout: str = Field(
+        "120s", description="How long the interceptor holds a request while a predictor wakes."
+    )
 
 
 class ModelVolume(_Settings):
@@ -88,6 +133,15 @@ class OperatorSettings(_Settings):
     mlflow_tracking_uri: str = Field("", alias="mlflowTrackingURI")
     model_volumes: list[ModelVolume] = Field(default_factory=list)
     ingress: IngressSettings = Field(default_factory=lambda: IngressSettings.model_validate({}))
+    router: Literal["ingress-nginx", "gateway-api"] = Field(
+        "ingress-nginx",
+        description="What splits traffic between predictors: ingress-nginx canary Ingresses (at "
+        "most two answering predictors) or a Gateway API HTTPRoute (up to four).",
+    )
+    gateway: GatewaySettings = Field(default_factory=lambda: GatewaySettings.model_validate({}))
+    autoscaling: AutoscalingSettings = Field(
+        default_factory=lambda: AutoscalingSettings.model_validate({})
+    )
     pod_annotations: dict[str, str] = Field(default_factory=dict)
     service_account_name: str = Field("", description="ServiceAccount of model pods.")
     pod_security: PodSecurity = Field(default_factory=lambda: PodSecurity.model_validate({}))

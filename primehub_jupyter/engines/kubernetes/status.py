@@ -53,6 +53,7 @@ async def report(
         "replicas": outcome.replicas,
         "availableReplicas": outcome.available,
         "replicaStatuses": outcome.replica_statuses,
+        "predictors": outcome.predictors,
         "observedGeneration": cr["metadata"].get("generation", 0),
         **extra,
     }
