@@ -223,6 +223,11 @@ def add_pod_counts(counters: PredictorCounters, text: str) -> None:
     cumulative: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if sample.name.startswith(SERVER_REQUESTS) and sample.labels.get("service") not in (
+                None,
+                "predictions",
+            ):
+                continue  # predictions only: metadata and catalog reads are not traffic
             if sample.name == SERVER_REQUESTS + "_count":
                 counters.requests += int(sample.value)
                 if sample.labels.get("code", "").startswith("5"):
