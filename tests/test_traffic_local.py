@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,19 @@ async def test_predictors_split_stick_mirror_and_join_feedback(api, bundles, jp_
     )
     assert set(report["replicas"]) == set(by_predictor.values())
 
+    # The REST API's invoke passes the predictor header on.
+    invoked = await api.fetch(
+        "primehub",
+        "api",
+        "deployments",
+        "ab",
+        "invoke",
+        method="POST",
+        body=json.dumps(PAYLOAD),
+        headers={"Authorization": "token alice", "Content-Type": "application/json"},
+    )
+    assert invoked.code == 200 and invoked.headers[PREDICTOR] in ("v1", "v2")
+
 
 async def _metrics_with(api: Any, predictions: int) -> dict | None:
     found = await api.ok("GET", "deployments/ab/metrics", window="60", step="1")
@@ -151,6 +165,11 @@ async def test_a_weight_change_under_load_restarts_nothing_and_drops_nothing(api
     assert [p["traffic"] for p in after["predictors"]] == [100, 0]
     answers = [requests.post(endpoint, json=PAYLOAD, timeout=30) for _ in range(10)]
     assert {a.headers[PREDICTOR] for a in answers} == {"v1"}
+
+    await api.ok("PATCH", "deployments/shift", {"spec": {"stop": True}})
+    stopped = await api.wait_phase("shift", "Stopped")
+    assert [p["phase"] for p in stopped["status"]["predictors"]] == ["Stopped", "Stopped"]
+    assert all(p["availableReplicas"] == 0 for p in stopped["status"]["predictors"])
 
 
 async def test_check_spec_names_the_predictor_at_fault(api, bundles, tmp_path):
