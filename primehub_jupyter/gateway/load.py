@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from ..core.traffic import PredictorCounters
+from ..core.traffic import LATENCY_BUCKETS, PredictorCounters
 
 # Request ids remembered (deployment, id -> predictor) to join feedback; the oldest go first.
 ANSWERED_IDS = 50_000
@@ -20,15 +21,21 @@ class PredictorLoad:
     """What one predictor of a deployment is doing now and has done since the gateway started.
 
     `in_flight` counts requests sent to the predictor and not yet answered (the autoscaler reads
-    it); `counters` counts predictions, errors, latency, joined feedback and, for a shadow, the
-    comparisons with the primary's answers.
+    it). The counts are plain numbers on the request path; `counters()` gives them as the
+    contract's PredictorCounters: predictions, errors, latency, joined feedback and, for a
+    shadow, the comparisons with the primary's answers.
     """
 
     in_flight: int = 0
     last_request: float | None = None  # time.monotonic() of the last request sent
-    counters: PredictorCounters = field(
-        default_factory=lambda: PredictorCounters.model_validate({"name": ""})
-    )
+    requests: int = 0
+    errors: int = 0
+    latency: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    feedback: int = 0
+    reward_sum: float = 0.0
+    successes: int = 0
+    compared: int = 0
+    differed: int = 0
     shadow_dropped: int = 0  # copies not sent because the shadow queue was full
 
     def begin(self) -> float:
@@ -42,24 +49,43 @@ class PredictorLoad:
         """The request `begin` counted has an answer (or none is coming)."""
         self.in_flight -= 1
 
-    def feedback(self, reward: float | None) -> None:
+    def observe(self, seconds: float, *, error: bool = False) -> None:
+        """Count one answered (or failed) prediction that took `seconds`."""
+        self.requests += 1
+        if error:
+            self.errors += 1
+        self.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def joined(self, reward: float | None) -> None:
         """Count one feedback message joined to this predictor's answer."""
-        counters = self.counters
-        counters.feedback += 1
+        self.feedback += 1
         if reward is not None:
-            counters.reward_sum += reward
-            counters.successes += int(reward > 0)
+            self.reward_sum += reward
+            self.successes += reward > 0
+
+    def counters(self, name: str, shadow: bool) -> PredictorCounters:
+        """The counts as the engines report them."""
+        return PredictorCounters(
+            name=name,
+            shadow=shadow,
+            requests=self.requests,
+            errors=self.errors,
+            latency_buckets=list(self.latency),
+            feedback=self.feedback,
+            reward_sum=self.reward_sum,
+            successes=self.successes,
+            compared=self.compared,
+            differed=self.differed,
+        )
 
     def to_json(self, name: str, shadow: bool, now: float) -> dict[str, Any]:
         """The `/_primehub/load` entry: in flight, seconds since the last request, counters."""
-        counters = self.counters.to_json()
-        counters["name"], counters["shadow"] = name, shadow
         return {
             "inFlight": self.in_flight,
             # An age, not a time: monotonic clocks of two processes do not compare.
             "lastRequestAt": None if self.last_request is None else now - self.last_request,
             "shadowDropped": self.shadow_dropped,
-            "counters": counters,
+            "counters": self.counters(name, shadow).to_json(),
         }
 
 
@@ -71,9 +97,8 @@ class AnsweredIds:
         self._ids: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def remember(self, dep_id: str, request_id: str, predictor: str) -> None:
-        key = (dep_id, request_id)
-        self._ids[key] = predictor
-        self._ids.move_to_end(key)
+        # Ids are unique per prediction, so insertion order is age order (no move_to_end).
+        self._ids[(dep_id, request_id)] = predictor
         if len(self._ids) > self.size:
             self._ids.popitem(last=False)
 

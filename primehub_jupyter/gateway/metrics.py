@@ -58,14 +58,13 @@ class PredictorCollector:
                 load = predictor.load
                 names = [dep_id, predictor.name]
                 in_flight.add_metric(names, load.in_flight)
-                counters = load.counters
                 if predictor.shadow:
-                    shadow.add_metric([*names, "compared"], counters.compared)
-                    shadow.add_metric([*names, "differed"], counters.differed)
+                    shadow.add_metric([*names, "compared"], load.compared)
+                    shadow.add_metric([*names, "differed"], load.differed)
                     shadow.add_metric([*names, "dropped"], load.shadow_dropped)
                 else:
-                    feedback.add_metric(names, counters.feedback)
-                    reward.add_metric(names, counters.reward_sum)
+                    feedback.add_metric(names, load.feedback)
+                    reward.add_metric(names, load.reward_sum)
         yield from (in_flight, shadow, feedback, reward)
 
 

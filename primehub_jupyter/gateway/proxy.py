@@ -266,7 +266,7 @@ class Proxy:
             load.end()
             if kind == "predict" and status:  # 0: the client left, nobody's error
                 elapsed = time.monotonic() - started
-                load.counters.observe(elapsed, error=status >= 500)
+                load.observe(elapsed, error=status >= 500)
         if not response.prepared:
             response.headers.update(named)
         if 200 <= status < 300:
@@ -278,7 +278,7 @@ class Proxy:
                 if shadow is not None and shadow.available:
                     self._mirror(shadow, start_line, headers, body, response, answer_id, request)
             elif joined:
-                load.feedback(reward)
+                load.joined(reward)
         return response
 
     def _mirror(

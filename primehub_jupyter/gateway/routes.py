@@ -145,8 +145,8 @@ class Route:
         available, the choice is among all, so the answer can name the predictor it lacks.
         """
         serving = self.serving
-        if not serving:
-            return None
+        if len(serving) <= 1:
+            return serving[0] if serving else None
         if sticky is not None:
             point = sticky_point(sticky)
             for predictor in serving:

@@ -130,12 +130,12 @@ class ShadowMirror:
             status, answer = await self._exchange(copy)
         finally:
             load.end()
-            load.counters.observe(time.monotonic() - started, error=status == 0 or status >= 500)
+            load.observe(time.monotonic() - started, error=status == 0 or status >= 500)
         if status == 0 or status >= 500 or copy.primary_answer is None or answer is None:
             return
-        load.counters.compared += 1
+        load.compared += 1
         if status != copy.primary_status or not same_answer(copy.primary_answer, answer):
-            load.counters.differed += 1
+            load.differed += 1
 
     async def _exchange(self, copy: Copy) -> tuple[int, bytes | None]:
         """(status, answer) from the first shadow replica that takes the copy; (0, None)
