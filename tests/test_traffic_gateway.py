@@ -218,6 +218,17 @@ def test_feedback_goes_to_the_predictor_that_answered(
     )
     assert stray.status_code == 200
     assert sum(counters(gateway, "fb", n)["feedback"] for n in ("v1", "v2")) == len(answered)
+    # Ids longer than the model server takes are not remembered (bounded memory).
+    long_id = "x" * 129
+    requests.post(
+        gateway.endpoint("fb", PREDICT), json={}, headers={"Request-ID": long_id}, timeout=10
+    )
+    requests.post(
+        gateway.endpoint("fb", "/api/v1.0/feedback"),
+        json={"response": {"meta": {"puid": long_id}}, "reward": 1},
+        timeout=10,
+    )
+    assert sum(counters(gateway, "fb", n)["feedback"] for n in ("v1", "v2")) == len(answered)
 
 
 def _fixed(body: dict[str, Any]) -> RawServer:

@@ -45,6 +45,7 @@ RETRY_AFTER = "5"
 PREDICTOR_HEADER = "X-PrimeHub-Predictor"
 # Request ids the model server takes (Request-ID first), as the gateway joins feedback by them.
 REQUEST_ID_HEADERS = ("Request-ID", "X-Request-ID")
+MAX_REQUEST_ID = 128
 
 HOP_BY_HOP = frozenset(
     {
@@ -272,6 +273,8 @@ class Proxy:
         if 200 <= status < 300:
             if kind == "predict":
                 answer_id = response.headers.get("Request-ID") or _request_id(request)
+                if answer_id and not _usable_id(answer_id):
+                    answer_id = None
                 if answer_id:
                     self.answered.remember(dep_id, answer_id, predictor.name)
                 shadow = route.shadow
@@ -292,7 +295,7 @@ class Proxy:
         request: web.BaseRequest,
     ) -> None:
         """Queue a copy of a prediction for the shadow, under the primary's request id."""
-        if answer_id and _request_id(request) is None and VISIBLE_ASCII.fullmatch(answer_id):
+        if answer_id and _request_id(request) is None:
             # The shadow's answer then carries the same puid as the primary's.
             headers = headers[:-2] + b"Request-ID: " + answer_id.encode("ascii") + b"\r\n\r\n"
         primary = response.body if isinstance(response, web.Response) else None
@@ -468,6 +471,11 @@ def _unavailable(
         headers[PREDICTOR_HEADER] = predictor.name
         request["predictor"] = predictor.name
     return json_response(503, route.unavailable_reason(), headers)
+
+
+def _usable_id(request_id: str) -> bool:
+    """A request id as the model server takes it (so long ones cannot fill the id memory)."""
+    return len(request_id) <= MAX_REQUEST_ID and VISIBLE_ASCII.fullmatch(request_id) is not None
 
 
 def _request_id(request: web.BaseRequest) -> str | None:
