@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -35,6 +36,9 @@ access_log = logging.getLogger("primehub_jupyter.gateway.access")
 
 DEPLOYMENT_PREFIX = "/deployment/"
 ADMIN_PREFIX = "/_primehub/"
+ADMIN_PATHS = frozenset(
+    {"/_primehub/routes", "/_primehub/health", "/_primehub/metrics", "/_primehub/load"}
+)
 MAX_ROUTES_BODY = 16 * 1024 * 1024
 # Seconds in-flight requests get to finish after SIGTERM before their connections are closed.
 SHUTDOWN_GRACE = 10.0
@@ -70,7 +74,7 @@ class Gateway:
     def __init__(self, admin_token: str, proxy: Proxy) -> None:
         self._admin = f"Bearer {admin_token}".encode()
         self.proxy = proxy
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(lambda: self.proxy.routes)
         # Until the engine's first table, "not found" would be a lie about every deployment.
         self.has_routes = False
         self.draining = False
@@ -115,7 +119,9 @@ class Gateway:
                 if dep_id in self.proxy.routes:  # unknown ids would grow the series unbounded
                     # A browser's preflight is no prediction, whatever its path.
                     kind = "other" if preflight else request_kind(path)
-                    self.metrics.observe(dep_id, status, kind, time.perf_counter() - started)
+                    elapsed = time.perf_counter() - started
+                    predictor = request.get("predictor", "")
+                    self.metrics.observe(dep_id, status, kind, elapsed, predictor)
         if raw.startswith(ADMIN_PREFIX):
             return await self._admin_request(request)
         return json_response(404, "not found: deployments are served under /deployment/<id>/<path>")
@@ -171,7 +177,7 @@ class Gateway:
 
     async def _admin_request(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
-        if path not in ("/_primehub/routes", "/_primehub/health", "/_primehub/metrics"):
+        if path not in ADMIN_PATHS:
             return json_response(404, f"no admin endpoint {path}")
         if not self._authorized(request):
             return json_response(
@@ -183,6 +189,10 @@ class Gateway:
             return web.Response(
                 body=self.metrics.render(), content_type="text/plain", charset="utf-8"
             )
+        if path == "/_primehub/load":
+            if request.method not in ("GET", "HEAD"):
+                return json_response(405, "use GET /_primehub/load", {"Allow": "GET, HEAD"})
+            return web.Response(body=orjson.dumps(self.load()), content_type="application/json")
         if path == "/_primehub/health":
             if request.method not in ("GET", "HEAD"):
                 return json_response(405, "use GET /_primehub/health", {"Allow": "GET, HEAD"})
@@ -190,6 +200,27 @@ class Gateway:
         if request.method != "PUT":
             return json_response(405, "use PUT /_primehub/routes", {"Allow": "PUT"})
         return await self._put_routes(request)
+
+    def load(self) -> dict[str, Any]:
+        """Per deployment, per predictor (spec order): in flight, age of the last request in
+        seconds, dropped shadow copies and counters (core.traffic.PredictorCounters JSON)."""
+        now = time.monotonic()
+        return {
+            "deployments": {
+                dep_id: {
+                    "predictors": {
+                        p.name: {
+                            "traffic": p.traffic,
+                            "shadow": p.shadow,
+                            "replicas": len(p.replicas),
+                            **p.load.to_json(p.name, p.shadow, now),
+                        }
+                        for p in route.predictors
+                    }
+                }
+                for dep_id, route in self.proxy.routes.items()
+            }
+        }
 
     def _ok(self) -> web.Response:
         body = orjson.dumps({"ok": True, "deployments": len(self.proxy.routes)})
@@ -213,7 +244,7 @@ class Gateway:
         # Synchronous, so no request sees half a table and two PUTs cannot interleave.
         self.proxy.replace_routes(routes, rejected)
         self.has_routes = True
-        self.metrics.forget(set(routes))
+        self.metrics.forget(routes)
         log.info(
             "routes updated: %d deployment(s): %s",
             len(routes),
