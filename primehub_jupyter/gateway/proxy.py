@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from .auth import ClientAuthenticator, TooManyAttempts, internal_token
+from .hold import Holds
 from .routes import Replica, Route, carry_over
 from .upstream import (
     BrokenResponse,
@@ -145,8 +146,10 @@ async def read_body(request: web.BaseRequest, limit: int = MAX_BODY) -> bytes:
 class Proxy:
     """Holds the routing table and the upstream connection pool, and forwards requests."""
 
-    def __init__(self, admin_token: str) -> None:
+    def __init__(self, admin_token: str, holds: Holds | None = None) -> None:
         self._admin_token = admin_token
+        # Requests waiting for a predictor at zero replicas to wake (see gateway/hold.py).
+        self.holds = holds or Holds()
         self.routes: dict[str, Route] = {}
         # Deployments whose routing entry the last table had but the gateway refused.
         self.rejected: dict[str, str] = {}

@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from .hold import HOLD_QUEUE, HOLD_TIMEOUT, Holds
 from .metrics import GatewayMetrics, request_kind
 from .proxy import (
     CORS_HEADERS,
@@ -42,6 +43,8 @@ RETRY_AFTER = "1"
 # Percent-encoded '/', '\\' and NUL: a server behind us may decode them into separators.
 ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
 DOT_SEGMENT = re.compile(r"(?:\.|%2e){1,2}", re.IGNORECASE)
+# The query of GET /_primehub/holds: the version last seen and seconds to wait for a newer one.
+HOLDS_QUERY = re.compile(r"after=(-1|\d{1,18})&wait=(\d{1,2}(?:\.\d{1,3})?)")
 UNSAFE_PATH = (
     "the path of a deployment request must not contain '.' or '..' segments (also "
     "percent-encoded), encoded '/' or '\\' (%2F, %5C), backslashes or NUL bytes"
@@ -139,6 +142,7 @@ class Gateway:
         True when every in-flight request finished in time.
         """
         self.draining = True
+        self.proxy.holds.close()  # held requests get 503 now rather than after their wait
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except asyncio.TimeoutError:
@@ -171,7 +175,12 @@ class Gateway:
 
     async def _admin_request(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
-        if path not in ("/_primehub/routes", "/_primehub/health", "/_primehub/metrics"):
+        if path not in (
+            "/_primehub/routes",
+            "/_primehub/health",
+            "/_primehub/metrics",
+            "/_primehub/holds",
+        ):
             return json_response(404, f"no admin endpoint {path}")
         if not self._authorized(request):
             return json_response(
@@ -183,6 +192,8 @@ class Gateway:
             return web.Response(
                 body=self.metrics.render(), content_type="text/plain", charset="utf-8"
             )
+        if path == "/_primehub/holds":
+            return await self._holds(request)
         if path == "/_primehub/health":
             if request.method not in ("GET", "HEAD"):
                 return json_response(405, "use GET /_primehub/health", {"Allow": "GET, HEAD"})
@@ -190,6 +201,21 @@ class Gateway:
         if request.method != "PUT":
             return json_response(405, "use PUT /_primehub/routes", {"Allow": "PUT"})
         return await self._put_routes(request)
+
+    async def _holds(self, request: web.BaseRequest) -> web.Response:
+        """Held requests per predictor; a long poll: `?after=V&wait=S` returns early when a
+        request starts waiting after version V (the engine wakes the predictor at once)."""
+        if request.method != "GET":
+            return json_response(405, "use GET /_primehub/holds", {"Allow": "GET"})
+        query = request.query_string
+        if query:
+            match = HOLDS_QUERY.fullmatch(query)
+            if match is None:
+                return json_response(400, "query must be ?after=<version>&wait=<seconds>")
+            await self.proxy.holds.poll(int(match[1]), float(match[2]))
+        holds = self.proxy.holds
+        body = orjson.dumps({"version": holds.version, "held": holds.report()})
+        return web.Response(body=body, content_type="application/json")
 
     def _ok(self) -> web.Response:
         body = orjson.dumps({"ok": True, "deployments": len(self.proxy.routes)})
@@ -213,6 +239,7 @@ class Gateway:
         # Synchronous, so no request sees half a table and two PUTs cannot interleave.
         self.proxy.replace_routes(routes, rejected)
         self.has_routes = True
+        self.proxy.holds.routes_changed()  # held requests look for their new replica now
         self.metrics.forget(set(routes))
         log.info(
             "routes updated: %d deployment(s): %s",
@@ -282,7 +309,7 @@ async def serve(args: argparse.Namespace, admin_token: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    proxy = Proxy(admin_token)
+    proxy = Proxy(admin_token, Holds(args.hold_queue, args.hold_timeout))
     gateway = Gateway(admin_token, proxy)
     handler: Handler = gateway.handle_logged if args.access_log else gateway.handle
     server = web.Server(
@@ -368,6 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=SHUTDOWN_GRACE,
         help=f"seconds in-flight requests get to finish after SIGTERM (default {SHUTDOWN_GRACE:g})",
+    )
+    parser.add_argument(
+        "--hold-queue",
+        type=int,
+        default=HOLD_QUEUE,
+        help="requests held per predictor while it wakes from zero replicas; more get 503 "
+        f"(default {HOLD_QUEUE})",
+    )
+    parser.add_argument(
+        "--hold-timeout",
+        type=float,
+        default=HOLD_TIMEOUT,
+        help="seconds a held request waits for a replica before it gets 503 "
+        f"(default {HOLD_TIMEOUT:g})",
     )
     parser.add_argument(
         "--access-log",

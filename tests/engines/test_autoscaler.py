@@ -85,8 +85,9 @@ def test_scale_to_zero_after_the_idle_period_and_wake_on_a_held_request() -> Non
     assert decisions[:9] == [1] * 9
     assert decisions[-1] == 0 and scaler.at_zero
     now += 1
+    assert not scaler.woke
     assert scaler.observe(now, Sample(held=1)) == 1  # at once, not after averaging
-    assert not scaler.at_zero
+    assert not scaler.at_zero and scaler.woke
     # Served, then idle again: back to zero after another idle period, not before.
     now, decisions = run(scaler, now, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     assert decisions[:10] == [1] * 10

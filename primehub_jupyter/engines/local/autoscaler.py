@@ -69,6 +69,8 @@ class PredictorScaler:
     settings: ScaleSettings
     replicas: int
     last_active: float
+    # Set when the count leaves zero; the engine clears it once a replica is ready (WakingUp).
+    woke: bool = False
     _load: deque[tuple[float, int]] = field(default_factory=deque)  # (time, concurrency)
     _wants: deque[tuple[float, int]] = field(default_factory=deque)  # (time, replicas wanted)
     _requests: int | None = None
@@ -131,6 +133,8 @@ class PredictorScaler:
             and wanted <= floor
         ):
             replicas = 0
+        if self.replicas == 0 and replicas:
+            self.woke = True
         self.replicas = replicas
         return replicas
 
