@@ -161,6 +161,7 @@ export function deployment(
       creationTime: '2026-11-22T13:00:00.000Z',
       lastUpdated: overrides.lastUpdated ?? '2026-11-22T13:00:00.000Z',
       replicaStatuses: [],
+      predictors: [],
       sampleRequest: null
     }
   };

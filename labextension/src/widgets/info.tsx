@@ -8,6 +8,7 @@ import {
   exampleCurl,
   localTime,
   modelSource,
+  predictorReplicas,
   utcTime
 } from '../format';
 import {
@@ -155,9 +156,11 @@ export function InformationTab(props: {
             <Row label="Image Pull Secret">{predictor.imagePullSecret}</Row>
           ) : null}
           <Row label="Instance Type">{predictor.instanceType}</Row>
-          <Row label="Replicas">
-            {status.availableReplicas}/{predictor.replicas} available
-          </Row>
+          {predictorReplicas(deployment).map(row => (
+            <Row key={row.label} label={row.label}>
+              {row.text}
+            </Row>
+          ))}
           <Row label="Deployed by">{spec.userName || '–'}</Row>
           <Row label="Created">
             <span title={utcTime(status.creationTime)}>
