@@ -20,6 +20,7 @@ from ...core.models import DeploymentSpec, Phase, utcnow
 from ...core.quota import Usage, quota_problem_for_usage, requested
 from ..rollout import RUNNING_KEEPS_SERVING, Rollout, rollout_phase, stopped_phase
 from . import adoption
+from .autoscaler import Autoscaler
 from .files import replica_dir
 from .gateway_process import GatewayProcess
 from .launcher import ReplicaLauncher
@@ -67,6 +68,8 @@ class Reconciler:
         self.log = log or logging.getLogger(__name__)
         self.launcher = make_launcher(self.kick)
         self.deployments: dict[str, DeploymentState] = {}
+        # Replica counts of autoscaled predictors; fed by the engine's ScaleLoop.
+        self.autoscaler = Autoscaler(settings.scale)
         self._wake = asyncio.Event()
         self._tick_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
@@ -346,7 +349,7 @@ class Reconciler:
                 return
             state.admitted = want
         template = self._template(spec)
-        wanted = (spec.predictor.replicas or max(spec.predictor.lowest, 1))
+        wanted = spec.predictor.replicas or max(spec.predictor.lowest, 1)
         if template != state.template or wanted > state.wanted_replicas:
             state.progress_since = time.monotonic()
         state.template = template
