@@ -267,6 +267,15 @@ async def _serve(name: str) -> None:
                     await asyncio.sleep(0.01)
             else:
                 await asyncio.sleep(float(request.query.get("seconds", "1")))
+        if request.query.get("hold") == name:
+            # Only the backend named by `hold` waits (a slow shadow beside a quick primary):
+            # says HELD on stdout, then answers once the file `release` exists (at most a minute).
+            print("HELD", flush=True)
+            release = Path(request.query["release"])
+            for _ in range(6000):
+                if release.exists():
+                    break
+                await asyncio.sleep(0.01)
         if "delay" in request.query:  # keeps requests in flight while a test kills this process
             await asyncio.sleep(float(request.query["delay"]))
         if request.path == "/stream":

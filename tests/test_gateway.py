@@ -610,14 +610,16 @@ def test_metrics_count_answers_per_deployment_code_and_kind(
         return after.get(key, 0.0) - before.get(key, 0.0)
 
     total = "primehub_gateway_requests_total"
-    assert delta(total, deployment="counted", code="200", kind="predict") == 3
-    assert delta(total, deployment="counted", code="200", kind="feedback") == 1
-    assert delta(total, deployment="counted", code="200", kind="other") == 1
-    assert delta(total, deployment="locked", code="401", kind="predict") == 1
-    assert delta(total, deployment="down", code="503", kind="predict") == 1
+    # A table without predictors has one, "predictor1"; answers before a choice have none.
+    one = "predictor1"
+    assert delta(total, deployment="counted", predictor=one, code="200", kind="predict") == 3
+    assert delta(total, deployment="counted", predictor=one, code="200", kind="feedback") == 1
+    assert delta(total, deployment="counted", predictor=one, code="200", kind="other") == 1
+    assert delta(total, deployment="locked", predictor="", code="401", kind="predict") == 1
+    assert delta(total, deployment="down", predictor=one, code="503", kind="predict") == 1
     assert not any(labels and ("deployment", "unknown") in labels for _, labels in after)
     count = "primehub_gateway_request_duration_seconds_count"
-    assert delta(count, deployment="counted") == 5
+    assert delta(count, deployment="counted", predictor=one) == 5
     # A deployment removed from the routes disappears from the metrics.
     gateway.route(counted=public(backend_a))
     text = requests.get(url, headers=gateway.admin(), timeout=10).text

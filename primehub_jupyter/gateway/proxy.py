@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 
 import orjson
 from aiohttp import web
 
 from .auth import ClientAuthenticator, TooManyAttempts, internal_token
-from .hold import Holds
-from .routes import Replica, Route, carry_over
+from .hold import HOLD_RETRY_AFTER, HoldFull, Holds, waking_message
+from .load import AnsweredIds, feedback_reference
+from .metrics import request_kind
+from .routes import VISIBLE_ASCII, PredictorRoute, Replica, Route, carry_over
+from .shadow import Copy, ShadowMirror
 from .upstream import (
     BrokenResponse,
     ConnectFailed,
@@ -38,6 +42,10 @@ DOWN_FOR = 2.0
 # is just closing.
 POOL_KEEPALIVE = 4.0
 RETRY_AFTER = "5"
+# On every answer a predictor gave or was chosen for (canary, A/B, feedback joins).
+PREDICTOR_HEADER = "X-PrimeHub-Predictor"
+# Request ids the model server takes (Request-ID first), as the gateway joins feedback by them.
+REQUEST_ID_HEADERS = ("Request-ID", "X-Request-ID")
 
 HOP_BY_HOP = frozenset(
     {
@@ -87,7 +95,9 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 # a private endpoint still needs the caller to set Authorization with a client token itself.
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Request-ID, Inference-Header-Content-Length",
+    "Access-Control-Expose-Headers": (
+        "Request-ID, Inference-Header-Content-Length, X-PrimeHub-Predictor"
+    ),
 }
 CORS_PREFLIGHT = {
     **CORS_HEADERS,
@@ -157,9 +167,13 @@ class Proxy:
         self.pool = UpstreamPool(
             connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, idle_timeout=POOL_KEEPALIVE
         )
+        self.mirror = ShadowMirror(self.pool)
+        # Which predictor answered each recent prediction, so its feedback goes (and counts) there.
+        self.answered = AnsweredIds()
 
     async def close(self) -> None:
-        """Close pooled upstream connections and the hashing threads."""
+        """Stop mirroring, close pooled upstream connections and the hashing threads."""
+        await self.mirror.close()
         await self.pool.close()
         self.auth.close()
 
@@ -211,19 +225,134 @@ class Proxy:
                 )
         if user is not None:
             request["user"] = user  # for the access log
-        if not route.replicas:
-            return json_response(503, route.unavailable_reason(), {"Retry-After": RETRY_AFTER})
+        kind = request_kind(path)
+        predictor: PredictorRoute | None = None
+        if kind != "feedback":  # chosen before the body is read: a 503 needs no body
+            sticky = route.sticky_header
+            predictor = route.choose(request.headers.get(sticky) if sticky else None)
+            if predictor is None or not predictor.available:
+                woken = await self._wait_for_replica(request, route, predictor)
+                if isinstance(woken, web.StreamResponse):
+                    return woken
+                route, predictor = woken
         try:
             body = await read_body(request)
         except BodyTooLarge:
             return json_response(413, f"request body larger than {MAX_BODY // 1048576} MiB")
         except BodyIncomplete:
             return json_response(400, "the request body ended before its Content-Length")
+        joined = False
+        reward: float | None = None
+        if predictor is None:
+            # Feedback goes to the predictor that answered the request it is about.
+            request_id, reward = feedback_reference(body)
+            request_id = request_id or _request_id(request)
+            answered = self.answered.lookup(dep_id, request_id) if request_id else None
+            predictor = route.predictor(answered) if answered is not None else None
+            joined = predictor is not None and predictor.available
+            if not joined:
+                sticky = route.sticky_header
+                predictor = route.choose(request.headers.get(sticky) if sticky else None)
+            if predictor is None or not predictor.available:
+                woken = await self._wait_for_replica(request, route, predictor)
+                if isinstance(woken, web.StreamResponse):
+                    return woken
+                route, predictor = woken
+        request["predictor"] = predictor.name  # for the gateway's metrics
+        named = {PREDICTOR_HEADER: predictor.name}
         method = request.method
         start_line = f"{method} {target} HTTP/1.1\r\nHost: ".encode("utf-8", "surrogateescape")
         headers = _upstream_headers(request, route, user, method, len(body))
-        return await self._send(
-            request, route, start_line, headers, body, path.endswith("/feedback")
+        load = predictor.load
+        started = load.begin()
+        status = 0
+        try:
+            response = await self._send(
+                request, route, predictor, start_line, headers, body, kind == "feedback"
+            )
+            status = response.status
+        finally:
+            load.end()
+            if kind == "predict" and status:  # 0: the client left, nobody's error
+                elapsed = time.monotonic() - started
+                load.counters.observe(elapsed, error=status >= 500)
+        if not response.prepared:
+            response.headers.update(named)
+        if 200 <= status < 300:
+            if kind == "predict":
+                answer_id = response.headers.get("Request-ID") or _request_id(request)
+                if answer_id:
+                    self.answered.remember(dep_id, answer_id, predictor.name)
+                shadow = route.shadow
+                if shadow is not None and shadow.available:
+                    self._mirror(shadow, start_line, headers, body, response, answer_id, request)
+            elif joined:
+                load.feedback(reward)
+        return response
+
+    async def _wait_for_replica(
+        self, request: web.BaseRequest, route: Route, predictor: PredictorRoute | None
+    ) -> tuple[Route, PredictorRoute] | web.StreamResponse:
+        """Hold a request for a predictor without a replica that is waking (or may wake).
+
+        The route and predictor to send it to once a routes update brought a replica; else the
+        answer: 503 with Retry-After when the hold is full or its wait ran out, the usual 503
+        for a predictor that does not wake on demand, 404 when the deployment went away.
+        """
+        if predictor is None or not predictor.hold:
+            return _unavailable(request, route, predictor)
+        dep_id, name = route.id, predictor.name
+        request["predictor"] = name  # for the gateway's metrics, whatever the answer
+        named = {"Retry-After": HOLD_RETRY_AFTER, PREDICTOR_HEADER: name}
+
+        def ready() -> bool:
+            current = self.routes.get(dep_id)
+            now = current.predictor(name) if current is not None else None
+            # Gone (deleted, renamed) or no longer waking: stop waiting and answer now.
+            return now is None or now.available or not now.hold
+
+        try:
+            woke = await self.holds.wait((dep_id, name), ready)
+        except HoldFull:
+            why = f"{self.holds.limit} requests already wait for it"
+            return json_response(503, waking_message(dep_id, name, why), named)
+        if not woke:
+            why = f"no replica was ready within {self.holds.max_wait:g} s"
+            if self.holds.closed:
+                why = "the gateway is shutting down"
+            return json_response(503, waking_message(dep_id, name, why), named)
+        current = self.routes.get(dep_id)
+        if current is None:
+            return json_response(404, f"deployment '{dep_id}' not found")
+        now = current.predictor(name)
+        if now is None or not now.available:
+            return _unavailable(request, current, now)
+        return current, now
+
+    def _mirror(
+        self,
+        shadow: PredictorRoute,
+        start_line: bytes,
+        headers: bytes,
+        body: bytes,
+        response: web.StreamResponse,
+        answer_id: str | None,
+        request: web.BaseRequest,
+    ) -> None:
+        """Queue a copy of a prediction for the shadow, under the primary's request id."""
+        if answer_id and _request_id(request) is None and VISIBLE_ASCII.fullmatch(answer_id):
+            # The shadow's answer then carries the same puid as the primary's.
+            headers = headers[:-2] + b"Request-ID: " + answer_id.encode("ascii") + b"\r\n\r\n"
+        primary = response.body if isinstance(response, web.Response) else None
+        self.mirror.offer(
+            Copy(
+                shadow=shadow,
+                start_line=start_line,
+                headers=headers,
+                body=body,
+                primary_status=response.status,
+                primary_answer=primary if isinstance(primary, bytes) else None,
+            )
         )
 
     def _vouched(self, request: web.BaseRequest, dep_id: str) -> bool:
@@ -243,13 +372,14 @@ class Proxy:
         self,
         request: web.BaseRequest,
         route: Route,
+        predictor: PredictorRoute,
         start_line: bytes,
         headers: bytes,
         body: bytes,
         feedback: bool,
     ) -> web.StreamResponse:
         now = self.pool.loop.time()
-        candidates = route.candidates(now)
+        candidates = predictor.candidates(now)
         if len(candidates) == 1 and not feedback:
             # A lone replica gets a second try: the first may have hit a pooled connection the
             # replica closed at the same moment.
@@ -292,7 +422,7 @@ class Proxy:
                 raise
             else:
                 if not _bufferable(connection):
-                    return await self._relay(request, route, replica, connection)
+                    return await self._relay(request, route, predictor, replica, connection)
                 try:
                     payload = await connection.read()
                 except UpstreamError as exc:
@@ -319,12 +449,14 @@ class Proxy:
             _discard(connection)
             if index == len(candidates):
                 # During a rolling update the engine may have switched the table to new replicas
-                # and stopped the old ones while this request was in flight: try the new ones.
+                # and stopped the old ones while this request was in flight: try the new ones
+                # of the same predictor.
                 current = self.routes.get(route.id)
-                if current is not None and current is not route:
+                latest = current.predictor(predictor.name) if current is not None else None
+                if current is not None and latest is not None and current is not route:
                     tried = {c.url for c in candidates}
-                    candidates.extend(r for r in current.candidates(now) if r.url not in tried)
-                    route = current
+                    candidates.extend(r for r in latest.candidates(now) if r.url not in tried)
+                    route, predictor = current, latest
         return json_response(
             502, f"deployment '{route.id}': no replica could answer ({'; '.join(failures)})"
         )
@@ -333,12 +465,14 @@ class Proxy:
         self,
         request: web.BaseRequest,
         route: Route,
+        predictor: PredictorRoute,
         replica: Replica,
         upstream: Connection,
     ) -> web.StreamResponse:
         """Stream a large or chunked response through as it arrives."""
         try:
             headers = _response_headers(upstream.headers)
+            headers.append((PREDICTOR_HEADER, predictor.name))
             reason = upstream.reason.decode("latin-1") or None
             return await self._stream(request, route, replica, upstream, headers, reason)
         finally:
@@ -371,6 +505,26 @@ class Proxy:
             if request.transport is not None:
                 request.transport.close()
         return stream
+
+
+def _unavailable(
+    request: web.BaseRequest, route: Route, predictor: PredictorRoute | None
+) -> web.Response:
+    """503: no predictor of the deployment has a ready replica (naming the one chosen)."""
+    headers = {"Retry-After": RETRY_AFTER}
+    if predictor is not None:
+        headers[PREDICTOR_HEADER] = predictor.name
+        request["predictor"] = predictor.name
+    return json_response(503, route.unavailable_reason(), headers)
+
+
+def _request_id(request: web.BaseRequest) -> str | None:
+    """The request id the client sent, as the model server reads it."""
+    for name in REQUEST_ID_HEADERS:
+        value = request.headers.get(name)
+        if value:
+            return value
+    return None
 
 
 def _bufferable(connection: Connection) -> bool:

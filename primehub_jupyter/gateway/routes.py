@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .load import PredictorLoad
+
 DEPLOYMENT_ID = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 ACCESS_TYPES = ("public", "private")
 # Client names and replica URLs end up in raw header bytes: no spaces or control characters.
 VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+# As core.models checks them; repeated so the gateway process stays independent of the core.
+PREDICTOR_NAME = re.compile(r"[a-zA-Z0-9](?:[-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?")
+HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+MAX_PREDICTORS = 4
+# The predictor of a table entry that lists replicas without predictors.
+DEFAULT_PREDICTOR = "predictor1"
 # Modular crypt format of bcrypt: $2a$/$2b$/$2y$, a two-digit cost, 53 characters of salt+hash.
 BCRYPT_HASH = re.compile(r"\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}")
 # Sizes of the per-deployment credential caches; entries only exist for names in `clients`
@@ -57,18 +66,32 @@ class CredentialCache:
 
 
 @dataclass(slots=True)
-class Route:
-    """Where and how traffic for one deployment goes."""
+class PredictorRoute:
+    """One predictor of a deployment: its weight, whether it is the shadow, its replicas."""
 
-    id: str
-    phase: str
-    message: str
-    private: bool
-    clients: dict[str, bytes]  # client name -> bcrypt hash
+    name: str
+    traffic: int  # percent of requests; 0 for a shadow
+    shadow: bool
     replicas: list[Replica]
-    prefix_raw: bytes  # b"/deployment/<id>", sent upstream as X-Forwarded-Prefix
-    credentials: CredentialCache = field(default_factory=CredentialCache)
-    _next: int = 0
+    phase: str = ""
+    message: str = ""
+    # No replica now, yet one is coming (it scales to zero, or is waking): requests chosen for
+    # it wait in the gateway's hold (gateway/hold.py) instead of failing.
+    hold: bool = False
+    # In-flight count and counters; the same object across routes updates (see carry_over).
+    load: PredictorLoad = field(default_factory=PredictorLoad)
+    _next: int = 0  # round-robin position among the replicas
+    _current: int = 0  # smooth weighted round-robin state among the predictors
+
+    @property
+    def available(self) -> bool:
+        """Whether requests chosen for this predictor can be sent now."""
+        return bool(self.replicas)
+
+    @property
+    def takes_requests(self) -> bool:
+        """Whether requests may be chosen for it: sent now, or held until it wakes."""
+        return self.hold or bool(self.replicas)
 
     def candidates(self, now: float) -> list[Replica]:
         """Replicas in the order to try them: round-robin, ones that just refused come last.
@@ -86,6 +109,75 @@ class Route:
             ordered.sort(key=lambda r: r.down_until > now)  # stable: keeps round-robin order
         return ordered
 
+
+@dataclass(slots=True)
+class Route:
+    """Where and how traffic for one deployment goes."""
+
+    id: str
+    phase: str
+    message: str
+    private: bool
+    clients: dict[str, bytes]  # client name -> bcrypt hash
+    predictors: list[PredictorRoute]  # in spec order
+    prefix_raw: bytes  # b"/deployment/<id>", sent upstream as X-Forwarded-Prefix
+    sticky_header: str | None = None
+    credentials: CredentialCache = field(default_factory=CredentialCache)
+
+    @property
+    def serving(self) -> list[PredictorRoute]:
+        """The predictors that answer requests (traffic > 0), in spec order."""
+        return [p for p in self.predictors if not p.shadow and p.traffic > 0]
+
+    @property
+    def shadow(self) -> PredictorRoute | None:
+        """The predictor that gets a copy of each prediction, if any."""
+        return next((p for p in self.predictors if p.shadow), None)
+
+    @property
+    def replicas(self) -> list[Replica]:
+        """Every replica of the answering predictors."""
+        return [r for p in self.serving for r in p.replicas]
+
+    def predictor(self, name: str) -> PredictorRoute | None:
+        """The predictor called `name`, shadow included."""
+        return next((p for p in self.predictors if p.name == name), None)
+
+    def choose(self, sticky: str | None = None) -> PredictorRoute | None:
+        """The predictor to answer a request; None when the deployment has none.
+
+        With a sticky value (the stickyHeader's), the value's hash picks a predictor by the
+        weights, so the same value goes to the same predictor while the weights stay. Otherwise
+        (or when that predictor cannot take requests) a smooth weighted round-robin among the
+        available predictors keeps the split exact over every hundred requests. When none is
+        available, the choice is among all, so the answer can name the predictor it lacks.
+        """
+        serving = self.serving
+        if not serving:
+            return None
+        if sticky is not None:
+            point = sticky_point(sticky)
+            for predictor in serving:
+                point -= predictor.traffic
+                if point < 0:
+                    if predictor.takes_requests:
+                        return predictor
+                    break
+        # A predictor at zero replicas that wakes on demand keeps its share: its requests are
+        # held while it starts (were they sent elsewhere, it would never see one and wake).
+        pool = [p for p in serving if p.takes_requests] or serving
+        if len(pool) == 1:
+            return pool[0]
+        total = 0
+        best = pool[0]
+        for predictor in pool:
+            predictor._current += predictor.traffic
+            total += predictor.traffic
+            if predictor._current > best._current:
+                best = predictor
+        best._current -= total
+        return best
+
     def unavailable_reason(self) -> str:
         """The 503 text for a deployment without a ready replica."""
         phase = self.phase or "Unknown"
@@ -93,15 +185,21 @@ class Route:
         return f"deployment '{self.id}' has no ready replica (phase: {detail})"
 
 
+def sticky_point(value: str) -> int:
+    """A stable point in [0, 100) for a sticky header value (the same in every process)."""
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 100
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise RouteError(message)
 
 
-def _parse_replica(dep_id: str, index: int, raw: Any) -> Replica:
-    where = f"deployments.{dep_id}.replicas[{index}]"
+def _parse_replica(owner: str, default_name: str, index: int, raw: Any) -> Replica:
+    where = f"{owner}.replicas[{index}]"
     _require(isinstance(raw, dict), f"{where} must be an object")
-    name = raw.get("name", f"{dep_id}-{index}")
+    name = raw.get("name", f"{default_name}-{index}")
     _require(
         isinstance(name, str) and len(name) <= 253 and VISIBLE_ASCII.fullmatch(name) is not None,
         f"{where}.name must be 1-253 visible ASCII characters",
@@ -175,17 +273,99 @@ def _parse_route(dep_id: Any, raw: Any) -> Route:
     _require(isinstance(message, str), f"{where}.message must be a string")
     access = raw.get("accessType", "public")
     _require(access in ACCESS_TYPES, f"{where}.accessType must be 'public' or 'private'")
-    replicas_raw = raw.get("replicas", [])
-    _require(isinstance(replicas_raw, list), f"{where}.replicas must be a list")
-    replicas = [_parse_replica(dep_id, i, r) for i, r in enumerate(replicas_raw)]
+    sticky = raw.get("stickyHeader")
+    _require(
+        sticky is None or (isinstance(sticky, str) and HEADER_NAME.fullmatch(sticky) is not None),
+        f"{where}.stickyHeader must be null or a header name (letters, digits and '-', at most 63)",
+    )
     return Route(
         id=dep_id,
         phase=phase,
         message=message,
         private=access == "private",
         clients=_parse_clients(dep_id, raw.get("clients")),
-        replicas=replicas,
+        predictors=_parse_predictors(dep_id, raw),
         prefix_raw=f"/deployment/{dep_id}".encode("ascii"),
+        sticky_header=sticky,
+    )
+
+
+def _parse_predictors(dep_id: str, raw: dict[str, Any]) -> list[PredictorRoute]:
+    where = f"deployments.{dep_id}"
+    if "predictors" not in raw:
+        # A table without predictors (hand-written, or an older engine's): one predictor.
+        replicas_raw = raw.get("replicas", [])
+        _require(isinstance(replicas_raw, list), f"{where}.replicas must be a list")
+        replicas = [_parse_replica(where, dep_id, i, r) for i, r in enumerate(replicas_raw)]
+        return [PredictorRoute(DEFAULT_PREDICTOR, 100, False, replicas)]
+    _require("replicas" not in raw, f"{where}: give predictors[].replicas, not replicas too")
+    items = raw["predictors"]
+    _require(
+        isinstance(items, list) and len(items) <= MAX_PREDICTORS,
+        f"{where}.predictors must be a list of at most {MAX_PREDICTORS} predictors",
+    )
+    predictors = [_parse_predictor(dep_id, i, item) for i, item in enumerate(items)]
+    names = [p.name for p in predictors]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    _require(not repeated, f"{where}.predictors: names must be unique ({', '.join(repeated)})")
+    shadows = [p.name for p in predictors if p.shadow]
+    _require(len(shadows) <= 1, f"{where}.predictors: at most one shadow ({', '.join(shadows)})")
+    answering = [p for p in predictors if not p.shadow]
+    _require(
+        not shadows or bool(answering),
+        f"{where}.predictors: a shadow needs a predictor that answers",
+    )
+    missing = [items[i] for i, p in enumerate(predictors) if not p.shadow and p.traffic < 0]
+    if len(answering) == 1 and missing:
+        answering[0].traffic = 100  # the only answering predictor may leave traffic out
+    else:
+        _require(
+            not missing,
+            f"{where}.predictors: traffic is required when several predictors answer",
+        )
+    total = sum(p.traffic for p in answering)
+    _require(
+        not answering or total == 100,
+        f"{where}.predictors: traffic of the non-shadow predictors must sum to 100 (got {total})",
+    )
+    return predictors
+
+
+def _parse_predictor(dep_id: str, index: int, raw: Any) -> PredictorRoute:
+    where = f"deployments.{dep_id}.predictors[{index}]"
+    _require(isinstance(raw, dict), f"{where} must be an object")
+    name = raw.get("name")
+    _require(
+        isinstance(name, str) and PREDICTOR_NAME.fullmatch(name) is not None,
+        f"{where}.name must be 1-63 letters, digits, '-', '_' or '.', starting and ending "
+        "with a letter or digit",
+    )
+    shadow = raw.get("shadow", False)
+    _require(isinstance(shadow, bool), f"{where}.shadow must be true or false")
+    traffic = raw.get("traffic")
+    _require(
+        traffic is None
+        or (isinstance(traffic, int) and not isinstance(traffic, bool) and 0 <= traffic <= 100),
+        f"{where}.traffic must be an integer percent (0-100)",
+    )
+    _require(not (shadow and traffic), f"{where}: a shadow gets a copy of requests, not traffic")
+    texts = {key: raw.get(key, "") for key in ("phase", "message")}
+    for key, value in texts.items():
+        _require(isinstance(value, str), f"{where}.{key} must be a string")
+    replicas_raw = raw.get("replicas", [])
+    _require(isinstance(replicas_raw, list), f"{where}.replicas must be a list")
+    replicas = [_parse_replica(where, name, i, r) for i, r in enumerate(replicas_raw)]
+    hold = raw.get("hold", False)
+    _require(isinstance(hold, bool), f"{where}.hold must be true or false")
+    return PredictorRoute(
+        hold=hold,
+        name=name,
+        # -1: not given (allowed for the only answering predictor); a shadow's is 0.
+        traffic=0 if shadow else (-1 if traffic is None else traffic),
+        shadow=shadow,
+        replicas=replicas,
+        phase=texts["phase"],
+        message=texts["message"],
     )
 
 
@@ -213,8 +393,9 @@ def carry_over(old: dict[str, Route], new: dict[str, Route]) -> None:
     """Keep state that must survive a routes update.
 
     Credential caches survive only where the clients map is identical, so a removed or re-issued
-    token stops working with the update. Round-robin position and down-marks survive so that an
-    update under load keeps spreading traffic evenly.
+    token stops working with the update. Each predictor keeps its load (in-flight count and
+    counters) under its name; round-robin positions and down-marks survive so that an update
+    under load keeps spreading traffic evenly; the weighted choice restarts when weights change.
     """
     for dep_id, route in new.items():
         previous = old.get(dep_id)
@@ -222,8 +403,17 @@ def carry_over(old: dict[str, Route], new: dict[str, Route]) -> None:
             continue
         if previous.clients == route.clients and previous.private == route.private:
             route.credentials = previous.credentials
-        if route.replicas:
-            route._next = previous._next % len(route.replicas)
-        known = {(r.name, r.url): r.down_until for r in previous.replicas}
-        for replica in route.replicas:
-            replica.down_until = known.get((replica.name, replica.url), 0.0)
+        weights = [(p.name, p.traffic) for p in route.predictors]
+        same_weights = weights == [(p.name, p.traffic) for p in previous.predictors]
+        for predictor in route.predictors:
+            before = previous.predictor(predictor.name)
+            if before is None:
+                continue
+            predictor.load = before.load
+            if same_weights:
+                predictor._current = before._current
+            if predictor.replicas:
+                predictor._next = before._next % len(predictor.replicas)
+            known = {(r.name, r.url): r.down_until for r in before.replicas}
+            for replica in predictor.replicas:
+                replica.down_until = known.get((replica.name, replica.url), 0.0)

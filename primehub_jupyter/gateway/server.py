@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -36,6 +37,15 @@ access_log = logging.getLogger("primehub_jupyter.gateway.access")
 
 DEPLOYMENT_PREFIX = "/deployment/"
 ADMIN_PREFIX = "/_primehub/"
+ADMIN_PATHS = frozenset(
+    {
+        "/_primehub/routes",
+        "/_primehub/health",
+        "/_primehub/metrics",
+        "/_primehub/load",
+        "/_primehub/holds",
+    }
+)
 MAX_ROUTES_BODY = 16 * 1024 * 1024
 # Seconds in-flight requests get to finish after SIGTERM before their connections are closed.
 SHUTDOWN_GRACE = 10.0
@@ -73,7 +83,7 @@ class Gateway:
     def __init__(self, admin_token: str, proxy: Proxy) -> None:
         self._admin = f"Bearer {admin_token}".encode()
         self.proxy = proxy
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(lambda: self.proxy.routes)
         # Until the engine's first table, "not found" would be a lie about every deployment.
         self.has_routes = False
         self.draining = False
@@ -118,7 +128,9 @@ class Gateway:
                 if dep_id in self.proxy.routes:  # unknown ids would grow the series unbounded
                     # A browser's preflight is no prediction, whatever its path.
                     kind = "other" if preflight else request_kind(path)
-                    self.metrics.observe(dep_id, status, kind, time.perf_counter() - started)
+                    elapsed = time.perf_counter() - started
+                    predictor = request.get("predictor", "")
+                    self.metrics.observe(dep_id, status, kind, elapsed, predictor)
         if raw.startswith(ADMIN_PREFIX):
             return await self._admin_request(request)
         return json_response(404, "not found: deployments are served under /deployment/<id>/<path>")
@@ -175,12 +187,7 @@ class Gateway:
 
     async def _admin_request(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
-        if path not in (
-            "/_primehub/routes",
-            "/_primehub/health",
-            "/_primehub/metrics",
-            "/_primehub/holds",
-        ):
+        if path not in ADMIN_PATHS:
             return json_response(404, f"no admin endpoint {path}")
         if not self._authorized(request):
             return json_response(
@@ -194,6 +201,10 @@ class Gateway:
             )
         if path == "/_primehub/holds":
             return await self._holds(request)
+        if path == "/_primehub/load":
+            if request.method not in ("GET", "HEAD"):
+                return json_response(405, "use GET /_primehub/load", {"Allow": "GET, HEAD"})
+            return web.Response(body=orjson.dumps(self.load()), content_type="application/json")
         if path == "/_primehub/health":
             if request.method not in ("GET", "HEAD"):
                 return json_response(405, "use GET /_primehub/health", {"Allow": "GET, HEAD"})
@@ -216,6 +227,30 @@ class Gateway:
         holds = self.proxy.holds
         body = orjson.dumps({"version": holds.version, "held": holds.report()})
         return web.Response(body=body, content_type="application/json")
+
+    def load(self) -> dict[str, Any]:
+        """Per deployment, per predictor (spec order): in flight, age of the last request in
+        seconds, held requests, dropped shadow copies and counters (PredictorCounters JSON)."""
+        now = time.monotonic()
+        held = self.proxy.holds.counts
+        return {
+            "deployments": {
+                dep_id: {
+                    "predictors": {
+                        p.name: {
+                            "traffic": p.traffic,
+                            "shadow": p.shadow,
+                            "replicas": len(p.replicas),
+                            # Requests waiting for it to wake (gateway/hold.py).
+                            "held": held.get((dep_id, p.name), 0),
+                            **p.load.to_json(p.name, p.shadow, now),
+                        }
+                        for p in route.predictors
+                    }
+                }
+                for dep_id, route in self.proxy.routes.items()
+            }
+        }
 
     def _ok(self) -> web.Response:
         body = orjson.dumps({"ok": True, "deployments": len(self.proxy.routes)})
@@ -240,7 +275,7 @@ class Gateway:
         self.proxy.replace_routes(routes, rejected)
         self.has_routes = True
         self.proxy.holds.routes_changed()  # held requests look for their new replica now
-        self.metrics.forget(set(routes))
+        self.metrics.forget(routes)
         log.info(
             "routes updated: %d deployment(s): %s",
             len(routes),

@@ -45,8 +45,15 @@ class RoutesTable:
         self.pushes += 1
         return True
 
-    def replica_urls(self, deployment_id: str) -> list[str]:
-        return [r["url"] for r in self.routes.get(deployment_id, {}).get("replicas", [])]
+    def replica_urls(self, deployment_id: str, predictor: str | None = None) -> list[str]:
+        """URLs routed for a deployment (every predictor's, or one's)."""
+        predictors = self.routes.get(deployment_id, {}).get("predictors", [])
+        return [
+            r["url"]
+            for p in predictors
+            if predictor is None or p["name"] == predictor
+            for r in p["replicas"]
+        ]
 
 
 class Harness:
@@ -86,11 +93,15 @@ class Harness:
             ),
         )
 
-    async def add(self, deployment_id: str, bundle: Path, **overrides: Any) -> DeploymentState:
+    async def add(
+        self, deployment_id: str, bundle: Path | dict[str, Any], **overrides: Any
+    ) -> DeploymentState:
+        """Store and track a deployment of a bundle (or of a whole spec document)."""
         now = utcnow()
+        document = bundle if isinstance(bundle, dict) else spec(bundle, **overrides)
         deployment = DeploymentRecord(
             id=deployment_id,
-            spec=DeploymentSpec.model_validate(spec(bundle, **overrides)),
+            spec=DeploymentSpec.model_validate(document),
             status=DeploymentStatus(creation_time=now, last_updated=now),
         )
         seq = await self.store.insert(deployment)

@@ -18,9 +18,29 @@ DEPLOYMENT_ENV = "PRIMEHUB_DEPLOYMENT_ID"
 REPLICA_ENV = "PRIMEHUB_REPLICA"
 PORT_ENV = "PRIMEHUB_REPLICA_PORT"
 
-_REPLICA_NAME = re.compile(
-    r"(?P<deployment>[a-z][-a-z0-9]*)-(?P<template>[0-9a-f]{5})-(?P<slot>\d{1,3})"
+# <deployment>-<predictor>-<template>-<slot>; replicas of older versions had no predictor part.
+_REPLICA_TAIL = re.compile(
+    r"(?:(?P<predictor>[a-zA-Z0-9](?:[-_.a-zA-Z0-9]*[a-zA-Z0-9])?)-)?"
+    r"(?P<template>[0-9a-f]{5})-(?P<slot>\d{1,3})"
 )
+
+
+def replica_name(deployment_id: str, predictor: str, template: str, slot: int) -> str:
+    """The name of a replica process: its deployment, predictor, template and slot."""
+    return f"{deployment_id}-{predictor}-{template}-{slot}"
+
+
+def _split(replica: str, deployment_id: str) -> re.Match[str] | None:
+    prefix = f"{deployment_id}-"
+    if not deployment_id or not replica.startswith(prefix):
+        return None
+    return _REPLICA_TAIL.fullmatch(replica, len(prefix))
+
+
+def predictor_of(replica: str, deployment_id: str) -> str | None:
+    """The predictor a replica name carries (None for a name without one)."""
+    match = _split(replica, deployment_id)
+    return match["predictor"] if match is not None else None
 
 
 def engine_id(data_dir: Path) -> str:
@@ -99,8 +119,8 @@ def _may_carry(pid: int, needle: bytes) -> bool:
 def _parse(pid: int, create_time: float, env: dict[str, str]) -> MarkedProcess | None:
     deployment_id = env.get(DEPLOYMENT_ENV, "")
     replica = env.get(REPLICA_ENV, "")
-    match = _REPLICA_NAME.fullmatch(replica)
-    if match is None or match["deployment"] != deployment_id:
+    match = _split(replica, deployment_id)
+    if match is None:
         return None
     try:
         port = int(env.get(PORT_ENV, ""))

@@ -6,7 +6,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from ...core.models import Predictor
+from ...core.models import Predictor, PredictorPhase
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class PredictorScaler:
     last_active: float
     # Set when the count leaves zero; the engine clears it once a replica is ready (WakingUp).
     woke: bool = False
+    held: int = 0  # requests the gateway held for it at the last sample
     _load: deque[tuple[float, int]] = field(default_factory=deque)  # (time, concurrency)
     _wants: deque[tuple[float, int]] = field(default_factory=deque)  # (time, replicas wanted)
     _requests: int | None = None
@@ -97,6 +98,7 @@ class PredictorScaler:
     def observe(self, now: float, sample: Sample) -> int:
         """Record a sample taken at `now` and return the replica count wanted from now on."""
         concurrency = sample.in_flight + sample.held
+        self.held = sample.held
         changed = sample.requests is not None and sample.requests != self._requests
         if concurrency > 0 or (changed and self._requests is not None):
             self.last_active = now
@@ -160,3 +162,25 @@ class Autoscaler:
         for key in list(self.scalers):
             if key not in keep:
                 del self.scalers[key]
+
+
+def scale_phase(
+    predictor: Predictor, scaler: PredictorScaler | None, *, ready: int
+) -> tuple[PredictorPhase, str] | None:
+    """ScaledToZero or WakingUp with its message; None when the rollout's phase applies.
+
+    The caller has already let a problem (a model that fails to load) win over both.
+    """
+    if scaler is None or predictor.idle_seconds is None:
+        return None
+    if scaler.at_zero:
+        return (
+            PredictorPhase.SCALED_TO_ZERO,
+            f"scaled to zero after {predictor.idle_seconds} s without requests; "
+            "the next request wakes it",
+        )
+    if ready == 0 and scaler.woke:
+        held = scaler.held
+        waiting = f"; {held} request{'s' if held != 1 else ''} held" if held else ""
+        return PredictorPhase.WAKING_UP, f"waking up from zero replicas{waiting}"
+    return None

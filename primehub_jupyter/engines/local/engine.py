@@ -17,7 +17,16 @@ from traitlets.config import Config
 
 from ...core.errors import NotFound, Unchangeable, ValidationError
 from ...core.metrics import MetricsReport
-from ...core.models import DeploymentRecord, DeploymentSpec, Phase, utcnow
+from ...core.models import (
+    DeploymentRecord,
+    DeploymentSpec,
+    Phase,
+    Predictor,
+    PredictorPhase,
+    PredictorStatus,
+    utcnow,
+)
+from ...core.traffic import PredictorCounters
 from ...serving.settings import model_server_args
 from ..base import Engine, InvokeResult
 from . import adoption
@@ -29,7 +38,7 @@ from .launcher import ReplicaLauncher
 from .metrics import LocalMetrics
 from .processes import Prober
 from .reconciler import Reconciler
-from .replica import TERMINATING, DeploymentState, ReplicaSettings
+from .replica import TERMINATING, DeploymentState, Replica, ReplicaSettings
 from .rows import ReplicaRows
 from .sandbox import MODES as SANDBOX_MODES
 from .sandbox import Sandbox
@@ -346,15 +355,18 @@ class LocalEngine(Engine):
     # ---- the Engine interface ---------------------------------------------------------
 
     def check_spec(self, spec: DeploymentSpec) -> None:
-        predictor = spec.predictor
+        for index, predictor in enumerate(spec.predictors):
+            self._check_predictor(f"spec.predictors.{index}", predictor)
+
+    def _check_predictor(self, where: str, predictor: Predictor) -> None:
         if not predictor.model_uri:
             raise ValidationError(
                 "the local engine serves model bundles, not container images: set modelURI to a "
                 "bundle directory (made with primehub_jupyter.package(...) or "
                 "`primehub-deploy package`); modelImage is for the Kubernetes engine",
-                details=[{"field": "spec.predictors.0.modelURI", "message": "required"}],
+                details=[{"field": f"{where}.modelURI", "message": "required"}],
             )
-        path = self.resolve_model_uri(predictor.model_uri)
+        path = self.resolve_model_uri(predictor.model_uri, f"{where}.modelURI")
         from ...serving.bundle import load_bundle
         from ...serving.errors import BundleError
 
@@ -362,7 +374,7 @@ class LocalEngine(Engine):
             model_server_args(predictor.metadata, request_log_dir=self.request_log_dir)
         except ValueError as error:
             raise ValidationError(
-                str(error), details=[{"field": "spec.predictors.0.metadata", "message": str(error)}]
+                str(error), details=[{"field": f"{where}.metadata", "message": str(error)}]
             ) from None
 
         try:
@@ -370,7 +382,7 @@ class LocalEngine(Engine):
         except BundleError as error:
             raise ValidationError(
                 f"model URI cannot be used: {error}",
-                details=[{"field": "spec.predictors.0.modelURI", "message": str(error)}],
+                details=[{"field": f"{where}.modelURI", "message": str(error)}],
             ) from None
 
     @property
@@ -378,15 +390,16 @@ class LocalEngine(Engine):
         """Where replicas write request/response logs when a deployment turns them on."""
         return request_log_dir(self.base_dir)
 
-    def resolve_model_uri(self, uri: str) -> Path:
-        """A local path for a modelURI (plain path or file://), or a validation error."""
+    def resolve_model_uri(self, uri: str, field: str = "spec.predictors.0.modelURI") -> Path:
+        """A local path for a modelURI (plain path or file://), or a validation error naming
+        `field`."""
         if "://" in uri:
             scheme = uri.split("://", 1)[0]
             if scheme != "file":
                 raise ValidationError(
                     f"model URI scheme '{scheme}://' is not supported by the local engine; "
                     "use a local path or file:// URI",
-                    details=[{"field": "spec.predictors.0.modelURI", "message": "unsupported"}],
+                    details=[{"field": field, "message": "unsupported"}],
                 )
             uri = uri[len("file://") :]
         path = Path(uri).expanduser()
@@ -452,11 +465,18 @@ class LocalEngine(Engine):
     # ---- logs -------------------------------------------------------------------------
 
     def _replica_dirs(self, deployment_id: str) -> dict[str, Path]:
-        """Replicas with logs: the current ones by slot, then older ones, newest first."""
+        """Replicas with logs: the current ones by predictor and slot, then older ones, newest
+        first."""
         state = self._states.get(deployment_id)
+        order = {name: i for i, name in enumerate(state.predictors if state else {})}
+
+        def rank(replica: Replica) -> tuple[int, bool, int]:
+            pstate = state.predictors.get(replica.predictor) if state else None
+            current = pstate is not None and replica.template == pstate.template
+            return (order.get(replica.predictor, len(order)), not current, replica.slot)
+
         current = sorted(
-            (r for r in (state.replicas if state else []) if r.state != TERMINATING),
-            key=lambda r: (r.template != (state.template if state else None), r.slot),
+            (r for r in (state.replicas if state else []) if r.state != TERMINATING), key=rank
         )
         result = {r.name: r.directory for r in current}
         root = self.base_dir / "deployments" / deployment_id / "replicas"
@@ -545,8 +565,47 @@ class LocalEngine(Engine):
         status.available_replicas = len(state.routed)
         status.endpoint = self.endpoint_of(state.id) if self._gateway is not None else None
         status.replica_statuses = [r.to_status() for r in sorted(live, key=lambda r: r.name)]
+        status.predictors = self._predictor_statuses(state, live)
         status.sample_request = self._sample_request(state.deployment.spec)
         return deployment
+
+    def _predictor_statuses(
+        self, state: DeploymentState, live: list[Replica]
+    ) -> list[PredictorStatus]:
+        """Per predictor, in spec order: weight, replicas running and routed, phase."""
+        spec = state.deployment.spec
+        weights = spec.weights()
+        statuses = []
+        for predictor in spec.predictors:
+            pstate = state.predictors.get(predictor.name)
+            statuses.append(
+                PredictorStatus(
+                    name=predictor.name,
+                    traffic=weights.get(predictor.name, 0),
+                    shadow=predictor.shadow,
+                    replicas=sum(1 for r in live if r.predictor == predictor.name and r.alive),
+                    available_replicas=len(pstate.routed) if pstate is not None else 0,
+                    phase=pstate.phase if pstate is not None else PredictorPhase.DEPLOYING,
+                    message=pstate.message if pstate is not None else "",
+                )
+            )
+        return statuses
+
+    async def predictor_counters(self, deployment_id: str) -> list[PredictorCounters]:
+        """Counters of each predictor (spec order) from the gateway; zeros when it has none."""
+        record = await self.get(deployment_id)
+        assert self._gateway is not None
+        load = await self._gateway.load()
+        mine = load.get(deployment_id, {}).get("predictors", {}) if load else {}
+        result = []
+        for predictor in record.spec.predictors:
+            raw = mine.get(predictor.name, {}).get("counters")
+            counters = PredictorCounters.model_validate(raw) if raw else None
+            if counters is None:
+                counters = PredictorCounters.model_validate({"name": predictor.name})
+            counters.name, counters.shadow = predictor.name, predictor.shadow
+            result.append(counters)
+        return result
 
     def _sample_request(self, spec: DeploymentSpec) -> dict | None:
         """The sample request recorded in the bundle, for "Run an Example" (cached by mtime)."""

@@ -186,6 +186,21 @@ class GatewayProcess:
             self._pushed = body
             return True
 
+    async def load(self) -> dict[str, Any]:
+        """`GET /_primehub/load`: per deployment, per predictor in-flight requests, the age
+        of the last request and counters; {} when the gateway cannot be asked."""
+        try:
+            async with self.prober.session().get(
+                f"{self.url}/_primehub/load", headers=self._headers()
+            ) as response:
+                if response.status != 200:
+                    return {}
+                document = await response.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+            return {}
+        deployments = document.get("deployments") if isinstance(document, dict) else None
+        return deployments if isinstance(deployments, dict) else {}
+
     def internal_admin_headers(self) -> dict[str, str]:
         """The admin Authorization header, for the gateway's own endpoints (metrics)."""
         return self._headers()

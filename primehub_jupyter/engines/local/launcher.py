@@ -12,7 +12,7 @@ from typing import Any
 
 from ...core.config import ConfigStore
 from ...core.errors import ValidationError
-from ...core.models import utcnow
+from ...core.models import DeploymentSpec, Predictor, utcnow
 from ...serving.settings import model_server_args as metadata_args
 from ...serving.settings import request_log_enabled
 from ..rollout import LOAD_FAILURE_EXIT_CODE
@@ -54,6 +54,11 @@ def note(replica: Replica, text: str) -> None:
     replica.dropped_lines = 0
 
 
+def predictor_of(spec: DeploymentSpec, replica: Replica) -> Predictor:
+    """The predictor of the spec a replica serves (the primary for one no predictor claims)."""
+    return next((p for p in spec.predictors if p.name == replica.predictor), spec.predictor)
+
+
 class ReplicaLauncher:
     """Runs model-server processes for replicas: the reconciler decides, this one acts.
 
@@ -90,12 +95,13 @@ class ReplicaLauncher:
     ) -> None:
         """Spawn the replica's model server on a socket bound here; `others` stay unseen."""
         spec = state.deployment.spec
+        predictor = predictor_of(spec, replica)
         config = self.config_store.get()
-        instance = config.instance_type(spec.predictor.instance_type)
+        instance = config.instance_type(predictor.instance_type)
         threads = str(max(1, int(instance.cpu if instance else 1)))
         private_dir(replica.directory)
         replica.termination_log.unlink(missing_ok=True)
-        bundle = self.resolve_model_uri(spec.predictor.model_uri or "")
+        bundle = self.resolve_model_uri(predictor.model_uri or "")
         sock = bind_loopback()
         replica.port = sock.getsockname()[1]
         # The intent first (no pid yet); a failed write does not stop the start: the process
@@ -121,8 +127,8 @@ class ReplicaLauncher:
                 "--replica",
                 replica.name,
                 "--predictor",
-                spec.predictor.name,
-                *metadata_args(spec.predictor.metadata, request_log_dir=self.request_log_dir),
+                predictor.name,
+                *metadata_args(predictor.metadata, request_log_dir=self.request_log_dir),
                 "--log-max-bytes",
                 str(self.settings.log_max_bytes),
                 *self.settings.model_server_args,
@@ -132,7 +138,7 @@ class ReplicaLauncher:
                 "OMP_NUM_THREADS": threads,
                 "OPENBLAS_NUM_THREADS": threads,
                 "MKL_NUM_THREADS": threads,
-                "PREDICTIVE_UNIT_ID": spec.predictor.name,
+                "PREDICTIVE_UNIT_ID": predictor.name,
                 "SELDON_DEPLOYMENT_ID": state.id,
                 **{e.name: e.value for e in spec.env},
                 # Last, so a user's env cannot change the mark adoption relies on.
@@ -169,14 +175,16 @@ class ReplicaLauncher:
         if not self.sandbox.enabled:
             return argv
         writable = [replica.directory]
-        if request_log_enabled(state.deployment.spec.predictor.metadata):
+        if request_log_enabled(predictor_of(state.deployment.spec, replica).metadata):
             writable.append(private_dir(self.request_log_dir / state.id))
         hidden = []
         for other in others:
-            with contextlib.suppress(ValidationError):
-                uri = other.deployment.spec.predictor.model_uri
-                if other is not state and uri:
-                    hidden.append(self.resolve_model_uri(uri))
+            if other is state:
+                continue
+            for each in other.deployment.spec.predictors:
+                with contextlib.suppress(ValidationError):
+                    if each.model_uri:
+                        hidden.append(self.resolve_model_uri(each.model_uri))
         mounts = self.sandbox.mounts_for(
             bundle=bundle, writable=writable, secrets=self._secrets(), others=hidden
         )

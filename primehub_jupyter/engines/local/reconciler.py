@@ -16,11 +16,11 @@ from typing import Any
 import psutil
 
 from ...core.config import ConfigStore, format_memory
-from ...core.models import DeploymentSpec, Phase, utcnow
+from ...core.models import DeploymentSpec, Phase, Predictor, PredictorPhase, utcnow
 from ...core.quota import Usage, quota_problem_for_usage, requested
 from ..rollout import RUNNING_KEEPS_SERVING, Rollout, rollout_phase, stopped_phase
 from . import adoption
-from .autoscaler import Autoscaler
+from .autoscaler import Autoscaler, Bounds, scale_phase
 from .files import replica_dir
 from .gateway_process import GatewayProcess
 from .launcher import ReplicaLauncher
@@ -31,11 +31,34 @@ from .replica import (
     RETIRING,
     TERMINATING,
     DeploymentState,
+    PredictorState,
     Replica,
     ReplicaSettings,
 )
 from .rows import ReplicaRows
 from .store import ReplicaRecord
+
+# A predictor's rollout phase, and the deployment's phase of a single predictor's.
+PREDICTOR_PHASES = {
+    Phase.DEPLOYED: PredictorPhase.DEPLOYED,
+    Phase.DEPLOYING: PredictorPhase.DEPLOYING,
+    Phase.FAILED: PredictorPhase.FAILED,
+}
+DEPLOYMENT_PHASES = {
+    PredictorPhase.DEPLOYED: Phase.DEPLOYED,
+    PredictorPhase.DEPLOYING: Phase.DEPLOYING,
+    # Waking is scale to zero working as meant: the deployment stays Deployed while its
+    # requests are held, so a wake is no new rollout (no "Deployed" notice every time).
+    PredictorPhase.WAKING_UP: Phase.DEPLOYED,
+    PredictorPhase.SCALED_TO_ZERO: Phase.DEPLOYED,
+    PredictorPhase.STOPPED: Phase.STOPPED,
+    PredictorPhase.FAILED: Phase.FAILED,
+}
+
+
+def spec_shadow(spec: DeploymentSpec, name: str) -> bool:
+    """Whether the predictor called `name` is the spec's shadow."""
+    return spec.shadow is not None and spec.shadow.name == name
 
 
 class Reconciler:
@@ -219,12 +242,19 @@ class Reconciler:
         *,
         record_stale: bool,
     ) -> None:
+        # A replica named by an older version (no predictor part) served the only predictor.
+        predictor = (
+            adoption.predictor_of(record.name, record.deployment_id)
+            or state.deployment.spec.predictor.name
+        )
+        self._track_predictors(state)
         replica = Replica(
             name=record.name,
             deployment_id=record.deployment_id,
             slot=record.slot,
             template=record.template,
             directory=replica_dir(self.data_dir, record.deployment_id, record.name),
+            predictor=predictor,
             port=record.port,
             handle=handle,
             restarts=record.restarts,
@@ -234,7 +264,8 @@ class Reconciler:
             state=READY,
         )
         state.replicas.append(replica)
-        state.template = record.template
+        if predictor in state.predictors:  # its rollout goes on, it does not start again
+            state.predictors[predictor].template = record.template
         if record_stale:
             self.spawn(self.rows.write(replica.name, self.rows.record_of(replica)))
         self.log.info("adopted replica %s (pid %d)", record.name, record.pid)
@@ -269,8 +300,9 @@ class Reconciler:
 
     # ---- admission ------------------------------------------------------------------------
 
-    def _template(self, spec: DeploymentSpec) -> str:
-        predictor = spec.predictor
+    def _template(self, spec: DeploymentSpec, predictor: Predictor) -> str:
+        # What a replica runs; traffic and shadow are routing, so a weight change alone
+        # restarts nothing.
         key = json.dumps(
             {
                 "uri": predictor.model_uri,
@@ -323,43 +355,88 @@ class Reconciler:
     ) -> None:
         spec = state.deployment.spec
         await self.launcher.observe_exits(state)
+        self._track_predictors(state)
         if spec.stop:
             state.admitted = None
-            state.progress_since = None
             self._retire(state, list(state.replicas))
-            state.routed = []
+            self._unroute(state, PredictorPhase.STOPPED, "")
             self._set_phase(state, stopped_phase(sum(1 for r in state.replicas if r.alive)), "")
             return
-        problem = config.problem_with(spec.group_name, spec.predictor.instance_type)
+        problem = next(
+            (
+                found
+                for p in spec.predictors
+                if (found := config.problem_with(spec.group_name, p.instance_type))
+            ),
+            None,
+        )
         if problem:
             state.admitted = None
-            state.routed = []
             self._retire(state, list(state.replicas))
+            self._unroute(state, PredictorPhase.FAILED, problem)
             self._set_phase(state, Phase.FAILED, problem)
             return
         want = requested(config, state.deployment)
         if state.admitted != want:
             problem = self._admission_problem(state, want)
             if problem:
-                serving = [r for r in state.replicas if r.ready]
-                state.routed = serving
+                for pstate in state.predictors.values():
+                    pstate.routed = [r for r in state.replicas_of(pstate.name) if r.ready]
+                serving = state.routed
                 self._set_phase(
                     state, Phase.FAILED, problem + (RUNNING_KEEPS_SERVING if serving else "")
                 )
                 return
             state.admitted = want
-        template = self._template(spec)
-        wanted = spec.predictor.replicas or max(spec.predictor.lowest, 1)
-        if template != state.template or wanted > state.wanted_replicas:
-            state.progress_since = time.monotonic()
-        state.template = template
-        state.wanted_replicas = wanted
-        current = [r for r in state.replicas if r.template == template]
+        for predictor in spec.predictors:
+            await self._reconcile_predictor(state, state.predictors[predictor.name], predictor)
+        # Replicas of predictors no longer in the spec leave traffic with this push.
+        self._retire(state, [r for r in state.replicas if r.predictor not in state.predictors])
+        self._set_phase(state, *self._deployment_phase(state))
+
+    def _track_predictors(self, state: DeploymentState) -> None:
+        """One PredictorState per predictor of the spec, in spec order."""
+        old = state.predictors
+        state.predictors = {
+            p.name: old.get(p.name) or PredictorState(p.name)
+            for p in state.deployment.spec.predictors
+        }
+
+    def _unroute(self, state: DeploymentState, phase: PredictorPhase, message: str) -> None:
+        for pstate in state.predictors.values():
+            pstate.routed = []
+            pstate.progress_since = None
+            pstate.phase, pstate.message = phase, message
+
+    def wanted_replicas(self, state: DeploymentState, predictor: Predictor) -> int:
+        """How many replicas `predictor` of the deployment should run now.
+
+        The fixed count, or what the autoscaler decided for an autoscaled predictor (0 when
+        it scaled to zero; the engine's ScaleLoop feeds it the gateway's load).
+        """
+        if predictor.replicas is not None:
+            return predictor.replicas
+        key = (state.id, predictor.name)
+        return self.autoscaler.scaler(key, Bounds.of(predictor), time.monotonic()).replicas
+
+    async def _reconcile_predictor(
+        self, state: DeploymentState, pstate: PredictorState, predictor: Predictor
+    ) -> None:
+        """Start, probe and retire one predictor's replicas: a rolling update per predictor."""
+        spec = state.deployment.spec
+        template = self._template(spec, predictor)
+        wanted = self.wanted_replicas(state, predictor)
+        if template != pstate.template or wanted > pstate.wanted_replicas:
+            pstate.progress_since = time.monotonic()
+        pstate.template = template
+        pstate.wanted_replicas = wanted
+        mine = state.replicas_of(predictor.name)
+        current = [r for r in mine if r.template == template]
         current = [r for r in current if r.state not in (RETIRING, TERMINATING)]
         slots = {r.slot for r in current}
         for slot in range(wanted):
             if slot not in slots:
-                replica = self._new_replica(state, slot, template)
+                replica = self._new_replica(state, predictor.name, slot, template)
                 state.replicas.append(replica)
                 current.append(replica)
         self._retire(state, [r for r in current if r.slot >= wanted])
@@ -375,16 +452,14 @@ class Reconciler:
                     replica.next_start = now + self.settings.backoff(replica.restarts)
                     replica.restarts += 1
         ready = [r for r in current if r.ready]
-        old = [
-            r for r in state.replicas if r not in current and r.state not in (TERMINATING, RETIRING)
-        ]
+        old = [r for r in mine if r not in current and r.state not in (TERMINATING, RETIRING)]
         old_ready = [r for r in old if r.ready]
         complete = len(ready) == wanted
-        state.routed = ready if complete else ready + old_ready
+        pstate.routed = ready if complete else ready + old_ready
         if complete:
             self._retire(state, old)
-            state.progress_since = None
-        waited = now - state.progress_since if state.progress_since is not None else 0.0
+            pstate.progress_since = None
+        waited = now - pstate.progress_since if pstate.progress_since is not None else 0.0
         crashed = next((r for r in current if r.state == CRASHED), None)
         phase, message = rollout_phase(
             Rollout(
@@ -393,7 +468,7 @@ class Reconciler:
                 complete=complete,
                 old_serving=bool(old_ready),
                 problem=next((r.load_error for r in current if r.load_error), ""),
-                timed_out=state.progress_since is not None
+                timed_out=pstate.progress_since is not None
                 and waited > self.settings.deploy_timeout,
                 deploy_timeout=self.settings.deploy_timeout,
                 restarting=(
@@ -404,17 +479,54 @@ class Reconciler:
                 last_exit=next((r.last_exit for r in current if r.last_exit), ""),
             )
         )
-        self._set_phase(state, phase, message)
+        if predictor.autoscaled and phase == Phase.DEPLOYING and ready and not old:
+            # More replicas of the running version (scaling up) is no rollout: still serving.
+            phase, message = Phase.DEPLOYED, f"scaling up: {message}"
+        pstate.phase, pstate.message = PREDICTOR_PHASES[phase], message
+        scaler = self.autoscaler.scalers.get((state.id, predictor.name))
+        if scaler is not None and ready:
+            scaler.woke = False  # awake: a replica answers
+        if phase != Phase.FAILED:
+            scaled = scale_phase(predictor, scaler, ready=len(ready))
+            if scaled is not None:
+                pstate.phase, pstate.message = scaled
+
+    def _deployment_phase(self, state: DeploymentState) -> tuple[Phase, str]:
+        """Deployed when every predictor with traffic is; a shadow's trouble is only told."""
+        spec = state.deployment.spec
+        pstates = state.predictors
+        if len(pstates) == 1:
+            only = next(iter(pstates.values()))
+            return DEPLOYMENT_PHASES[only.phase], only.message
+        weights = spec.weights()
+        required = [p for name, p in pstates.items() if weights.get(name, 0) > 0]
+        failed = [p for p in required if p.phase == PredictorPhase.FAILED]
+        if failed:
+            return Phase.FAILED, "; ".join(f"predictor {p.name}: {p.message}" for p in failed)
+        pending = [p for p in required if DEPLOYMENT_PHASES[p.phase] != Phase.DEPLOYED]
+        if pending:
+            return Phase.DEPLOYING, "; ".join(
+                f"predictor {p.name}: {p.message}" for p in pending if p.message
+            )
+        # Predictors scaled to zero or waking are told, like a shadow's trouble.
+        told = [p for p in pstates.values() if p.phase != PredictorPhase.DEPLOYED and p.message]
+        return Phase.DEPLOYED, "; ".join(
+            f"{'shadow ' if spec_shadow(spec, p.name) else ''}predictor {p.name}: {p.message}"
+            for p in told
+        )
 
     def _set_phase(self, state: DeploymentState, phase: Phase, message: str) -> None:
         if (state.phase, state.message) != (phase, message):
             self.log.info("deployment %s: %s %s", state.id, phase.value, message)
         state.phase, state.message = phase, message
 
-    def _new_replica(self, state: DeploymentState, slot: int, template: str) -> Replica:
-        name = f"{state.id}-{template}-{slot}"
+    def _new_replica(
+        self, state: DeploymentState, predictor: str, slot: int, template: str
+    ) -> Replica:
+        name = adoption.replica_name(state.id, predictor, template, slot)
         return Replica(
             name=name,
+            predictor=predictor,
             deployment_id=state.id,
             slot=slot,
             template=template,
@@ -435,21 +547,37 @@ class Reconciler:
     # ---- routes ---------------------------------------------------------------------------
 
     def routes(self) -> dict[str, Any]:
-        """The gateway's routing table: every deployment with its ready, routed replicas."""
+        """The gateway's routing table: every deployment, its predictors and routed replicas."""
         routes: dict[str, Any] = {}
         for state in self.deployments.values():
             if state.deleted:
                 continue
             spec = state.deployment.spec
+            weights = spec.weights()
             routes[state.id] = {
                 "phase": state.phase.value,
                 "message": state.message,
                 "accessType": spec.endpoint.access_type,
                 "clients": dict(state.client_hashes),
-                "replicas": [
-                    {"name": r.name, "url": r.url}
-                    for r in state.routed
-                    if r.ready and r.state == READY
+                "stickyHeader": spec.routing.sticky_header,
+                "predictors": [
+                    {
+                        "name": predictor.name,
+                        "traffic": weights.get(predictor.name, 0),
+                        "shadow": predictor.shadow,
+                        "phase": pstate.phase.value,
+                        "message": pstate.message,
+                        "replicas": [
+                            {"name": r.name, "url": r.url}
+                            for r in pstate.routed
+                            if r.ready and r.state == READY
+                        ],
+                        # Without a replica, its requests wait in the gateway for one.
+                        "hold": predictor.idle_seconds is not None
+                        and pstate.phase != PredictorPhase.FAILED,
+                    }
+                    for predictor in spec.predictors
+                    if (pstate := state.predictors.get(predictor.name)) is not None
                 ],
             }
         return routes

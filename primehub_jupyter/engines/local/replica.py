@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core.models import DeploymentRecord, Phase, ReplicaStatus
+from ...core.models import DeploymentRecord, Phase, PredictorPhase, ReplicaStatus
 from ...core.quota import Usage
 from .autoscaler import ScaleSettings
 from .logs import LOG_NAME
@@ -22,13 +22,14 @@ TERMINATING = "Terminating"
 
 @dataclass
 class Replica:
-    """A model-server process serving one slot of a deployment's template."""
+    """A model-server process serving one slot of a predictor's template."""
 
     name: str
     deployment_id: str
     slot: int
     template: str
     directory: Path
+    predictor: str = ""
     port: int = 0
     handle: ProcessHandle | None = None
     state: str = STARTING
@@ -68,12 +69,26 @@ class Replica:
             message = f"{message} (restarting in {self.next_start - time.monotonic():.0f} s)"
         return ReplicaStatus(
             name=self.name,
+            predictor=self.predictor,
             ready=self.ready,
             phase=self.state,
             restarts=self.restarts,
             message=message.strip(),
             start_time=self.start_time,
         )
+
+
+@dataclass
+class PredictorState:
+    """What the engine knows about one predictor of a deployment: its rollout and routes."""
+
+    name: str
+    template: str | None = None
+    wanted_replicas: int = 0
+    progress_since: float | None = None  # when the current rollout began (None: settled)
+    routed: list[Replica] = field(default_factory=list)
+    phase: PredictorPhase = PredictorPhase.DEPLOYING
+    message: str = ""
 
 
 @dataclass
@@ -85,19 +100,31 @@ class DeploymentState:
     replicas: list[Replica] = field(default_factory=list)
     client_hashes: dict[str, str] = field(default_factory=dict)
     admitted: Usage | None = None
-    template: str | None = None
-    wanted_replicas: int = 0
-    progress_since: float | None = None
+    predictors: dict[str, PredictorState] = field(default_factory=dict)  # by name, spec order
     phase: Phase = Phase.DEPLOYING
     message: str = ""
     saved_phase: tuple[str, str] | None = None
-    routed: list[Replica] = field(default_factory=list)
     deleted: bool = False
     quarantined: str = ""  # why the stored deployment could not be read; nothing runs for it
 
     @property
     def id(self) -> str:
         return self.deployment.id
+
+    @property
+    def progress_since(self) -> float | None:
+        """When the oldest unfinished predictor rollout began (None: every one settled)."""
+        started = [p.progress_since for p in self.predictors.values() if p.progress_since]
+        return min(started) if started else None
+
+    @property
+    def routed(self) -> list[Replica]:
+        """The replicas in the gateway's table, every predictor's."""
+        return [r for p in self.predictors.values() for r in p.routed]
+
+    def replicas_of(self, predictor: str) -> list[Replica]:
+        """The replicas (any state) of one predictor."""
+        return [r for r in self.replicas if r.predictor == predictor]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from ...core.models import Phase, Predictor, PredictorPhase
-from .autoscaler import Autoscaler, Bounds, PredictorScaler, Sample
+from .autoscaler import Autoscaler, Bounds, Sample
 from .gateway_process import GatewayProcess
 from .replica import DeploymentState
 
@@ -68,24 +67,6 @@ def parse_held(document: Any) -> tuple[int, dict[tuple[str, str], int]]:
                     if isinstance(count, int) and count > 0:
                         held[(dep_id, name)] = count
     return (version if isinstance(version, int) else -1), held
-
-
-def scale_phase(
-    predictor: Predictor, scaler: PredictorScaler | None, *, alive: int, ready: int, held: int
-) -> tuple[PredictorPhase, str] | None:
-    """ScaledToZero or WakingUp with its message; None when the ordinary rollout phase applies."""
-    if scaler is None or predictor.idle_seconds is None:
-        return None
-    if scaler.at_zero and not alive and not held:
-        return (
-            PredictorPhase.SCALED_TO_ZERO,
-            f"scaled to zero after {predictor.idle_seconds} s without requests; "
-            "the next request wakes it",
-        )
-    if ready == 0 and (scaler.woke or held):
-        waiting = f"; {held} request{'s' if held != 1 else ''} held" if held else ""
-        return PredictorPhase.WAKING_UP, f"waking up from zero replicas{waiting}"
-    return None
 
 
 class ScaleLoop:
@@ -151,7 +132,7 @@ class ScaleLoop:
             await asyncio.sleep(wait)  # the gateway is restarting; the reconciler handles it
             return False
         self._version, self.held = parse_held(holds)
-        load = parse_load(await self._get("/_primehub/load", 0.0) or {})
+        load = parse_load({"deployments": await self.gateway.load()})
         changed = self.observe(load, self.held, time.monotonic())
         if changed:
             self.kick()
@@ -165,8 +146,6 @@ class ScaleLoop:
         keep: set[tuple[str, str]] = set()
         for state in self.deployments():
             if state.deleted or state.quarantined or state.deployment.spec.stop:
-                continue
-            if state.phase == Phase.FAILED:
                 continue
             for predictor in state.deployment.spec.predictors:
                 if not predictor.autoscaled:
