@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from primehub_jupyter.gateway.hold import HoldFull, Holds
 
+from .gateway_backends import Backend, Gateway, start_backend, start_gateway, stop
+
 KEY = ("iris", "predictor1")
+
+
+def wait_until_sync(predicate: Callable[[], Any], what: str, limit: float = 30) -> None:
+    """Poll a condition from a test thread; the limit only bounds a hang."""
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -96,3 +112,115 @@ def test_the_long_poll_returns_when_a_request_starts_waiting() -> None:
         assert await held is False
 
     run(scenario())
+
+
+# ---- the gateway process: held requests over real HTTP ----------------------------------------
+
+ADMIN = "adm-" + "h" * 32
+
+
+@pytest.fixture
+def holding_gateway(tmp_path: Path) -> Iterator[Gateway]:
+    gw = start_gateway(tmp_path, ADMIN, "--hold-queue", "2", "--hold-timeout", "3")
+    yield gw
+    stop(gw.process)
+
+
+@pytest.fixture
+def echo() -> Iterator[Backend]:
+    backend = start_backend("W")
+    yield backend
+    backend.kill()
+
+
+def waking(replicas: list[dict[str, str]], *, hold: bool = True) -> dict[str, Any]:
+    """A deployment whose only predictor scales to zero (`hold`) with these replicas."""
+    return {
+        "phase": "Deployed",
+        "message": "",
+        "accessType": "public",
+        "predictors": [
+            {
+                "name": "sleepy",
+                "traffic": 100,
+                "phase": "ScaledToZero" if not replicas else "Deployed",
+                "message": "",
+                "replicas": replicas,
+                "hold": hold,
+            }
+        ],
+    }
+
+
+def held(gateway: Gateway) -> dict[str, Any]:
+    response = requests.get(f"{gateway.url}/_primehub/holds", headers=gateway.admin(), timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_held_request_is_answered_once_the_routes_bring_a_replica(
+    holding_gateway: Gateway, echo: Backend
+) -> None:
+    gateway = holding_gateway
+    gateway.route(zero=waking([]))
+    url = gateway.endpoint("zero", "/api/v1.0/predictions")
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(requests.post, url, json={"data": {}}, timeout=30)
+        wait_until_sync(lambda: held(gateway)["held"] == {"zero": {"sleepy": 1}}, "held")
+        load = requests.get(f"{gateway.url}/_primehub/load", headers=gateway.admin(), timeout=10)
+        assert load.json()["deployments"]["zero"]["predictors"]["sleepy"]["held"] == 1
+        # The long poll returns at once for an engine that has not seen this version yet.
+        version = held(gateway)["version"]
+        poll = requests.get(
+            f"{gateway.url}/_primehub/holds?after={version - 1}&wait=20",
+            headers=gateway.admin(),
+            timeout=10,
+        )
+        assert poll.json()["held"] == {"zero": {"sleepy": 1}}
+        gateway.route(zero=waking([{"name": "r-w", "url": echo.url}]))
+        response = first.result(timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-PrimeHub-Predictor"] == "sleepy"
+    assert response.headers["X-Backend"] == "W"
+    assert held(gateway)["held"] == {}
+
+
+def test_a_full_hold_and_a_wait_that_runs_out_answer_503_with_retry_after(
+    holding_gateway: Gateway,
+) -> None:
+    gateway = holding_gateway
+    gateway.route(zero=waking([]))
+    url = gateway.endpoint("zero", "/api/v1.0/predictions")
+    with ThreadPoolExecutor(2) as pool:
+        waiting = [pool.submit(requests.post, url, json={}, timeout=30) for _ in range(2)]
+        wait_until_sync(lambda: held(gateway)["held"] == {"zero": {"sleepy": 2}}, "two held")
+        full = requests.post(url, json={}, timeout=30)  # the queue holds two
+        timed_out = [f.result(timeout=30) for f in waiting]
+    assert full.status_code == 503
+    assert full.headers["Retry-After"] == "5"
+    assert full.headers["X-PrimeHub-Predictor"] == "sleepy"
+    assert "waking up" in full.json()["message"] and "2 requests already wait" in full.text
+    for response in timed_out:
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+        assert "no replica was ready within 3 s" in response.json()["message"]
+
+
+def test_a_predictor_that_does_not_wake_is_not_held(holding_gateway: Gateway) -> None:
+    gateway = holding_gateway
+    gateway.route(zero=waking([], hold=False))
+    response = requests.post(gateway.endpoint("zero", "/api/v1.0/predictions"), json={}, timeout=30)
+    assert response.status_code == 503
+    assert "waking" not in response.text and held(gateway)["held"] == {}
+
+
+def test_a_bad_hold_flag_or_poll_query_is_refused(holding_gateway: Gateway) -> None:
+    gateway = holding_gateway
+    entry = waking([])
+    entry["predictors"][0]["hold"] = "yes"
+    answer = gateway.put_routes({"deployments": {"zero": entry}}).json()
+    assert "predictors[0].hold must be true or false" in answer["rejected"]["zero"]
+    bad = requests.get(
+        f"{gateway.url}/_primehub/holds?after=x&wait=1", headers=gateway.admin(), timeout=10
+    )
+    assert bad.status_code == 400 and "after=" in bad.json()["message"]
