@@ -29,6 +29,7 @@ from .replica import (
     CRASHED,
     READY,
     RETIRING,
+    STARTING,
     TERMINATING,
     DeploymentState,
     PredictorState,
@@ -434,11 +435,22 @@ class Reconciler:
         current = [r for r in mine if r.template == template]
         current = [r for r in current if r.state not in (RETIRING, TERMINATING)]
         slots = {r.slot for r in current}
+        leaving = {r.slot: r for r in mine if r.template == template and r not in current}
         for slot in range(wanted):
-            if slot not in slots:
-                replica = self._new_replica(state, predictor.name, slot, template)
-                state.replicas.append(replica)
-                current.append(replica)
+            if slot in slots:
+                continue
+            going = leaving.get(slot)
+            if going is not None and going.state == RETIRING and going.alive:
+                # Scaled down a moment ago and wanted again: the process never stopped, so it
+                # serves again (after a probe) instead of a cold start.
+                going.state = STARTING
+                current.append(going)
+                continue
+            if going is not None:
+                continue  # its name is still in use; the slot starts once it has stopped
+            replica = self._new_replica(state, predictor.name, slot, template)
+            state.replicas.append(replica)
+            current.append(replica)
         self._retire(state, [r for r in current if r.slot >= wanted])
         current = [r for r in current if r.slot < wanted]
         now = time.monotonic()
@@ -486,6 +498,9 @@ class Reconciler:
         scaler = self.autoscaler.scalers.get((state.id, predictor.name))
         if scaler is not None and ready:
             scaler.woke = False  # awake: a replica answers
+        elif scaler is not None and not scaler.at_zero:
+            # Idle time counts from a ready replica: one still loading is not idle.
+            scaler.last_active = now
         if phase != Phase.FAILED:
             scaled = scale_phase(predictor, scaler, ready=len(ready))
             if scaled is not None:
