@@ -224,3 +224,20 @@ def test_a_bad_hold_flag_or_poll_query_is_refused(holding_gateway: Gateway) -> N
         f"{gateway.url}/_primehub/holds?after=x&wait=1", headers=gateway.admin(), timeout=10
     )
     assert bad.status_code == 400 and "after=" in bad.json()["message"]
+
+
+def test_a_shadow_at_zero_is_never_waited_for_but_its_dropped_copy_is_counted(
+    holding_gateway: Gateway, echo: Backend
+) -> None:
+    gateway = holding_gateway
+    entry = waking([{"name": "r-w", "url": echo.url}])
+    entry["predictors"][0]["hold"] = False
+    entry["predictors"].append(
+        {"name": "mirror", "shadow": True, "phase": "ScaledToZero", "replicas": [], "hold": True}
+    )
+    gateway.route(zero=entry)
+    response = requests.post(gateway.endpoint("zero", "/api/v1.0/predictions"), json={}, timeout=30)
+    assert response.status_code == 200 and response.headers["X-PrimeHub-Predictor"] == "sleepy"
+    load = requests.get(f"{gateway.url}/_primehub/load", headers=gateway.admin(), timeout=10)
+    mirror = load.json()["deployments"]["zero"]["predictors"]["mirror"]
+    assert mirror["shadowDropped"] == 1 and mirror["held"] == 0

@@ -29,7 +29,7 @@ class PredictorLoad:
     counters: PredictorCounters = field(
         default_factory=lambda: PredictorCounters.model_validate({"name": ""})
     )
-    shadow_dropped: int = 0  # copies not sent because the shadow queue was full
+    shadow_dropped: int = 0  # copies not sent: the shadow queue was full, or it was at zero
 
     def begin(self) -> float:
         """A request goes to this predictor: count it in flight; returns its start time."""

@@ -286,6 +286,10 @@ class Proxy:
                 shadow = route.shadow
                 if shadow is not None and shadow.available:
                     self._mirror(shadow, start_line, headers, body, response, answer_id, request)
+                elif shadow is not None and shadow.hold:
+                    # A shadow at zero replicas is never waited for: the copy is dropped, and
+                    # counted, which the engine's autoscaler reads as a request that wakes it.
+                    shadow.load.shadow_dropped += 1
             elif joined:
                 load.feedback(reward)
         return response

@@ -17,6 +17,7 @@ from primehub_jupyter.engines.local.autoscaler import (
     Sample,
     ScaleSettings,
 )
+from primehub_jupyter.engines.local.scaling import Load, parse_held, parse_load
 
 FAST = ScaleSettings(concurrency_window=2.0, stable_window=30.0)
 
@@ -248,3 +249,39 @@ def test_held_requests_at_zero_wake_what_they_need(held: int, expected: int) -> 
     assert scaler.at_zero
     # Held requests count whole, not averaged: 50 / 8 wants 7, so 4 (the most).
     assert scaler.observe(now + 1, Sample(held=held)) == expected
+
+
+def test_a_moved_request_counter_wakes_a_predictor_at_zero() -> None:
+    # A shadow at zero is never held for: its dropped copies move the counter instead.
+    scaler = PredictorScaler.start(Bounds(0, 2, target=8, idle_seconds=10.0), FAST, now=0.0)
+    for second in range(1, 13):
+        scaler.observe(float(second), Sample(requests=5))
+    assert scaler.at_zero
+    assert scaler.observe(13.0, Sample(requests=6)) == 1 and scaler.woke
+
+
+def test_gateway_documents_are_read_tolerantly() -> None:
+    document = {
+        "deployments": {
+            "d": {
+                "predictors": {
+                    "main": {"inFlight": 3, "counters": {"requests": 10}, "shadowDropped": 0},
+                    "shadow": {"inFlight": 0, "counters": {"requests": 4}, "shadowDropped": 2},
+                    "odd": {"inFlight": "x", "counters": []},
+                    "junk": 7,
+                }
+            },
+            "e": "nonsense",
+        }
+    }
+    assert parse_load(document) == {
+        ("d", "main"): Load(in_flight=3, requests=10),
+        ("d", "shadow"): Load(in_flight=0, requests=6),
+        ("d", "odd"): Load(in_flight=0, requests=None),
+    }
+    assert parse_load([]) == {}
+    assert parse_held({"version": 4, "held": {"d": {"main": 2, "x": 0, "y": "z"}}}) == (
+        4,
+        {("d", "main"): 2},
+    )
+    assert parse_held(None) == (-1, {})

@@ -46,6 +46,10 @@ def parse_load(document: Any) -> dict[tuple[str, str], Load]:
             in_flight = raw.get("inFlight")
             counters = raw.get("counters")
             requests = counters.get("requests") if isinstance(counters, dict) else None
+            dropped = raw.get("shadowDropped")
+            if isinstance(requests, int) and isinstance(dropped, int):
+                # A shadow's copies dropped while it was at zero count as requests: they wake it.
+                requests += dropped
             loads[(dep_id, name)] = Load(
                 in_flight=in_flight if isinstance(in_flight, int) else 0,
                 requests=requests if isinstance(requests, int) else None,
