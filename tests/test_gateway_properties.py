@@ -10,7 +10,7 @@ import bcrypt
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from primehub_jupyter.gateway.routes import RouteError, parse_routes
+from primehub_jupyter.gateway.routes import Route, RouteError, parse_routes
 from primehub_jupyter.gateway.server import unsafe_path
 
 HASH = bcrypt.hashpw(b"token", bcrypt.gensalt(rounds=4)).decode()
@@ -56,6 +56,19 @@ replicas = (
     st.fixed_dictionaries({}, optional={"name": names | json_values, "url": urls | json_values})
     | json_values
 )
+predictor_entries = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "name": st.sampled_from(["v1", "v2", "a.b_c", "-x", "", "x" * 64]) | json_values,
+            "traffic": st.sampled_from([0, 10, 50, 90, 100, 101, -1, True, "50"]) | json_values,
+            "shadow": st.booleans() | json_values,
+            "phase": st.sampled_from(["Deployed", "Deploying"]) | json_values,
+            "replicas": st.lists(replicas, max_size=2) | json_values,
+        },
+    )
+    | json_values
+)
 entries = (
     st.fixed_dictionaries(
         {},
@@ -65,6 +78,8 @@ entries = (
             "accessType": st.sampled_from(["public", "private", "secret"]) | json_values,
             "clients": st.dictionaries(names, hashes, max_size=3) | json_values,
             "replicas": st.lists(replicas, max_size=3) | json_values,
+            "predictors": st.lists(predictor_entries, max_size=5) | json_values,
+            "stickyHeader": st.sampled_from(["X-User", "X User", ""]) | json_values,
         },
     )
     | json_values
@@ -93,8 +108,55 @@ def test_any_document_gives_a_table_and_rejections_or_a_route_error(document: An
         assert route.id == dep_id
         assert all(r.host_header.decode("ascii") for r in route.replicas)
         assert all(name.isascii() and name.isprintable() for name in route.clients)
+        # What the gateway routes by is always consistent: unique names, one shadow at most,
+        # the answering predictors' weights summing to 100.
+        names = [p.name for p in route.predictors]
+        assert len(names) == len(set(names)) and len(names) <= 4
+        assert sum(p.shadow for p in route.predictors) <= 1
+        answering = [p for p in route.predictors if not p.shadow]
+        assert not answering or sum(p.traffic for p in answering) == 100
+        assert all(p.traffic == 0 for p in route.predictors if p.shadow)
     for reason in rejected.values():
         assert isinstance(reason, str) and reason
+
+
+def _split_route(weights: list[int]) -> Route:
+    document = {
+        "deployments": {
+            "d": {
+                "predictors": [
+                    {"name": f"p{i}", "traffic": w, "replicas": [{"url": "http://h:1"}]}
+                    for i, w in enumerate(weights)
+                ]
+            }
+        }
+    }
+    routes, rejected = parse_routes(document)
+    assert not rejected, rejected
+    return routes["d"]
+
+
+weight_lists = (
+    st.lists(st.integers(0, 100), min_size=1, max_size=3)
+    .map(lambda ws: [*ws, 100 - sum(ws)] if sum(ws) <= 100 else None)
+    .filter(lambda ws: ws is not None and len(ws) <= 4)
+)
+
+
+@BOUNDED
+@given(weight_lists, st.lists(st.text(max_size=12), max_size=20))
+def test_the_split_is_exact_per_hundred_and_sticky_values_stay(
+    weights: list[int], values: list[str]
+) -> None:
+    route = _split_route(weights)
+    for _ in range(2):
+        chosen = [route.choose() for _ in range(100)]
+        assert [sum(1 for c in chosen if c is p) for p in route.predictors] == weights
+    sticky = {value: route.choose(value) for value in values}
+    again = _split_route(weights)  # another gateway (or after a restart): the same choice
+    for value, predictor in sticky.items():
+        assert predictor is not None and predictor.traffic > 0
+        assert again.choose(value).name == predictor.name  # type: ignore[union-attr]
 
 
 path_pieces = st.sampled_from(

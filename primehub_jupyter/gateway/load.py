@@ -12,7 +12,7 @@ import orjson
 from ..core.traffic import PredictorCounters
 
 # Request ids remembered (deployment, id -> predictor) to join feedback; the oldest go first.
-ANSWERED_IDS = 100_000
+ANSWERED_IDS = 50_000
 
 
 @dataclass(slots=True)

@@ -548,7 +548,7 @@ class LocalEngine(Engine):
         sent = {**headers, **self._gateway.internal_headers(user, deployment_id)}
         async with self._session.post(url, data=body, headers=sent) as response:
             data = await response.read()
-            keep = {"Content-Type", "Request-ID"}
+            keep = {"Content-Type", "Request-ID", "X-PrimeHub-Predictor"}
             return InvokeResult(
                 response.status, data, {k: v for k, v in response.headers.items() if k in keep}
             )
