@@ -1,6 +1,7 @@
 /** Small formatting helpers shared by the sidebar and the detail view. */
 
 import { IDeployment } from './api';
+import { Predictor, PredictorStatus } from './generated/api-types';
 
 /** "just now", "5 min ago", "3 h ago", "2 days ago" for an RFC 3339 time. */
 export function timeAgo(
@@ -106,6 +107,69 @@ export function logFileName(id: string, replica?: string): string {
 export function modelSource(deployment: IDeployment): string {
   const predictor = deployment.spec.predictors[0];
   return predictor?.modelImage || predictor?.modelURI || '';
+}
+
+/** Predictor phases a person reads as words beside the replica count. */
+const SCALE_WORDS: Record<string, string> = {
+  ScaledToZero: 'Scaled to zero',
+  WakingUp: 'Waking up'
+};
+
+/** A predictor's replica setting as written: `3`, or `1-4` when autoscaled. */
+export function replicaRange(predictor: Predictor): string {
+  if (predictor.maxReplicas !== null && predictor.maxReplicas !== undefined) {
+    return `${predictor.minReplicas ?? 1}-${predictor.maxReplicas}`;
+  }
+  return String(predictor.replicas ?? 1);
+}
+
+/** `Scaled to zero` / `Waking up` for a predictor status in those phases, else ''. */
+export function scaleWord(status: { phase?: string } | undefined): string {
+  return SCALE_WORDS[status?.phase ?? ''] ?? '';
+}
+
+/**
+ * Per predictor: a label (`Replicas`, or `Replicas (<name>)` with several) and its text,
+ * e.g. `Scaled to zero: 0/0 available (autoscaled 0-4)`. Without per-predictor statuses
+ * (an older engine) a lone predictor reads the deployment's counts.
+ */
+export function predictorReplicas(
+  deployment: IDeployment
+): { label: string; text: string }[] {
+  const { spec, status } = deployment;
+  const statuses = new Map<string, PredictorStatus>(
+    (status.predictors ?? []).map(p => [p.name, p])
+  );
+  const several = spec.predictors.length > 1;
+  return spec.predictors.map(predictor => {
+    const name = predictor.name ?? 'predictor1';
+    const own =
+      statuses.get(name) ??
+      (several
+        ? undefined
+        : {
+            replicas: status.replicas,
+            availableReplicas: status.availableReplicas,
+            phase: ''
+          });
+    const available = own?.availableReplicas ?? 0;
+    const autoscaled =
+      predictor.maxReplicas !== null && predictor.maxReplicas !== undefined;
+    const text = autoscaled
+      ? `${available}/${own?.replicas ?? 0} available (autoscaled ${replicaRange(predictor)})`
+      : `${available}/${predictor.replicas ?? 1} available`;
+    const word = scaleWord(own);
+    return {
+      label: several ? `Replicas (${name})` : 'Replicas',
+      text: word ? `${word}: ${text}` : text
+    };
+  });
+}
+
+/** The scale words of a deployment's predictors, for the sidebar's list cell. */
+export function scaleWords(deployment: IDeployment): string[] {
+  const words = (deployment.status.predictors ?? []).map(p => scaleWord(p));
+  return [...new Set(words.filter(Boolean))];
 }
 
 /** The predictor's metadata as `key: value` lines (the list cell's tooltip). */

@@ -60,7 +60,8 @@ export function fingerprint(deployments: IDeployment[]): string {
     .map(
       d =>
         `${d.id}:${d.resourceVersion ?? ''}:${d.status.phase}:${d.status.lastUpdated ?? ''}:` +
-        `${d.status.availableReplicas}/${d.status.replicas}:${d.status.message}`
+        `${d.status.availableReplicas}/${d.status.replicas}:${d.status.message}:` +
+        (d.status.predictors ?? []).map(p => p.phase).join(',')
     )
     .join('|');
 }

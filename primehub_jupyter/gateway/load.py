@@ -36,7 +36,7 @@ class PredictorLoad:
     successes: int = 0
     compared: int = 0
     differed: int = 0
-    shadow_dropped: int = 0  # copies not sent because the shadow queue was full
+    shadow_dropped: int = 0  # copies not sent: the shadow queue was full, or it was at zero
 
     def begin(self) -> float:
         """A request goes to this predictor: count it in flight; returns its start time."""

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from .auth import ClientAuthenticator, TooManyAttempts, internal_token
+from .hold import HOLD_RETRY_AFTER, HoldFull, Holds, waking_message
 from .load import AnsweredIds, feedback_reference
 from .metrics import request_kind
 from .routes import VISIBLE_ASCII, PredictorRoute, Replica, Route, carry_over
@@ -156,8 +157,10 @@ async def read_body(request: web.BaseRequest, limit: int = MAX_BODY) -> bytes:
 class Proxy:
     """Holds the routing table and the upstream connection pool, and forwards requests."""
 
-    def __init__(self, admin_token: str) -> None:
+    def __init__(self, admin_token: str, holds: Holds | None = None) -> None:
         self._admin_token = admin_token
+        # Requests waiting for a predictor at zero replicas to wake (see gateway/hold.py).
+        self.holds = holds or Holds()
         self.routes: dict[str, Route] = {}
         # Deployments whose routing entry the last table had but the gateway refused.
         self.rejected: dict[str, str] = {}
@@ -229,7 +232,10 @@ class Proxy:
             sticky = route.sticky_header
             predictor = route.choose(request.headers.get(sticky) if sticky else None)
             if predictor is None or not predictor.available:
-                return _unavailable(request, route, predictor)
+                woken = await self._wait_for_replica(request, route, predictor)
+                if isinstance(woken, web.StreamResponse):
+                    return woken
+                route, predictor = woken
         try:
             body = await read_body(request)
         except BodyTooLarge:
@@ -249,7 +255,10 @@ class Proxy:
                 sticky = route.sticky_header
                 predictor = route.choose(request.headers.get(sticky) if sticky else None)
             if predictor is None or not predictor.available:
-                return _unavailable(request, route, predictor)
+                woken = await self._wait_for_replica(request, route, predictor)
+                if isinstance(woken, web.StreamResponse):
+                    return woken
+                route, predictor = woken
         request["predictor"] = predictor.name  # for the gateway's metrics
         named = {PREDICTOR_HEADER: predictor.name}
         method = request.method
@@ -280,9 +289,52 @@ class Proxy:
                 shadow = route.shadow
                 if shadow is not None and shadow.available:
                     self._mirror(shadow, start_line, headers, body, response, answer_id, request)
+                elif shadow is not None and shadow.hold:
+                    # A shadow at zero replicas is never waited for: the copy is dropped, and
+                    # counted, which the engine's autoscaler reads as a request that wakes it.
+                    shadow.load.shadow_dropped += 1
             elif joined:
                 load.joined(reward)
         return response
+
+    async def _wait_for_replica(
+        self, request: web.BaseRequest, route: Route, predictor: PredictorRoute | None
+    ) -> tuple[Route, PredictorRoute] | web.StreamResponse:
+        """Hold a request for a predictor without a replica that is waking (or may wake).
+
+        The route and predictor to send it to once a routes update brought a replica; else the
+        answer: 503 with Retry-After when the hold is full or its wait ran out, the usual 503
+        for a predictor that does not wake on demand, 404 when the deployment went away.
+        """
+        if predictor is None or not predictor.hold:
+            return _unavailable(request, route, predictor)
+        dep_id, name = route.id, predictor.name
+        request["predictor"] = name  # for the gateway's metrics, whatever the answer
+        named = {"Retry-After": HOLD_RETRY_AFTER, PREDICTOR_HEADER: name}
+
+        def ready() -> bool:
+            current = self.routes.get(dep_id)
+            now = current.predictor(name) if current is not None else None
+            # Gone (deleted, renamed) or no longer waking: stop waiting and answer now.
+            return now is None or now.available or not now.hold
+
+        try:
+            woke = await self.holds.wait((dep_id, name), ready)
+        except HoldFull:
+            why = f"{self.holds.limit} requests already wait for it"
+            return json_response(503, waking_message(dep_id, name, why), named)
+        if not woke:
+            why = f"no replica was ready within {self.holds.max_wait:g} s"
+            if self.holds.closed:
+                why = "the gateway is shutting down"
+            return json_response(503, waking_message(dep_id, name, why), named)
+        current = self.routes.get(dep_id)
+        if current is None:
+            return json_response(404, f"deployment '{dep_id}' not found")
+        now = current.predictor(name)
+        if now is None or not now.available:
+            return _unavailable(request, current, now)
+        return current, now
 
     def _mirror(
         self,

@@ -75,6 +75,9 @@ class PredictorRoute:
     replicas: list[Replica]
     phase: str = ""
     message: str = ""
+    # No replica now, yet one is coming (it scales to zero, or is waking): requests chosen for
+    # it wait in the gateway's hold (gateway/hold.py) instead of failing.
+    hold: bool = False
     # In-flight count and counters; the same object across routes updates (see carry_over).
     load: PredictorLoad = field(default_factory=PredictorLoad)
     _next: int = 0  # round-robin position among the replicas
@@ -84,6 +87,11 @@ class PredictorRoute:
     def available(self) -> bool:
         """Whether requests chosen for this predictor can be sent now."""
         return bool(self.replicas)
+
+    @property
+    def takes_requests(self) -> bool:
+        """Whether requests may be chosen for it: sent now, or held until it wakes."""
+        return self.hold or bool(self.replicas)
 
     def candidates(self, now: float) -> list[Replica]:
         """Replicas in the order to try them: round-robin, ones that just refused come last.
@@ -152,10 +160,12 @@ class Route:
             for predictor in serving:
                 point -= predictor.traffic
                 if point < 0:
-                    if predictor.available:
+                    if predictor.takes_requests:
                         return predictor
                     break
-        pool = [p for p in serving if p.available] or serving
+        # A predictor at zero replicas that wakes on demand keeps its share: its requests are
+        # held while it starts (were they sent elsewhere, it would never see one and wake).
+        pool = [p for p in serving if p.takes_requests] or serving
         if len(pool) == 1:
             return pool[0]
         total = 0
@@ -345,7 +355,10 @@ def _parse_predictor(dep_id: str, index: int, raw: Any) -> PredictorRoute:
     replicas_raw = raw.get("replicas", [])
     _require(isinstance(replicas_raw, list), f"{where}.replicas must be a list")
     replicas = [_parse_replica(where, name, i, r) for i, r in enumerate(replicas_raw)]
+    hold = raw.get("hold", False)
+    _require(isinstance(hold, bool), f"{where}.hold must be true or false")
     return PredictorRoute(
+        hold=hold,
         name=name,
         # -1: not given (allowed for the only answering predictor); a shadow's is 0.
         traffic=0 if shadow else (-1 if traffic is None else traffic),

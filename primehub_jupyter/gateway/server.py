@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .hold import HOLD_QUEUE, HOLD_TIMEOUT, Holds
 from .metrics import GatewayMetrics, request_kind
 from .proxy import (
     CORS_HEADERS,
@@ -37,7 +38,13 @@ access_log = logging.getLogger("primehub_jupyter.gateway.access")
 DEPLOYMENT_PREFIX = "/deployment/"
 ADMIN_PREFIX = "/_primehub/"
 ADMIN_PATHS = frozenset(
-    {"/_primehub/routes", "/_primehub/health", "/_primehub/metrics", "/_primehub/load"}
+    {
+        "/_primehub/routes",
+        "/_primehub/health",
+        "/_primehub/metrics",
+        "/_primehub/load",
+        "/_primehub/holds",
+    }
 )
 MAX_ROUTES_BODY = 16 * 1024 * 1024
 # Seconds in-flight requests get to finish after SIGTERM before their connections are closed.
@@ -46,6 +53,8 @@ RETRY_AFTER = "1"
 # Percent-encoded '/', '\\' and NUL: a server behind us may decode them into separators.
 ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
 DOT_SEGMENT = re.compile(r"(?:\.|%2e){1,2}", re.IGNORECASE)
+# The query of GET /_primehub/holds: the version last seen and seconds to wait for a newer one.
+HOLDS_QUERY = re.compile(r"after=(-1|\d{1,18})&wait=(\d{1,2}(?:\.\d{1,3})?)")
 UNSAFE_PATH = (
     "the path of a deployment request must not contain '.' or '..' segments (also "
     "percent-encoded), encoded '/' or '\\' (%2F, %5C), backslashes or NUL bytes"
@@ -145,6 +154,7 @@ class Gateway:
         True when every in-flight request finished in time.
         """
         self.draining = True
+        self.proxy.holds.close()  # held requests get 503 now rather than after their wait
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except asyncio.TimeoutError:
@@ -189,6 +199,8 @@ class Gateway:
             return web.Response(
                 body=self.metrics.render(), content_type="text/plain", charset="utf-8"
             )
+        if path == "/_primehub/holds":
+            return await self._holds(request)
         if path == "/_primehub/load":
             if request.method not in ("GET", "HEAD"):
                 return json_response(405, "use GET /_primehub/load", {"Allow": "GET, HEAD"})
@@ -201,10 +213,26 @@ class Gateway:
             return json_response(405, "use PUT /_primehub/routes", {"Allow": "PUT"})
         return await self._put_routes(request)
 
+    async def _holds(self, request: web.BaseRequest) -> web.Response:
+        """Held requests per predictor; a long poll: `?after=V&wait=S` returns early when a
+        request starts waiting after version V (the engine wakes the predictor at once)."""
+        if request.method != "GET":
+            return json_response(405, "use GET /_primehub/holds", {"Allow": "GET"})
+        query = request.query_string
+        if query:
+            match = HOLDS_QUERY.fullmatch(query)
+            if match is None:
+                return json_response(400, "query must be ?after=<version>&wait=<seconds>")
+            await self.proxy.holds.poll(int(match[1]), float(match[2]))
+        holds = self.proxy.holds
+        body = orjson.dumps({"version": holds.version, "held": holds.report()})
+        return web.Response(body=body, content_type="application/json")
+
     def load(self) -> dict[str, Any]:
         """Per deployment, per predictor (spec order): in flight, age of the last request in
-        seconds, dropped shadow copies and counters (core.traffic.PredictorCounters JSON)."""
+        seconds, held requests, dropped shadow copies and counters (PredictorCounters JSON)."""
         now = time.monotonic()
+        held = self.proxy.holds.counts
         return {
             "deployments": {
                 dep_id: {
@@ -213,6 +241,8 @@ class Gateway:
                             "traffic": p.traffic,
                             "shadow": p.shadow,
                             "replicas": len(p.replicas),
+                            # Requests waiting for it to wake (gateway/hold.py).
+                            "held": held.get((dep_id, p.name), 0),
                             **p.load.to_json(p.name, p.shadow, now),
                         }
                         for p in route.predictors
@@ -244,6 +274,7 @@ class Gateway:
         # Synchronous, so no request sees half a table and two PUTs cannot interleave.
         self.proxy.replace_routes(routes, rejected)
         self.has_routes = True
+        self.proxy.holds.routes_changed()  # held requests look for their new replica now
         self.metrics.forget(routes)
         log.info(
             "routes updated: %d deployment(s): %s",
@@ -313,7 +344,7 @@ async def serve(args: argparse.Namespace, admin_token: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    proxy = Proxy(admin_token)
+    proxy = Proxy(admin_token, Holds(args.hold_queue, args.hold_timeout))
     gateway = Gateway(admin_token, proxy)
     handler: Handler = gateway.handle_logged if args.access_log else gateway.handle
     server = web.Server(
@@ -399,6 +430,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=SHUTDOWN_GRACE,
         help=f"seconds in-flight requests get to finish after SIGTERM (default {SHUTDOWN_GRACE:g})",
+    )
+    parser.add_argument(
+        "--hold-queue",
+        type=int,
+        default=HOLD_QUEUE,
+        help="requests held per predictor while it wakes from zero replicas; more get 503 "
+        f"(default {HOLD_QUEUE})",
+    )
+    parser.add_argument(
+        "--hold-timeout",
+        type=float,
+        default=HOLD_TIMEOUT,
+        help="seconds a held request waits for a replica before it gets 503 "
+        f"(default {HOLD_TIMEOUT:g})",
     )
     parser.add_argument(
         "--access-log",

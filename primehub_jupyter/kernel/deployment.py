@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from .client import Client
-from .display import PHASE_COLORS, Progress, copy_button, esc, phase_badge, time_html
+from .display import (
+    PHASE_COLORS,
+    Progress,
+    copy_button,
+    esc,
+    phase_badge,
+    predictor_replicas,
+    time_html,
+)
 from .examples import curl_example
 
 
@@ -260,8 +268,8 @@ class Deployment:
             ("Access", esc(self.access_type)),
             ("Group", esc(self.group)),
             ("Model", esc(predictor.get("modelURI") or predictor.get("modelImage"))),
-            ("Replicas", f"{self.status.get('availableReplicas', 0)}/{predictor['replicas']} "
-             f"available ({esc(predictor['instanceType'])})"),
+            *((label, f"{esc(text)} ({esc(predictor['instanceType'])})")
+              for label, text in predictor_replicas(self.spec, self.status)),
             ("Last updated", time_html(self.status.get("lastUpdated"))),
         ]  # fmt: skip
         if self.message:

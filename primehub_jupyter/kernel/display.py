@@ -45,6 +45,66 @@ def phase_badge(phase: str) -> str:
     )
 
 
+# Predictor phases a person reads as words beside the replica count.
+SCALE_WORDS = {"ScaledToZero": "Scaled to zero", "WakingUp": "Waking up"}
+
+
+def replicas_text(predictor: dict[str, Any], status: dict[str, Any] | None) -> str:
+    """One predictor's replicas: `Scaled to zero`/`Waking up`, available/wanted, and the
+    autoscaling range (`1/2 available (autoscaled 1-4)`); `status` is its status.predictors
+    entry, or the deployment's status when the engine reports no predictors."""
+    status = status or {}
+    available = status.get("availableReplicas", 0)
+    word = SCALE_WORDS.get(status.get("phase", ""), "")
+    if predictor.get("maxReplicas") is not None:
+        text = f"{available}/{status.get('replicas', 0)} available"
+        text += f" (autoscaled {replica_range(predictor)})"
+    else:
+        text = f"{available}/{predictor.get('replicas') or 1} available"
+    return f"{word}: {text}" if word else text
+
+
+def replica_range(predictor: dict[str, Any]) -> str:
+    """A predictor's replica setting as written: `3`, or `1-4` when autoscaled."""
+    if predictor.get("maxReplicas") is not None:
+        low = predictor.get("minReplicas")
+        return f"{1 if low is None else low}-{predictor['maxReplicas']}"
+    return str(predictor.get("replicas") or 1)
+
+
+def ready_text(spec: dict[str, Any], status: dict[str, Any]) -> str:
+    """A deployment's ready replicas in one cell: `2/3`, with `Scaled to zero` or `Waking up`
+    when a predictor is."""
+    statuses = {p.get("name"): p for p in status.get("predictors") or []}
+    wanted = 0
+    words = []
+    for predictor in spec.get("predictors") or []:
+        own = statuses.get(predictor.get("name"), {})
+        if predictor.get("maxReplicas") is not None:
+            wanted += own.get("replicas", status.get("replicas", 0))
+        else:
+            wanted += predictor.get("replicas") or 1
+        word = SCALE_WORDS.get(own.get("phase", ""))
+        if word and word not in words:
+            words.append(word)
+    text = f"{status.get('availableReplicas', 0)}/{wanted}"
+    return f"{text} {', '.join(words)}" if words else text
+
+
+def predictor_replicas(spec: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) per predictor: `Replicas` alone for one predictor, else its name."""
+    predictors = spec.get("predictors") or []
+    statuses = {p.get("name"): p for p in status.get("predictors") or []}
+    rows = []
+    for predictor in predictors:
+        own = statuses.get(predictor.get("name"))
+        if own is None and len(predictors) == 1:
+            own = status  # an engine without per-predictor status
+        label = "Replicas" if len(predictors) == 1 else f"Replicas ({predictor.get('name')})"
+        rows.append((label, replicas_text(predictor, own)))
+    return rows
+
+
 def time_html(iso: str | None) -> str:
     """A time in the local zone with its abbreviation, the ISO UTC time in the tooltip."""
     return (

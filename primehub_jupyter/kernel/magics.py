@@ -18,7 +18,7 @@ from . import options as shared
 from .client import Client, DeploymentFailed, PrimeHubError, WaitTimeout
 from .compare import CompareView
 from .deployment import Deployment, from_response, package_for_deploy, to_payload
-from .display import Table
+from .display import Table, replica_range
 from .results import DeploymentList, MetricsView, NewClient
 from .words import describe_changes, display_value, field_label, in_words, local_time
 
@@ -403,7 +403,7 @@ class DeploymentMagics(Magics):
             rows.append([
                 entry["revision"], local_time(entry["time"]), entry["user"],
                 entry.get("updateMessage", ""), "Yes" if spec.get("stop") else "No",
-                p.get("modelImage") or p.get("modelURI"), p["replicas"], p["instanceType"],
+                p.get("modelImage") or p.get("modelURI"), replica_range(p), p["instanceType"],
                 display_value("endpoint.accessType", spec["endpoint"]["accessType"]),
                 spec.get("description", ""),
                 ", ".join(f"{k}={v}" for k, v in p.get("metadata", {}).items()),

@@ -11,7 +11,15 @@ import ipywidgets as w
 from ..core import charts
 from .client import Client, PrimeHubError
 from .deployment import Deployment
-from .display import copy_button, esc, html_table, phase_badge, time_html
+from .display import (
+    copy_button,
+    esc,
+    html_table,
+    phase_badge,
+    predictor_replicas,
+    replica_range,
+    time_html,
+)
 from .panel_compare import CompareTab
 from .panel_form import LABEL_FITS, button, error_html, pairs
 from .words import (
@@ -160,7 +168,7 @@ class DeploymentDetail(w.VBox):
             ("Access Type", esc(d.access_type.capitalize())),
             ("Model Image", esc(p.get("modelImage") or "-")),
             ("Model URI", esc(p.get("modelURI") or "-")),
-            ("Replicas", f"{status.get('availableReplicas', 0)}/{p['replicas']}"),
+            *((label, esc(text)) for label, text in predictor_replicas(d.spec, status)),
             ("Name", esc(d.name)),
             ("Group", esc(d.group)),
             ("Instance Type", esc(p["instanceType"])),
@@ -231,7 +239,7 @@ class DeploymentDetail(w.VBox):
             rows.append([
                 str(e["revision"]), time_html(e["time"]), esc(e["user"]),
                 "Yes" if spec.get("stop") else "No",
-                esc(p.get("modelImage") or p.get("modelURI")), esc(p["replicas"]),
+                esc(p.get("modelImage") or p.get("modelURI")), esc(replica_range(p)),
                 esc(p["instanceType"]), esc(spec.get("description", "")),
                 esc(pairs(p.get("metadata", {}))),
                 f"<span class='ph-history-message'>{esc(e.get('updateMessage', ''))}</span>",

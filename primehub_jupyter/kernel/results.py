@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import charts
-from .display import Table, copy_button, esc, html_table, phase_badge
+from .display import Table, copy_button, esc, html_table, phase_badge, ready_text
 
 
 class DeploymentList:
@@ -20,7 +20,7 @@ class DeploymentList:
         spec, status = d["spec"], d["status"]
         return [
             d["id"], spec["displayName"], spec["groupName"], status["phase"],
-            f"{status.get('availableReplicas', 0)}/{spec['predictors'][0]['replicas']}",
+            ready_text(spec, status),
             spec["endpoint"]["accessType"], status.get("endpoint") or "-",
             status.get("lastUpdated") or "-",
         ]  # fmt: skip

@@ -8,6 +8,7 @@ import {
   localTime,
   modelSource,
   runExample,
+  predictorReplicas,
   utcTime
 } from '../format';
 import {
@@ -158,9 +159,11 @@ export function InformationTab(props: {
             <Row label="Image Pull Secret">{predictor.imagePullSecret}</Row>
           ) : null}
           <Row label="Instance Type">{predictor.instanceType}</Row>
-          <Row label="Replicas">
-            {status.availableReplicas}/{predictor.replicas} available
-          </Row>
+          {predictorReplicas(deployment).map(row => (
+            <Row key={row.label} label={row.label}>
+              {row.text}
+            </Row>
+          ))}
           <Row label="Deployed by">{spec.userName || '–'}</Row>
           <Row label="Created">
             <span title={utcTime(status.creationTime)}>

@@ -16,6 +16,7 @@ import {
   localTime,
   metadataText,
   phaseClass,
+  scaleWords,
   splitEndpoint,
   timeAgo,
   utcTime
@@ -68,6 +69,11 @@ function DeploymentCell(props: {
         </button>
         <PhaseBadge phase={status.phase} />
       </div>
+      {scaleWords(deployment).length ? (
+        <div className="jp-PrimeHub-cell-scale jp-PrimeHub-muted">
+          {scaleWords(deployment).join(', ')}
+        </div>
+      ) : null}
       <div className="jp-PrimeHub-cell-meta">
         <span
           className="jp-PrimeHub-cell-group"

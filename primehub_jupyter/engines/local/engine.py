@@ -31,6 +31,7 @@ from ...serving.settings import model_server_args
 from ..base import Engine, InvokeResult
 from . import adoption
 from . import logs as logfiles
+from .autoscaler import ScaleSettings
 from .files import private_dir, request_log_dir, restrict_tree
 from .gateway_process import GatewayProcess, child_env
 from .launcher import ReplicaLauncher
@@ -41,6 +42,7 @@ from .replica import TERMINATING, DeploymentState, Replica, ReplicaSettings
 from .rows import ReplicaRows
 from .sandbox import MODES as SANDBOX_MODES
 from .sandbox import Sandbox
+from .scaling import ScaleLoop
 from .store import Store
 
 _PHASES = {phase.value for phase in Phase}
@@ -89,6 +91,32 @@ class LocalEngine(Engine):
     metrics_interval = Float(5.0, config=True, help="Seconds between metrics scrapes.")
     metrics_retention = Float(3600.0, config=True, help="Seconds of metrics kept in memory.")
     tick_seconds = Float(0.25, config=True, help="Reconciler period while something changes.")
+    scale_interval = Float(
+        1.0,
+        config=True,
+        help="Seconds between readings of the gateway's load for the autoscaler (a request held "
+        "for a predictor at zero is seen at once).",
+    )
+    scale_concurrency_window = Float(
+        2.0,
+        config=True,
+        help="Seconds of load averaged into an autoscaled predictor's concurrency (scale-up).",
+    )
+    scale_stable_window = Float(
+        45.0,
+        config=True,
+        help="Seconds an autoscaled predictor must want fewer replicas before they are removed.",
+    )
+    hold_queue = Integer(
+        64,
+        config=True,
+        help="Requests the gateway holds per predictor while it wakes from zero; more get 503.",
+    )
+    hold_timeout = Float(
+        30.0,
+        config=True,
+        help="Seconds a held request waits for a replica before the gateway answers 503.",
+    )
     sandbox = Enum(
         list(SANDBOX_MODES),
         default_value="auto",
@@ -130,6 +158,7 @@ class LocalEngine(Engine):
         self._metrics: LocalMetrics | None = None
         self._prober = Prober()
         self._gateway: GatewayProcess | None = None
+        self._scale_loop: ScaleLoop | None = None
         self._lock_fd: int | None = None
         self._session: aiohttp.ClientSession | None = None
         self._samples: dict[Path, tuple[float, dict | None]] = {}
@@ -176,6 +205,10 @@ class LocalEngine(Engine):
             machine_memory=self.machine_memory,
             log_max_bytes=self.log_max_bytes,
             tick_seconds=self.tick_seconds,
+            scale=ScaleSettings(
+                concurrency_window=self.scale_concurrency_window,
+                stable_window=self.scale_stable_window,
+            ),
         )
 
     @property
@@ -225,6 +258,12 @@ class LocalEngine(Engine):
             port=self.gateway_port,
             python=self.python_executable,
             prober=self._prober,
+            extra_args=(
+                "--hold-queue",
+                str(self.hold_queue),
+                "--hold-timeout",
+                str(self.hold_timeout),
+            ),
         )
         settings = self.replica_settings
         rows = ReplicaRows(self._store, self.log)
@@ -267,6 +306,14 @@ class LocalEngine(Engine):
             log=self.log,
         )
         reconciler.start()
+        self._scale_loop = ScaleLoop(
+            gateway=self._gateway,
+            autoscaler=reconciler.autoscaler,
+            deployments=lambda: list(reconciler.deployments.values()),
+            kick=reconciler.kick,
+            interval=self.scale_interval,
+        )
+        self._scale_loop.start()
         self._metrics.start()
         self.log.info(
             "PrimeHub local engine: %d deployments, gateway %s, data %s",
@@ -276,6 +323,8 @@ class LocalEngine(Engine):
         )
 
     async def shutdown(self) -> None:
+        if self._scale_loop is not None:
+            await self._scale_loop.stop()
         if self._metrics is not None:
             await self._metrics.stop()
         reconciler = self._reconciler

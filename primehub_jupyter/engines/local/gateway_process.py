@@ -45,8 +45,17 @@ def _port_free(port: int) -> bool:
 class GatewayProcess:
     """Owns the gateway child: one per data dir, surviving a crash of the server."""
 
-    def __init__(self, directory: Path, *, port: int, python: str, prober: Prober) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int,
+        python: str,
+        prober: Prober,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.directory = directory
+        self.extra_args = extra_args  # e.g. the hold queue's settings
         self.requested_port = port
         self.python = python
         self.prober = prober
@@ -120,6 +129,7 @@ class GatewayProcess:
             str(port_file),
             "--log-file",
             str(log_file),
+            *self.extra_args,
         ]
         env = {k: v for k, v in os.environ.items() if not _is_secret_env(k)}
         self.handle = spawn(argv, log_file=log_file, env=env, cwd=self.directory)

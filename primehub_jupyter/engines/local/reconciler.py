@@ -20,6 +20,7 @@ from ...core.models import DeploymentSpec, Phase, Predictor, PredictorPhase, utc
 from ...core.quota import Usage, quota_problem_for_usage, requested
 from ..rollout import RUNNING_KEEPS_SERVING, Rollout, rollout_phase, stopped_phase
 from . import adoption
+from .autoscaler import Autoscaler, Bounds, scale_phase
 from .files import replica_dir
 from .gateway_process import GatewayProcess
 from .launcher import ReplicaLauncher
@@ -28,6 +29,7 @@ from .replica import (
     CRASHED,
     READY,
     RETIRING,
+    STARTING,
     TERMINATING,
     DeploymentState,
     PredictorState,
@@ -46,7 +48,9 @@ PREDICTOR_PHASES = {
 DEPLOYMENT_PHASES = {
     PredictorPhase.DEPLOYED: Phase.DEPLOYED,
     PredictorPhase.DEPLOYING: Phase.DEPLOYING,
-    PredictorPhase.WAKING_UP: Phase.DEPLOYING,
+    # Waking is scale to zero working as meant: the deployment stays Deployed while its
+    # requests are held, so a wake is no new rollout (no "Deployed" notice every time).
+    PredictorPhase.WAKING_UP: Phase.DEPLOYED,
     PredictorPhase.SCALED_TO_ZERO: Phase.DEPLOYED,
     PredictorPhase.STOPPED: Phase.STOPPED,
     PredictorPhase.FAILED: Phase.FAILED,
@@ -88,6 +92,8 @@ class Reconciler:
         self.log = log or logging.getLogger(__name__)
         self.launcher = make_launcher(self.kick)
         self.deployments: dict[str, DeploymentState] = {}
+        # Replica counts of autoscaled predictors; fed by the engine's ScaleLoop.
+        self.autoscaler = Autoscaler(settings.scale)
         self._wake = asyncio.Event()
         self._tick_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
@@ -406,11 +412,13 @@ class Reconciler:
     def wanted_replicas(self, state: DeploymentState, predictor: Predictor) -> int:
         """How many replicas `predictor` of the deployment should run now.
 
-        The fixed count, or for an autoscaled predictor its lower bound (at least one).
+        The fixed count, or what the autoscaler decided for an autoscaled predictor (0 when
+        it scaled to zero; the engine's ScaleLoop feeds it the gateway's load).
         """
         if predictor.replicas is not None:
             return predictor.replicas
-        return max(predictor.lowest, 1)
+        key = (state.id, predictor.name)
+        return self.autoscaler.scaler(key, Bounds.of(predictor), time.monotonic()).replicas
 
     async def _reconcile_predictor(
         self, state: DeploymentState, pstate: PredictorState, predictor: Predictor
@@ -427,11 +435,22 @@ class Reconciler:
         current = [r for r in mine if r.template == template]
         current = [r for r in current if r.state not in (RETIRING, TERMINATING)]
         slots = {r.slot for r in current}
+        leaving = {r.slot: r for r in mine if r.template == template and r not in current}
         for slot in range(wanted):
-            if slot not in slots:
-                replica = self._new_replica(state, predictor.name, slot, template)
-                state.replicas.append(replica)
-                current.append(replica)
+            if slot in slots:
+                continue
+            going = leaving.get(slot)
+            if going is not None and going.state == RETIRING and going.alive:
+                # Scaled down a moment ago and wanted again: the process never stopped, so it
+                # serves again (after a probe) instead of a cold start.
+                going.state = STARTING
+                current.append(going)
+                continue
+            if going is not None:
+                continue  # its name is still in use; the slot starts once it has stopped
+            replica = self._new_replica(state, predictor.name, slot, template)
+            state.replicas.append(replica)
+            current.append(replica)
         self._retire(state, [r for r in current if r.slot >= wanted])
         current = [r for r in current if r.slot < wanted]
         now = time.monotonic()
@@ -472,7 +491,20 @@ class Reconciler:
                 last_exit=next((r.last_exit for r in current if r.last_exit), ""),
             )
         )
+        if predictor.autoscaled and phase == Phase.DEPLOYING and ready and not old:
+            # More replicas of the running version (scaling up) is no rollout: still serving.
+            phase, message = Phase.DEPLOYED, f"scaling up: {message}"
         pstate.phase, pstate.message = PREDICTOR_PHASES[phase], message
+        scaler = self.autoscaler.scalers.get((state.id, predictor.name))
+        if scaler is not None and ready:
+            scaler.woke = False  # awake: a replica answers
+        elif scaler is not None and not scaler.at_zero:
+            # Idle time counts from a ready replica: one still loading is not idle.
+            scaler.last_active = now
+        if phase != Phase.FAILED:
+            scaled = scale_phase(predictor, scaler, ready=len(ready))
+            if scaled is not None:
+                pstate.phase, pstate.message = scaled
 
     def _deployment_phase(self, state: DeploymentState) -> tuple[Phase, str]:
         """Deployed when every predictor with traffic is; a shadow's trouble is only told."""
@@ -483,16 +515,16 @@ class Reconciler:
             return DEPLOYMENT_PHASES[only.phase], only.message
         weights = spec.weights()
         required = [p for name, p in pstates.items() if weights.get(name, 0) > 0]
-        others = [p for p in pstates.values() if p not in required]
         failed = [p for p in required if p.phase == PredictorPhase.FAILED]
         if failed:
             return Phase.FAILED, "; ".join(f"predictor {p.name}: {p.message}" for p in failed)
-        pending = [p for p in required if p.phase != PredictorPhase.DEPLOYED]
+        pending = [p for p in required if DEPLOYMENT_PHASES[p.phase] != Phase.DEPLOYED]
         if pending:
             return Phase.DEPLOYING, "; ".join(
                 f"predictor {p.name}: {p.message}" for p in pending if p.message
             )
-        told = [p for p in others if p.phase != PredictorPhase.DEPLOYED and p.message]
+        # Predictors scaled to zero or waking are told, like a shadow's trouble.
+        told = [p for p in pstates.values() if p.phase != PredictorPhase.DEPLOYED and p.message]
         return Phase.DEPLOYED, "; ".join(
             f"{'shadow ' if spec_shadow(spec, p.name) else ''}predictor {p.name}: {p.message}"
             for p in told
@@ -555,6 +587,9 @@ class Reconciler:
                             for r in pstate.routed
                             if r.ready and r.state == READY
                         ],
+                        # Without a replica, its requests wait in the gateway for one.
+                        "hold": predictor.idle_seconds is not None
+                        and pstate.phase != PredictorPhase.FAILED,
                     }
                     for predictor in spec.predictors
                     if (pstate := state.predictors.get(predictor.name)) is not None

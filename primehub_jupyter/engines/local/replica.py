@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ...core.models import DeploymentRecord, Phase, PredictorPhase, ReplicaStatus
 from ...core.quota import Usage
+from .autoscaler import ScaleSettings
 from .logs import LOG_NAME
 from .processes import ProcessHandle
 
@@ -141,6 +142,7 @@ class ReplicaSettings:
     machine_memory: int = 0  # 0: the machine's RAM
     log_max_bytes: int = 10 * 1024 * 1024
     tick_seconds: float = 0.25
+    scale: ScaleSettings = field(default_factory=ScaleSettings)
 
     def backoff(self, restarts: int) -> float:
         """Seconds before the next start of a replica that has crashed `restarts` times."""
