@@ -33,6 +33,7 @@ from .rows import ReplicaRows
 from .sandbox import MODES as SANDBOX_MODES
 from .sandbox import Sandbox
 from .store import Store
+from .templates import MODES as TEMPLATE_MODES
 
 _PHASES = {phase.value for phase in Phase}
 
@@ -86,6 +87,13 @@ class LocalEngine(Engine):
         config=True,
         help="Run replicas in a bubblewrap sandbox: 'auto' when bwrap works here (else a "
         "warning), 'bwrap' always (replicas do not start without it), 'off' never.",
+    )
+    replica_templates = Enum(
+        list(TEMPLATE_MODES),
+        default_value="auto",
+        config=True,
+        help="Start replicas by forking a warm template process that loaded the model once "
+        "(sandboxed like a replica): 'auto' for autoscaled predictors, 'on' always, 'off' never.",
     )
     sandbox_network = Bool(
         False,
@@ -167,6 +175,7 @@ class LocalEngine(Engine):
             machine_memory=self.machine_memory,
             log_max_bytes=self.log_max_bytes,
             tick_seconds=self.tick_seconds,
+            templates=self.replica_templates,
         )
 
     @property

@@ -126,6 +126,8 @@ class Reconciler:
         await self.rows.flush()
         for probe in self.launcher.due_probes(self.deployments.values()):
             self.spawn(probe)
+        for stop in self.launcher.unwanted_templates(self.deployments.values()):
+            self.spawn(stop)
         admitted_by_group: dict[str, Usage] = {}
         for state in sorted(self.deployments.values(), key=lambda r: r.seq):
             if state.deleted or state.quarantined:
@@ -260,6 +262,7 @@ class Reconciler:
         grace = self.settings.stop_grace_seconds
         handles = [r.handle for s in self.deployments.values() for r in s.replicas if r.handle]
         await asyncio.gather(*(h.terminate(grace) for h in handles), return_exceptions=True)
+        await self.launcher.stop_templates()
         for state in self.deployments.values():
             for replica in state.replicas:
                 await self.rows.write(replica.name, None)
@@ -346,7 +349,7 @@ class Reconciler:
                 return
             state.admitted = want
         template = self._template(spec)
-        wanted = (spec.predictor.replicas or max(spec.predictor.lowest, 1))
+        wanted = spec.predictor.replicas or max(spec.predictor.lowest, 1)
         if template != state.template or wanted > state.wanted_replicas:
             state.progress_since = time.monotonic()
         state.template = template

@@ -114,6 +114,7 @@ class ReplicaSettings:
     machine_memory: int = 0  # 0: the machine's RAM
     log_max_bytes: int = 10 * 1024 * 1024
     tick_seconds: float = 0.25
+    templates: str = "auto"  # replica templates (templates.py): auto, on or off
 
     def backoff(self, restarts: int) -> float:
         """Seconds before the next start of a replica that has crashed `restarts` times."""
