@@ -193,6 +193,20 @@ async def first_answer(url: str) -> tuple[float, int]:
     raise RuntimeError(f"no 200 from {url} within {DEADLINE_SECONDS:g} s")
 
 
+async def milestones(state: Any) -> dict[str, float]:
+    """When the new replica got its process and when the engine's probe saw it ready."""
+    started = time.perf_counter()
+    seen: dict[str, float] = {}
+    while "ready" not in seen and time.perf_counter() - started < DEADLINE_SECONDS:
+        replica = next(iter(state.replicas), None)
+        if replica is not None and replica.handle is not None:
+            seen.setdefault("started", time.perf_counter() - started)
+            if replica.ready:
+                seen["ready"] = time.perf_counter() - started
+        await asyncio.sleep(0.002)
+    return seen
+
+
 def pss_kib(pid: int) -> int:
     """Proportional set size of one process, from /proc/<pid>/smaps_rollup."""
     with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -246,10 +260,15 @@ async def engine_rounds(args: argparse.Namespace, workdir: Path, bundle: Path) -
             times = []
             for _ in range(args.rounds):
                 await to_zero(engine, deployment_id)
+                state = engine.reconciler.deployments[deployment_id]
                 engine.reconciler.start()  # the engine is asked for a replica
-                seconds, tries = await first_answer(url)
+                steps, (seconds, tries) = await asyncio.gather(milestones(state), first_answer(url))
                 times.append(seconds)
-                print(f"  templates={mode}: zero -> first 200 {seconds:.3f} s ({tries} tries)")
+                print(
+                    f"  templates={mode}: zero -> first 200 {seconds:.3f} s ({tries} tries); "
+                    f"process started {steps['started']:.3f} s, probe saw it ready "
+                    f"{steps['ready']:.3f} s"
+                )
             results["cold"][mode] = times
             totals = []
             for replicas in range(1, args.max_replicas + 1):
