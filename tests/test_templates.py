@@ -16,7 +16,7 @@ from primehub_jupyter.engines.local import adoption
 from primehub_jupyter.engines.local.files import replica_dir
 from primehub_jupyter.engines.local.logs import LOG_NAME
 
-from .conftest import spec, wait_until
+from .conftest import RequestLoop, spec, wait_until
 from .serve_helpers import PAYLOAD, Serve, deployment_spec, processes_of_data_dir, wait_for
 
 # The sandbox test of test_sandbox.py, run again with replicas forked from a template: the
@@ -69,8 +69,10 @@ def templates_of(deployment_id: str) -> list[psutil.Process]:
         if not any(a == "--deployment" and b == deployment_id for a, b in with_next):
             continue
         parent = proc.parent()
-        if parent is not None and parent.name() != "bwrap" and (
-            "primehub_jupyter.serving.template" in parent.cmdline()
+        if (
+            parent is not None
+            and parent.name() != "bwrap"
+            and ("primehub_jupyter.serving.template" in parent.cmdline())
         ):
             continue  # a replica it forked (same command line)
         found.append(proc)
@@ -149,6 +151,32 @@ async def test_replicas_fork_from_one_template_and_a_crash_stays_in_its_replica(
     await api.ok("DELETE", f"deployments/{deployment_id}")
     await wait_until(lambda: not template.is_running() or template.status() == "zombie")
     assert marked_replicas(data_dir, deployment_id) == {}
+
+
+async def test_a_rollout_to_a_new_template_drops_no_request(api, bundles):
+    created = await api.ok("POST", "deployments", {"spec": spec(bundles["v1"], replicas=2)})
+    deployment_id = created["id"]
+    deployed = await api.wait_phase(deployment_id, "Deployed")
+    endpoint = deployed["status"]["endpoint"]
+    [old] = templates_of(deployment_id)
+    with RequestLoop(endpoint, PAYLOAD, concurrency=2, max_requests=4000) as loop:
+        await wait_until(lambda: loop.count >= 10, what="the request loop to run")
+        await api.ok(
+            "PATCH",
+            f"deployments/{deployment_id}",
+            {
+                "spec": {"predictors": [{"modelURI": str(bundles["v2"])}]},
+                "resourceVersion": deployed["resourceVersion"],
+            },
+        )
+        await api.wait_phase(deployment_id, "Deployed")
+        # The old template ends once its replicas have drained, not before.
+        await wait_until(lambda: not old.is_running() or old.status() == "zombie")
+        mark = loop.count
+        await wait_until(lambda: loop.count > mark + 10, what="traffic after the rollout")
+    assert loop.errors == [], loop.errors[:5]
+    [new] = templates_of(deployment_id)
+    assert new.pid != old.pid
 
 
 async def test_a_template_that_cannot_load_leaves_replicas_to_report_it(api, bundles):

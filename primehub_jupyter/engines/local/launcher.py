@@ -289,13 +289,20 @@ class ReplicaLauncher:
     def unwanted_templates(
         self, states: Iterable[DeploymentState]
     ) -> list[Coroutine[Any, Any, None]]:
-        """Stops of templates no deployment needs any more (to run beside the tick). A
-        deployment scaled to zero keeps its template warm; a stopped one does not."""
-        wanted = [
-            (s.id, s.template)
-            for s in states
-            if s.template and not s.deleted and not s.quarantined and not s.deployment.spec.stop
-        ]
+        """Stops of templates no deployment needs any more (to run beside the tick).
+
+        A template is needed while a replica of it runs (a rollout's old replicas serve until
+        the new ones are ready, and in a sandbox they live in the template's PID namespace) and
+        while it is its deployment's current template: a deployment scaled to zero keeps it
+        warm; a stopped or deleted one does not.
+        """
+        wanted = set()
+        for state in states:
+            if state.deleted:
+                continue
+            wanted |= {(state.id, r.template) for r in state.replicas if r.handle is not None}
+            if state.template and not state.quarantined and not state.deployment.spec.stop:
+                wanted.add((state.id, state.template))
         return self.templates.unwanted(wanted, self.settings.stop_grace_seconds)
 
     async def stop_templates(self) -> None:
