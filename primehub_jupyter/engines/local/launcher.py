@@ -284,7 +284,13 @@ class ReplicaLauncher:
             "environment": replica_mark_env(replica.name, replica.port),
         }
         async with template.lock:
-            return await asyncio.to_thread(template.fork, request, sock)
+            try:
+                return await asyncio.to_thread(template.fork, request, sock)
+            except OSError:
+                # A template that cannot fork is not asked again: the next start makes a new one.
+                self.templates.discard(template)
+                await template.handle.terminate(self.settings.stop_grace_seconds)
+                raise
 
     def unwanted_templates(
         self, states: Iterable[DeploymentState]

@@ -153,6 +153,13 @@ class Templates:
             old.close()
         self.by_key[(process.deployment_id, process.template)] = process
 
+    def discard(self, process: TemplateProcess) -> None:
+        """Forget a template (the caller stops it)."""
+        process.close()
+        key = (process.deployment_id, process.template)
+        if self.by_key.get(key) is process:
+            del self.by_key[key]
+
     def unwanted(
         self, wanted: Iterable[tuple[str, str]], grace: float
     ) -> list[Coroutine[Any, Any, None]]:
