@@ -56,6 +56,17 @@ def jp_server_config(tmp_path: Path, groups_file: Path, engine_config: dict) -> 
     }
 
 
+@pytest.fixture(autouse=True)
+def forked_for_the_spy(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Any:
+    """The spy test passes only if its replicas really were forked (no silent fallback)."""
+    yield
+    if request.node.name != "test_model_code_sees_no_secret_of_the_server":
+        return
+    messages = [r.getMessage() for r in caplog.get_records("call")]
+    assert not [m for m in messages if "replica template" in m and "failed" in m], messages
+    assert len([m for m in messages if m.startswith("replica template")]) == 2, messages
+
+
 def templates_of(deployment_id: str) -> list[psutil.Process]:
     """The template processes (the Python inside any sandbox) of a deployment."""
     found = []

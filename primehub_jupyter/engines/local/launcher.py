@@ -257,6 +257,9 @@ class ReplicaLauncher:
         process = TemplateProcess(state.id, replica.template, directory, handle, ours)
         self.templates.add(process)
         note(replica, "loading the model once in a replica template; replicas fork from it")
+        self.log.info(
+            "replica template %s-%s started (pid %d)", state.id, replica.template, handle.pid
+        )
 
         async def wait() -> None:
             await asyncio.to_thread(process.wait_ready, self.settings.deploy_timeout)
