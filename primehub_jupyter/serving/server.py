@@ -95,9 +95,14 @@ def serve(options: ServerOptions) -> int:
             shutil.rmtree(options.metrics_dir, ignore_errors=True)
 
 
-def _serve_loaded(options: ServerOptions, sock: socket.socket, capture: LogCapture | None) -> int:
+def _serve_loaded(
+    options: ServerOptions,
+    sock: socket.socket,
+    capture: LogCapture | None,
+    loaded: tuple[Any, Any] | None = None,
+) -> int:
     try:
-        app = _load_app(options, capture)
+        app = _load_app(options, capture, loaded)
     except Exception as exc:
         traceback.print_exc()
         sock.close()
@@ -183,21 +188,33 @@ def _listening_socket(options: ServerOptions) -> socket.socket:
     return sock
 
 
-def _load_app(options: ServerOptions, capture: LogCapture | None = None) -> Any:
-    import hashlib
-
-    from .._version import __version__
-    from .app import ModelServerApp
-    from .bundle import DESCRIPTOR_FILE, load_bundle
-    from .metrics import Identity, ServerMetrics
+def load_model(options: ServerOptions) -> tuple[Any, Any]:
+    """The bundle's descriptor and its loaded, warmed-up runtime (what a template forks with)."""
+    from .bundle import load_bundle
     from .registry import load_runtime
-    from .requestlog import RequestLog
 
     descriptor = load_bundle(options.bundle)
     assert descriptor.bundle_dir is not None
     runtime = load_runtime(descriptor.bundle_dir, descriptor)
     if descriptor.sample is not None:
         _warm_up(runtime, descriptor.sample.request)
+    return descriptor, runtime
+
+
+def _load_app(
+    options: ServerOptions,
+    capture: LogCapture | None = None,
+    loaded: tuple[Any, Any] | None = None,
+) -> Any:
+    import hashlib
+
+    from .._version import __version__
+    from .app import ModelServerApp
+    from .bundle import DESCRIPTOR_FILE
+    from .metrics import Identity, ServerMetrics
+    from .requestlog import RequestLog
+
+    descriptor, runtime = loaded or load_model(options)
     name = options.model_name or descriptor.name
     version = options.model_version
     if not version:
@@ -454,16 +471,27 @@ def model_server_command(
         request_log_dir=request_log_dir.absolute() if request_log_dir else None,
         request_log_fsync_seconds=request_log_fsync_seconds,
     )
-    ctx.exit(serve(options))
+    # A replica template (serving/template.py) parses the same command line and runs itself.
+    run = ctx.obj if callable(ctx.obj) else serve
+    ctx.exit(run(options))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the model server command line; returns the exit code instead of exiting."""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog_name: str = "python -m primehub_jupyter.serving",
+    run: Any = None,
+) -> int:
+    """Run the model server command line; returns the exit code instead of exiting.
+
+    `run` takes the parsed ServerOptions instead of `serve` (the replica template's entry).
+    """
     try:
         result = model_server_command.main(
             args=list(argv) if argv is not None else None,
-            prog_name="python -m primehub_jupyter.serving",
+            prog_name=prog_name,
             standalone_mode=False,
+            obj=run,
         )
     except click.exceptions.Exit as exc:  # --help
         return exc.exit_code

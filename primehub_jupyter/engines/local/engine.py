@@ -44,6 +44,7 @@ from .sandbox import MODES as SANDBOX_MODES
 from .sandbox import Sandbox
 from .scaling import ScaleLoop
 from .store import Store
+from .templates import MODES as TEMPLATE_MODES
 
 _PHASES = {phase.value for phase in Phase}
 
@@ -123,6 +124,13 @@ class LocalEngine(Engine):
         config=True,
         help="Run replicas in a bubblewrap sandbox: 'auto' when bwrap works here (else a "
         "warning), 'bwrap' always (replicas do not start without it), 'off' never.",
+    )
+    replica_templates = Enum(
+        list(TEMPLATE_MODES),
+        default_value="auto",
+        config=True,
+        help="Start replicas by forking a warm template process that loaded the model once "
+        "(sandboxed like a replica): 'auto' for autoscaled predictors, 'on' always, 'off' never.",
     )
     sandbox_network = Bool(
         False,
@@ -209,6 +217,7 @@ class LocalEngine(Engine):
                 concurrency_window=self.scale_concurrency_window,
                 stable_window=self.scale_stable_window,
             ),
+            templates=self.replica_templates,
         )
 
     @property

@@ -59,6 +59,8 @@ class ProcessHandle:
     create_time: float
     popen: subprocess.Popen | None = None
     sandboxed: bool = False
+    # A replica forked by a template is not our child: the template writes its exit code here.
+    exit_file: Path | None = None
 
     @classmethod
     def adopt(cls, pid: int, create_time: float) -> ProcessHandle | None:
@@ -83,12 +85,19 @@ class ProcessHandle:
         try:
             proc = psutil.Process(self.pid)
             if abs(proc.create_time() - self.create_time) > 0.01:
-                return -1
+                return self._recorded_exit()
             if proc.status() == psutil.STATUS_ZOMBIE:
-                return -1
+                return self._recorded_exit()
         except psutil.NoSuchProcess:
-            return -1
+            return self._recorded_exit()
         return None
+
+    def _recorded_exit(self) -> int:
+        """The exit code its template wrote (when forked by one), else -1 (unknown)."""
+        if self.exit_file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return int(self.exit_file.read_text().strip())
+        return -1
 
     def signal(self, sig: int) -> None:
         """Signal the process group it leads (a sandboxed model server is not its leader).

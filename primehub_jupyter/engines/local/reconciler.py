@@ -153,6 +153,8 @@ class Reconciler:
         await self.rows.flush()
         for probe in self.launcher.due_probes(self.deployments.values()):
             self.spawn(probe)
+        for stop in self.launcher.unwanted_templates(self.deployments.values()):
+            self.spawn(stop)
         admitted_by_group: dict[str, Usage] = {}
         for state in sorted(self.deployments.values(), key=lambda r: r.seq):
             if state.deleted or state.quarantined:
@@ -295,6 +297,7 @@ class Reconciler:
         grace = self.settings.stop_grace_seconds
         handles = [r.handle for s in self.deployments.values() for r in s.replicas if r.handle]
         await asyncio.gather(*(h.terminate(grace) for h in handles), return_exceptions=True)
+        await self.launcher.stop_templates()
         for state in self.deployments.values():
             for replica in state.replicas:
                 await self.rows.write(replica.name, None)
@@ -303,9 +306,11 @@ class Reconciler:
 
     def _template(self, spec: DeploymentSpec, predictor: Predictor) -> str:
         # What a replica runs; traffic and shadow are routing, so a weight change alone
-        # restarts nothing.
+        # restarts nothing. The predictor's name is in it: a replica template (templates.py)
+        # forks replicas that answer with that name.
         key = json.dumps(
             {
+                "predictor": predictor.name,
                 "uri": predictor.model_uri,
                 "image": predictor.model_image,
                 "instanceType": predictor.instance_type,

@@ -143,6 +143,7 @@ class ReplicaSettings:
     log_max_bytes: int = 10 * 1024 * 1024
     tick_seconds: float = 0.25
     scale: ScaleSettings = field(default_factory=ScaleSettings)
+    templates: str = "auto"  # replica templates (templates.py): auto, on or off
 
     def backoff(self, restarts: int) -> float:
         """Seconds before the next start of a replica that has crashed `restarts` times."""
