@@ -126,7 +126,7 @@ def test_deploy_update_diff_rollback_and_lifecycle(kernel: Kernel):
     assert 'data-phase="Deployed"' in "".join(out.html)  # the live progress ends green
     card = kernel.ok("d")
     assert "ph-card" in card.html[0] and "#2e7d32" in card.html[0]  # green: Deployed
-    assert "curl -X POST" in card.html[0] and "-u <client-name>" not in card.html[0]
+    assert "curl -X POST" in card.html[0] and "client-name" not in card.html[0]
     assert "Deployment(id='iris-magic-" in card.plain[0]
     kernel.ok("ID = d.id")
 
@@ -179,7 +179,7 @@ def test_deploy_update_diff_rollback_and_lifecycle(kernel: Kernel):
 def test_private_endpoint_clients_from_the_notebook(kernel: Kernel):
     kernel.ok("p = %deploy model --name iris-secret --private")
     card = kernel.ok("p")
-    assert "-u &lt;client-name&gt;:&lt;client-token&gt;" in card.html[0]
+    assert "-u &#x27;&lt;client-name&gt;:&lt;client-token&gt;&#x27;" in card.html[0]
     added = kernel.ok("c = %phdeploy clients {p.id} add billing\nc")
     assert "will not be shown again" in "".join(added.html)
     code = (
