@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..kernel import options as shared
+from ..kernel.display import replica_range
 from ..kernel.words import describe_changes, rollback_spec
 from .common import call, client_of, confirm, wait_for
 from .documents import SET_FLAGS, load_document, parse_sets
@@ -21,6 +22,7 @@ from .output import (
     deployments_table,
     emit,
     example,
+    model_text,
     preview,
     table,
 )
@@ -199,15 +201,18 @@ def history(ctx: click.Context, deployment_id: str, revision: int | None, output
     rows = table("REV", "TIME", "USER", "STOPPED", "MODEL", "REPLICAS", "TYPE", "ACCESS", "MESSAGE")
     for entry in entries:
         spec = entry["spec"]
-        predictor = spec["predictors"][0]
+        predictors = spec["predictors"]
+        several = len(predictors) > 1
         rows.add_row(
             str(entry["revision"]),
             entry["time"],
             entry["user"],
             "yes" if spec.get("stop") else "no",
-            predictor.get("modelURI") or predictor.get("modelImage") or "-",
-            str(predictor["replicas"]),
-            predictor["instanceType"],
+            ", ".join(
+                (f"{p['name']}={model_text(p)}" if several else model_text(p)) for p in predictors
+            ),
+            ", ".join(replica_range(p) for p in predictors),
+            ", ".join(sorted({p["instanceType"] for p in predictors})),
             spec["endpoint"]["accessType"],
             entry.get("updateMessage") or "",
         )

@@ -11,6 +11,7 @@ from typing import Any
 import click
 import yaml
 
+from ..kernel.display import predictor_replicas, ready_text
 from ..kernel.examples import curl_example
 from ..kernel.words import phase_style
 
@@ -88,18 +89,44 @@ def deployments_table(items: list[dict[str, Any]]) -> None:
     rows = table("ID", "NAME", "GROUP", "PHASE", "READY", "ACCESS", "ENDPOINT", "UPDATED")
     for d in items:
         spec, status = d["spec"], d["status"]
-        wanted = spec["predictors"][0]["replicas"] if not spec.get("stop") else 0
+        ready = (
+            f"{status.get('availableReplicas', 0)}/0"
+            if spec.get("stop")
+            else ready_text(spec, status)
+        )
         rows.add_row(
             d["id"],
             spec["displayName"],
             spec["groupName"],
             phase(status),
-            f"{status.get('availableReplicas', 0)}/{wanted}",
+            ready,
             spec["endpoint"]["accessType"],
             status.get("endpoint") or "-",
             ago(status.get("lastUpdated")),
         )
     console().print(rows)
+
+
+def model_text(predictor: dict[str, Any]) -> str:
+    """What a predictor serves: its model URI or image."""
+    return predictor.get("modelURI") or predictor.get("modelImage") or "-"
+
+
+def predictor_rows(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """Model and instance type: plain for one predictor, one line per predictor otherwise."""
+    predictors = spec["predictors"]
+    if len(predictors) == 1:
+        (one,) = predictors
+        return [
+            ("Model URI", one.get("modelURI") or "-"),
+            ("Model image", one.get("modelImage") or "-"),
+            ("Instance type", one["instanceType"]),
+        ]
+    rows = []
+    for p in predictors:
+        share = "shadow" if p.get("shadow") else f"{p.get('traffic') or 0}%"
+        rows.append((f"Predictor {p['name']}", f"{share}  {model_text(p)}  ({p['instanceType']})"))
+    return rows
 
 
 def deployment_detail(d: dict[str, Any]) -> None:
@@ -114,10 +141,8 @@ def deployment_detail(d: dict[str, Any]) -> None:
         ("Status", phase(status) + (f"  {status['message']}" if status.get("message") else "")),
         ("Endpoint", status.get("endpoint") or "-"),
         ("Access", spec["endpoint"]["accessType"]),
-        ("Model URI", predictor.get("modelURI") or "-"),
-        ("Model image", predictor.get("modelImage") or "-"),
-        ("Instance type", predictor["instanceType"]),
-        ("Replicas", f"{status.get('availableReplicas', 0)}/{predictor['replicas']} available"),
+        *predictor_rows(spec),
+        *predictor_replicas(spec, status),
         ("Deployed by", spec.get("userName") or "-"),
         ("Created", status.get("creationTime") or "-"),
         ("Last updated", f"{status.get('lastUpdated') or '-'} ({ago(status.get('lastUpdated'))})"),
