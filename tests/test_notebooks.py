@@ -47,6 +47,15 @@ EXPECTED = {
         "'/api/model/invoke'",  # a route of the catalog document
         "deleted",
     ],
+    "08-canary-and-scale.ipynb": [
+        "('v2', 10, 'Deployed')",  # the canary's status after the update
+        "two-proportion z-test",  # the comparison names its test
+        "promote v2",  # the history records the promotion
+        "('v2', ['v2'])",  # every answer now comes from v2, the only predictor left
+        "('ScaledToZero', 0)",
+        "answered 200 after",  # the first request to zero replicas is held, then answered
+        "deleted",
+    ],
 }
 
 
