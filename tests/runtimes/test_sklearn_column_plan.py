@@ -110,3 +110,39 @@ def test_other_column_transformers_use_the_models_own_call(tmp_path, change):
     assert runtime._plan is None
     X = _request_frame(table, _frame(10, 4))
     assert np.array_equal(runtime.predict(X, None, {}), model.predict_proba(X))
+
+
+def test_a_pandas_na_column_passed_through_fails_as_the_model_does(tmp_path):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame = _frame(200, 0)[["age", "income", "city"]].astype({"age": "Int64"})
+    prep = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["income"]),
+            ("age", "passthrough", ["age"]),
+            ("cat", OneHotEncoder(), ["city"]),
+        ]
+    )
+    model = Pipeline([("prep", prep), ("clf", LogisticRegression())])
+    model.fit(frame, frame["income"] > 5000)
+    bundle = tmp_path / "bundle"
+    package(model, bundle, sample_input=frame.head(2))
+    runtime = load_runtime(bundle, load_bundle(bundle))
+    assert runtime._plan is not None
+    X = pd.DataFrame(
+        {
+            "age": pd.array([30, None], dtype="Int64"),
+            "income": [4000.0, 6000.0],
+            "city": pd.array(["Rome", "Oslo"], dtype=frame["city"].dtype),
+        }
+    )
+    with pytest.raises(ValueError) as own:
+        model.predict_proba(X)
+    with pytest.raises(ValueError) as ours:
+        runtime.predict(X, None, {})
+    assert str(ours.value) == str(own.value) and "pandas.NA" in str(ours.value)
+    fine = X.fillna({"age": 40})
+    assert np.array_equal(runtime.predict(fine, None, {}), model.predict_proba(fine))

@@ -115,7 +115,9 @@ class SklearnRuntime(Runtime):
             X = self._columns.frame(X, names)
         plan = self._plan
         if plan is not None and plan.takes(X):
-            return np.asarray(plan(X))
+            output = plan(X)
+            if output is not None:
+                return np.asarray(output)
         return np.asarray(self._call(X))
 
 
@@ -225,13 +227,27 @@ class _ColumnPlan:
         return columns is not None and columns.tolist() == self.columns
 
     def __call__(self, X: Any) -> Any:
+        """The model's output for X, or None where ColumnTransformer would refuse a
+        transformer's output (not 2-D, or a DataFrame column holding pandas.NA): the model's
+        own call then answers, with its own error."""
+        import pandas as pd
         import scipy.sparse
 
         outputs = []
         for transformer, selection in self.parts:
             columns = X[selection] if isinstance(selection, str) else X.take(selection, axis=1)
             output = transformer.transform(columns)
-            outputs.append(output.toarray() if scipy.sparse.issparse(output) else output)
+            if scipy.sparse.issparse(output):
+                output = output.toarray()
+            elif getattr(output, "ndim", 0) != 2 or (
+                isinstance(output, pd.DataFrame)
+                and any(
+                    getattr(dtype, "na_value", None) is pd.NA and pd.NA in output[name].values
+                    for name, dtype in output.dtypes.items()
+                )
+            ):
+                return None
+            outputs.append(output)
         Xt = np.hstack(outputs)
         for step in self.steps:
             Xt = step.transform(Xt)
