@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ModelLoadError, PackagingError
-from ..tables import encoder_categories
+from ..tables import Table, encoder_categories
 from .base import PER_CLASS_METHODS, ModelFacts, PackageOptions, Packager, Runtime
 from .common import Columns, defined_in, labels, pin
 
@@ -48,6 +48,7 @@ class SklearnRuntime(Runtime):
         self._call: Any = None
         self._class_names: list[str] | None = None
         self._columns: Columns | None = None
+        self._plan: _ColumnPlan | None = None
 
     def load(self, bundle_dir: Path, descriptor: BundleDescriptor) -> None:
         """Unpickle the artifact with joblib and bind the configured predict method."""
@@ -100,6 +101,7 @@ class SklearnRuntime(Runtime):
             self._columns = Columns([str(n) for n in feature_names])
             # Models fitted on a DataFrame warn on every ndarray call; that would flood the log.
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        self._plan = _ColumnPlan.of(model, method, descriptor)
 
     @property
     def class_names(self) -> list[str] | None:
@@ -111,7 +113,145 @@ class SklearnRuntime(Runtime):
         (table requests arrive as one already, with the recorded column dtypes)."""
         if self._columns is not None and isinstance(X, np.ndarray):
             X = self._columns.frame(X, names)
+        plan = self._plan
+        if plan is not None and plan.takes(X):
+            output = plan(X)
+            if output is not None:
+                return np.asarray(output)
         return np.asarray(self._call(X))
+
+
+class _ColumnPlan:
+    """A Pipeline whose first step is a ColumnTransformer, called step by step.
+
+    For one row, ColumnTransformer.transform spent over half of predict_proba in its own
+    orchestration (joblib's sequential dispatch with per-transformer config and warning-filter
+    replay, pandas column selection through `_safe_indexing`, narwhals checks, output checks),
+    not in the transformers. This does what it does for a fitted, dense, unweighted one: each
+    fitted transformer's own `transform` on a DataFrame of its columns (so their checks and
+    errors are unchanged), `np.hstack` of the outputs (sparse ones made dense first, as
+    ColumnTransformer does when `sparse_output_` is False), then the later steps and the
+    final estimator's method, as Pipeline does. Built only from public fitted attributes, and
+    used only when it answers the bundle's sample exactly as the model's own method does.
+    """
+
+    def __init__(
+        self,
+        columns: list[str],
+        parts: list[tuple[Any, Any]],
+        steps: list[Any],
+        final: Any,
+    ) -> None:
+        self.columns = columns
+        self.parts = parts
+        self.steps = steps
+        self.final = final
+
+    @classmethod
+    def of(cls, model: Any, method: str, descriptor: BundleDescriptor) -> _ColumnPlan | None:
+        """The plan for `model`, or None when it is not such a pipeline or answers otherwise."""
+        signature = descriptor.signature
+        if signature is None or not signature.is_table or descriptor.sample is None:
+            return None
+        try:
+            import sklearn
+            from sklearn.compose import ColumnTransformer
+            from sklearn.pipeline import Pipeline
+        except ImportError:
+            return None
+        if not isinstance(model, Pipeline) or len(model.steps) < 2:
+            return None
+        first, final = model.steps[0][1], model.steps[-1][1]
+        if not isinstance(first, ColumnTransformer) or not hasattr(final, method):
+            return None
+        if sklearn.get_config().get("enable_metadata_routing"):
+            return None  # Pipeline then routes parameters to each step
+        names = getattr(first, "feature_names_in_", None)
+        if names is None or first.sparse_output_ or first.transformer_weights:
+            return None
+        names = [str(n) for n in names]
+        parts: list[tuple[Any, Any]] = []
+        for _, transformer, selection in first.transformers_:
+            if isinstance(transformer, str):
+                if transformer == "drop":
+                    continue
+                return None  # fitted "passthrough" is a FunctionTransformer; anything else: no
+            if isinstance(selection, str):
+                parts.append((transformer, selection))  # one column: a Series, as sklearn does
+                continue
+            chosen = list(selection)
+            if not chosen:
+                continue  # ColumnTransformer skips empty selections
+            if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in chosen):
+                chosen = [names[int(c)] for c in chosen]  # the remainder's column indices
+            if not all(isinstance(c, str) and c in names for c in chosen):
+                return None
+            # Positions in the fitted order (`takes` checks X has exactly that order): take()
+            # copies the same columns as sklearn's own `X.loc[:, names]`, at a third of its cost.
+            parts.append((transformer, [names.index(c) for c in chosen]))
+        if not parts:
+            return None
+        steps = [s for _, s in model.steps[1:-1] if s is not None and s != "passthrough"]
+        plan = cls(names, parts, steps, getattr(final, method))
+        return plan if plan._agrees(model, method, descriptor) else None
+
+    def _agrees(self, model: Any, method: str, descriptor: BundleDescriptor) -> bool:
+        """Whether the plan answers the bundle's sample rows exactly as the model does."""
+        assert descriptor.signature is not None and descriptor.sample is not None
+        data = descriptor.sample.request.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("ndarray"), list):
+            return False
+        try:
+            frame = Table(descriptor.signature.inputs).from_rows(
+                data.get("names") or None, data["ndarray"], "sample"
+            )
+            if not self.takes(frame):
+                return False
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if not isinstance(model.steps[0][1].transform(frame), np.ndarray):
+                    return False  # set_output(transform="pandas"): not handled here
+                own = np.asarray(getattr(model, method)(frame))
+                mine = np.asarray(self(frame))
+        except Exception:
+            return False
+        return (
+            own.dtype == mine.dtype
+            and own.shape == mine.shape
+            and bool(np.array_equal(own, mine, equal_nan=own.dtype.kind in "fc"))
+        )
+
+    def takes(self, X: Any) -> bool:
+        """Whether X is a DataFrame with the fitted columns in fitted order."""
+        columns = getattr(X, "columns", None)
+        return columns is not None and columns.tolist() == self.columns
+
+    def __call__(self, X: Any) -> Any:
+        """The model's output for X, or None where ColumnTransformer would refuse a
+        transformer's output (not 2-D, or a DataFrame column holding pandas.NA): the model's
+        own call then answers, with its own error."""
+        import pandas as pd
+        import scipy.sparse
+
+        outputs = []
+        for transformer, selection in self.parts:
+            columns = X[selection] if isinstance(selection, str) else X.take(selection, axis=1)
+            output = transformer.transform(columns)
+            if scipy.sparse.issparse(output):
+                output = output.toarray()
+            elif getattr(output, "ndim", 0) != 2 or (
+                isinstance(output, pd.DataFrame)
+                and any(
+                    getattr(dtype, "na_value", None) is pd.NA and pd.NA in output[name].values
+                    for name, dtype in output.dtypes.items()
+                )
+            ):
+                return None
+            outputs.append(output)
+        Xt = np.hstack(outputs)
+        for step in self.steps:
+            Xt = step.transform(Xt)
+        return self.final(Xt)
 
 
 class SklearnPackager(Packager):
