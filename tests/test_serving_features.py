@@ -438,7 +438,7 @@ def test_request_log_records_requests_and_responses(iris):
     assert first["user"] == "alice"
     assert first["status"] == 200
     assert first["path"] == PREDICT
-    assert first["replica"] == "iris-dep-abc-0"
+    assert first["replica"] == "iris-dep-abc-0" and first["predictor"] == "pred-a"
     assert first["request"] == {"data": {"ndarray": X}, "meta": {"tags": {"n": 1}}}
     assert first["response"] == ok.json()
     assert first["latencyMs"] > 0

@@ -587,6 +587,7 @@ class ModelServerApp(TableEndpoints, V2Endpoints):
                 "status": status,
                 "latencyMs": round(elapsed * 1000.0, 3),
                 "replica": self.replica,
+                "predictor": self.predictor,
                 "request": RawBody(call.request_body, call.request_json_length),
                 "response": RawBody(body, response_length),
             },
