@@ -171,11 +171,19 @@ async def scale(engine: Any, deployment_id: str, replicas: int) -> None:
 
 
 async def to_zero(engine: Any, deployment_id: str) -> float:
-    """Wait until the engine has scaled the idle predictor to zero; the seconds it took."""
+    """Wait until the engine has scaled the idle predictor to zero; the seconds it took.
+
+    At zero means: status.predictors[0].phase is ScaledToZero (the scaler's decision, written
+    on the reconciler's tick) and no process of the deployment's replicas is left (the last
+    one drained and stopped), so the request that follows wakes a new replica rather than
+    taking a retiring one back.
+    """
     started = time.monotonic()
+    state = engine.reconciler.deployments[deployment_id]
     while True:
         status = (await engine.get(deployment_id)).status
-        if status.predictors and status.predictors[0].phase.value == "ScaledToZero":
+        scaled = status.predictors and status.predictors[0].phase.value == "ScaledToZero"
+        if scaled and status.predictors[0].replicas == 0 and not state.replicas:
             return time.monotonic() - started
         if time.monotonic() - started > DEADLINE_SECONDS:
             raise RuntimeError(f"{deployment_id} not ScaledToZero: {status.predictors}")

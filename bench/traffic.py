@@ -8,11 +8,13 @@ share this event loop with the engine, and is bounded in time:
           the X-PrimeHub-Predictor headers of requests sent after the update was Deployed
           (target within 2 points of the weights);
   shadow  the same primary alone and with a shadow (by updates, alternating): its p99 latency
-          under the same load, and the ratio (target within 5%);
+          under the same load, 4 clients back to back and a paced --rate, the ratio (target
+          within 5%) and the CPU per request of the gateway and replicas;
   step    one autoscaled predictor (minReplicas 1, maxReplicas 4, targetConcurrency 2): 1 client,
-          then 16: seconds until status.predictors[0].replicas > 1 and until availableReplicas > 1.
+          then 16: seconds until status.predictors[0].replicas > 1, until availableReplicas > 1
+          and until all 4 are available.
 
-    python bench/traffic.py [--seconds 6] [--rounds 2]
+    python bench/traffic.py [--seconds 6] [--rounds 2] [--rate 200]
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ SWEEP = (0, 10, 50, 100)
 # --- the load process ------------------------------------------------------------------------
 
 
-async def load(url: str, clients: int, seconds: float, count: int) -> list[list[Any]]:
-    """`clients` loops posting the iris row until `seconds` pass or `count` requests are sent.
+async def load(
+    url: str, clients: int, seconds: float, count: int, rate: float = 0.0
+) -> list[list[Any]]:
+    """`clients` loops posting the iris row until `seconds` pass or `count` requests are sent;
+    back to back, or paced to `rate` requests/s in total (an open load: latency, not queueing).
 
     Each request: [wall time sent, latency seconds, status (0: no answer), predictor header].
     """
@@ -57,9 +62,17 @@ async def load(url: str, clients: int, seconds: float, count: int) -> list[list[
     headers = {"Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        print("started", flush=True)  # the parent times its update from here
 
-        async def client() -> None:
+        begin = time.perf_counter()
+
+        async def client(index: int) -> None:
+            sent_here = 0
             while time.perf_counter() < stop and len(results) < count:
+                if rate > 0:
+                    due = begin + (sent_here * clients + index) / rate
+                    sent_here += 1
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 sent, started = time.time(), time.perf_counter()
                 try:
                     async with session.post(url, data=PAYLOAD, headers=headers) as response:
@@ -70,22 +83,51 @@ async def load(url: str, clients: int, seconds: float, count: int) -> list[list[
                     status, predictor = 0, ""
                 results.append([sent, time.perf_counter() - started, status, predictor])
 
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client(i) for i in range(clients)))
     return results
 
 
-def start_load(url: str, clients: int, seconds: float, count: int = 10**9) -> subprocess.Popen:
-    """The load generator as a separate process; its JSON results come on stdout."""
+async def start_load(
+    url: str, clients: int, seconds: float, count: int = 10**9, rate: float = 0.0
+) -> subprocess.Popen:
+    """The load generator as a separate process, once it sends; its results come on stdout."""
     cmd = [sys.executable, __file__, "--load", url, "--clients", str(clients)]
-    cmd += ["--seconds", str(seconds), "--count", str(count)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    cmd += ["--seconds", str(seconds), "--count", str(count), "--rate", str(rate)]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    line = await asyncio.to_thread(process.stdout.readline)
+    if line.strip() != b"started":
+        raise RuntimeError(f"the load process did not start: {line!r}")
+    return process
 
 
 async def finish_load(process: subprocess.Popen) -> list[list[Any]]:
+    """The load process's requests, once its time is up."""
     out, _ = await asyncio.to_thread(process.communicate, timeout=DEADLINE_SECONDS)
     if process.returncode != 0:
         raise RuntimeError(f"the load process exited {process.returncode}")
     return json.loads(out)
+
+
+def server_cpu(workdir: Path) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each gateway and replica process of this run
+    (every process whose command line names the run's directory; not the engine or the load)."""
+    import psutil
+
+    seconds = {}
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(workdir) in part for part in process.info["cmdline"] or []):
+                times = process.cpu_times()
+                seconds[process.pid] = times.user + times.system
+        except (psutil.Error, OSError):
+            continue
+    return seconds
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two readings by the processes alive at the second."""
+    return sum(total - before.get(pid, 0.0) for pid, total in after.items())
 
 
 def p99(latencies: list[float]) -> float:
@@ -149,7 +191,7 @@ async def sweep(engine: Any, bundle: Path, seconds: float) -> list[dict[str, Any
     url = engine.endpoint_of("sweep")
     rows = []
     for weight in SWEEP:
-        process = start_load(url, 8, seconds)
+        process = await start_load(url, 8, seconds)
         await asyncio.sleep(1.0)  # the update lands under load
         changed = time.time()
         deployed = await update(engine, "sweep", predictors(weight))
@@ -177,27 +219,39 @@ async def sweep(engine: Any, bundle: Path, seconds: float) -> list[dict[str, Any
     return rows
 
 
-async def shadow(engine: Any, bundle: Path, seconds: float, rounds: int) -> dict[str, list[float]]:
+async def shadow(
+    engine: Any, bundle: Path, workdir: Path, args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Primary p99 with and without a shadow, alternating, under two loads: 4 clients back to
+    back (the 2 cores saturated) and a paced `--rate` (headroom left)."""
     base = {"instanceType": "cpu-0.5", "modelURI": str(bundle), "replicas": 1}
-    alone = [base | {"name": "v1"}]
+    alone = [base | {"name": "v1", "traffic": 100}]  # v1 unchanged by the updates
     with_shadow = [base | {"name": "v1", "traffic": 100}, base | {"name": "v2", "shadow": True}]
     await engine.create(record("shadow", alone))
     await wait_deployed(engine, "shadow")
     url = engine.endpoint_of("shadow")
-    p99s: dict[str, list[float]] = {"off": [], "on": []}
-    for _ in range(rounds):
+    out: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
         for mode, predictors in (("on", with_shadow), ("off", alone)):
             await update(engine, "shadow", predictors)
-            await asyncio.sleep(1.0)  # the replaced replicas have drained
-            results = await finish_load(start_load(url, 4, seconds))
-            ok = [r[1] for r in results if r[2] == 200]
-            p99s[mode].append(p99(ok))
-            print(
-                f"  shadow {mode}: {len(results)} requests, {len(results) - len(ok)} failed, "
-                f"primary p50 {1000 * statistics.median(ok):.2f} ms, p99 {1000 * p99(ok):.2f} ms"
-            )
+            await asyncio.sleep(1.5)  # the replaced replicas have drained
+            for kind, rate in (("closed", 0.0), ("paced", args.rate)):
+                before = server_cpu(workdir)
+                clients = 4 if kind == "closed" else 8
+                results = await finish_load(await start_load(url, clients, args.seconds, rate=rate))
+                cpu = cpu_since(before, server_cpu(workdir))
+                ok = [r[1] for r in results if r[2] == 200]
+                out.setdefault(f"{kind}-{mode}", []).append(p99(ok))
+                out.setdefault(f"{kind}-{mode}-cpu", []).append(1e6 * cpu / len(results))
+                out.setdefault(f"{kind}-{mode}-rps", []).append(len(results) / args.seconds)
+                print(
+                    f"  shadow {mode}, {kind} load: {len(results)} requests, "
+                    f"{len(results) - len(ok)} failed, primary p50 "
+                    f"{1000 * statistics.median(ok):.2f} ms, p99 {1000 * p99(ok):.2f} ms; "
+                    f"gateway + replicas {1e6 * cpu / len(results):.0f} us CPU per request"
+                )
     await engine.delete("shadow")
-    return p99s
+    return out
 
 
 async def step(engine: Any, bundle: Path) -> dict[str, float]:
@@ -206,26 +260,27 @@ async def step(engine: Any, bundle: Path) -> dict[str, float]:
     await engine.create(record("step", [predictor]))
     await wait_deployed(engine, "step")
     url = engine.endpoint_of("step")
-    await finish_load(start_load(url, 1, 3.0))
-    process = start_load(url, 16, 30.0)
+    await finish_load(await start_load(url, 1, 3.0))
+    process = await start_load(url, 16, 30.0)
     started = time.monotonic()
     seen: dict[str, float] = {}
     try:
-        while "available" not in seen and time.monotonic() - started < 30.0:
+        while "all" not in seen and time.monotonic() - started < 30.0:
             status = (await engine.get("step")).status.predictors[0]
             if status.replicas > 1:
                 seen.setdefault("added", time.monotonic() - started)
             if status.available_replicas > 1:
-                seen["available"] = time.monotonic() - started
+                seen.setdefault("available", time.monotonic() - started)
+            if status.available_replicas == 4:
+                seen.setdefault("all", time.monotonic() - started)
             await asyncio.sleep(0.05)
     finally:
         process.terminate()
         process.wait(30)
-    status = (await engine.get("step")).status.predictors[0]
-    seen["replicas"] = status.replicas
     print(
         f"  step 1 -> 16 clients: replicas added after {seen.get('added', -1):.2f} s, "
-        f"available after {seen.get('available', -1):.2f} s ({status.replicas} wanted)"
+        f"available after {seen.get('available', -1):.2f} s, all 4 available after "
+        f"{seen.get('all', -1):.2f} s"
     )
     await engine.delete("step")
     return seen
@@ -248,7 +303,7 @@ async def run(args: argparse.Namespace, workdir: Path, bundle: Path) -> dict[str
     try:
         return {
             "sweep": await sweep(engine, bundle, args.seconds),
-            "shadow": await shadow(engine, bundle, args.seconds, args.rounds),
+            "shadow": await shadow(engine, bundle, workdir, args),
             "step": await step(engine, bundle),
         }
     finally:
@@ -267,16 +322,26 @@ def summary(results: dict[str, Any]) -> None:
             f"{row['measured']:.1f}% of {row['counted']} ({off:.1f} points off) | 0 failed, "
             "<= 2 points |"
         )
-    on = statistics.median(results["shadow"]["on"])
-    off = statistics.median(results["shadow"]["off"])
-    print(
-        f"| shadow on / off, primary p99 | {1000 * on:.2f} / {1000 * off:.2f} ms = "
-        f"{on / off:.2f}x | <= 1.05x |"
-    )
+    shadows = results["shadow"]
+    for kind in ("closed", "paced"):
+        on, off = (
+            statistics.median(shadows[f"{kind}-on"]),
+            statistics.median(shadows[f"{kind}-off"]),
+        )
+        cpu_on = statistics.median(shadows[f"{kind}-on-cpu"])
+        cpu_off = statistics.median(shadows[f"{kind}-off-cpu"])
+        rps_on = statistics.median(shadows[f"{kind}-on-rps"])
+        rps_off = statistics.median(shadows[f"{kind}-off-rps"])
+        print(
+            f"| shadow on / off, {kind} load, primary p99 | {1000 * on:.2f} / {1000 * off:.2f} "
+            f"ms = {on / off:.2f}x ({rps_on:.0f} / {rps_off:.0f} req/s; CPU per request "
+            f"{cpu_on:.0f} / {cpu_off:.0f} us) | <= 1.05x |"
+        )
     seen = results["step"]
     print(
         f"| load step 1 -> 16 clients | replicas added {seen.get('added', -1):.2f} s, "
-        f"available {seen.get('available', -1):.2f} s | a few seconds |"
+        f"available {seen.get('available', -1):.2f} s, all 4 {seen.get('all', -1):.2f} s | a few "
+        "seconds |"
     )
 
 
@@ -285,13 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="load per sweep/shadow step")
     parser.add_argument("--rounds", type=int, default=2, help="shadow on/off alternations")
+    parser.add_argument("--rate", type=float, default=200.0, help="paced shadow load, req/s")
     parser.add_argument("--sandbox", default="auto", help="LocalEngine.sandbox")
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--clients", type=int, default=8, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=10**9, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load:
-        requests = asyncio.run(load(args.load, args.clients, args.seconds, args.count))
+        requests = asyncio.run(load(args.load, args.clients, args.seconds, args.count, args.rate))
         json.dump(requests, sys.stdout)
         return 0
     print(f"load average at start: {os.getloadavg()}")
