@@ -223,22 +223,33 @@ async def shadow(
     engine: Any, bundle: Path, workdir: Path, args: argparse.Namespace
 ) -> dict[str, list[float]]:
     """Primary p99 with and without a shadow, alternating, under two loads: 4 clients back to
-    back (the 2 cores saturated) and a paced `--rate` (headroom left)."""
+    back (the 2 cores saturated) and a paced `--rate` (headroom left). A control, `side`: no
+    shadow, but the same paced rate sent at once to another deployment of the same model (the
+    CPU a shadow's copies cost, without the mirroring)."""
     base = {"instanceType": "cpu-0.5", "modelURI": str(bundle), "replicas": 1}
     alone = [base | {"name": "v1", "traffic": 100}]  # v1 unchanged by the updates
     with_shadow = [base | {"name": "v1", "traffic": 100}, base | {"name": "v2", "shadow": True}]
     await engine.create(record("shadow", alone))
+    await engine.create(record("side", alone))
     await wait_deployed(engine, "shadow")
-    url = engine.endpoint_of("shadow")
+    await wait_deployed(engine, "side")
+    url, side_url = engine.endpoint_of("shadow"), engine.endpoint_of("side")
     out: dict[str, list[float]] = {}
     for _ in range(args.rounds):
-        for mode, predictors in (("on", with_shadow), ("off", alone)):
+        for mode, predictors in (("on", with_shadow), ("off", alone), ("side", alone)):
             await update(engine, "shadow", predictors)
             await asyncio.sleep(1.5)  # the replaced replicas have drained
             for kind, rate in (("closed", 0.0), ("paced", args.rate)):
+                if mode == "side" and kind == "closed":
+                    continue
                 before = server_cpu(workdir)
                 clients = 4 if kind == "closed" else 8
+                side = None
+                if mode == "side":
+                    side = await start_load(side_url, clients, args.seconds, rate=rate)
                 results = await finish_load(await start_load(url, clients, args.seconds, rate=rate))
+                if side is not None:
+                    await finish_load(side)
                 cpu = cpu_since(before, server_cpu(workdir))
                 ok = [r[1] for r in results if r[2] == 200]
                 out.setdefault(f"{kind}-{mode}", []).append(p99(ok))
@@ -251,6 +262,7 @@ async def shadow(
                     f"gateway + replicas {1e6 * cpu / len(results):.0f} us CPU per request"
                 )
     await engine.delete("shadow")
+    await engine.delete("side")
     return out
 
 
@@ -323,19 +335,21 @@ def summary(results: dict[str, Any]) -> None:
             "<= 2 points |"
         )
     shadows = results["shadow"]
-    for kind in ("closed", "paced"):
-        on, off = (
-            statistics.median(shadows[f"{kind}-on"]),
-            statistics.median(shadows[f"{kind}-off"]),
-        )
-        cpu_on = statistics.median(shadows[f"{kind}-on-cpu"])
-        cpu_off = statistics.median(shadows[f"{kind}-off-cpu"])
-        rps_on = statistics.median(shadows[f"{kind}-on-rps"])
-        rps_off = statistics.median(shadows[f"{kind}-off-rps"])
+    rows = [
+        ("shadow on / off, 4 clients back to back", "closed-on", "closed-off"),
+        ("shadow on / off, paced", "paced-on", "paced-off"),
+        ("control: side load / off, paced", "paced-side", "paced-off"),
+    ]
+    for label, first, second in rows:
+        a, b = statistics.median(shadows[first]), statistics.median(shadows[second])
+        cpu_a = statistics.median(shadows[f"{first}-cpu"])
+        cpu_b = statistics.median(shadows[f"{second}-cpu"])
+        rps_a = statistics.median(shadows[f"{first}-rps"])
+        rps_b = statistics.median(shadows[f"{second}-rps"])
         print(
-            f"| shadow on / off, {kind} load, primary p99 | {1000 * on:.2f} / {1000 * off:.2f} "
-            f"ms = {on / off:.2f}x ({rps_on:.0f} / {rps_off:.0f} req/s; CPU per request "
-            f"{cpu_on:.0f} / {cpu_off:.0f} us) | <= 1.05x |"
+            f"| {label}, primary p99 | {1000 * a:.2f} / {1000 * b:.2f} ms = {a / b:.2f}x "
+            f"({rps_a:.0f} / {rps_b:.0f} req/s; CPU per request {cpu_a:.0f} / {cpu_b:.0f} us) "
+            "| <= 1.05x |"
         )
     seen = results["step"]
     print(
