@@ -12,8 +12,10 @@ import pytest
 import requests
 
 from primehub_jupyter.engines.local.engine import LocalEngine
+from primehub_jupyter.engines.local.launcher import SHADOW_NICENESS
 
 from .conftest import RequestLoop, wait_until
+from .serve_helpers import replica_processes
 
 PAYLOAD = {"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2]]}}
 PREDICTOR = "X-PrimeHub-Predictor"
@@ -58,6 +60,12 @@ async def test_predictors_split_stick_mirror_and_join_feedback(api, bundles, jp_
         ("mirror", 0, True),
     ]
     assert all(p["availableReplicas"] == 1 for p in status["predictors"])
+    # The shadow's model server runs at a lower CPU priority than the answering ones.
+    niceness = {}
+    for process in replica_processes("ab"):
+        cmdline = process.cmdline()
+        niceness[cmdline[cmdline.index("--predictor") + 1]] = process.nice()
+    assert niceness == {"v1": 0, "v2": 0, "mirror": SHADOW_NICENESS}, niceness
     by_predictor = {r["predictor"]: r["name"] for r in status["replicaStatuses"]}
     assert set(by_predictor) == {"v1", "v2", "mirror"}
     assert all(name.startswith(f"ab-{p}-") for p, name in by_predictor.items())

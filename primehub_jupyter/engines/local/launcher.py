@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -66,6 +67,10 @@ def note(replica: Replica, text: str) -> None:
 def predictor_of(spec: DeploymentSpec, replica: Replica) -> Predictor:
     """The predictor of the spec a replica serves (the primary for one no predictor claims)."""
     return next((p for p in spec.predictors if p.name == replica.predictor), spec.predictor)
+
+
+# The niceness of a shadow predictor's processes (inherited by the model server and its forks).
+SHADOW_NICENESS = 10
 
 
 class ReplicaLauncher:
@@ -340,7 +345,26 @@ class ReplicaLauncher:
         writable: list[Path],
         chdir: Path,
     ) -> list[str]:
-        """The model server's command line inside the sandbox (unchanged without one)."""
+        """The model server's command line inside the sandbox (unchanged without one); a
+        shadow's runs at a lower CPU priority."""
+        command = self._in_sandbox(state, predictor, bundle, argv, others, writable, chdir)
+        nice = shutil.which("nice")
+        if predictor.shadow and nice:
+            # A shadow's answers are never returned: on a busy machine the primary's replicas
+            # get the CPU first, so mirroring costs the callers as little as it can.
+            return [nice, "-n", str(SHADOW_NICENESS), *command]
+        return command
+
+    def _in_sandbox(
+        self,
+        state: DeploymentState,
+        predictor: Predictor,
+        bundle: Path,
+        argv: list[str],
+        others: Iterable[DeploymentState],
+        writable: list[Path],
+        chdir: Path,
+    ) -> list[str]:
         if not self.sandbox.enabled:
             return argv
         writable = list(writable)
