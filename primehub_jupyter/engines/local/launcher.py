@@ -347,26 +347,13 @@ class ReplicaLauncher:
     ) -> list[str]:
         """The model server's command line inside the sandbox (unchanged without one); a
         shadow's runs at a lower CPU priority."""
-        command = self._in_sandbox(state, predictor, bundle, argv, others, writable, chdir)
         nice = shutil.which("nice")
-        if predictor.shadow and nice:
-            # A shadow's answers are never returned: on a busy machine the primary's replicas
-            # get the CPU first, so mirroring costs the callers as little as it can.
-            return [nice, "-n", str(SHADOW_NICENESS), *command]
-        return command
-
-    def _in_sandbox(
-        self,
-        state: DeploymentState,
-        predictor: Predictor,
-        bundle: Path,
-        argv: list[str],
-        others: Iterable[DeploymentState],
-        writable: list[Path],
-        chdir: Path,
-    ) -> list[str]:
+        # A shadow's answers are never returned: on a busy machine the primary's replicas get
+        # the CPU first, so mirroring costs the callers as little as it can. `nice` execs the
+        # sandbox, so every process below it (and every fork) inherits the priority.
+        lower = [nice, "-n", str(SHADOW_NICENESS)] if predictor.shadow and nice else []
         if not self.sandbox.enabled:
-            return argv
+            return [*lower, *argv]
         writable = list(writable)
         if request_log_enabled(predictor.metadata):
             writable.append(private_dir(self.request_log_dir / state.id))
@@ -381,7 +368,7 @@ class ReplicaLauncher:
         mounts = self.sandbox.mounts_for(
             bundle=bundle, writable=writable, secrets=self._secrets(), others=hidden
         )
-        return self.sandbox.wrap(argv, mounts, chdir=chdir)
+        return [*lower, *self.sandbox.wrap(argv, mounts, chdir=chdir)]
 
     def _secrets(self) -> list[Path]:
         """What no replica may see: state, config, Jupyter's runtime and config files."""
