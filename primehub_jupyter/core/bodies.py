@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BeforeValidator,
@@ -17,6 +17,13 @@ from pydantic import ValidationError as PydanticError
 from typing_extensions import Self
 
 from .errors import BadRequest, ValidationError
+from .jobs import (
+    DEFAULT_MAX_FAILED_SHARE,
+    MAX_CHUNK_ROWS,
+    JobFormat,
+    JobRecord,
+    JobUri,
+)
 from .models import (
     ClientName,
     ClientRef,
@@ -241,6 +248,27 @@ class GroupSettings(_Request):
     enabled_deployment: bool = Field(strict=True)
 
 
+class CreateJob(_Request):
+    """The body of `POST deployments/<id>/jobs`: score a file with the deployment's model.
+
+    Relative paths are resolved like `modelURI` (the caller's working directory; the server's
+    root directory through the REST API). `format` defaults to the input's file ending.
+    """
+
+    usage: ClassVar[str] = 'the body must be {"input": "<path or URI>", "output": "<path or URI>"}'
+
+    input: JobUri
+    output: JobUri
+    format: JobFormat | None = None
+    predictor: str | None = Field(
+        None, min_length=1, max_length=63, description="Default: the primary predictor."
+    )
+    chunk_rows: int | None = Field(None, ge=1, le=MAX_CHUNK_ROWS, strict=True)
+    output_columns: Literal["all", "predictions"] = "all"
+    overwrite: bool = Field(False, strict=True, description="Replace an existing output file.")
+    max_failed_share: float = Field(DEFAULT_MAX_FAILED_SHARE, ge=0.0, le=1.0)
+
+
 # ---- responses --------------------------------------------------------------------------
 
 
@@ -290,6 +318,12 @@ class ReplicaList(_Observed):
     """`GET deployments/<id>/replicas`: the replicas that have logs."""
 
     replicas: list[str]
+
+
+class JobList(_Observed):
+    """`GET deployments/<id>/jobs`: newest first, at most the last 50."""
+
+    jobs: list[JobRecord]
 
 
 class LogLines(_Observed):
@@ -388,6 +422,7 @@ REQUESTS: tuple[type[_Model], ...] = (
     Promote,
     NewClient,
     GroupSettings,
+    CreateJob,
 )
 RESPONSES: tuple[type[_Model], ...] = (
     DeploymentRecord,
@@ -403,5 +438,7 @@ RESPONSES: tuple[type[_Model], ...] = (
     InstanceTypeList,
     Me,
     CatalogDocument,
+    JobRecord,
+    JobList,
     ErrorBody,
 )

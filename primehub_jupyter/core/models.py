@@ -188,11 +188,44 @@ class ClientRef(_Model):
     name: ClientName
 
 
+MAX_POLICY_ENTRIES = 256
+# A user as an identity provider names it (preferred_username or sub): one line, no control
+# characters; e-mail addresses and UUIDs included.
+PolicyUser = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_one_line)]
+
+
+class AccessPolicy(_Model):
+    """Who may call a private endpoint with a bearer JWT: listed users or members of listed groups.
+
+    Without a policy, members of the deployment's group (by the token's groups claim) may call.
+    HTTP Basic clients are not subject to it: a client token is its own grant.
+    """
+
+    users: list[PolicyUser] = Field(default_factory=list, max_length=MAX_POLICY_ENTRIES)
+    groups: list[ResourceName] = Field(default_factory=list, max_length=MAX_POLICY_ENTRIES)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AccessPolicy:
+        for what, names in (("users", self.users), ("groups", self.groups)):
+            if len(names) != len(set(names)):
+                raise ValueError(f"policy {what} must be unique")
+        return self
+
+    def allows(self, user: str | None, groups: list[str]) -> bool:
+        """Whether a token's user and groups are named by this policy."""
+        return (user is not None and user in self.users) or bool(set(groups) & set(self.groups))
+
+
 class Endpoint(_Model):
     """How the endpoint is reached: by anyone, or by named clients with a token."""
 
     access_type: Literal["public", "private"] = "public"
     clients: list[ClientRef] = Field(default_factory=list)
+    policy: AccessPolicy | None = Field(
+        default=None,
+        description="Private endpoints: who may call with a bearer JWT (users or groups); "
+        "without it, members of the deployment's group. Ignored for public endpoints.",
+    )
 
     @model_validator(mode="after")
     def _unique_clients(self) -> Endpoint:

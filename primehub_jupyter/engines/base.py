@@ -11,7 +11,10 @@ from traitlets import Instance, Type
 from traitlets.config import Config, LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
+from ..core.access import JwtSettings
 from ..core.config import ConfigStore
+from ..core.errors import BadRequest
+from ..core.jobs import JobRecord
 from ..core.metrics import MetricsReport
 from ..core.models import DeploymentRecord, DeploymentSpec
 from ..core.traffic import PredictorCounters
@@ -57,6 +60,11 @@ class Engine(LoggingConfigurable, metaclass=_EngineMeta):
     """
 
     config_store = Instance(ConfigStore, help="The groups/instance types configuration.")
+    jwt_settings = Instance(
+        JwtSettings,
+        allow_none=True,
+        help="Bearer JWTs private endpoints accept (from PrimeHubApp.jwt_*); None: Basic only.",
+    )
 
     @classmethod
     def server_defaults(
@@ -152,3 +160,33 @@ class Engine(LoggingConfigurable, metaclass=_EngineMeta):
         self, deployment_id: str, path: str, body: bytes, headers: dict[str, str], user: str
     ) -> InvokeResult:
         """Call the deployment's endpoint on behalf of a signed-in user (no client token)."""
+
+    # ---- batch jobs (core/jobs.py); engines without jobs answer 400 ----------------------
+
+    async def create_job(self, deployment: DeploymentRecord, job: JobRecord) -> JobRecord:
+        """Check the job can run (input readable, columns present, output free) and queue it.
+
+        `job.spec` is resolved by the service (paths, format, predictor). Raises
+        ValidationError (422) naming the problem; the job is stored only when it can run.
+        """
+        raise BadRequest("batch jobs are not supported by this engine")
+
+    async def list_jobs(self, deployment_id: str) -> list[JobRecord]:
+        """The deployment's jobs, newest first (at most core.jobs.MAX_JOBS_KEPT)."""
+        return []
+
+    async def get_job(self, deployment_id: str, job_id: str) -> JobRecord:
+        """One job with its current progress; NotFound if absent."""
+        raise BadRequest("batch jobs are not supported by this engine")
+
+    async def delete_job(self, deployment_id: str, job_id: str) -> JobRecord:
+        """Cancel a job that has not finished (phase Cancelled), or remove a finished one."""
+        raise BadRequest("batch jobs are not supported by this engine")
+
+    async def job_logs(self, deployment_id: str, job_id: str, tail: int | None) -> list[str]:
+        """The job process's last `tail` log lines (all when None), oldest first."""
+        raise BadRequest("batch jobs are not supported by this engine")
+
+    async def running_jobs(self) -> list[JobRecord]:
+        """Jobs Pending or Running on any deployment (each holds one replica of quota)."""
+        return []

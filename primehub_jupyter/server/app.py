@@ -12,6 +12,7 @@ from traitlets import Enum, Integer, Unicode, default
 from traitlets.config import Config
 
 from .._version import __version__
+from ..core.access import DEFAULT_GROUPS_CLAIM, JwtSettings
 from ..core.config import ConfigStore, default_user
 from ..core.errors import ServiceError
 from ..core.service import DeploymentService
@@ -67,6 +68,27 @@ class PrimeHubApp(ExtensionApp):
         "login, identity otherwise).",
     )
     bcrypt_rounds = Integer(12, config=True, help="bcrypt cost of client token hashes.")
+    jwt_issuer = Unicode(
+        "",
+        config=True,
+        help="Issuer (`iss`) of the bearer JWTs private endpoints accept, e.g. "
+        "https://keycloak.example.com/realms/primehub; empty: HTTP Basic clients only.",
+    )
+    jwt_audience = Unicode("", config=True, help="Required `aud` of bearer JWTs.")
+    jwt_jwks = Unicode(
+        "",
+        config=True,
+        help="The issuer's JSON Web Key Set: an https URL or a local file path; keys are "
+        "cached and fetched again when a token names an unknown `kid`.",
+    )
+    jwt_user_claim = Unicode(
+        "", config=True, help="Claim naming the caller (default: preferred_username, then sub)."
+    )
+    jwt_groups_claim = Unicode(
+        DEFAULT_GROUPS_CLAIM,
+        config=True,
+        help="Claim listing the caller's groups (names or Keycloak '/group' paths).",
+    )
 
     engine: Engine | None = None
     service: DeploymentService | None = None
@@ -89,7 +111,7 @@ class PrimeHubApp(ExtensionApp):
         kwargs: dict[str, Any] = self.engine_class.server_defaults(
             self.config, data_dir=data_dir, root_dir=root_dir
         )
-        kwargs.update(parent=self, config_store=store)
+        kwargs.update(parent=self, config_store=store, jwt_settings=self.jwt_settings())
         self.engine = self.engine_class(**kwargs)  # type: ignore[abstract]
         self.service = DeploymentService(self.engine, store, bcrypt_rounds=self.bcrypt_rounds)
         self._started: asyncio.Future | None = None
@@ -99,6 +121,26 @@ class PrimeHubApp(ExtensionApp):
         from .handlers import default_handlers
 
         self.handlers.extend(default_handlers)
+
+    def jwt_settings(self) -> JwtSettings | None:
+        """The bearer JWT settings, or None when no issuer is configured.
+
+        An issuer without audience or key set is a configuration mistake: the server refuses to
+        start rather than run endpoints that silently take no tokens.
+        """
+        if not self.jwt_issuer:
+            return None
+        missing = [n for n in ("jwt_audience", "jwt_jwks") if not getattr(self, n)]
+        if missing:
+            names = " and ".join(f"PrimeHubApp.{n}" for n in missing)
+            raise ValueError(f"PrimeHubApp.jwt_issuer is set: {names} must be set too")
+        return JwtSettings(
+            issuer=self.jwt_issuer,
+            audience=self.jwt_audience,
+            jwks=self.jwt_jwks,
+            user_claim=self.jwt_user_claim,
+            groups_claim=self.jwt_groups_claim or DEFAULT_GROUPS_CLAIM,
+        )
 
     async def ensure_started(self) -> DeploymentService:
         """Start the engine once; every caller waits for that one start."""

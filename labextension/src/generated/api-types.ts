@@ -10,11 +10,17 @@ export type Phase =
  */
 export type PredictorPhase =
   'Deploying' | 'Deployed' | 'ScaledToZero' | 'WakingUp' | 'Stopped' | 'Failed';
+/**
+ * Where a job is in its life.
+ */
+export type JobPhase =
+  'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Cancelled';
 
 /**
  * Generated from primehub_jupyter/core by `make generate`; do not edit.
  */
 export interface ApiContracts {
+  AccessPolicy?: AccessPolicy;
   CatalogDocument?: CatalogDocument;
   ChangeMessage?: ChangeMessage;
   Chart?: Chart;
@@ -23,6 +29,7 @@ export interface ApiContracts {
   ClientRef?: ClientRef;
   ComparisonReport?: ComparisonReport;
   CreateDeployment?: CreateDeployment;
+  CreateJob?: CreateJob;
   DeploymentList?: DeploymentList;
   DeploymentRecord?: DeploymentRecord;
   DeploymentSeries?: DeploymentSeries;
@@ -38,6 +45,10 @@ export interface ApiContracts {
   HistoryList?: HistoryList;
   InstanceTypeInfo?: InstanceTypeInfo;
   InstanceTypeList?: InstanceTypeList;
+  JobList?: JobList;
+  JobPhase?: JobPhase;
+  JobRecord?: JobRecord;
+  JobSpec?: JobSpec;
   LogLines?: LogLines;
   Me?: Me;
   MetricsCharts?: MetricsCharts;
@@ -60,12 +71,29 @@ export interface ApiContracts {
   SignificanceTest?: SignificanceTest;
   UpdateDeployment?: UpdateDeployment;
   UsageInfo?: UsageInfo;
+  AccessPolicyPatch?: AccessPolicyPatch;
   ClientRefPatch?: ClientRefPatch;
   DeploymentSpecPatch?: DeploymentSpecPatch;
   EndpointPatch?: EndpointPatch;
   EnvVarPatch?: EnvVarPatch;
   PredictorPatch?: PredictorPatch;
   RoutingPatch?: RoutingPatch;
+}
+/**
+ * Who may call a private endpoint with a bearer JWT: listed users or members of listed groups.
+ *
+ * Without a policy, members of the deployment's group (by the token's groups claim) may call.
+ * HTTP Basic clients are not subject to it: a client token is its own grant.
+ */
+export interface AccessPolicy {
+  /**
+   * @maxItems 256
+   */
+  users?: string[];
+  /**
+   * @maxItems 256
+   */
+  groups?: string[];
 }
 /**
  * `GET deployments/<id>/catalog`: the deployment's OpenAPI 3 document (its service catalog).
@@ -284,6 +312,10 @@ export interface EnvVar {
 export interface Endpoint {
   accessType?: 'public' | 'private';
   clients?: ClientRef[];
+  /**
+   * Private endpoints: who may call with a bearer JWT (users or groups); without it, members of the deployment's group. Ignored for public endpoints.
+   */
+  policy?: AccessPolicy | null;
 }
 /**
  * How requests choose a predictor beyond the weights.
@@ -341,6 +373,28 @@ export interface Predictor {
      */
     [k: string]: string;
   };
+}
+/**
+ * The body of `POST deployments/<id>/jobs`: score a file with the deployment's model.
+ *
+ * Relative paths are resolved like `modelURI` (the caller's working directory; the server's
+ * root directory through the REST API). `format` defaults to the input's file ending.
+ */
+export interface CreateJob {
+  input: string;
+  output: string;
+  format?: ('csv' | 'parquet' | 'jsonl') | null;
+  /**
+   * Default: the primary predictor.
+   */
+  predictor?: string | null;
+  chunkRows?: number | null;
+  outputColumns?: 'all' | 'predictions';
+  /**
+   * Replace an existing output file.
+   */
+  overwrite?: boolean;
+  maxFailedShare?: number;
 }
 /**
  * `GET deployments`: newest update first, each without its history.
@@ -525,6 +579,69 @@ export interface InstanceTypeList {
   instanceTypes: InstanceTypeInfo[];
 }
 /**
+ * `GET deployments/<id>/jobs`: newest first, at most the last 50.
+ */
+export interface JobList {
+  jobs: JobRecord[];
+}
+/**
+ * One batch job of a deployment: what it was asked, where it is, how far it got.
+ */
+export interface JobRecord {
+  id: string;
+  deploymentId: string;
+  user: string;
+  /**
+   * The deployment revision whose bundle scores the rows.
+   */
+  revision: number;
+  spec: JobSpec;
+  phase: JobPhase;
+  message: string;
+  rowsRead: number;
+  rowsScored: number;
+  rowsFailed: number;
+  rowsPerSecond: number;
+  /**
+   * Rows in the input when known up front (Parquet metadata), else null.
+   */
+  totalRows: number | null;
+  /**
+   * Share of the input read, 0..1 (bytes for CSV/JSONL), when known.
+   */
+  progress: number | null;
+  chunksDone: number;
+  createTime: string;
+  startTime: string | null;
+  finishTime: string | null;
+  /**
+   * The errors file (one JSON line per failed row).
+   */
+  errors: string;
+}
+/**
+ * What a job was asked to do, with its input and output resolved.
+ *
+ * The REST body (`core/bodies.CreateJob`) has the same fields; the service resolves relative
+ * paths, the format (from `format` or the input's file ending) and the predictor (the
+ * deployment's primary when not named) before the engine sees it. Output format: the
+ * output's file ending, else the input's format.
+ */
+export interface JobSpec {
+  input: string;
+  output: string;
+  format: 'csv' | 'parquet' | 'jsonl';
+  outputFormat: 'csv' | 'parquet' | 'jsonl';
+  predictor: string;
+  chunkRows?: number;
+  outputColumns?: 'all' | 'predictions';
+  overwrite?: boolean;
+  /**
+   * The job fails when more than this share of the rows read failed.
+   */
+  maxFailedShare?: number;
+}
+/**
  * `GET deployments/<id>/logs?format=json`: the replicas and the lines, oldest first.
  */
 export interface LogLines {
@@ -664,12 +781,32 @@ export interface EnvVarPatch {
 export interface EndpointPatch {
   accessType?: 'public' | 'private';
   clients?: ClientRefPatch[];
+  /**
+   * Private endpoints: who may call with a bearer JWT (users or groups); without it, members of the deployment's group. Ignored for public endpoints.
+   */
+  policy?: AccessPolicyPatch | null;
 }
 /**
  * A client allowed to call a private endpoint (its token lives elsewhere, hashed).
  */
 export interface ClientRefPatch {
   name?: string;
+}
+/**
+ * Who may call a private endpoint with a bearer JWT: listed users or members of listed groups.
+ *
+ * Without a policy, members of the deployment's group (by the token's groups claim) may call.
+ * HTTP Basic clients are not subject to it: a client token is its own grant.
+ */
+export interface AccessPolicyPatch {
+  /**
+   * @maxItems 256
+   */
+  users?: string[];
+  /**
+   * @maxItems 256
+   */
+  groups?: string[];
 }
 /**
  * How requests choose a predictor beyond the weights.
