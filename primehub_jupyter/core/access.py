@@ -29,6 +29,11 @@ class JwtSettings(BaseModel):
         default="", description="Claim naming the user; empty: preferred_username, then sub."
     )
     groups_claim: str = DEFAULT_GROUPS_CLAIM
+    jwks_ca: str = Field(
+        default="",
+        description="PEM file of the CA certificates trusted for an https `jwks` "
+        "(empty: the system's).",
+    )
     leeway_seconds: int = Field(default=DEFAULT_LEEWAY_SECONDS, ge=0, le=600)
 
     @property

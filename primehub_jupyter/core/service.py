@@ -169,13 +169,28 @@ class DeploymentService:
 
     # ---- writing ----------------------------------------------------------------------
 
-    def _check_runnable(self, user: str, spec: DeploymentSpec) -> None:
+    def _check_runnable(
+        self, user: str, spec: DeploymentSpec, before: DeploymentSpec | None = None
+    ) -> None:
         config = self.config()
         if config.group(spec.group_name) is None:
             raise ValidationError(
                 f"group '{spec.group_name}' not found",
                 details=[{"field": "spec.groupName", "message": "not found"}],
             )
+        policy = spec.endpoint.policy
+        if policy is not None:
+            # Groups the previous spec already named stay allowed, so a group removed from the
+            # configuration never blocks stopping or rolling back the deployment.
+            known = {g.name for g in config.groups}
+            if before is not None and before.endpoint.policy is not None:
+                known.update(before.endpoint.policy.groups)
+            unknown = [g for g in policy.groups if g not in known]
+            if unknown:
+                raise ValidationError(
+                    f"the access policy names unknown groups: {', '.join(unknown)}",
+                    details=[{"field": "spec.endpoint.policy.groups", "message": "unknown"}],
+                )
         group = config.check_member(user, spec.group_name)
         for predictor in spec.predictors:
             config.check_instance_type(group, predictor.instance_type)
@@ -316,7 +331,7 @@ class DeploymentService:
         ever stored.
         """
         spec = revalidate(spec)
-        self._check_runnable(user, spec)
+        self._check_runnable(user, spec, current.spec)
         if version is not None and version != current.resource_version:
             raise Conflict(
                 f"deployment '{current.id}' was changed by someone else "

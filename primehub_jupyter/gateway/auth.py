@@ -1,4 +1,4 @@
-"""Deployment access: HTTP Basic against bcrypt hashes off the event loop, internal tokens."""
+"""Deployment access: HTTP Basic (bcrypt off the event loop), internal tokens, bearer outcomes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from base64 import b64decode
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import bcrypt
 
@@ -26,6 +27,9 @@ HASH_QUEUE_LIMIT = 64
 # 1/FAILURE_REFILL seconds (a token bucket, as nginx's limit_req with a burst).
 FAILURE_BURST = 10
 FAILURE_REFILL = 0.5
+# At most one fetch of a bearer token issuer's key set per this many seconds, whatever the
+# traffic: a flood of tokens naming unknown `kid`s must not turn the gateway into a JWKS hammer.
+JWKS_REFRESH = 10.0
 # Addresses tracked at once; the least recently failing is forgotten first (bounded memory).
 TRACKED_ADDRESSES = 4096
 
@@ -47,6 +51,22 @@ class TooManyAttempts(Exception):
     def __init__(self, retry_after: int = 1) -> None:
         super().__init__(retry_after)
         self.retry_after = retry_after
+
+
+class InvalidToken(Exception):
+    """A bearer token that is not valid (401): the message says why, never quoting the token."""
+
+
+class BearerUnavailable(Exception):
+    """Bearer tokens cannot be checked now (503): e.g. the issuer's key set is unreachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a valid bearer token names: the user and the groups of its groups claim."""
+
+    user: str
+    groups: frozenset[str]
 
 
 class FailureLimiter:

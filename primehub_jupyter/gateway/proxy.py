@@ -10,7 +10,8 @@ import time
 import orjson
 from aiohttp import web
 
-from .auth import ClientAuthenticator, TooManyAttempts, internal_token
+from .access import Gatekeeper
+from .auth import ClientAuthenticator, internal_token
 from .hold import HOLD_RETRY_AFTER, HoldFull, Holds, waking_message
 from .load import AnsweredIds, feedback_reference
 from .metrics import request_kind
@@ -157,14 +158,17 @@ async def read_body(request: web.BaseRequest, limit: int = MAX_BODY) -> bytes:
 class Proxy:
     """Holds the routing table and the upstream connection pool, and forwards requests."""
 
-    def __init__(self, admin_token: str, holds: Holds | None = None) -> None:
+    def __init__(
+        self, admin_token: str, holds: Holds | None = None, access: Gatekeeper | None = None
+    ) -> None:
         self._admin_token = admin_token
         # Requests waiting for a predictor at zero replicas to wake (see gateway/hold.py).
         self.holds = holds or Holds()
         self.routes: dict[str, Route] = {}
         # Deployments whose routing entry the last table had but the gateway refused.
         self.rejected: dict[str, str] = {}
-        self.auth = ClientAuthenticator()
+        # HTTP Basic clients, and bearer JWTs when the server is configured for them.
+        self.access = access or Gatekeeper(ClientAuthenticator())
         self.pool = UpstreamPool(
             connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, idle_timeout=POOL_KEEPALIVE
         )
@@ -176,7 +180,7 @@ class Proxy:
         """Stop mirroring, close pooled upstream connections and the hashing threads."""
         await self.mirror.close()
         await self.pool.close()
-        self.auth.close()
+        self.access.close()
 
     def replace_routes(self, routes: dict[str, Route], rejected: dict[str, str]) -> None:
         """Swap in a new routing table; requests already forwarded finish on their replica."""
@@ -207,23 +211,10 @@ class Proxy:
             if not user or len(user) > 256 or not user.isprintable():
                 return json_response(400, f"{INTERNAL_USER} must name the signed-in user")
         if route.private and user is None:
-            try:
-                user = await self.auth.authenticate(
-                    route, request.headers.get("Authorization"), request.remote or ""
-                )
-            except TooManyAttempts as exc:
-                return json_response(
-                    429,
-                    f"too many failed authentication attempts; retry in {exc.retry_after} s",
-                    {"Retry-After": str(exc.retry_after)},
-                )
-            if user is None:
-                return json_response(
-                    401,
-                    f"deployment '{dep_id}' is private: send HTTP Basic credentials "
-                    "(client name and token, e.g. curl -u name:token)",
-                    {"WWW-Authenticate": f'Basic realm="primehub deployment {dep_id}"'},
-                )
+            admitted = await self.access.admit(route, request)
+            if isinstance(admitted, web.StreamResponse):
+                return admitted
+            user = admitted
         if user is not None:
             request["user"] = user  # for the access log
         kind = request_kind(path)

@@ -16,6 +16,11 @@ ACCESS_TYPES = ("public", "private")
 VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 # As core.models checks them; repeated so the gateway process stays independent of the core.
 PREDICTOR_NAME = re.compile(r"[a-zA-Z0-9](?:[-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?")
+# Group names are resource names, as core.models checks them.
+GROUP_NAME = PREDICTOR_NAME
+# Users a policy names: one printable line (as core.models.PolicyUser), at most 255 characters.
+MAX_POLICY_USER = 255
+MAX_POLICY_ENTRIES = 256
 HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 MAX_PREDICTORS = 4
 # The predictor of a table entry that lists replicas without predictors.
@@ -63,6 +68,14 @@ class CredentialCache:
         if len(self.refused) >= NEGATIVE_CACHE_SIZE:
             self.refused.clear()
         self.refused.add(digest)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """Who may call a private deployment with a bearer JWT: named users or groups."""
+
+    users: frozenset[str]
+    groups: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -123,6 +136,15 @@ class Route:
     prefix_raw: bytes  # b"/deployment/<id>", sent upstream as X-Forwarded-Prefix
     sticky_header: str | None = None
     credentials: CredentialCache = field(default_factory=CredentialCache)
+    # Bearer JWTs: without a policy, members of `group` (the deployment's group) may call.
+    group: str | None = None
+    policy: RoutePolicy | None = None
+
+    def admits(self, user: str, groups: frozenset[str]) -> bool:
+        """Whether a valid bearer token's user and groups may call this deployment."""
+        if self.policy is None:
+            return self.group is not None and self.group in groups
+        return user in self.policy.users or not self.policy.groups.isdisjoint(groups)
 
     @property
     def serving(self) -> list[PredictorRoute]:
@@ -259,6 +281,33 @@ def _parse_clients(dep_id: str, raw: Any) -> dict[str, bytes]:
     return clients
 
 
+def _parse_policy(dep_id: str, raw: Any) -> RoutePolicy | None:
+    where = f"deployments.{dep_id}.policy"
+    if raw is None:
+        return None
+    _require(isinstance(raw, dict), f"{where} must be null or an object of users and groups")
+    unknown = sorted(str(k)[:40] for k in raw if k not in ("users", "groups"))
+    _require(not unknown, f"{where}: unknown keys {', '.join(unknown)}")
+    users = raw.get("users", [])
+    groups = raw.get("groups", [])
+    for what, names in (("users", users), ("groups", groups)):
+        _require(
+            isinstance(names, list) and len(names) <= MAX_POLICY_ENTRIES,
+            f"{where}.{what} must be a list of at most {MAX_POLICY_ENTRIES} names",
+        )
+    _require(
+        all(
+            isinstance(u, str) and 0 < len(u) <= MAX_POLICY_USER and u.isprintable() for u in users
+        ),
+        f"{where}.users must be 1-{MAX_POLICY_USER} printable characters each",
+    )
+    _require(
+        all(isinstance(g, str) and GROUP_NAME.fullmatch(g) is not None for g in groups),
+        f"{where}.groups must be group names (letters, digits, '-', '_', '.')",
+    )
+    return RoutePolicy(users=frozenset(users), groups=frozenset(groups))
+
+
 def _parse_route(dep_id: Any, raw: Any) -> Route:
     _require(
         isinstance(dep_id, str) and DEPLOYMENT_ID.fullmatch(dep_id) is not None,
@@ -278,6 +327,11 @@ def _parse_route(dep_id: Any, raw: Any) -> Route:
         sticky is None or (isinstance(sticky, str) and HEADER_NAME.fullmatch(sticky) is not None),
         f"{where}.stickyHeader must be null or a header name (letters, digits and '-', at most 63)",
     )
+    group = raw.get("group")
+    _require(
+        group is None or (isinstance(group, str) and GROUP_NAME.fullmatch(group) is not None),
+        f"{where}.group must be null or a group name",
+    )
     return Route(
         id=dep_id,
         phase=phase,
@@ -287,6 +341,8 @@ def _parse_route(dep_id: Any, raw: Any) -> Route:
         predictors=_parse_predictors(dep_id, raw),
         prefix_raw=f"/deployment/{dep_id}".encode("ascii"),
         sticky_header=sticky,
+        group=group,
+        policy=_parse_policy(dep_id, raw.get("policy")),
     )
 
 

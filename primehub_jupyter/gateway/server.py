@@ -14,11 +14,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
+from .access import Gatekeeper
+from .auth import JWKS_REFRESH, ClientAuthenticator
 from .hold import HOLD_QUEUE, HOLD_TIMEOUT, Holds
 from .metrics import GatewayMetrics, request_kind
 from .proxy import (
@@ -31,6 +33,9 @@ from .proxy import (
     read_body,
 )
 from .routes import RouteError, parse_routes
+
+if TYPE_CHECKING:
+    from .jwt_auth import BearerAuthenticator
 
 log = logging.getLogger("primehub_jupyter.gateway")
 access_log = logging.getLogger("primehub_jupyter.gateway.access")
@@ -344,7 +349,14 @@ async def serve(args: argparse.Namespace, admin_token: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    proxy = Proxy(admin_token, Holds(args.hold_queue, args.hold_timeout))
+    access = Gatekeeper(ClientAuthenticator())
+    if args.jwt_config:
+        try:
+            access.bearer = bearer_authenticator(args.jwt_config, access.basic, args.jwks_refresh)
+        except (OSError, ValueError) as exc:  # the engine wrote it: a bug or a damaged file
+            log.error("cannot read the bearer JWT settings %s: %s", args.jwt_config, exc)
+            raise SystemExit(2) from None
+    proxy = Proxy(admin_token, Holds(args.hold_queue, args.hold_timeout), access)
     gateway = Gateway(admin_token, proxy)
     handler: Handler = gateway.handle_logged if args.access_log else gateway.handle
     server = web.Server(
@@ -396,6 +408,27 @@ async def serve(args: argparse.Namespace, admin_token: str) -> None:
         log.info("gateway stopped")
 
 
+def bearer_authenticator(
+    path: str, basic: ClientAuthenticator, refresh: float
+) -> BearerAuthenticator:
+    """The bearer JWT check configured by the settings file at `path`; its keys load meanwhile.
+
+    Imported here so a gateway without bearer tokens never loads PyJWT and pydantic.
+    """
+    from .jwt_auth import BearerAuthenticator, read_settings
+
+    settings = read_settings(path)
+    bearer = BearerAuthenticator(settings, basic.limiter, refresh)
+    bearer.start()
+    log.info(
+        "bearer JWTs from issuer %s (audience %s, keys %s)",
+        settings.issuer,
+        settings.audience,
+        bearer.keys.source,
+    )
+    return bearer
+
+
 def _bound_port(runner: web.BaseRunner, requested: int) -> int:
     for address in runner.addresses:
         if isinstance(address, tuple) and len(address) >= 2:
@@ -444,6 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=HOLD_TIMEOUT,
         help="seconds a held request waits for a replica before it gets 503 "
         f"(default {HOLD_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--jwt-config",
+        help="JSON file of the bearer JWT settings (core.access.JwtSettings: issuer, audience, "
+        "jwks URL or path, ...); without it private deployments take HTTP Basic only",
+    )
+    parser.add_argument(
+        "--jwks-refresh",
+        type=float,
+        default=JWKS_REFRESH,
+        help="fetch the issuer's key set at most once per this many seconds, e.g. when tokens "
+        f"name an unknown kid (default {JWKS_REFRESH:g})",
     )
     parser.add_argument(
         "--access-log",

@@ -81,6 +81,12 @@ class PrimeHubApp(ExtensionApp):
         help="The issuer's JSON Web Key Set: an https URL or a local file path; keys are "
         "cached and fetched again when a token names an unknown `kid`.",
     )
+    jwt_jwks_ca = Unicode(
+        "",
+        config=True,
+        help="PEM file of CA certificates trusted when fetching an https jwt_jwks (a private "
+        "CA, or a test's self-signed certificate); empty: the system's trust store.",
+    )
     jwt_user_claim = Unicode(
         "", config=True, help="Claim naming the caller (default: preferred_username, then sub)."
     )
@@ -138,6 +144,7 @@ class PrimeHubApp(ExtensionApp):
             issuer=self.jwt_issuer,
             audience=self.jwt_audience,
             jwks=self.jwt_jwks,
+            jwks_ca=self.jwt_jwks_ca,
             user_claim=self.jwt_user_claim,
             groups_claim=self.jwt_groups_claim or DEFAULT_GROUPS_CLAIM,
         )

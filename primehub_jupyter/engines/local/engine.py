@@ -273,6 +273,7 @@ class LocalEngine(Engine):
                 "--hold-timeout",
                 str(self.hold_timeout),
             ),
+            jwt_settings=self.jwt_settings,
         )
         settings = self.replica_settings
         rows = ReplicaRows(self._store, self.log)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from ...core.access import JwtSettings
 from ...gateway.auth import internal_token
 from ...gateway.server import SHUTDOWN_GRACE as GATEWAY_SHUTDOWN_GRACE
 from .files import private_dir, write_private
@@ -53,8 +54,11 @@ class GatewayProcess:
         python: str,
         prober: Prober,
         extra_args: tuple[str, ...] = (),
+        jwt_settings: JwtSettings | None = None,
     ) -> None:
         self.directory = directory
+        # The bearer JWT settings the gateway reads from a file (never argv; none are secret).
+        self.jwt_config = jwt_settings.model_dump_json(indent=2) if jwt_settings else ""
         self.extra_args = extra_args  # e.g. the hold queue's settings
         self.requested_port = port
         self.python = python
@@ -76,6 +80,17 @@ class GatewayProcess:
         return self.directory / "gateway.json"
 
     @property
+    def _jwt_file(self) -> Path:
+        return self.directory / "jwt.json"
+
+    def _jwt_config_running(self) -> str:
+        """The JWT settings the running gateway was started with ('' for none)."""
+        try:
+            return self._jwt_file.read_text(encoding="utf-8")
+        except OSError:
+            return ""
+
+    @property
     def _token_file(self) -> Path:
         return self.directory / "gateway.token"
 
@@ -91,9 +106,14 @@ class GatewayProcess:
             if handle is not None:
                 self.handle, self.port = handle, state["port"]
                 self.token = self._token_file.read_text().strip()
-                if await self.prober.ok(f"{self.url}/_primehub/health", self._headers()):
+                same_jwt = self._jwt_config_running() == self.jwt_config
+                if same_jwt and await self.prober.ok(
+                    f"{self.url}/_primehub/health", self._headers()
+                ):
                     log.info("adopted the running gateway on %s", self.url)
                     return
+                if not same_jwt:
+                    log.info("restarting the gateway: its bearer JWT settings changed")
                 await handle.terminate(2)
         previous = state["port"] if state else None
         await self._spawn(previous)
@@ -131,6 +151,11 @@ class GatewayProcess:
             str(log_file),
             *self.extra_args,
         ]
+        if self.jwt_config:
+            write_private(self._jwt_file, self.jwt_config)
+            argv += ["--jwt-config", str(self._jwt_file)]
+        else:
+            self._jwt_file.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not _is_secret_env(k)}
         self.handle = spawn(argv, log_file=log_file, env=env, cwd=self.directory)
         self._pushed = None

@@ -579,6 +579,9 @@ class Reconciler:
                 "message": state.message,
                 "accessType": spec.endpoint.access_type,
                 "clients": dict(state.client_hashes),
+                # Who may call with a bearer JWT: the policy, else members of the group.
+                "group": spec.group_name,
+                "policy": policy.model_dump() if (policy := spec.endpoint.policy) else None,
                 "stickyHeader": spec.routing.sticky_header,
                 "predictors": [
                     {
