@@ -46,8 +46,9 @@ class Gatekeeper:
         """The caller's name (client or token user), or the response refusing the request."""
         header = request.headers.get("Authorization")
         remote = request.remote or ""
-        if header is not None and header[:7].lower() == "bearer ":
-            return await self._bearer(route, header[7:].strip(), remote)
+        scheme, _, credentials = (header or "").partition(" ")
+        if scheme.lower() == "bearer":
+            return await self._bearer(route, credentials.strip(), remote)
         try:
             user = await self.basic.authenticate(route, header, remote)
         except TooManyAttempts as exc:
