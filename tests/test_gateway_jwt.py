@@ -417,3 +417,71 @@ def test_routes_with_bad_group_or_policy_are_refused(
         bygroup=private(echo, policy={"groups": ["ml"]}),
         pub={"phase": "Deployed", "replicas": [{"name": "r", "url": echo.url}]},
     )
+
+
+# --- in-process properties: parsers never raise anything but their own refusal -----------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+names = st.sampled_from(["team-a", "ml", "a b", "", "x" * 70, "line\nbreak", "é"]) | st.text(
+    max_size=10
+)
+policies = (
+    st.none()
+    | json_values
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "users": st.lists(names | json_values, max_size=3),
+            "groups": st.lists(names | json_values, max_size=3),
+        },
+    )
+)
+
+
+@given(group=names | json_values, policy=policies)
+@settings(max_examples=400, derandomize=True, database=None, deadline=None)
+def test_route_group_and_policy_parse_or_are_refused(group: Any, policy: Any) -> None:
+    from primehub_jupyter.gateway.routes import parse_routes
+
+    entry = {"accessType": "private", "replicas": [], "group": group, "policy": policy}
+    routes, rejected = parse_routes({"deployments": {"d": entry}})
+    if "d" in routes:
+        route = routes["d"]
+        if route.policy is None:  # the group rule: members of a named group only
+            assert route.admits("x", frozenset({"team-a"})) == (route.group == "team-a")
+        else:
+            assert route.admits("x", frozenset()) == ("x" in route.policy.users)
+    else:
+        assert rejected["d"].startswith("deployments.d.")
+
+
+@given(token=junk | st.text(max_size=200))
+@settings(max_examples=600, derandomize=True, database=None, deadline=None)
+def test_validation_refuses_junk_with_invalid_token_only(token: str) -> None:
+    import asyncio
+
+    from primehub_jupyter.core.access import JwtSettings
+    from primehub_jupyter.gateway.auth import BearerUnavailable, FailureLimiter, InvalidToken
+    from primehub_jupyter.gateway.jwt_auth import BearerAuthenticator
+
+    async def check() -> None:
+        settings_ = JwtSettings(issuer="i", audience="a", jwks="/nonexistent/jwks.json")
+        bearer = BearerAuthenticator(settings_, FailureLimiter(burst=10**6))
+        try:
+            await bearer.authenticate(token, "127.0.0.1")
+        except InvalidToken as exc:
+            assert token not in str(exc) or len(token) < 4
+        except BearerUnavailable:
+            pass  # a well-formed RS256/ES256 token needs the keys, which this issuer lacks
+        else:
+            raise AssertionError("junk accepted")
+        finally:
+            bearer.close()
+
+    asyncio.run(check())
