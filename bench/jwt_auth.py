@@ -20,7 +20,7 @@ import bcrypt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.jwt_helpers
-from gateway import PAYLOAD, REPO, _ms, start_backend, stopping  # bench/gateway.py
+from gateway import PAYLOAD, REPO, _ms, cpu_seconds, start_backend, stopping  # bench/gateway.py
 
 from tests.jwt_helpers import AUDIENCE, Issuer, ec_key, rsa_key, settings_file
 
@@ -101,8 +101,8 @@ def start_gateway(workdir: Path, replica: str, config: Path) -> tuple[subprocess
     return process, base
 
 
-def wrk(url: str, header: str, seconds: float, connections: int, workdir: Path) -> str:
-    """One wrk run; a summary line of req/s, p50 and p99."""
+def wrk(url: str, header: str, seconds: float, connections: int, workdir: Path, pid: int) -> str:
+    """One wrk run; a summary line of req/s, p50, p99 and the gateway's CPU per request."""
     script = workdir / "post.lua"
     lines = ['wrk.method = "POST"', f"wrk.body = '{PAYLOAD.decode()}'"]
     lines.append('wrk.headers["Content-Type"] = "application/json"')
@@ -110,16 +110,24 @@ def wrk(url: str, header: str, seconds: float, connections: int, workdir: Path) 
         lines.append(f'wrk.headers["Authorization"] = "{header}"')
     script.write_text("\n".join(lines) + "\n")
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    cpu_before = cpu_seconds(pid)
     out = subprocess.run(
         [*cmd, "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60
     )
+    cpu = cpu_seconds(pid) - cpu_before
     text = out.stdout
+    total = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errors = int(non2xx.group(1)) if non2xx else 0
-    return f"{rps:9,.0f} req/s  p50 {p50:5.2f} ms  p99 {p99:5.2f} ms  non-2xx {errors}"
+    # CPU per request hardly moves when other work shares the machine; req/s does.
+    gateway_us = cpu / max(1, total) * 1e6
+    return (
+        f"{rps:7,.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  gateway {gateway_us:5.1f} "
+        f"us/req  non-2xx {errors}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(args.rounds):
                 for label, dep, header in cases:
                     url = f"{base}/deployment/{dep}/api/v1.0/predictions"
-                    line = wrk(url, header, args.duration, args.connections, workdir)
+                    line = wrk(url, header, args.duration, args.connections, workdir, gateway.pid)
                     print(f"round {round_ + 1}  {label:32} {line}")
     return 0
 

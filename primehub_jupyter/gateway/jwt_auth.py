@@ -260,7 +260,7 @@ class BearerAuthenticator:
     async def authenticate(self, token: str, remote: str) -> Caller:
         """The caller a valid token names; raises InvalidToken, BearerUnavailable or
         TooManyAttempts (this address failed too often lately; cached tokens still pass)."""
-        digest = hmac.new(self._secret, token.encode("utf-8", "surrogatepass"), "sha256").digest()
+        digest = hmac.digest(self._secret, token.encode("utf-8", "surrogatepass"), "sha256")
         cached = self._valid.get(digest)
         if cached is not None:
             if cached[0] > time.time():
