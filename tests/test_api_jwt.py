@@ -118,21 +118,34 @@ async def test_bearer_tokens_reach_a_private_deployment(
 
 def test_serve_takes_jwt_settings_on_its_command_line(tmp_path: Path, jwks_file: Path) -> None:
     data_dir = tmp_path / "data"
-    server = Serve(
-        data_dir,
-        tmp_path / "serve.log",
+    jwt_args = (
         f"--PrimeHubApp.jwt_issuer={ISSUER}",
         f"--PrimeHubApp.jwt_audience={AUDIENCE}",
         f"--PrimeHubApp.jwt_jwks={jwks_file}",
     )
+    server = Serve(data_dir, tmp_path / "serve.log")
     try:
         server.start()
         server.ok("GET", "deployments")  # the engine (and its gateway) are up
+        before = gateway_process(data_dir)
+        assert before is not None and "--jwt-config" not in before.cmdline()
+        # A crash leaves the gateway running; a server started with other JWT settings must
+        # not adopt it, but start one that has them.
+        server.kill()
+        server.extra = list(jwt_args)
+        server.start()
+        server.ok("GET", "deployments")
         gateway = gateway_process(data_dir)
-        assert gateway is not None
+        assert gateway is not None and gateway.pid != before.pid
         argv = gateway.cmdline()
         config = Path(argv[argv.index("--jwt-config") + 1])
         assert json.loads(config.read_text())["audience"] == AUDIENCE
         assert ISSUER not in " ".join(argv)  # settings travel in the file, not on argv
+        # The same settings again: the running gateway is adopted.
+        server.kill()
+        server.start()
+        server.ok("GET", "deployments")
+        adopted = gateway_process(data_dir)
+        assert adopted is not None and adopted.pid == gateway.pid
     finally:
         server.cleanup()

@@ -140,7 +140,6 @@ class KeySet:
         self._fetch: Callable[[], Any] | None
         self.keys: dict[str | None, PyJWK] = {}
         self.error = "the issuer's keys have not been fetched yet"
-        self.fetches = 0
         self._on_change = on_change
         self._attempted = -math.inf  # monotonic time of the last fetch attempt
         self._loaded = -math.inf  # ... of the last successful one
@@ -173,7 +172,6 @@ class KeySet:
 
     async def _load(self) -> None:
         assert self._fetch is not None
-        self.fetches += 1
         loop = asyncio.get_running_loop()
         try:
             document = await loop.run_in_executor(self._executor, self._fetch)
@@ -194,7 +192,7 @@ class KeySet:
 
     async def key(self, kid: str | None) -> PyJWK:
         """The signing key named `kid`, fetching the key set again (rate-limited) if unknown."""
-        key = self.keys.get(kid)
+        key = self._find(kid)
         if key is not None:
             if time.monotonic() - self._loaded > KEYS_MAX_AGE:
                 self.refresh()  # in the background: this request uses the key it has
@@ -202,12 +200,18 @@ class KeySet:
         running = self.refresh()
         if running is not None:
             await asyncio.shield(running)
-            key = self.keys.get(kid)
+            key = self._find(kid)
             if key is not None:
                 return key
         if not self.keys:
             raise BearerUnavailable(self.error)
         raise InvalidToken("the token's signing key (kid) is not in the issuer's key set")
+
+    def _find(self, kid: str | None) -> PyJWK | None:
+        key = self.keys.get(kid)
+        if key is None and kid is None and len(self.keys) == 1:
+            key = next(iter(self.keys.values()))  # a token without kid, an issuer with one key
+        return key
 
 
 def _header(token: str) -> dict[str, Any]:
