@@ -25,7 +25,7 @@ from .gateway_backends import (
     start_gateway,
     stop,
 )
-from .jwt_helpers import Issuer, JwksServer, ec_key, rsa_key, settings_file
+from .jwt_helpers import AUDIENCE, Issuer, JwksServer, ec_key, rsa_key, settings_file
 
 ADMIN_TOKEN = "adm-" + secrets.token_urlsafe(24)
 CLIENT_TOKEN = "tok-" + secrets.token_urlsafe(24)
@@ -485,3 +485,38 @@ def test_validation_refuses_junk_with_invalid_token_only(token: str) -> None:
             bearer.close()
 
     asyncio.run(check())
+
+
+def test_key_set_keeps_only_signing_keys_and_serves_a_lone_key_without_kid(tmp_path: Path) -> None:
+    import asyncio
+
+    import jwt as pyjwt
+
+    from primehub_jupyter.core.access import JwtSettings
+    from primehub_jupyter.gateway.auth import FailureLimiter
+    from primehub_jupyter.gateway.jwt_auth import BearerAuthenticator, parse_jwks
+
+    lone = Issuer()
+    lone.add("only", rsa_key())
+    document = lone.jwks()
+    other = Issuer()
+    other.add("enc", rsa_key())
+    secret = {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"}
+    encryption = {**other.jwks()["keys"][0], "use": "enc"}
+    document["keys"] += [secret, encryption, {"kty": "nonsense"}, "junk"]
+    assert list(parse_jwks(document)) == ["only"]
+    with pytest.raises(ValueError, match="no RS256 or ES256 signing key"):
+        parse_jwks({"keys": [secret]})
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(document))
+
+    async def check() -> str:
+        settings_ = JwtSettings(issuer=lone.claims()["iss"], audience=AUDIENCE, jwks=str(path))
+        bearer = BearerAuthenticator(settings_, FailureLimiter())
+        token = pyjwt.encode(lone.claims(), lone.keys["only"], algorithm="RS256")  # no kid
+        try:
+            return (await bearer.authenticate(token, "127.0.0.1")).user
+        finally:
+            bearer.close()
+
+    assert asyncio.run(check()) == "alice"
