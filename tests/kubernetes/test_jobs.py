@@ -193,6 +193,20 @@ async def test_s3_input_and_output_use_the_storage_secret(engine, cluster):
     assert "PUT /s3/results/iris/out.csv" in cluster.storage.s3_requests
 
 
+async def test_http_input_is_fetched_and_a_missing_one_fails_the_job(engine, cluster, tmp_path):
+    (cluster.storage.root / "in.csv").write_text("\n".join(ROWS) + "\n")
+    url = f"{cluster.network}/files/in.csv"
+    await engine.create_job(await engine.get("iris"), job("j00000000fa", input=url))
+    done = await reach(engine, "j00000000fa", JobPhase.SUCCEEDED)
+    assert done.rows_read == 5 and (tmp_path / "data" / "out" / "scores.csv").exists()
+
+    missing = job("j00000000fb", input=f"{cluster.network}/files/nothing.csv", overwrite=True)
+    await engine.create_job(await engine.get("iris"), missing)
+    failed = await reach(engine, "j00000000fb", JobPhase.FAILED)
+    assert failed.message.startswith("the job could not start: ") and "404" in failed.message
+    assert len(cluster.objects("pods", "primehub.io/job=j00000000fb")) == 1
+
+
 async def test_deleting_the_deployment_deletes_its_jobs(engine, cluster, tmp_path):
     (tmp_path / "data" / "in.csv").write_text("a,b\n1,2\n")
     (tmp_path / "data" / "in.csv.hold").touch()
@@ -217,4 +231,6 @@ async def test_jobs_that_cannot_run_are_refused(engine, cluster):
     assert cluster.objects("jobs") == [] and cluster.api.invalid == []
     with pytest.raises(NotFound):
         await engine.get_job("iris", "j00000000f3")
+    with pytest.raises(NotFound):
+        await engine.get_job("iris", "j0,app=x")
     assert engine.kube.namespace == NAMESPACE

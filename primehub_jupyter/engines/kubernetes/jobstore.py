@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError as PydanticError
 
 from ...core.errors import Conflict, NotFound, ServiceError, ValidationError
-from ...core.jobs import MAX_JOBS_KEPT, JobPhase, JobRecord
+from ...core.jobs import MAX_JOBS_KEPT, JobPhase, JobRecord, job_id_problem
 from ...core.models import utcnow
 from . import jobs, resources
 from .client import CONFIGMAPS, DEPLOYMENTS, JOBS, PHDEPLOYMENTS, PODS, Kube, KubeError
@@ -124,7 +124,8 @@ class KubeJobs:
         return await self._collect(deployment_id)
 
     async def get(self, deployment_id: str, job_id: str) -> JobRecord:
-        found = await self._collect(deployment_id, job_id)
+        # Only a valid id goes into a label selector.
+        found = [] if job_id_problem(job_id) else await self._collect(deployment_id, job_id)
         if not found:
             raise NotFound(f"job '{job_id}' of deployment '{deployment_id}' not found")
         return found[0]
@@ -299,10 +300,11 @@ class KubeJobs:
         return lines if tail is None else lines[-tail:] if tail else []
 
 
-async def sweep_forever(job_store: Callable[[], KubeJobs | None], interval: float) -> None:
+async def sweep_forever(job_store: Callable[[], KubeJobs], interval: float) -> None:
     """Settle finished Jobs every `interval` seconds (so TTL removal loses no outcome)."""
     while True:
         await asyncio.sleep(interval)
-        store = job_store()
-        if store is not None:
-            await store.sweep()
+        try:
+            await job_store().sweep()
+        except Exception:  # the sweeper must outlive any one failure; the next round retries
+            log.exception("sweeping finished jobs failed")
