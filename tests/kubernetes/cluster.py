@@ -61,6 +61,7 @@ class Cluster(Controllers, JobController, Kubelet, PodNetwork, LogSource):
         self.images: dict[str, str] = {MODEL_SERVER_IMAGE: "ok"}
         self.pvcs: dict[str, Path] = {}
         self.pods: dict[str, PodRun] = {}
+        self.stopping: set[asyncio.Task] = set()
         self.logs: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
         self.log_changed = asyncio.Event()
         self.startup_seconds = 0.2
@@ -103,7 +104,7 @@ class Cluster(Controllers, JobController, Kubelet, PodNetwork, LogSource):
         ]
         for task in running:
             task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await asyncio.gather(*running, *self.stopping, return_exceptions=True)
         if self._network is not None:
             await self._network.cleanup()
 

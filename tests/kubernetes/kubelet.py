@@ -9,6 +9,7 @@ import copy
 import json
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -76,6 +77,9 @@ class Kubelet:
             for c in (run.init, run.model):
                 if c is not None and c.process is not None:
                     c.process.cancel()
+                    # Awaited by Cluster.stop: the task still kills and reaps its process.
+                    self.stopping.add(c.process)
+                    c.process.add_done_callback(self.stopping.discard)
         for pod in live.values():
             if pod["metadata"].get("deletionTimestamp"):
                 # A terminating pod goes after a short grace period (long enough to be seen).
@@ -270,8 +274,13 @@ class Kubelet:
 
         argv = self._argv([*container["command"], *(container.get("args") or [])], host)
         environment = {**os.environ, **env}
+        # Its own process group: a container's end kills every process in it (jobrun's runner).
         process = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=environment
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
         )
         assert process.stdout is not None
         try:
@@ -285,7 +294,8 @@ class Kubelet:
             code = await process.wait()
         finally:
             if process.returncode is None:  # the pod went away (or the cluster stops)
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
         message = termination.read_text() if termination.exists() else ""
         if not message and code != 0:  # FallbackToLogsOnError
