@@ -207,6 +207,25 @@ async def test_http_input_is_fetched_and_a_missing_one_fails_the_job(engine, clu
     assert len(cluster.objects("pods", "primehub.io/job=j00000000fb")) == 1
 
 
+async def test_the_newest_50_records_are_kept(engine, cluster, tmp_path):
+    old = {}
+    for i in range(50):
+        record = job(f"j{i:010x}").model_copy(
+            update={"phase": JobPhase.SUCCEEDED, "create_time": f"2026-01-01T00:00:{i:02d}.000Z"}
+        )
+        old[record.id] = record.model_dump_json(by_alias=True)
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "iris-jobs"}, "data": old}
+    )
+    (tmp_path / "data" / "in.csv").write_text("a,b\nfail\n")
+    await engine.create_job(await engine.get("iris"), job("j00000000ff"))
+    await reach(engine, "j00000000ff", JobPhase.FAILED)
+    listed = [j.id for j in await engine.list_jobs("iris")]
+    assert len(listed) == 50 and listed[0] == "j00000000ff"
+    assert "j0000000000" not in listed and "j0000000001" in listed  # the oldest went
+    assert len(cluster.find("configmaps", "iris-jobs")["data"]) == 50
+
+
 async def test_deleting_the_deployment_deletes_its_jobs(engine, cluster, tmp_path):
     (tmp_path / "data" / "in.csv").write_text("a,b\n1,2\n")
     (tmp_path / "data" / "in.csv.hold").touch()
