@@ -5,13 +5,15 @@ operator writes, so that every phase is reached through real state: the Deployme
 makes ReplicaSets (revisions, rolling updates that keep old pods until new ones are available),
 the ReplicaSet controller makes Pods (refused by a namespace ResourceQuota with a FailedCreate
 condition and event), the scheduler places pods on one node (Unschedulable when resources,
-node selectors or taints do not fit, or a PVC is missing), and the kubelet pulls images (unknown
+node selectors or taints do not fit, or a PVC is missing), the Job controller makes a pod per
+attempt (backoffLimit, podFailurePolicy, TTL after finish), and the kubelet pulls images (unknown
 images fail with ErrImagePull/ImagePullBackOff), runs the model initializer *for real* (the
 fetcher as a subprocess, with the pod's volumes mapped to directories and its env resolved from
 Secrets), starts the model container with a behaviour per image (ready, crash loop, load failure
-with exit code 3 and a termination message, out of memory, never ready), restarts with backoff,
-and keeps container logs. A small HTTP server is the pod network: /svc/<service>/... and
-/pod/<pod>/... answer like a model server (predictions, health, /metrics) and log each request.
+with exit code 3 and a termination message, out of memory, never ready), runs a job pod's
+container for real, restarts with backoff, and keeps container logs. A small HTTP server is the
+pod network: /svc/<service>/... and /pod/<pod>/... answer like a model server (predictions,
+health, /metrics) and log each request.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from aiohttp import web
 from primehub_jupyter.core.config import parse_memory
 
 from .controllers import Controllers
+from .jobcontroller import JobController
 from .kubelet import MODEL_SERVER_IMAGE, Kubelet, PodRun
 from .network import PodNetwork
 from .store import LogSource, Store, now_text
@@ -34,7 +37,7 @@ from .store import LogSource, Store, now_text
 __all__ = ["MODEL_SERVER_IMAGE", "Cluster"]
 
 
-class Cluster(Controllers, Kubelet, PodNetwork, LogSource):
+class Cluster(Controllers, JobController, Kubelet, PodNetwork, LogSource):
     """Controllers, scheduler, kubelet and pod network for one namespace."""
 
     def __init__(
@@ -58,6 +61,7 @@ class Cluster(Controllers, Kubelet, PodNetwork, LogSource):
         self.images: dict[str, str] = {MODEL_SERVER_IMAGE: "ok"}
         self.pvcs: dict[str, Path] = {}
         self.pods: dict[str, PodRun] = {}
+        self.stopping: set[asyncio.Task] = set()
         self.logs: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
         self.log_changed = asyncio.Event()
         self.startup_seconds = 0.2
@@ -72,6 +76,8 @@ class Cluster(Controllers, Kubelet, PodNetwork, LogSource):
         self._network: web.AppRunner | None = None
         self._round_robin: dict[str, int] = {}
         self.route_hooks: list[Any] = []
+        #: `python -m MODULE` in a container runs this script instead (a stand-in runner).
+        self.module_overrides: dict[str, str] = {}
         store.listeners.append(lambda key, kind, obj: self._wake.set())
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -98,7 +104,7 @@ class Cluster(Controllers, Kubelet, PodNetwork, LogSource):
         ]
         for task in running:
             task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await asyncio.gather(*running, *self.stopping, return_exceptions=True)
         if self._network is not None:
             await self._network.cleanup()
 
@@ -119,6 +125,7 @@ class Cluster(Controllers, Kubelet, PodNetwork, LogSource):
     def tick(self) -> None:
         self._deployments()
         self._replicasets()
+        self._jobs()
         self._schedule()
         self._kubelet()
 

@@ -40,6 +40,8 @@ PLURALS = {
     "services": "/services",
     "ingresses": "networking.k8s.io/ingresses",
     "secrets": "/secrets",
+    "configmaps": "/configmaps",
+    "jobs": "batch/jobs",
     "events": "/events",
     "resourcequotas": "/resourcequotas",
     "horizontalpodautoscalers": "autoscaling/horizontalpodautoscalers",

@@ -9,6 +9,7 @@ import copy
 import json
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -76,6 +77,9 @@ class Kubelet:
             for c in (run.init, run.model):
                 if c is not None and c.process is not None:
                     c.process.cancel()
+                    # Awaited by Cluster.stop: the task still kills and reaps its process.
+                    self.stopping.add(c.process)
+                    c.process.add_done_callback(self.stopping.discard)
         for pod in live.values():
             if pod["metadata"].get("deletionTimestamp"):
                 # A terminating pod goes after a short grace period (long enough to be seen).
@@ -88,6 +92,8 @@ class Kubelet:
                 continue
             if not pod["spec"].get("nodeName"):
                 continue
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue  # a finished job pod: its containers ran to completion
             run = self.pods.get(pod["metadata"]["uid"]) or self._admit(pod)
             self._step(pod, run, now)
 
@@ -183,8 +189,13 @@ class Kubelet:
         init_spec = next((c for c in spec.get("initContainers") or []), None)
         model_spec = spec["containers"][0]
         init_done = run.init is None or run.init.state.get("terminated", {}).get("exitCode") == 0
-        if not init_done and init_spec is not None:
+        init_failed = run.init is not None and run.init.state.get("terminated", {}).get("exitCode")
+        if init_failed:
+            pass  # restartPolicy Never: the pod has failed
+        elif not init_done and init_spec is not None:
             self._step_init(pod, run, init_spec, now)
+        elif spec.get("restartPolicy") == "Never":
+            self._step_job(pod, run, model_spec)
         else:
             self._step_model(pod, run, model_spec, now)
         self._write_status(pod, run, now)
@@ -206,13 +217,48 @@ class Kubelet:
             return
         state.state = {"running": {"startedAt": now_text()}}
         state.instance += 1
-        state.process = asyncio.create_task(self._run_initializer(pod, run, container, env))
+        state.process = asyncio.create_task(self._run_process(pod, run, container, env, state))
 
-    async def _run_initializer(
-        self, pod: dict[str, Any], run: PodRun, container: dict[str, Any], env: dict[str, str]
+    def _step_job(self, pod: dict[str, Any], run: PodRun, container: dict[str, Any]) -> None:
+        """A job pod's container runs for real (its command, mounts and env mapped here)."""
+        state = run.model
+        if state.process is not None or "terminated" in state.state:
+            return
+        if not self._pull(pod, container, state):
+            return
+        env = self._environment(pod, container)
+        if isinstance(env, str):
+            state.state = {"waiting": {"reason": "CreateContainerConfigError", "message": env}}
+            return
+        state.state = {"running": {"startedAt": now_text()}}
+        state.instance += 1
+        state.process = asyncio.create_task(self._run_process(pod, run, container, env, state))
+
+    def _argv(self, arguments: list[str], host: Any) -> list[str]:
+        """`python` is this interpreter; modules in `module_overrides` run a test's script."""
+        overrides: dict[str, str] = getattr(self, "module_overrides", {})
+        argv: list[str] = []
+        skip = False
+        for i, arg in enumerate(arguments):
+            if skip:
+                skip = False
+                continue
+            if arg == "-m" and i + 1 < len(arguments) and arguments[i + 1] in overrides:
+                argv.append(overrides[arguments[i + 1]])
+                skip = True
+            else:
+                argv.append(sys.executable if arg == "python" else host(arg))
+        return argv
+
+    async def _run_process(
+        self,
+        pod: dict[str, Any],
+        run: PodRun,
+        container: dict[str, Any],
+        env: dict[str, str],
+        state: ContainerRun,
     ) -> None:
-        state = run.init
-        assert state is not None
+        never = pod["spec"].get("restartPolicy") == "Never"
         mounts = self._mounts(pod, run, container)
         termination = run.directory / f"{container['name']}.termination-log"
         termination.unlink(missing_ok=True)
@@ -226,11 +272,15 @@ class Kubelet:
                         return prefix + str(path) + arg[len(prefix + mount_path) :]
             return arg
 
-        command = [sys.executable if c == "python" else c for c in container["command"]]
-        argv = command + [host(a) for a in container.get("args") or []]
+        argv = self._argv([*container["command"], *(container.get("args") or [])], host)
         environment = {**os.environ, **env}
+        # Its own process group: a container's end kills every process in it (jobrun's runner).
         process = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=environment
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
         )
         assert process.stdout is not None
         try:
@@ -244,7 +294,8 @@ class Kubelet:
             code = await process.wait()
         finally:
             if process.returncode is None:  # the pod went away (or the cluster stops)
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
         message = termination.read_text() if termination.exists() else ""
         if not message and code != 0:  # FallbackToLogsOnError
@@ -258,7 +309,7 @@ class Kubelet:
             "startedAt": now_text(),
             "finishedAt": now_text(),
         }
-        if code == 0:
+        if code == 0 or never:
             state.state = {"terminated": finished}
         else:
             state.restarts += 1
@@ -372,6 +423,12 @@ class Kubelet:
         status["phase"] = (
             "Running" if "running" in run.model.state or run.model.restarts else "Pending"
         )
+        ended = [c.state.get("terminated") for c in (run.init, run.model) if c is not None]
+        if pod["spec"].get("restartPolicy") == "Never":
+            if any(t and t["exitCode"] for t in ended):
+                status["phase"] = "Failed"
+            elif ended[-1] and ended[-1]["exitCode"] == 0:
+                status["phase"] = "Succeeded"
         status["podIP"] = run.ip
         status.setdefault("startTime", now_text())
 

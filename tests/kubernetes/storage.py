@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,7 @@ class Storage:
         app.router.add_get("/files/{path:.*}", self.file)
         app.router.add_get("/s3/{bucket}/", self.s3_list)
         app.router.add_get("/s3/{bucket}/{key:.+}", self.s3_get)
+        app.router.add_put("/s3/{bucket}/{key:.+}", self.s3_put)
         app.router.add_get(
             "/mlflow/api/2.0/mlflow/model-versions/get-download-uri", self.mlflow_uri
         )
@@ -54,12 +56,13 @@ class Storage:
         moment = datetime.strptime(date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
         url = f"http://{request.host}{request.raw_path}"
         expected = sigv4_headers(
-            "GET",
+            request.method,
             url,
             region="us-east-1",
             access_key=S3_ACCESS_KEY,
             secret_key=S3_SECRET_KEY,
             now=moment,
+            payload_hash=request.headers.get("x-amz-content-sha256", ""),
         )["authorization"]
         if expected != auth:
             raise web.HTTPForbidden(text="<Error><Code>SignatureDoesNotMatch</Code></Error>")
@@ -92,6 +95,19 @@ class Storage:
         if not path.is_file():
             raise web.HTTPNotFound(text="<Error><Code>NoSuchKey</Code></Error>")
         return web.FileResponse(path)
+
+    async def s3_put(self, request: web.Request) -> web.Response:
+        """PutObject: the body must hash to the signed x-amz-content-sha256."""
+        self._check_signature(request)
+        body = await request.read()
+        if hashlib.sha256(body).hexdigest() != request.headers.get("x-amz-content-sha256"):
+            raise web.HTTPBadRequest(text="<Error><Code>XAmzContentSHA256Mismatch</Code></Error>")
+        key = urllib.parse.unquote(request.match_info["key"])
+        path = self._path(f"{request.match_info['bucket']}/{key}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        self.s3_requests.append(f"PUT {request.raw_path}")
+        return web.Response(status=200)
 
     async def mlflow_uri(self, request: web.Request) -> web.Response:
         key = (request.query.get("name", ""), request.query.get("version", ""))

@@ -50,6 +50,7 @@ BUILTIN = [
     ResourceType("", "v1", "serviceaccounts", "ServiceAccount", ()),
     ResourceType("apps", "v1", "deployments", "Deployment", ("status", "scale")),
     ResourceType("apps", "v1", "replicasets", "ReplicaSet", ("status", "scale")),
+    ResourceType("batch", "v1", "jobs", "Job"),
     ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress"),
     ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
 ]

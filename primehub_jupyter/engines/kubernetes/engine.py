@@ -12,9 +12,10 @@ from typing import Any
 
 import aiohttp
 from pydantic import ValidationError as PydanticError
-from traitlets import Bool, Enum, Float, Unicode
+from traitlets import Bool, Enum, Float, Int, Unicode
 
 from ...core.errors import Conflict, NotFound, ServiceError, ValidationError
+from ...core.jobs import JobRecord
 from ...core.metrics import MetricsReport
 from ...core.models import (
     MAX_HISTORY,
@@ -32,7 +33,7 @@ from ...core.models import (
 )
 from ...core.traffic import PredictorCounters
 from ..base import Engine, InvokeResult
-from . import resources, routing
+from . import jobs, resources, routing
 from .client import PHDEPLOYMENTS, SECRETS, Kube, KubeError, load_configuration
 from .crd import (
     ANNOTATION_DEPLOY_TIMEOUT,
@@ -43,6 +44,7 @@ from .crd import (
     LABEL_GROUP,
     VERSION,
 )
+from .jobstore import KubeJobs, sweep_forever
 from .logs import PodLogs
 from .metrics import PodMetrics, prometheus_metrics
 from .phases import parse_time
@@ -166,12 +168,23 @@ class KubernetesEngine(Engine):
     operator_grace_seconds = Float(
         60.0, config=True, help="After this long, an unapplied change asks if the operator runs."
     )
+    job_backoff_limit = Int(2, config=True, help="Retries of a batch job's lost pod.")
+    job_ttl_seconds = Int(
+        86400, config=True, help="Seconds a finished Job (and its pod's log) is kept."
+    )
+    job_active_deadline_seconds = Int(
+        0, config=True, help="Seconds a batch job may run before it fails (0: no limit)."
+    )
+    job_sweep_seconds = Float(
+        60.0, config=True, help="How often finished Jobs are recorded (before their TTL)."
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._kube: Kube | None = None
         self._session: aiohttp.ClientSession | None = None
         self._pod_metrics: PodMetrics | None = None
+        self._job_sweep: asyncio.Task | None = None
         self._samples = SampleRequests(
             lambda record: self._service_url(
                 resources.child_name(record.id, record.spec.predictor.name)
@@ -215,9 +228,16 @@ class KubernetesEngine(Engine):
                 f"cannot list {KIND}s in namespace '{self.kube.namespace}': {error.message}"
             ) from None
         self._pod_metrics = PodMetrics(self.kube, self._pod_url, self.metrics_interval)
+        self._job_sweep = asyncio.create_task(
+            sweep_forever(lambda: self._jobs, self.job_sweep_seconds)
+        )
         self.log.info("PrimeHub Kubernetes engine: namespace %s", self.kube.namespace)
 
     async def shutdown(self) -> None:
+        if self._job_sweep is not None:
+            self._job_sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._job_sweep
         if self._pod_metrics is not None:
             await self._pod_metrics.close()
         if self._session is not None:
@@ -609,6 +629,39 @@ class KubernetesEngine(Engine):
             )
         assert self._pod_metrics is not None
         return await self._pod_metrics.series(deployment_id, window, step)
+
+    # ---- batch jobs (jobstore.py, jobs.py; docs/kubernetes.md "Batch jobs") -------------
+
+    @property
+    def _jobs(self) -> KubeJobs:
+        options = jobs.JobOptions(
+            backoff_limit=self.job_backoff_limit,
+            ttl_seconds=self.job_ttl_seconds,
+            active_deadline_seconds=self.job_active_deadline_seconds or None,
+        )
+        return KubeJobs(self.kube, self._error, options)
+
+    async def create_job(self, deployment: DeploymentRecord, job: JobRecord) -> JobRecord:
+        return await self._jobs.create(await self._read(deployment.id), job)
+
+    async def list_jobs(self, deployment_id: str) -> list[JobRecord]:
+        await self._read(deployment_id)
+        return await self._jobs.all(deployment_id)
+
+    async def get_job(self, deployment_id: str, job_id: str) -> JobRecord:
+        await self._read(deployment_id)
+        return await self._jobs.get(deployment_id, job_id)
+
+    async def delete_job(self, deployment_id: str, job_id: str) -> JobRecord:
+        await self._read(deployment_id)
+        return await self._jobs.delete(deployment_id, job_id)
+
+    async def job_logs(self, deployment_id: str, job_id: str, tail: int | None) -> list[str]:
+        await self._read(deployment_id)
+        return await self._jobs.logs(deployment_id, job_id, tail)
+
+    async def running_jobs(self) -> list[JobRecord]:
+        return await self._jobs.running()
 
     # ---- errors -----------------------------------------------------------------------
 

@@ -54,15 +54,17 @@ def sigv4_headers(
     session_token: str = "",
     headers: dict[str, str] | None = None,
     now: datetime | None = None,
+    payload_hash: str = EMPTY_SHA256,
 ) -> dict[str, str]:
-    """The headers that sign an unpayloaded S3 request (AWS Signature Version 4)."""
+    """The headers that sign an S3 request (AWS Signature Version 4); `payload_hash` is the
+    body's SHA-256 (a PUT), the empty body's by default."""
     now = now or datetime.now(timezone.utc)
     parts = urllib.parse.urlsplit(url)
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     day = now.strftime("%Y%m%d")
     signed = {k.lower(): v.strip() for k, v in (headers or {}).items()}
     signed.update(
-        {"host": parts.netloc, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": amz_date}
+        {"host": parts.netloc, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date}
     )
     if session_token:
         signed["x-amz-security-token"] = session_token
@@ -79,7 +81,7 @@ def sigv4_headers(
             canonical_query,
             "".join(f"{name}:{signed[name]}\n" for name in names),
             ";".join(names),
-            EMPTY_SHA256,
+            payload_hash,
         ]
     )
     scope = f"{day}/{region}/s3/aws4_request"
