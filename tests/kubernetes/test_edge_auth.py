@@ -16,7 +16,7 @@ from primehub_jupyter.core.errors import ValidationError
 from primehub_jupyter.engines.kubernetes import edgeauth, routing
 from primehub_jupyter.engines.kubernetes.engine import KubernetesEngine
 from primehub_jupyter.engines.kubernetes.operator_cli import operator_command
-from primehub_jupyter.engines.kubernetes.settings import OperatorSettings
+from primehub_jupyter.engines.kubernetes.settings import DEFAULT_JWT_PROXY_IMAGE, OperatorSettings
 
 from .conftest import phdeployment
 from .test_manifests import CR, SETTINGS, spec, validate_k8s
@@ -195,6 +195,8 @@ def operator_overrides() -> dict[str, Any]:
 
 def test_operator_renders_creates_updates_and_removes_the_edge_objects(cluster, operator):
     cluster.sim.images[IMAGE] = "ok"
+    # The simulated kubelet runs any known image as a ready container (it only needs to pull).
+    cluster.sim.images[DEFAULT_JWT_PROXY_IMAGE] = "ok"
     body = phdeployment(
         "secured",
         modelImage=IMAGE,
@@ -225,6 +227,12 @@ def test_operator_renders_creates_updates_and_removes_the_edge_objects(cluster, 
         f"--oidc-issuer-url={JWT['issuer']}"
         in (proxy["spec"]["template"]["spec"]["containers"][0]["args"])
     )
+
+    def proxy_available() -> bool:
+        live = cluster.find("deployments", "primehub-jwt-auth") or {}
+        return (live.get("status") or {}).get("availableReplicas") == 2
+
+    cluster.wait(proxy_available, "the proxy's pods to be available")
 
     # A new policy: the auth-url follows.
     cluster.patch(
