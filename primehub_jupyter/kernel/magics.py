@@ -91,8 +91,6 @@ MAGIC_FLAGS = {
     "spec.updateMessage": "--update-message",
     "spec.endpoint.accessType": "--private/--public",
     "spec.endpoint.policy": "--policy-groups/--policy-users",
-    "spec.endpoint.policy.groups": "--policy-groups",
-    "spec.endpoint.policy.users": "--policy-users",
     "spec.predictors.0.replicas": "--replicas",
     "spec.predictors.0.instanceType": "--instance-type",
     "spec.predictors.0.metadata": "--metadata",
