@@ -13,7 +13,7 @@ from ..kernel import options as shared
 from ..kernel.display import replica_range
 from ..kernel.words import describe_changes, rollback_spec
 from .common import call, client_of, confirm, wait_for
-from .documents import SET_FLAGS, load_document, parse_sets
+from .documents import SET_FLAGS, keep_nulls, load_document, parse_sets
 from .output import (
     OUTPUTS,
     CLIError,
@@ -30,18 +30,40 @@ from .output import (
 # `phase` is also the name of `wait --for`'s parameter: the markup helper gets another name.
 from .output import phase as phase_markup
 
+# The API's policy fields as `create` names them (in its error messages).
+POLICY_FLAGS = {
+    "spec.endpoint.policy.groups": "--policy-groups",
+    "spec.endpoint.policy.users": "--policy-users",
+}
 output_option = click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table")
 
 
 @click.command()
 @click.option("-f", "--file", "path", required=True, help="Deployment YAML/JSON ('-': stdin).")
-@shared.click_options(shared.wait_switch("Deployed", default=False), shared.TIMEOUT)
+@shared.click_options(
+    shared.POLICY_GROUPS,
+    shared.POLICY_USERS,
+    shared.wait_switch("Deployed", default=False),
+    shared.TIMEOUT,
+)
 @output_option
 @click.pass_context
-def create(ctx: click.Context, path: str, wait: bool, timeout: float, output: str) -> None:
-    """Create a deployment from a file."""
+def create(
+    ctx: click.Context,
+    path: str,
+    policy_groups: str | None,
+    policy_users: str | None,
+    wait: bool,
+    timeout: float,
+    output: str,
+) -> None:
+    """Create a deployment from a file (--policy-* replace the file's access policy)."""
     client = client_of(ctx)
-    created = call(client.create, load_document(path))
+    body = load_document(path)
+    policy = shared.policy_patch(policy_groups, policy_users)
+    if policy is not None and isinstance(body["spec"], dict):
+        body["spec"].setdefault("endpoint", {}).update(policy)
+    created = call(client.create, body, names=POLICY_FLAGS)
     if wait:
         created = wait_for(client, created["id"], "Deployed", timeout)
     if not emit(created, output):
@@ -112,7 +134,9 @@ def update(
         patch = load_document(path)["spec"] or {}
     from ..core.models import merge_patch
 
-    patch = merge_patch(patch, parse_sets(sets)) if sets else patch
+    if sets:
+        changes = parse_sets(sets)
+        patch = keep_nulls(merge_patch(patch, changes), changes)
     client = client_of(ctx)
     updated = call(client.update, deployment_id, patch, update_message=message, names=SET_FLAGS)
     if wait:

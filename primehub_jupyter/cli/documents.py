@@ -18,7 +18,11 @@ SET_SHORTCUTS = {
     "instanceType": "predictors.0.instanceType",
     "imagePullSecret": "predictors.0.imagePullSecret",
     "accessType": "endpoint.accessType",
+    "policyGroups": "endpoint.policy.groups",
+    "policyUsers": "endpoint.policy.users",
 }
+# Lists of names `--set` also takes comma-separated: `endpoint.policy.groups=g1,g2`.
+LIST_FIELDS = frozenset({"endpoint.policy.groups", "endpoint.policy.users"})
 
 
 # The CLI's name for the API fields `update --set` writes: `spec.predictors.0.replicas` is
@@ -70,6 +74,8 @@ def parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, raw = pair.split("=", 1)
         key = SET_SHORTCUTS.get(key, key)
         value = yaml.safe_load(raw) if raw else ""
+        if key in LIST_FIELDS and not isinstance(value, list):
+            value = [n.strip() for n in str(value or "").split(",") if n.strip()]
         parts = key.split(".")
         node: Any = patch
         for i, part in enumerate(parts):
@@ -88,4 +94,16 @@ def parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
                 node[part] = value
             else:
                 node = node.setdefault(part, [] if nxt_is_index else {})
+    return patch
+
+
+def keep_nulls(patch: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
+    """`patch` with the nulls of `sets` put back: merging `--set key=null` into a file's patch
+    drops the key, but sent as null it removes the field on the server."""
+    for key, value in sets.items():
+        if value is None:
+            patch[key] = None
+        elif isinstance(value, dict):
+            inner = patch.get(key)
+            patch[key] = keep_nulls(inner if isinstance(inner, dict) else {}, value)
     return patch

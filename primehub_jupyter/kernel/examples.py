@@ -13,6 +13,10 @@ NO_SAMPLE = (
 )
 #: Where a private endpoint's client goes (the Clients tab / `clients add` give one).
 CLIENT_PLACEHOLDER = "<client-name>:<client-token>"
+#: Where a bearer token of the identity provider goes (a private endpoint takes either).
+BEARER_PLACEHOLDER = "<access-token>"
+#: The line between the Basic example and the bearer one.
+BEARER_NOTE = "# or with a bearer token from your identity provider (OpenID Connect):"
 
 
 def example_body(deployment: dict[str, Any]) -> str | None:
@@ -25,20 +29,30 @@ def example_body(deployment: dict[str, Any]) -> str | None:
 def curl_example(deployment: dict[str, Any]) -> str:
     """A ready-to-paste curl command calling the deployment with its sample request.
 
-    Private endpoints get a client placeholder; without a sample the command has a
-    `<request body>` placeholder and a comment line says why.
+    Private endpoints get a client placeholder, then the same call with a bearer token
+    placeholder; without a sample the command has a `<request body>` placeholder and a
+    comment line says why.
     """
     status = deployment.get("status") or {}
     spec = deployment.get("spec") or {}
     private = (spec.get("endpoint") or {}).get("accessType") == "private"
     body = example_body(deployment)
+    url = shlex.quote(status.get("endpoint") or "<endpoint>")
+    data = f"  -d {shlex.quote(body) if body is not None else repr('<request body>')}"
     lines = [
-        "curl -X POST"
-        + (f" -u '{CLIENT_PLACEHOLDER}'" if private else "")
-        + f" {shlex.quote(status.get('endpoint') or '<endpoint>')} \\",
+        "curl -X POST" + (f" -u '{CLIENT_PLACEHOLDER}'" if private else "") + f" {url} \\",
         "  -H 'Content-Type: application/json' \\",
-        f"  -d {shlex.quote(body) if body is not None else repr('<request body>')}",
+        data,
     ]
     if body is None:
         lines.insert(0, f"# {NO_SAMPLE}")
+    if private:
+        lines += [
+            "",
+            BEARER_NOTE,
+            f"curl -X POST {url} \\",
+            f"  -H 'Authorization: Bearer {BEARER_PLACEHOLDER}' \\",
+            "  -H 'Content-Type: application/json' \\",
+            data,
+        ]
     return "\n".join(lines)

@@ -90,6 +90,7 @@ MAGIC_FLAGS = {
     "spec.description": "--description",
     "spec.updateMessage": "--update-message",
     "spec.endpoint.accessType": "--private/--public",
+    "spec.endpoint.policy": "--policy-groups/--policy-users",
     "spec.predictors.0.replicas": "--replicas",
     "spec.predictors.0.instanceType": "--instance-type",
     "spec.predictors.0.metadata": "--metadata",
@@ -120,6 +121,7 @@ def _deploy_parser(prog: str, *, cell: bool) -> _Parser:
     access = parser.add_mutually_exclusive_group()
     access.add_argument("--private", action="store_true", help="clients need a token")
     access.add_argument("--public", action="store_true", help="anyone may call it")
+    shared.add_options(parser, shared.POLICY_GROUPS, shared.POLICY_USERS)
     parser.add_argument("--description", help="description")
     shared.MESSAGE.but(flags=("--update-message",)).add_to(parser)
     parser.add_argument("--metadata", nargs="*", metavar="KEY=VALUE", help="model metadata")
@@ -240,6 +242,9 @@ class DeploymentMagics(Magics):
             spec["description"] = args.description
         if args.private or args.public:
             spec.setdefault("endpoint", {})["accessType"] = "private" if args.private else "public"
+        policy = shared.policy_patch(args.policy_groups, args.policy_users)
+        if policy is not None:
+            spec.setdefault("endpoint", {}).update(policy)
         message = args.update_message
         existing = self._existing(deployment_id, name, group["name"])
         if existing is not None:
@@ -583,6 +588,8 @@ def _flatten_document(document: dict[str, Any]) -> dict[str, Any]:
         document.setdefault("endpoint", {})["accessType"] = access
     if document.pop("private", False):
         document.setdefault("endpoint", {})["accessType"] = "private"
+    if "policy" in document:  # `policy: {groups: [...], users: [...]}` at the top
+        document.setdefault("endpoint", {})["policy"] = document.pop("policy")
     document.pop("id", None)
     return {"spec": document, "predictor": predictor, "model": model, "name": name, "group": group}
 

@@ -101,10 +101,38 @@ def wait_switch(phase: str, *, default: bool) -> Option:
     return Option(("--wait",), text, switch=True, default=default)
 
 
+def split_names(text: str | None) -> list[str]:
+    """`"g1, g2,"` -> ["g1", "g2"]: a comma-separated list of names (blanks dropped)."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def policy_patch(groups: str | None, users: str | None) -> dict[str, Any] | None:
+    """The endpoint fields `--policy-groups`/`--policy-users` set: None when neither is given.
+
+    Together they are the whole policy (a missing one is empty); both empty remove it, so the
+    deployment's group may call again.
+    """
+    if groups is None and users is None:
+        return None
+    policy = {"users": split_names(users), "groups": split_names(groups)}
+    return {"policy": policy if policy["users"] or policy["groups"] else None}
+
+
 # ---- the shared options -------------------------------------------------------------------
 
 TIMEOUT = Option(("--timeout",), "Seconds to wait.", type=float, default=600, show_default=True)
 MESSAGE = Option(("-m", "--message"), "Update message, kept in the history.")
+
+# access policy of a private endpoint: `%deploy`, `%%deploy`, `primehub-deploy create`
+POLICY_GROUPS = Option(
+    ("--policy-groups",),
+    "Private endpoints: groups whose members may call with a bearer token, comma-separated "
+    "(the policy is these groups and --policy-users; both empty: the deployment's group).",
+)
+POLICY_USERS = Option(
+    ("--policy-users",),
+    "Private endpoints: users who may call with a bearer token, comma-separated.",
+)
 
 # list: `primehub-deploy get`, `%phdeploy list`
 NAME_FILTER = Option(("--name",), "Only names containing this.")

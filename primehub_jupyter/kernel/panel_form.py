@@ -11,6 +11,7 @@ import ipywidgets as w
 from .client import Client, PrimeHubError
 from .deployment import looks_like_model, package_for_deploy
 from .display import esc
+from .options import policy_patch
 from .words import (
     in_words,
 )
@@ -133,6 +134,22 @@ class DeploymentForm(w.VBox):
             value=spec.get("endpoint", {}).get("accessType") == "private",
             description="Private access (clients need a token)",
         )
+        # Who may call with a bearer token (beside the clients): where the access type is.
+        policy = spec.get("endpoint", {}).get("policy") or {}
+        self.policy_groups = w.Text(
+            value=", ".join(policy.get("groups") or []),
+            placeholder="default: members of the deployment's group",
+            description="Policy groups",
+            **label,
+        )
+        self.policy_users = w.Text(
+            value=", ".join(policy.get("users") or []),
+            placeholder="comma-separated user names",
+            description="Policy users",
+            **label,
+        )
+        self.policy_box = w.VBox([self.policy_groups, self.policy_users])
+        self.private.observe(lambda _: self._show_policy(), "value")
         self.update_message = w.Text(description="Update message", **label)
         self.submit = button(
             description="Update" if existing else "Deploy", button_style="primary", icon="rocket"
@@ -159,11 +176,24 @@ class DeploymentForm(w.VBox):
         fields = [
             self.locked_note, self.group, self.instance_type, self.replicas, self.name,
             self.deployment_id, self.source, self._source_box, self.description,
-            w.HTML("<b>Metadata</b>"), self.metadata, self.private, self.update_message,
+            w.HTML("<b>Metadata</b>"), self.metadata, self.private, self.policy_box,
+            self.update_message,
         ]  # fmt: skip
         super().__init__([w.HTML(f"<h3>{title}</h3>"), *fields, self.errors,
                           w.HBox([self.submit, self.cancel])])  # fmt: skip
         self._show_source()
+        self._show_policy()
+
+    def _show_policy(self) -> None:
+        # A policy means nothing for a public endpoint: shown only with private access.
+        self.policy_box.layout.display = "" if self.private.value else "none"
+
+    def _endpoint(self) -> dict[str, Any]:
+        """The endpoint fields the form sets: the access type, and the policy when private."""
+        if not self.private.value:
+            return {"accessType": "public"}
+        policy = policy_patch(self.policy_groups.value, self.policy_users.value) or {}
+        return {"accessType": "private", **policy}
 
     def _instance_types(self, keep: str | None = None) -> None:
         group = self._groups.get(self.group.value or "")
@@ -218,11 +248,10 @@ class DeploymentForm(w.VBox):
             return
         try:
             predictor = self._predictor()
-            access = "private" if self.private.value else "public"
             if self.existing:
                 patch = {
                     "description": self.description.value,
-                    "endpoint": {"accessType": access},
+                    "endpoint": self._endpoint(),
                     "predictors": [predictor],
                 }
                 result = self.client.update(
@@ -233,7 +262,7 @@ class DeploymentForm(w.VBox):
                     "displayName": self.name.value.strip(),
                     "groupName": self.group.value,
                     "description": self.description.value,
-                    "endpoint": {"accessType": access},
+                    "endpoint": self._endpoint(),
                     "predictors": [predictor],
                 }
                 if self.update_message.value.strip():

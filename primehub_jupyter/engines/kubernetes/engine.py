@@ -33,7 +33,7 @@ from ...core.models import (
 )
 from ...core.traffic import PredictorCounters
 from ..base import Engine, InvokeResult
-from . import jobs, resources, routing
+from . import edgeauth, jobs, resources, routing
 from .client import PHDEPLOYMENTS, SECRETS, Kube, KubeError, load_configuration
 from .crd import (
     ANNOTATION_DEPLOY_TIMEOUT,
@@ -248,6 +248,8 @@ class KubernetesEngine(Engine):
     def check_spec(self, spec: DeploymentSpec) -> None:
         problems = resources.model_uri_problems(spec)
         problems = problems or routing.traffic_problems(spec, self.traffic_router)
+        if self.jwt_settings is not None:  # the operator's edge enforces the policy
+            problems = problems or edgeauth.policy_problems(spec)
         if problems:
             raise ValidationError(
                 "; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems

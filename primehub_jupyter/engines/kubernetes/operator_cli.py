@@ -39,6 +39,20 @@ import click
 @click.option("--context", default="", help="kubeconfig context.")
 @click.option("--model-server-image", default="", help="Overrides modelServerImage.")
 @click.option(
+    "--jwt-issuer",
+    envvar="PRIMEHUB_JWT_ISSUER",
+    default="",
+    help="Overrides jwt.issuer: bearer JWTs of this issuer on private endpoints.",
+)
+@click.option("--jwt-audience", envvar="PRIMEHUB_JWT_AUDIENCE", default="", help="jwt.audience.")
+@click.option("--jwt-jwks", envvar="PRIMEHUB_JWT_JWKS", default="", help="jwt.jwks (an https URL).")
+@click.option(
+    "--jwt-user-claim", envvar="PRIMEHUB_JWT_USER_CLAIM", default="", help="jwt.userClaim."
+)
+@click.option(
+    "--jwt-groups-claim", envvar="PRIMEHUB_JWT_GROUPS_CLAIM", default="", help="jwt.groupsClaim."
+)
+@click.option(
     "--liveness",
     default="http://0.0.0.0:8080/healthz",
     show_default=True,
@@ -52,6 +66,11 @@ def operator_command(
     kubeconfig: str,
     context: str,
     model_server_image: str,
+    jwt_issuer: str,
+    jwt_audience: str,
+    jwt_jwks: str,
+    jwt_user_claim: str,
+    jwt_groups_claim: str,
     liveness: str,
     verbose: bool,
 ) -> None:
@@ -71,7 +90,13 @@ def operator_command(
     try:
         store.get()
         settings = OperatorSettings.load(
-            settings_file or None, model_server_image=model_server_image
+            settings_file or None,
+            model_server_image=model_server_image,
+            jwt_issuer=jwt_issuer,
+            jwt_audience=jwt_audience,
+            jwt_jwks=jwt_jwks,
+            jwt_user_claim=jwt_user_claim,
+            jwt_groups_claim=jwt_groups_claim,
         )
     except Exception as error:  # a configuration mistake, in one line
         raise click.ClickException(getattr(error, "message", str(error))) from None

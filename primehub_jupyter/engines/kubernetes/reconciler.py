@@ -21,7 +21,7 @@ from ...core.config import ConfigStore, PrimeHubConfig
 from ...core.models import DeploymentSpec, Phase, describe_problems, pydantic_problems
 from ...core.models import format_time as format_api_time
 from ..rollout import RUNNING_KEEPS_SERVING
-from . import autoscaling, children, phases, resources, routing
+from . import autoscaling, children, edgeauth, phases, resources, routing
 from .admission import QuotaAdmission
 from .client import DEPLOYMENTS, EVENTS, PHDEPLOYMENTS, PODS, REPLICASETS, Kube, KubeError
 from .crd import ANNOTATION_APPLIED, ANNOTATION_DEPLOY_TIMEOUT, LABEL_ID, LABEL_PREDICTOR
@@ -184,6 +184,8 @@ class OperatorReconciler:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Every child the spec asks for (Deployments first), or why it cannot run."""
         problems = routing.traffic_problems(spec, self.settings.router)
+        if self.settings.jwt is not None:
+            problems += edgeauth.policy_problems(spec)
         if problems:
             return [], "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         if self.settings.router == "gateway-api" and not self.settings.gateway.parent_refs:
@@ -247,6 +249,8 @@ class OperatorReconciler:
         self.quota.fits(name)
         if spec.endpoint.access_type == "private":
             await children.ensure_clients_secret(self.kube, cr, spec)
+            # Before the Ingress names it in auth-url: nginx would answer 500 without it.
+            await edgeauth.ensure_proxy(self.kube, self.settings)
         before = {
             d["metadata"]["name"]: (d["metadata"].get("annotations") or {}).get(ANNOTATION_APPLIED)
             for d in lives

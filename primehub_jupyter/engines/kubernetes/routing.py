@@ -27,6 +27,7 @@ import random
 from typing import Any
 
 from ...core.models import DeploymentSpec, Predictor
+from . import edgeauth
 from .resources import (
     PORT_NAME,
     child_name,
@@ -200,6 +201,8 @@ def _entry_annotations(
                 f"{NGINX}/auth-realm": f"PrimeHub deployment {deployment_id}",
             }
         )
+        # Bearer JWTs beside the clients, when the operator is configured with an issuer.
+        annotations.update(edgeauth.bearer_annotations(spec, settings))
     return annotations
 
 

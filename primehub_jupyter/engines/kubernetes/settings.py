@@ -6,13 +6,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from ..._version import __version__
+from ...core.access import DEFAULT_GROUPS_CLAIM, JwtSettings
 from ...core.models import describe_problems, pydantic_problems
 
 DEFAULT_MODEL_SERVER_IMAGE = f"ghcr.io/primehub-io/primehub-model-server:{__version__}"
+#: oauth2-proxy release whose flags tests/kubernetes/schemas/oauth2-proxy-flags.txt lists.
+DEFAULT_JWT_PROXY_IMAGE = "quay.io/oauth2-proxy/oauth2-proxy:v7.15.3"
 MODEL_PORT = 9000
 
 
@@ -112,6 +115,49 @@ class PodSecurity(_Settings):
     )
 
 
+class JwtEdgeSettings(_Settings):
+    """Bearer JWTs at the edge: ingress-nginx asks oauth2-proxy (docs/kubernetes.md, "Bearer JWTs").
+
+    The same issuer, audience and claims as the server's `PrimeHubApp.jwt_*`.
+    """
+
+    issuer: str = Field(min_length=1, description="The tokens' `iss`, e.g. Keycloak's realm URL.")
+    audience: str = Field(min_length=1, description="The tokens' `aud` (oauth2-proxy's client id).")
+    jwks: str = Field(
+        min_length=1,
+        description="https URL of the issuer's JSON Web Key Set (oauth2-proxy fetches it; a "
+        "file path is not possible at the edge).",
+    )
+    user_claim: str = Field(
+        "preferred_username", description="The claim naming the caller (one claim at the edge)."
+    )
+    groups_claim: str = DEFAULT_GROUPS_CLAIM
+    proxy_image: str = DEFAULT_JWT_PROXY_IMAGE
+    proxy_replicas: int = Field(2, ge=1, le=20)
+    proxy_name: str = Field(
+        "primehub-jwt-auth",
+        pattern=r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$",
+        description="Name of the oauth2-proxy Deployment, Service and Secret the operator keeps.",
+    )
+
+    @field_validator("jwks")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("jwks must be an http(s) URL on Kubernetes (oauth2-proxy fetches it)")
+        return value
+
+    def jwt_settings(self) -> JwtSettings:
+        """The core settings these stand for (what the local gateway would check)."""
+        return JwtSettings(
+            issuer=self.issuer,
+            audience=self.audience,
+            jwks=self.jwks,
+            user_claim=self.user_claim,
+            groups_claim=self.groups_claim,
+        )
+
+
 class OperatorSettings(_Settings):
     """Everything the operator needs besides the groups configuration."""
 
@@ -146,6 +192,11 @@ class OperatorSettings(_Settings):
     service_account_name: str = Field("", description="ServiceAccount of model pods.")
     pod_security: PodSecurity = Field(default_factory=lambda: PodSecurity.model_validate({}))
     revision_history_limit: int = 3
+    jwt: JwtEdgeSettings | None = Field(
+        None,
+        description="Bearer JWTs on private endpoints (oauth2-proxy behind ingress-nginx); "
+        "absent: HTTP Basic only.",
+    )
 
     @property
     def initializer_image(self) -> str:
@@ -161,7 +212,13 @@ class OperatorSettings(_Settings):
             if not isinstance(document, dict):
                 raise ValueError(f"{path}: expected a mapping of settings")
         for key, value in overrides.items():
-            if value not in (None, ""):
+            if value in (None, ""):
+                continue
+            if key.startswith("jwt_"):  # --jwt-issuer etc.: fields of the jwt block
+                jwt = document.get("jwt")
+                document["jwt"] = {**(jwt if isinstance(jwt, dict) else {})}
+                document["jwt"][to_camel(key[len("jwt_") :])] = value
+            else:
                 document[to_camel(key)] = value
         try:
             return cls.model_validate(document)
