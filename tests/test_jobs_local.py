@@ -102,10 +102,20 @@ def test_server_stopped_mid_job_then_the_job_completes(
     body = {"input": str(source), "output": str(output), "chunkRows": 1000}
     job = serve.ok("POST", f"deployments/{deployment_id}/jobs", body)
     mid_job(serve, deployment_id, job["id"], after=2)
-    serve.kill() if how == "crash" else serve.stop()
-    if how == "clean":  # a clean stop ends the runner between chunks
+    runner = runner_process(job["id"])
+    assert runner is not None
+    if how == "crash":
+        # Frozen, so it is certainly still running when the server comes back (not a timing).
+        runner.send_signal(signal.SIGSTOP)
+        serve.kill()
+    else:
+        serve.stop()  # a clean stop ends the runner between chunks
         assert job_processes(job["id"]) == []
     serve.start()
+    if how == "crash":
+        assert f"adopted job {job['id']}" in serve.log.read_text()
+        assert runner.is_running()
+        runner.send_signal(signal.SIGCONT)
     # One runner at most at any time: adopted after a crash, launched again after a stop.
 
     def one_runner_until_finished() -> dict | None:

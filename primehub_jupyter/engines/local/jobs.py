@@ -155,6 +155,12 @@ class LocalJobs:
                 self.log.info("adopted job %s (pid %d)", job.id, keep.pid)
             else:
                 stored.pid, stored.create_time = 0, 0.0
+                # It may have finished while no server watched: then that is its end.
+                progress = await asyncio.to_thread(read_progress, live.directory)
+                reported = (progress or {}).get("phase")
+                if reported in (JobPhase.SUCCEEDED.value, JobPhase.FAILED.value):
+                    code = EXIT_SUCCEEDED if reported == JobPhase.SUCCEEDED.value else EXIT_FAILED
+                    await self._ended(live, code, progress)
         for processes in by_job.values():  # jobs nobody knows (a deleted deployment's)
             unwanted += [ProcessHandle(p.pid, p.create_time) for p in processes]
         if unwanted:
