@@ -16,6 +16,7 @@ from .job_helpers import (
     iris_rows,
     job_processes,
     read_table,
+    runner_process,
     write_table,
 )
 
@@ -140,6 +141,16 @@ async def test_each_bad_input_is_a_4xx_with_the_reason(api: API, bundles, iris, 
         ({"input": str(good), "output": out, "predictor": "nobody"}, 422, "'nobody' not found"),
         ({"input": str(good), "output": str(tmp_path / "no" / "out.csv")}, 422, "directory"),
         ({"input": "s3://bucket/in.csv", "output": out}, 422, "not supported"),
+        (
+            {
+                "input": str(tmp_path / "primehub-data" / "state.sqlite3"),
+                "output": out,
+                "format": "csv",
+            },
+            422,
+            "private files",
+        ),
+        ({"input": str(good), "output": str(tmp_path / "primehub-data" / "x.csv")}, 422, "private"),
         ({"input": str(good), "output": out, "chunkRows": 0}, 422, "chunkRows"),
         ({"input": str(good), "output": out, "format": "xlsx"}, 422, "format"),
         ({"input": str(good), "output": out, "colour": "red"}, 422, "unknown fields"),
@@ -189,11 +200,38 @@ async def test_only_the_groups_members_see_or_start_jobs(api: API, bundles, iris
 
 async def test_cancel_stops_the_runner(api: API, bundles, iris, tmp_path: Path):
     deployment_id = await stopped_deployment(api, bundles["v1"])
-    source = write_table(tmp_path / "big.csv", iris_rows(iris[0], 300_000))
-    output = tmp_path / "out.csv"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    source = write_table(tmp_path / "in" / "big.csv", iris_rows(iris[0], 300_000))
+    output = tmp_path / "out" / "out.csv"
     body = {"input": str(source), "output": str(output), "chunkRows": 500}
     job = await api.ok("POST", f"deployments/{deployment_id}/jobs", body)
     await running(api, deployment_id, job["id"])
+    runner = runner_process(job["id"])
+    assert runner is not None
+    # The runner has no server secret in its environment, and in the sandbox (bubblewrap is
+    # installed here) sees the input read-only, the output's directory writable, the data
+    # dir masked.
+    environment = runner.environ()
+    assert environment["PRIMEHUB_JOB_ID"] == job["id"]
+    assert not [k for k in environment if "TOKEN" in k or k.startswith("JUPYTER")]
+    launcher = [p for p in job_processes(job["id"]) if p.info["cmdline"][0].endswith("bwrap")]
+    if launcher:
+        argv = launcher[0].info["cmdline"]
+        assert ["--ro-bind", str(source), str(source)] == argv[argv.index(str(source)) - 1 :][:3]
+        assert any(
+            argv[i : i + 3] == ["--bind", str(output.parent), str(output.parent)]
+            for i in range(len(argv))
+        )
+        # Of the data dir only the job's own directory is mounted; nothing above it.
+        data_dir = tmp_path / "primehub-data"
+        bound = [
+            Path(argv[i + 1]) for i in range(len(argv) - 1) if argv[i] in ("--bind", "--ro-bind")
+        ]
+        assert [p for p in bound if p == data_dir or data_dir in p.parents] == [
+            data_dir / "deployments" / deployment_id / "jobs" / job["id"]
+        ]
+        assert tmp_path not in bound
     code, cancelled = await api.call("DELETE", f"deployments/{deployment_id}/jobs/{job['id']}")
     assert code == 200 and cancelled["phase"] == "Cancelled", cancelled
     assert cancelled["finishTime"] and cancelled["rowsRead"] < 300_000
