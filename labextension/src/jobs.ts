@@ -149,13 +149,14 @@ export function serverPath(path: string, root: string): string | null {
       return null;
     }
     absolute = '~' + absolute.slice(home[0].length);
-  } else if (!base.startsWith('/')) {
+  } else if (base && !base.startsWith('/')) {
     return null;
   }
   if (absolute.split('/').includes('..')) {
     return null;
   }
-  if (base === '' || base === '/') {
+  if (base === '') {
+    // The root is `/` itself.
     return absolute.slice(1) || null;
   }
   if (!absolute.startsWith(base + '/')) {
