@@ -81,7 +81,9 @@ def test_jobs_tab_scores_a_file_and_opens_its_output(
         # The real file: the job appears, runs, and succeeds with every row scored.
         field(form, "Input file").fill("jobs-in.csv")
         form.get_by_role("button", name="Start job").click()
-        expect(form.get_by_role("status")).to_contain_text(re.compile(r"Started j[0-9a-f]{10}"))
+        expect(form.get_by_role("status")).to_contain_text(
+            re.compile(r"Started j[0-9a-f]{10}"), timeout=SOON
+        )
         expect(invalid).to_have_count(0)
         table = detail.get_by_role("table", name="Jobs")
         row = table.locator("tbody tr[data-job-id]")
@@ -101,12 +103,19 @@ def test_jobs_tab_scores_a_file_and_opens_its_output(
         row.get_by_role("button", name=f"Open the output of {job_id}").click()
         tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="jobs-out.csv")
         expect(tab).to_be_visible(timeout=SOON)
+        # The CSV viewer's first render keeps the page busy a while on a loaded machine.
+        page.wait_for_function("document.readyState === 'complete'", timeout=JOB_DONE)
+        expect(page.locator(".jp-CSVViewer")).to_be_visible(timeout=SOON)
         scored = (lab.root_dir / "jobs-out.csv").read_text().splitlines()
         assert len(scored) == ROWS + 1 and "request_id" in scored[0]
 
         # Remove the finished job: asked first, then gone from the list and the API.
-        detail_tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="Iris jobs")
-        detail_tab.click()
+        # Back to the deployment (its view keeps the Jobs tab).
+        page.locator(f'#primehub-deployments li[data-deployment-id="{deployment_id}"]').get_by_role(
+            "button", name=re.compile("^Open Iris jobs")
+        ).click()
+        expect(detail).to_be_visible()
+        expect(detail.get_by_role("tab", name="Jobs")).to_have_attribute("aria-selected", "true")
         row.get_by_role("button", name=f"Remove {job_id}").click()
         confirm_dialog(page, f"Remove job {job_id}?", "Remove")
         expect(row).to_have_count(0, timeout=SOON)

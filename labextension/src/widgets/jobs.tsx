@@ -384,6 +384,10 @@ function NewJobForm(props: {
       for (const name of Object.keys(change)) {
         delete next[name as JobFormField];
       }
+      // The format defaults to the input's ending: a new input answers its message too.
+      if ('input' in change) {
+        delete next.format;
+      }
       return next;
     });
   };
