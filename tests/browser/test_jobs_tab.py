@@ -95,6 +95,11 @@ def test_jobs_tab_scores_a_file_and_opens_its_output(
         expect(row.locator(".jp-PrimeHub-job-rows")).to_have_text(f"{ROWS} / {ROWS} / 0")
         expect(row.locator("progress")).to_have_attribute("value", "100")
         expect(row.get_by_role("button", name=f"Cancel {job_id}")).to_have_count(0)
+        # Its log: the runner's lines, under the row.
+        row.get_by_role("button", name=f"Log of {job_id}").click()
+        expect(detail.get_by_label(f"Log lines of {job_id}")).not_to_have_text(
+            re.compile(r"^(No log lines yet\.)?$"), timeout=SOON
+        )
         job = lab.api("GET", f"deployments/{deployment_id}/jobs/{job_id}")
         assert job["phase"] == "Succeeded" and job["rowsScored"] == ROWS
         assert job["spec"]["output"] == str(lab.root_dir / "jobs-out.csv")

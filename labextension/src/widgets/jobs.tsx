@@ -96,6 +96,10 @@ export function JobsTab(props: {
   const [formOpen, setFormOpen] = React.useState(false);
   const [error, setError] = React.useState('');
   const [busy, setBusy] = React.useState<string | null>(null);
+  const [logs, setLogs] = React.useState<{
+    job: string;
+    lines: string[];
+  } | null>(null);
   const [outside, setOutside] = React.useState<{
     job: string;
     path: string;
@@ -170,6 +174,15 @@ export function JobsTab(props: {
       } catch (e) {
         setOutside({ job: job.id, path, why: messageOf(e) });
       }
+    });
+
+  const toggleLogs = (job: IJob) =>
+    act(job, async () => {
+      if (logs?.job === job.id) {
+        setLogs(null);
+        return;
+      }
+      setLogs({ job: job.id, lines: await api.jobLogs(id, job.id, 200) });
     });
 
   const jobs = model.jobs;
@@ -293,6 +306,15 @@ export function JobsTab(props: {
                     >
                       Open output
                     </button>
+                    <button
+                      type="button"
+                      className="jp-PrimeHub-button"
+                      aria-label={`Log of ${job.id}`}
+                      aria-expanded={logs?.job === job.id}
+                      onClick={() => void toggleLogs(job)}
+                    >
+                      Log
+                    </button>
                     {job.rowsFailed > 0 ? (
                       <button
                         type="button"
@@ -306,7 +328,9 @@ export function JobsTab(props: {
                     ) : null}
                   </td>
                 </tr>
-                {job.message || outside?.job === job.id ? (
+                {job.message ||
+                outside?.job === job.id ||
+                logs?.job === job.id ? (
                   <tr className="jp-PrimeHub-job-note">
                     <td colSpan={8}>
                       {job.message ? (
@@ -333,6 +357,17 @@ export function JobsTab(props: {
                             ariaLabel="Copy the path"
                           />
                         </div>
+                      ) : null}
+                      {logs?.job === job.id ? (
+                        <pre
+                          className="jp-PrimeHub-log-view jp-PrimeHub-job-log"
+                          aria-label={`Log lines of ${job.id}`}
+                          tabIndex={0}
+                        >
+                          {logs.lines.length
+                            ? logs.lines.join('\n')
+                            : 'No log lines yet.'}
+                        </pre>
                       ) : null}
                     </td>
                   </tr>
