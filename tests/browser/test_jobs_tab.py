@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ def open_detail(page: Page, deployment_id: str, name: str) -> Any:
 
 
 def test_jobs_tab_scores_a_file_and_opens_its_output(
-    page: Page, lab: Lab, console: ConsoleLog
+    page: Page, lab: Lab, console: ConsoleLog, artifacts: Path
 ) -> None:
     # Four unnamed features per row, as the iris bundle takes them.
     rows = ["sepal_length,sepal_width,petal_length,petal_width"]
@@ -104,6 +105,7 @@ def test_jobs_tab_scores_a_file_and_opens_its_output(
         assert job["phase"] == "Succeeded" and job["rowsScored"] == ROWS
         assert job["spec"]["output"] == str(lab.root_dir / "jobs-out.csv")
 
+        detail.screenshot(path=str(artifacts / "detail-jobs.png"))
         # Open output: the CSV opens in JupyterLab's own viewer, in the main area.
         row.get_by_role("button", name=f"Open the output of {job_id}").click()
         tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="jobs-out.csv")
@@ -130,7 +132,9 @@ def test_jobs_tab_scores_a_file_and_opens_its_output(
         lab.api("DELETE", f"deployments/{deployment_id}")
 
 
-def test_policy_fields_of_a_private_endpoint(page: Page, lab: Lab, console: ConsoleLog) -> None:
+def test_policy_fields_of_a_private_endpoint(
+    page: Page, lab: Lab, console: ConsoleLog, artifacts: Path
+) -> None:
     sidebar = open_sidebar(page)
     sidebar.get_by_role("button", name="Create a deployment").first.click()
     form = page.locator("form.jp-PrimeHub-form")
@@ -157,6 +161,7 @@ def test_policy_fields_of_a_private_endpoint(page: Page, lab: Lab, console: Cons
     expect(field(form, "Allowed users")).to_have_value("bob, carol@example.com")
     assert all(d["id"] != deployment_id for d in lab.api("GET", "deployments")["deployments"])
 
+    form.screenshot(path=str(artifacts / "create-form-policy.png"))
     field(form, "Allowed groups").fill("default")
     form.get_by_role("button", name="Deploy").click()
     try:

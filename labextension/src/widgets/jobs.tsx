@@ -234,148 +234,155 @@ export function JobsTab(props: {
         </p>
       ) : null}
       {jobs.length ? (
-        <table className="jp-PrimeHub-table" aria-label="Jobs">
-          <thead>
-            <tr>
-              <th scope="col">Job</th>
-              <th scope="col">Phase</th>
-              <th scope="col" title="Rows read / scored / failed">
-                Rows read / scored / failed
-              </th>
-              <th scope="col">Rate</th>
-              <th scope="col">Progress</th>
-              <th scope="col">Started</th>
-              <th scope="col">Finished</th>
-              <th scope="col">
-                <span className="jp-PrimeHub-sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {jobs.map(job => (
-              <React.Fragment key={job.id}>
-                <tr data-job-id={job.id} data-phase={job.phase}>
-                  <th scope="row">
-                    <code title={`${job.spec.input} → ${job.spec.output}`}>
-                      {job.id}
-                    </code>
-                  </th>
-                  <td>
-                    <JobPhaseBadge job={job} />
-                  </td>
-                  <td className="jp-PrimeHub-job-rows">{rowCounts(job)}</td>
-                  <td>{formatRate(job.rowsPerSecond)}</td>
-                  <td>
-                    <JobProgress job={job} />
-                  </td>
-                  <td>
-                    <Time iso={job.startTime} />
-                  </td>
-                  <td>
-                    <Time iso={job.finishTime} />
-                  </td>
-                  <td className="jp-PrimeHub-job-actions">
-                    {isLive(job) ? (
-                      <button
-                        type="button"
-                        className="jp-PrimeHub-button jp-mod-warn"
-                        aria-label={`Cancel ${job.id}`}
-                        disabled={busy === job.id}
-                        onClick={() => void cancel(job)}
-                      >
-                        Cancel
-                      </button>
-                    ) : (
-                      <button
-                        type="button"
-                        className="jp-PrimeHub-button"
-                        aria-label={`Remove ${job.id}`}
-                        disabled={busy === job.id}
-                        onClick={() => void remove(job)}
-                      >
-                        Remove
-                      </button>
-                    )}
-                    <button
-                      type="button"
-                      className="jp-PrimeHub-button"
-                      aria-label={`Open the output of ${job.id}`}
-                      title={job.spec.output}
-                      disabled={job.phase === 'Pending'}
-                      onClick={() => void open(job, job.spec.output)}
-                    >
-                      Open output
-                    </button>
-                    <button
-                      type="button"
-                      className="jp-PrimeHub-button"
-                      aria-label={`Log of ${job.id}`}
-                      aria-expanded={logs?.job === job.id}
-                      onClick={() => void toggleLogs(job)}
-                    >
-                      Log
-                    </button>
-                    {job.rowsFailed > 0 ? (
-                      <button
-                        type="button"
-                        className="jp-PrimeHub-button"
-                        aria-label={`Open the errors of ${job.id}`}
-                        title={job.errors}
-                        onClick={() => void open(job, job.errors)}
-                      >
-                        Open errors
-                      </button>
-                    ) : null}
-                  </td>
-                </tr>
-                {job.message ||
-                outside?.job === job.id ||
-                logs?.job === job.id ? (
-                  <tr className="jp-PrimeHub-job-note">
-                    <td colSpan={8}>
-                      {job.message ? (
-                        <div
-                          className={
-                            job.phase === 'Failed'
-                              ? 'jp-PrimeHub-error'
-                              : 'jp-PrimeHub-muted'
-                          }
-                        >
-                          {job.message}
+        <div className="jp-PrimeHub-table-scroll">
+          <table className="jp-PrimeHub-table" aria-label="Jobs">
+            <thead>
+              <tr>
+                <th scope="col">Job</th>
+                <th scope="col">Phase</th>
+                <th scope="col" title="Rows read / scored / failed">
+                  Rows read / scored / failed
+                </th>
+                <th scope="col">Rate</th>
+                <th scope="col">Progress</th>
+                <th scope="col">Started / finished</th>
+                <th scope="col">
+                  <span className="jp-PrimeHub-sr-only">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {jobs.map(job => (
+                <React.Fragment key={job.id}>
+                  <tr data-job-id={job.id} data-phase={job.phase}>
+                    <th scope="row">
+                      <code title={`${job.spec.input} → ${job.spec.output}`}>
+                        {job.id}
+                      </code>
+                    </th>
+                    <td>
+                      <JobPhaseBadge job={job} />
+                    </td>
+                    <td className="jp-PrimeHub-job-rows">{rowCounts(job)}</td>
+                    <td className="jp-PrimeHub-job-rate">
+                      {formatRate(job.rowsPerSecond)}
+                    </td>
+                    <td>
+                      <JobProgress job={job} />
+                    </td>
+                    <td className="jp-PrimeHub-job-times">
+                      <Time iso={job.startTime} />
+                      {job.finishTime ? (
+                        <div>
+                          <Time iso={job.finishTime} />
                         </div>
-                      ) : null}
-                      {outside?.job === job.id ? (
-                        <div className="jp-PrimeHub-row" role="status">
-                          <span className="jp-PrimeHub-muted">
-                            {outside.why}
-                          </span>
-                          <code className="jp-PrimeHub-break">
-                            {outside.path}
-                          </code>
-                          <CopyButton
-                            text={outside.path}
-                            ariaLabel="Copy the path"
-                          />
-                        </div>
-                      ) : null}
-                      {logs?.job === job.id ? (
-                        <pre
-                          className="jp-PrimeHub-log-view jp-PrimeHub-job-log"
-                          aria-label={`Log lines of ${job.id}`}
-                          tabIndex={0}
-                        >
-                          {logs.lines.length
-                            ? logs.lines.join('\n')
-                            : 'No log lines yet.'}
-                        </pre>
                       ) : null}
                     </td>
+                    <td>
+                      <div className="jp-PrimeHub-job-actions">
+                        {isLive(job) ? (
+                          <button
+                            type="button"
+                            className="jp-PrimeHub-button jp-mod-warn"
+                            aria-label={`Cancel ${job.id}`}
+                            disabled={busy === job.id}
+                            onClick={() => void cancel(job)}
+                          >
+                            Cancel
+                          </button>
+                        ) : (
+                          <button
+                            type="button"
+                            className="jp-PrimeHub-button"
+                            aria-label={`Remove ${job.id}`}
+                            disabled={busy === job.id}
+                            onClick={() => void remove(job)}
+                          >
+                            Remove
+                          </button>
+                        )}
+                        <button
+                          type="button"
+                          className="jp-PrimeHub-button"
+                          aria-label={`Open the output of ${job.id}`}
+                          title={job.spec.output}
+                          disabled={job.phase === 'Pending'}
+                          onClick={() => void open(job, job.spec.output)}
+                        >
+                          Open output
+                        </button>
+                        <button
+                          type="button"
+                          className="jp-PrimeHub-button"
+                          aria-label={`Log of ${job.id}`}
+                          aria-expanded={logs?.job === job.id}
+                          onClick={() => void toggleLogs(job)}
+                        >
+                          Log
+                        </button>
+                        {job.rowsFailed > 0 ? (
+                          <button
+                            type="button"
+                            className="jp-PrimeHub-button"
+                            aria-label={`Open the errors of ${job.id}`}
+                            title={job.errors}
+                            onClick={() => void open(job, job.errors)}
+                          >
+                            Open errors
+                          </button>
+                        ) : null}
+                      </div>
+                    </td>
                   </tr>
-                ) : null}
-              </React.Fragment>
-            ))}
-          </tbody>
-        </table>
+                  {job.message ||
+                  outside?.job === job.id ||
+                  logs?.job === job.id ? (
+                    <tr className="jp-PrimeHub-job-note">
+                      <td colSpan={7}>
+                        {job.message ? (
+                          <div
+                            className={
+                              job.phase === 'Failed'
+                                ? 'jp-PrimeHub-error'
+                                : 'jp-PrimeHub-muted'
+                            }
+                          >
+                            {job.message}
+                          </div>
+                        ) : null}
+                        {outside?.job === job.id ? (
+                          <div className="jp-PrimeHub-row" role="status">
+                            <span className="jp-PrimeHub-muted">
+                              {outside.why}
+                            </span>
+                            <code className="jp-PrimeHub-break">
+                              {outside.path}
+                            </code>
+                            <CopyButton
+                              text={outside.path}
+                              ariaLabel="Copy the path"
+                            />
+                          </div>
+                        ) : null}
+                        {logs?.job === job.id ? (
+                          <pre
+                            className="jp-PrimeHub-log-view jp-PrimeHub-job-log"
+                            aria-label={`Log lines of ${job.id}`}
+                            tabIndex={0}
+                          >
+                            {logs.lines.length
+                              ? logs.lines.join('\n')
+                              : 'No log lines yet.'}
+                          </pre>
+                        ) : null}
+                      </td>
+                    </tr>
+                  ) : null}
+                </React.Fragment>
+              ))}
+            </tbody>
+          </table>
+        </div>
       ) : null}
     </div>
   );
