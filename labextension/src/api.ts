@@ -5,12 +5,14 @@ import { ServerConnection } from '@jupyterlab/services';
 import { apiUrl, requestAPI, requestRaw } from './request';
 
 import type {
+  AccessPolicy,
   CatalogDocument,
   ClientCreated,
   ClientList,
   ClientRef,
   ComparisonReport,
   CreateDeployment,
+  CreateJob,
   DeploymentRecord,
   DeploymentList,
   DeploymentSpec,
@@ -23,6 +25,8 @@ import type {
   HistoryEntry,
   HistoryList,
   InstanceTypeInfo,
+  JobList,
+  JobRecord,
   LogLines,
   Me,
   MetricsReport,
@@ -50,6 +54,12 @@ export type IPredictor = Predictor;
 export type IReplicaStatus = ReplicaStatus;
 /** The body of `POST deployments`. */
 export type ICreateRequest = CreateDeployment;
+/** Who may call a private endpoint with a bearer JWT (`spec.endpoint.policy`). */
+export type IAccessPolicy = AccessPolicy;
+/** A batch job of a deployment (`GET deployments/<id>/jobs/<job>`). */
+export type IJob = JobRecord;
+/** The body of `POST deployments/<id>/jobs`. */
+export type ICreateJob = CreateJob;
 
 /** Phases that move by themselves: watch them closely. */
 export const TRANSITIONAL_PHASES: ReadonlySet<string> = new Set<Phase>([
@@ -288,6 +298,53 @@ export class PrimeHubAPI {
       {},
       this.settings
     );
+  }
+
+  /** The deployment's batch jobs, newest first (the last 50). */
+  async jobs(id: string): Promise<IJob[]> {
+    const body = await requestAPI<JobList>(
+      path(id, '/jobs'),
+      {},
+      this.settings
+    );
+    return body.jobs;
+  }
+
+  /** Start a job scoring a file; a bad input, format, column or output answers 4xx. */
+  createJob(id: string, body: ICreateJob): Promise<IJob> {
+    return requestAPI<IJob>(
+      path(id, '/jobs'),
+      { method: 'POST', ...json(body) },
+      this.settings
+    );
+  }
+
+  job(id: string, jobId: string): Promise<IJob> {
+    return requestAPI<IJob>(
+      path(id, `/jobs/${encodeURIComponent(jobId)}`),
+      {},
+      this.settings
+    );
+  }
+
+  /** Cancel a live job (its record, now Cancelled) or remove a finished one (null). */
+  async deleteJob(id: string, jobId: string): Promise<IJob | null> {
+    const body = await requestAPI<IJob | undefined>(
+      path(id, `/jobs/${encodeURIComponent(jobId)}`),
+      { method: 'DELETE' },
+      this.settings
+    );
+    return body ?? null;
+  }
+
+  /** The last `tail` lines of a job's log, oldest first. */
+  async jobLogs(id: string, jobId: string, tail = 200): Promise<string[]> {
+    const body = await requestAPI<LogLines>(
+      path(id, `/jobs/${encodeURIComponent(jobId)}/logs${query({ tail })}`),
+      {},
+      this.settings
+    );
+    return body.lines;
   }
 
   /** The deployment's OpenAPI document, asked of its model server as the signed-in user. */

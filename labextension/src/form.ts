@@ -8,6 +8,7 @@ import {
   IInstanceType
 } from './api';
 import { apiFieldLabel, inWords } from './labels';
+import { joinNames, policyOf } from './policy';
 import { APIError } from './request';
 
 /** The fields of the form, by the name the inputs use. */
@@ -24,6 +25,8 @@ export type FormField =
   | 'description'
   | 'metadata'
   | 'privateAccess'
+  | 'policyUsers'
+  | 'policyGroups'
   | 'updateMessage';
 
 export interface IMetadataRow {
@@ -46,6 +49,9 @@ export interface IFormValues {
   description: string;
   metadata: IMetadataRow[];
   privateAccess: boolean;
+  /** Private endpoints: who may call with a bearer token, as comma lists (both empty: no policy). */
+  policyUsers: string;
+  policyGroups: string;
   updateMessage: string;
 }
 
@@ -131,6 +137,8 @@ export function emptyForm(groups: IGroup[] = [], suffix = ''): IFormValues {
     description: '',
     metadata: [],
     privateAccess: false,
+    policyUsers: '',
+    policyGroups: '',
     updateMessage: ''
   };
 }
@@ -156,6 +164,8 @@ export function formFromDeployment(deployment: IDeployment): IFormValues {
       value
     })),
     privateAccess: spec.endpoint?.accessType === 'private',
+    policyUsers: joinNames(spec.endpoint?.policy?.users),
+    policyGroups: joinNames(spec.endpoint?.policy?.groups),
     updateMessage: ''
   };
 }
@@ -211,6 +221,15 @@ function metadataOf(values: IFormValues): Record<string, string> {
   );
 }
 
+/** `spec.endpoint` of a create form: the policy only when private and not empty. */
+function endpointOf(values: IFormValues): IDeploymentSpec['endpoint'] {
+  if (!values.privateAccess) {
+    return { accessType: 'public' };
+  }
+  const policy = policyOf(values.policyUsers, values.policyGroups);
+  return policy ? { accessType: 'private', policy } : { accessType: 'private' };
+}
+
 /** The body of `POST deployments` for a filled-in create form. */
 export function toCreateRequest(values: IFormValues): ICreateRequest {
   const image = values.modelSource === 'image';
@@ -218,7 +237,7 @@ export function toCreateRequest(values: IFormValues): ICreateRequest {
     displayName: values.displayName.trim(),
     groupName: values.groupName,
     description: values.description,
-    endpoint: { accessType: values.privateAccess ? 'private' : 'public' },
+    endpoint: endpointOf(values),
     predictors: [
       {
         name: 'predictor1',
@@ -264,7 +283,13 @@ export function toUpdatePatch(
   return {
     description: values.description,
     updateMessage: values.updateMessage.trim(),
-    endpoint: { accessType: values.privateAccess ? 'private' : 'public' },
+    // null removes a policy (emptied, or the endpoint made public: it would only be ignored).
+    endpoint: {
+      accessType: values.privateAccess ? 'private' : 'public',
+      policy: values.privateAccess
+        ? policyOf(values.policyUsers, values.policyGroups)
+        : null
+    },
     predictors: [
       {
         replicas: Number(values.replicas),
@@ -286,6 +311,9 @@ const FIELD_OF_PATH: Record<string, FormField> = {
   'spec.updateMessage': 'updateMessage',
   'spec.endpoint': 'privateAccess',
   'spec.endpoint.accessType': 'privateAccess',
+  'spec.endpoint.policy': 'policyGroups',
+  'spec.endpoint.policy.groups': 'policyGroups',
+  'spec.endpoint.policy.users': 'policyUsers',
   'spec.predictors': 'model',
   'spec.predictors.0': 'model',
   'spec.predictors.0.replicas': 'replicas',

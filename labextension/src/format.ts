@@ -214,14 +214,18 @@ export function shellQuote(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
+/** The bearer header of a private endpoint's example; `$TOKEN` may stand in for the token. */
+export const BEARER_HEADER = '-H "Authorization: Bearer <access-token>"';
+
 /**
  * The curl command that calls an endpoint: with `-u <client-name>:<client-token>` when the
- * endpoint is private (the client and its token come from the Clients tab). Without a
+ * endpoint is private (the client and its token come from the Clients tab), or with
+ * `BEARER_HEADER` for `'bearer'` (a JWT of a user the access policy allows). Without a
  * payload the body is a `<request body>` placeholder, and a comment line says why.
  */
 export function exampleCurl(
   endpoint: string,
-  accessType: 'public' | 'private' | undefined,
+  accessType: 'public' | 'private' | 'bearer' | undefined,
   payload: string | null,
   client?: { name: string; token?: string }
 ): string {
@@ -230,6 +234,8 @@ export function exampleCurl(
     const name = client?.name ?? '<client-name>';
     const token = client?.token ?? '<client-token>';
     lines.push(`-u ${shellQuote(`${name}:${token}`)}`);
+  } else if (accessType === 'bearer') {
+    lines.push(BEARER_HEADER);
   }
   lines.push(shellQuote(endpoint || '<endpoint>'));
   lines.push(`-H 'Content-Type: application/json'`);
@@ -241,17 +247,24 @@ export function exampleCurl(
 /**
  * "Run an Example" of a deployment, as every view shows it (the Information tab, a new
  * client's token box): its bundle's sample rows with their column names, never invented.
+ * A private endpoint without a given client also gets `bearer`, the same call with a bearer
+ * token (its Basic form stays `curl`); otherwise `bearer` is null.
  */
 export function runExample(
   deployment: IDeployment,
   client?: { name: string; token?: string }
-): { payload: string | null; curl: string } {
+): { payload: string | null; curl: string; bearer: string | null } {
   const payload = examplePayload(deployment.status.sampleRequest);
   const access = client
     ? 'private'
     : (deployment.spec.endpoint?.accessType ?? 'public');
+  const endpoint = deployment.status.endpoint ?? '';
   return {
     payload,
-    curl: exampleCurl(deployment.status.endpoint ?? '', access, payload, client)
+    curl: exampleCurl(endpoint, access, payload, client),
+    bearer:
+      access === 'private' && !client
+        ? exampleCurl(endpoint, 'bearer', payload)
+        : null
   };
 }

@@ -11,6 +11,7 @@ import {
   Notification,
   WidgetTracker
 } from '@jupyterlab/apputils';
+import { PageConfig } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import {
   addIcon,
@@ -33,6 +34,7 @@ import {
 } from './request';
 import { DeploymentDetailWidget, TabId } from './widgets/detail';
 import { DeploymentFormWidget } from './widgets/form';
+import { IFileOpener } from './widgets/jobs';
 import { DeploymentsSidebar } from './widgets/sidebar';
 
 /** The plugin's id; also the key of its settings, should it get any. */
@@ -116,6 +118,23 @@ const plugin: JupyterFrontEndPlugin<void> = {
     let createForm: DeploymentFormWidget | null = null;
     const updateForms = new Map<string, DeploymentFormWidget>();
 
+    /** A job's files: opened like a double click in the file browser does. */
+    const files: IFileOpener = {
+      root: PageConfig.getOption('serverRoot'),
+      open: async path => {
+        try {
+          await app.serviceManager.contents.get(path, { content: false });
+        } catch {
+          throw new Error(`There is no file ${path} (yet).`);
+        }
+        // Parquet has no viewer: show it in the file browser instead of a text editor.
+        const command = /\.(parquet|pq)$/i.test(path)
+          ? 'filebrowser:go-to-path'
+          : 'docmanager:open';
+        await commands.execute(command, { path });
+      }
+    };
+
     const detailOf = (id: string) => tracker.find(w => w.model.id === id);
 
     const openDeployment = (id: string, tab?: TabId) => {
@@ -128,7 +147,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
           actions: {
             update: deployment => openUpdate(deployment),
             deleted: () => widget?.dispose(),
-            catalog: id => void commands.execute(CommandIDs.openCatalog, { id })
+            catalog: id =>
+              void commands.execute(CommandIDs.openCatalog, { id }),
+            files
           }
         });
         void tracker.add(widget);

@@ -412,6 +412,11 @@ export class DeploymentModel implements IDisposable {
   readonly api: PrimeHubAPI;
   readonly id: string;
 
+  /** Whether its view shows (the Jobs tab polls only then). */
+  isVisible(): boolean {
+    return this._isVisible();
+  }
+
   /** The deployment (with history), once loaded. */
   get deployment(): IDeployment | null {
     return this._deployment;

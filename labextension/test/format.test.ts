@@ -83,6 +83,32 @@ describe('runExample', () => {
     expect(withClient).toContain(`-d ${shellQuote(JSON.stringify(sample))}`);
   });
 
+  it('adds the bearer form for a private endpoint, next to the Basic one', () => {
+    const d = deployment('credit-a1b2c', 'Deployed');
+    d.status.endpoint =
+      'http://gw/deployment/credit-a1b2c/api/v1.0/predictions';
+    d.status.sampleRequest = sample;
+    expect(runExample(d).bearer).toBeNull();
+    d.spec.endpoint = { accessType: 'private', clients: [] };
+    const { curl, bearer } = runExample(d);
+    expect(curl).toContain(`-u '<client-name>:<client-token>'`);
+    expect(curl).not.toContain('Bearer');
+    expect(bearer).toBe(
+      [
+        'curl -X POST',
+        '-H "Authorization: Bearer <access-token>"',
+        `'${d.status.endpoint}'`,
+        `-H 'Content-Type: application/json'`,
+        `-d ${shellQuote(JSON.stringify(sample))}`
+      ].join(' \\\n     ')
+    );
+    expect(bearer).not.toContain('-u ');
+    // A new client's box shows its own Basic form only.
+    expect(runExample(d, { name: 'bill', token: 't0k' }).bearer).toBeNull();
+    d.status.sampleRequest = null;
+    expect(runExample(d).bearer?.split('\n')[0]).toBe(`# ${NO_SAMPLE}`);
+  });
+
   it('says there is no sample instead of inventing one', () => {
     const d = deployment('image-a1b2c', 'Deployed');
     d.status.sampleRequest = null;

@@ -38,7 +38,7 @@ def test_compare_tab_and_promote(page: Page, lab: Lab, console: ConsoleLog) -> N
         detail = page.locator(f"#primehub-deployment-{created['id']}")
         expect(detail).to_be_visible(timeout=SOON)
         expect(detail.get_by_role("tab")).to_have_text(
-            ["Information", "Logs", "History", "Metrics", "Compare"], timeout=SOON
+            ["Information", "Logs", "History", "Metrics", "Jobs", "Compare"], timeout=SOON
         )
         detail.get_by_role("tab", name="Compare").click()
         table = detail.get_by_role("table", name="Predictors compared")
@@ -50,7 +50,7 @@ def test_compare_tab_and_promote(page: Page, lab: Lab, console: ConsoleLog) -> N
         assert "remove v1" in body
         # One predictor left: nothing to compare, so the tab goes.
         expect(detail.get_by_role("tab")).to_have_text(
-            ["Information", "Logs", "History", "Metrics"], timeout=SOON
+            ["Information", "Logs", "History", "Metrics", "Jobs"], timeout=SOON
         )
         spec = lab.api("GET", f"deployments/{created['id']}")["spec"]
         assert [p["name"] for p in spec["predictors"]] == ["v2"]

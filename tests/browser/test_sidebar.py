@@ -109,9 +109,9 @@ def test_deployment_journey(page: Page, lab: Lab, console: ConsoleLog, artifacts
         "Deployed", timeout=SOON
     )
     expect(detail.get_by_role("tab")).to_have_text(
-        ["Information", "Logs", "History", "Clients", "Metrics"]
+        ["Information", "Logs", "History", "Clients", "Metrics", "Jobs"]
     )
-    expect(detail.locator(".jp-PrimeHub-code pre")).to_contain_text(
+    expect(detail.get_by_label("example curl command", exact=True)).to_contain_text(
         "-u '<client-name>:<client-token>'"
     )
 
@@ -282,8 +282,8 @@ def test_keyboard_palette_dark_theme_and_disabled_group(
         expect(logs_tab).to_be_focused()
         expect(logs_tab).to_have_attribute("aria-selected", "true")
         page.keyboard.press("End")
-        expect(detail.get_by_role("tab", name="Metrics")).to_have_attribute("aria-selected", "true")
-        expect(detail.get_by_role("tab")).to_have_count(4)  # public: no Clients tab
+        expect(detail.get_by_role("tab", name="Jobs")).to_have_attribute("aria-selected", "true")
+        expect(detail.get_by_role("tab")).to_have_count(5)  # public: no Clients tab
 
         # Restorable: once the workspace holds the open view, a reload brings it back.
         wait_for_workspace(lab, f"primehub-deployment:{deployment_id}")

@@ -17,11 +17,18 @@ import { CompareTab } from './compare';
 import { ErrorMessage, PhaseBadge, useSignal } from './common';
 import { HistoryTab } from './history';
 import { InformationTab } from './info';
+import { IFileOpener, JobsTab } from './jobs';
 import { LogsTab } from './logs';
 import { MetricsTab } from './metrics';
 
 export type TabId =
-  'information' | 'logs' | 'history' | 'clients' | 'metrics' | 'compare';
+  | 'information'
+  | 'logs'
+  | 'history'
+  | 'clients'
+  | 'metrics'
+  | 'jobs'
+  | 'compare';
 
 const TAB_LABELS: Record<TabId, string> = {
   information: 'Information',
@@ -29,6 +36,7 @@ const TAB_LABELS: Record<TabId, string> = {
   history: 'History',
   clients: 'Clients',
   metrics: 'Metrics',
+  jobs: 'Jobs',
   compare: 'Compare'
 };
 
@@ -40,15 +48,20 @@ export interface IDetailActions {
   deleted(id: string): void;
   /** Open the service catalog at this deployment's OpenAPI document. */
   catalog(id: string): void;
+  /** Open a job's output in JupyterLab; without it, the Jobs tab shows the paths. */
+  files?: IFileOpener;
 }
 
-/** The tabs of a deployment: Clients only for a private endpoint, Compare with several predictors. */
+/**
+ * The tabs of a deployment: Clients only for a private endpoint, Jobs always, Compare with
+ * several predictors.
+ */
 export function tabsOf(deployment: IDeployment | null): TabId[] {
   const tabs: TabId[] = ['information', 'logs', 'history'];
   if (deployment?.spec.endpoint?.accessType === 'private') {
     tabs.push('clients');
   }
-  tabs.push('metrics');
+  tabs.push('metrics', 'jobs');
   if (canCompare(deployment)) {
     tabs.push('compare');
   }
@@ -140,6 +153,16 @@ function DetailView(props: {
       break;
     case 'metrics':
       content = <MetricsTab api={model.api} deployment={deployment} />;
+      break;
+    case 'jobs':
+      content = (
+        <JobsTab
+          api={model.api}
+          deployment={deployment}
+          isVisible={() => model.isVisible()}
+          files={actions.files}
+        />
+      );
       break;
     case 'compare':
       content = (

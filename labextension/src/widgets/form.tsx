@@ -47,6 +47,8 @@ const FIELD_ORDER: FormField[] = [
   'description',
   'metadata',
   'privateAccess',
+  'policyGroups',
+  'policyUsers',
   'updateMessage'
 ];
 
@@ -224,7 +226,7 @@ export function DeploymentForm(props: IFormProps): JSX.Element {
       <ModelSection {...section} />
       <ResourcesSection {...section} instanceTypes={instanceTypes} />
       <AboutSection {...section} />
-      <AccessSection {...section} mode={mode} />
+      <AccessSection {...section} mode={mode} groups={allGroups} />
 
       <div className="jp-PrimeHub-form-actions">
         <button

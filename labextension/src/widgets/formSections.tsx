@@ -3,6 +3,7 @@
 import * as React from 'react';
 
 import { IGroup } from '../api';
+import { splitNames, toggleName } from '../policy';
 import { ErrorMessage } from './common';
 import { Field, ISectionProps } from './formField';
 
@@ -296,9 +297,9 @@ export function AboutSection(props: ISectionProps): JSX.Element {
   );
 }
 
-/** Endpoint access and the update message (its hint depends on the mode). */
+/** Endpoint access, its policy when private, and the update message (its hint depends on the mode). */
 export function AccessSection(
-  props: ISectionProps & { mode: 'create' | 'update' }
+  props: ISectionProps & { mode: 'create' | 'update'; groups: IGroup[] }
 ): JSX.Element {
   const { values, update, errors, idPrefix, mode } = props;
   const f = { errors, idPrefix };
@@ -308,7 +309,7 @@ export function AccessSection(
         {...f}
         name="privateAccess"
         label="Endpoint access"
-        hint="Private: callers need a client name and token (add clients after deploying)."
+        hint="Private: callers need a client name and token (add clients after deploying), or a bearer token of a user the policy below allows."
       >
         {ids => (
           <label className="jp-PrimeHub-check">
@@ -322,6 +323,7 @@ export function AccessSection(
           </label>
         )}
       </Field>
+      {values.privateAccess ? <PolicyFields {...props} /> : null}
 
       <Field
         {...f}
@@ -343,5 +345,80 @@ export function AccessSection(
         )}
       </Field>
     </>
+  );
+}
+
+/**
+ * Who may call the private endpoint with a bearer token: the user's groups to tick, any other
+ * group typed, and users as a comma list. Both empty: members of the deployment's group.
+ */
+function PolicyFields(
+  props: ISectionProps & { groups: IGroup[] }
+): JSX.Element {
+  const { values, update, errors, idPrefix, groups } = props;
+  const f = { errors, idPrefix };
+  const chosen = new Set(splitNames(values.policyGroups, 'groups'));
+  return (
+    <fieldset className="jp-PrimeHub-fieldset jp-PrimeHub-policy">
+      <legend>Access policy (bearer tokens)</legend>
+      {groups.length ? (
+        <div
+          className="jp-PrimeHub-row jp-PrimeHub-policy-groups"
+          role="group"
+          aria-label="Allowed groups of yours"
+        >
+          {groups.map(group => (
+            <label className="jp-PrimeHub-check" key={group.name}>
+              <input
+                type="checkbox"
+                checked={chosen.has(group.name)}
+                onChange={e =>
+                  update({
+                    policyGroups: toggleName(
+                      values.policyGroups,
+                      group.name,
+                      e.target.checked
+                    )
+                  })
+                }
+              />
+              {group.displayName || group.name}
+            </label>
+          ))}
+        </div>
+      ) : null}
+      <Field
+        {...f}
+        name="policyGroups"
+        label="Allowed groups"
+        hint={`Comma-separated group names. Leave both empty to allow the members of ${values.groupName || "the deployment's group"}.`}
+      >
+        {ids => (
+          <input
+            {...ids}
+            type="text"
+            value={values.policyGroups}
+            placeholder="data-science, analysts"
+            onChange={e => update({ policyGroups: e.target.value })}
+          />
+        )}
+      </Field>
+      <Field
+        {...f}
+        name="policyUsers"
+        label="Allowed users"
+        hint="Comma-separated user names (as the identity provider names them)."
+      >
+        {ids => (
+          <input
+            {...ids}
+            type="text"
+            value={values.policyUsers}
+            placeholder="alice, bob@example.com"
+            onChange={e => update({ policyUsers: e.target.value })}
+          />
+        )}
+      </Field>
+    </fieldset>
   );
 }

@@ -11,6 +11,7 @@ import {
   predictorReplicas,
   utcTime
 } from '../format';
+import { policySummary } from '../policy';
 import {
   CodeBlock,
   CopyButton,
@@ -117,6 +118,8 @@ export function InformationTab(props: {
   const access = spec.endpoint?.accessType ?? 'public';
   const endpoint = status.endpoint ?? '';
   const metadata = Object.entries(predictor.metadata ?? {});
+  const policy = policySummary(deployment);
+  const example = runExample(deployment);
   return (
     <div className="jp-PrimeHub-info">
       <table className="jp-PrimeHub-props">
@@ -146,8 +149,11 @@ export function InformationTab(props: {
             )}
           </Row>
           <Row label="Access">
-            {access === 'private' ? 'Private (clients)' : 'Public'}
+            {access === 'private'
+              ? 'Private (clients, bearer tokens)'
+              : 'Public'}
           </Row>
+          {policy ? <Row label="Access policy">{policy}</Row> : null}
           <Row label="Deployment ID">
             <code>{deployment.id}</code>
           </Row>
@@ -237,10 +243,20 @@ export function InformationTab(props: {
             &lt;client-token&gt; with a client from the Clients tab.
           </p>
         ) : null}
-        <CodeBlock
-          code={runExample(deployment).curl}
-          label="example curl command"
-        />
+        <CodeBlock code={example.curl} label="example curl command" />
+        {example.bearer ? (
+          <>
+            <p className="jp-PrimeHub-muted">
+              Or with a bearer token (a JWT of your identity provider, of a user
+              the access policy allows): replace &lt;access-token&gt;, e.g. with
+              $TOKEN.
+            </p>
+            <CodeBlock
+              code={example.bearer}
+              label="example curl command with a bearer token"
+            />
+          </>
+        ) : null}
         <TryIt api={props.api} deployment={deployment} />
       </section>
     </div>
