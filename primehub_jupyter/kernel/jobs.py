@@ -395,7 +395,7 @@ class Job:
         path = Path(self.errors)
         if "://" in self.errors or not path.exists():
             return []
-        found = []
+        found: list[dict[str, Any]] = []
         with open(path) as lines:
             for text in lines:
                 if limit is not None and len(found) >= limit:
