@@ -120,13 +120,14 @@ def test_the_output_lines_up_with_the_input_index():
     index = pd.Index(["r0", "r1", "r2", "r3"])
     whole = pd.DataFrame({"p": [0.1, 0.2, 0.3, 0.4]})
     assert list(batch_files.align(whole, index, []).index) == list(index)
-    # Rows 2 and 4 of the data (r1, r3) failed: the others keep their labels in turn.
+    # Rows 1 and 3 (r1, r3; CSV lines 3 and 5) failed: the others keep their labels in turn.
     partial = pd.DataFrame({"p": [0.1, 0.3]})
-    aligned = batch_files.align(partial, index, [{"line": 2}, {"line": 4}])
+    errors = [{"line": 3, "row": 1, "reason": "bad"}, {"line": 5, "row": 3, "reason": "bad"}]
+    aligned = batch_files.align(partial, index, errors)
     assert list(aligned.index) == list(index)
     assert aligned.loc["r2", "p"] == 0.3 and aligned["p"].isna().tolist() == [0, 1, 0, 1]
     with pytest.raises(ValueError, match="cannot be lined up"):
-        batch_files.align(partial, index, [{"line": 2}])
+        batch_files.align(partial, index, errors[:1])
 
 
 def test_the_job_options_are_shared():

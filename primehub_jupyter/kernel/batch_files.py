@@ -71,18 +71,9 @@ def read_table(path: str, format: str) -> Any:
 
 
 def failed_rows(errors: list[dict[str, Any]]) -> set[int]:
-    """0-based input rows that failed, from the errors file's entries.
-
-    Each entry names its data row: `row` (0-based) when the runner gives it, else `line`
-    (1-based, counting data rows only).
-    """
-    found = set()
-    for entry in errors:
-        if isinstance(entry.get("row"), int):
-            found.add(entry["row"])
-        elif isinstance(entry.get("line"), int):
-            found.add(entry["line"] - 1)
-    return found
+    """0-based input rows that failed: each errors-file entry's `row` (its `line` counts the
+    file's lines, a CSV header included)."""
+    return {entry["row"] for entry in errors if isinstance(entry.get("row"), int)}
 
 
 def align(frame: Any, index: Any, errors: list[dict[str, Any]]) -> Any:
