@@ -97,7 +97,7 @@ def test_batch_of_a_dataframe_returns_the_models_predictions_with_a_live_widget(
     assert 'data-rows-scored="1200"' in stats[-1] and "rows/s" in stats[-1]
     # Its text twin says the same for a notebook read without widgets.
     batch_cell = texts(nb.cells[1])
-    assert re.search(r"j[0-9a-f]{10}: Succeeded · 1,200 rows scored", batch_cell), batch_cell
+    assert re.search(r"j[0-9a-f]{10}: Succeeded · 1,200 of 1,200 rows scored", batch_cell), batch_cell
 
     listed, magic = texts(nb.cells[2]), texts(nb.cells[3])
     job_id = re.search(r"j[0-9a-f]{10}", batch_cell)[0]
@@ -108,6 +108,7 @@ def test_batch_of_a_dataframe_returns_the_models_predictions_with_a_live_widget(
 def test_magics_batch_show_and_remove_a_job(served, iris, tmp_path, monkeypatch):
     X, _ = iris
     pd.DataFrame(X, columns=COLUMNS).to_csv(tmp_path / "iris.csv", index=False)
+    (tmp_path / "out").mkdir()
     deployment = served.deployment_id
     nb = run_cells(
         [
