@@ -97,7 +97,9 @@ def test_batch_of_a_dataframe_returns_the_models_predictions_with_a_live_widget(
     assert 'data-rows-scored="1200"' in stats[-1] and "rows/s" in stats[-1]
     # Its text twin says the same for a notebook read without widgets.
     batch_cell = texts(nb.cells[1])
-    assert re.search(r"j[0-9a-f]{10}: Succeeded · 1,200 of 1,200 rows scored", batch_cell), batch_cell
+    assert re.search(r"j[0-9a-f]{10}: Succeeded · 1,200 of 1,200 rows scored", batch_cell), (
+        batch_cell
+    )
 
     listed, magic = texts(nb.cells[2]), texts(nb.cells[3])
     job_id = re.search(r"j[0-9a-f]{10}", batch_cell)[0]
@@ -132,3 +134,45 @@ def test_magics_batch_show_and_remove_a_job(served, iris, tmp_path, monkeypatch)
     assert job_id in texts(nb.cells[2]) and "Succeeded" in texts(nb.cells[2])
     assert f"job {job_id}: removed from the history" in texts(nb.cells[3])
     assert job_id not in json.loads(texts(nb.cells[4]).strip())
+
+
+def test_the_panels_jobs_tab_lists_shows_files_and_cancels(served, iris, tmp_path, monkeypatch):
+    from primehub_jupyter.kernel.client import Client
+    from primehub_jupyter.kernel.panel_views import DeploymentDetail
+
+    monkeypatch.chdir(tmp_path)  # the output lies under the "notebook": a link opens it
+    X, _ = iris
+    bad = pd.DataFrame(np.resize(X, (300, 4)), columns=COLUMNS).astype(object)
+    bad.iloc[7, 0] = "oops"
+    bad.to_csv(tmp_path / "some.csv", index=False)
+    pd.DataFrame(np.resize(X, (300_000, 4)), columns=COLUMNS).to_csv(
+        tmp_path / "many.csv", index=False
+    )
+    client = Client(served.url, served.token)
+    deployment = served.deployment_id
+    done = client.create_job(deployment, str(tmp_path / "some.csv"), str(tmp_path / "some.out.csv"))
+    client.wait_job(deployment, done["id"], timeout=120)
+    detail = DeploymentDetail(client, deployment, on_back=lambda: None, on_update=lambda _: None)
+    detail.tabs.selected_index = DeploymentDetail.TABS.index("Jobs")
+    tab = detail.jobs
+    assert done["id"] in tab.table.value and tab.job.value == done["id"]
+    assert tab.bar.value == 1.0 and 'data-rows-failed="1"' in tab.stats.value
+    assert 'href="some.out.csv"' in tab.paths.value  # opens in JupyterLab
+    assert "some.out.csv.errors.jsonl" in tab.paths.value
+    assert "oops" in tab.errors.value or "sepal_length" in tab.errors.value  # the first failure
+    assert tab.cancel_button.disabled  # a finished job cannot be cancelled
+
+    running = client.create_job(
+        deployment, str(tmp_path / "many.csv"), str(tmp_path / "many.out.csv"), chunk_rows=100
+    )
+    tab.load()
+    assert tab.job.options[0] == running["id"]  # newest first
+    tab.job.value = running["id"]
+    assert not tab.cancel_button.disabled
+    tab.cancel_button.click()
+    yes = next(c for c in tab.confirm.children if getattr(c, "description", "") == "Yes, cancel it")
+    yes.click()
+    assert client.get_job(deployment, running["id"])["phase"] == "Cancelled"
+    assert f"{running['id']}</b> cancelled" in tab.message.value
+    tab.logs_button.click()
+    assert tab.logs.layout.display is None
