@@ -1,4 +1,4 @@
-"""Group quota: what running deployments hold, and whether one more fits."""
+"""Group quota: what running deployments and batch jobs hold, and whether one more fits."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .config import PrimeHubConfig, format_memory
+from .jobs import JobRecord
 from .models import DeploymentRecord
 
 
@@ -55,10 +56,42 @@ def group_usage(config: PrimeHubConfig, deployments: Iterable[DeploymentRecord])
     return total
 
 
+def job_usage(config: PrimeHubConfig, deployment: DeploymentRecord, job: JobRecord) -> Usage:
+    """What a running job holds: one replica of its predictor's instance type (no deployment)."""
+    predictor = next(
+        (p for p in deployment.spec.predictors if p.name == job.spec.predictor),
+        deployment.spec.predictor,
+    )
+    instance = config.instance_type(predictor.instance_type)
+    if instance is None:
+        return Usage()
+    return Usage(instance.cpu, instance.memory, instance.gpu, 0)
+
+
+def jobs_usage(
+    config: PrimeHubConfig,
+    deployments: Iterable[DeploymentRecord],
+    jobs: Iterable[JobRecord],
+    group_name: str,
+) -> Usage:
+    """Sum of what the given (running) jobs of a group's deployments hold."""
+    by_id = {d.id: d for d in deployments if d.spec.group_name == group_name}
+    total = Usage()
+    for job in jobs:
+        deployment = by_id.get(job.deployment_id)
+        if deployment is not None:
+            total = total.add(job_usage(config, deployment, job))
+    return total
+
+
 def quota_problem_for_usage(
     config: PrimeHubConfig, group_name: str, want: Usage, used: Usage
 ) -> str | None:
-    """'group resource not enough: ...' when `want` does not fit beside `used`, else None."""
+    """'group resource not enough: ...' when `want` does not fit beside `used`, else None.
+
+    `want.deployments` says whether it is one more deployment (1) or a job (0), which the
+    group's maxDeployments does not count.
+    """
     group = config.group(group_name)
     if group is None:
         return None
@@ -76,7 +109,11 @@ def quota_problem_for_usage(
         )
     if quota.gpu is not None and used.gpu + want.gpu > quota.gpu:
         problems.append(f"gpu {want.gpu} requested, {max(quota.gpu - used.gpu, 0)} free")
-    if quota.max_deployments is not None and used.deployments + 1 > quota.max_deployments:
+    if (
+        quota.max_deployments is not None
+        and want.deployments
+        and used.deployments + want.deployments > quota.max_deployments
+    ):
         problems.append(f"at most {quota.max_deployments} running deployments allowed")
     if not problems:
         return None

@@ -14,6 +14,7 @@ from .bodies import (
     ChangeMessage,
     ClientCreated,
     CreateDeployment,
+    CreateJob,
     NewClient,
     Promote,
     Rollback,
@@ -25,6 +26,8 @@ from .compare import ComparisonReport, compare_report, promoted_spec
 from .config import ConfigStore, PrimeHubConfig
 from .errors import BadRequest, Conflict, NotFound, Unchangeable, ValidationError
 from .ids import generate_id, id_problem, invoke_path_problem
+from .jobrequests import job_quota_problem, job_record
+from .jobs import JobRecord, job_id_problem
 from .metrics import MetricsReport
 from .models import (
     IMMUTABLE_SPEC_FIELDS,
@@ -38,7 +41,7 @@ from .models import (
     merge_patch,
     utcnow,
 )
-from .quota import group_usage
+from .quota import group_usage, jobs_usage
 from .security import hash_token, new_token
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ class DeploymentService:
         self.engine = engine
         self.config_store = config_store
         self.bcrypt_rounds = bcrypt_rounds
+        # One job admitted at a time: two submissions must not both take the last quota.
+        self._job_admission = asyncio.Lock()
 
     # ---- users and groups -------------------------------------------------------------
 
@@ -90,11 +95,14 @@ class DeploymentService:
         """The user's groups with quota, current usage and instance types."""
         config = self.config()
         deployments = await self.engine.list_deployments()
+        jobs = await self.engine.running_jobs()
         result = []
         for group in config.user_groups(user):
             running = [
                 d for d in deployments if d.spec.group_name == group.name and holds_resources(d)
             ]
+            usage = group_usage(config, running)
+            usage = usage.add(jobs_usage(config, deployments, jobs, group.name))
             result.append(
                 {
                     "name": group.name,
@@ -102,7 +110,7 @@ class DeploymentService:
                     "enabledDeployment": group.enabled_deployment,
                     "isMember": user in group.members,
                     "quota": group.quota.to_json(),
-                    "usage": group_usage(config, running).to_json(),
+                    "usage": usage.to_json(),
                     "instanceTypes": [it.to_json() for it in config.group_instance_types(group)],
                 }
             )
@@ -539,3 +547,57 @@ class DeploymentService:
             raise BadRequest(problem, details=[{"field": "path", "message": problem}])
         await self.get(user, deployment_id)
         return await self.engine.invoke(deployment_id, path, body, headers, user)
+
+    # ---- batch jobs -------------------------------------------------------------------
+
+    async def create_job(
+        self, user: str, deployment_id: str, body: CreateJob | dict[str, Any]
+    ) -> JobRecord:
+        """Start a batch job scoring a file with the deployment's model (docs/internals.md).
+
+        Members of the deployment's group only; the engine checks the input, columns and
+        output (422) before anything is stored. While it runs, a job holds one replica of
+        its predictor's instance type of the group's quota.
+        """
+        request = CreateJob.parse(body)
+        deployment = await self.get(user, deployment_id)
+        config = self.config()
+        config.check_member(user, deployment.spec.group_name)
+        job = job_record(deployment, request, user)
+        async with self._job_admission:
+            every = await self.engine.list_deployments()
+            holding = [d for d in every if holds_resources(d)]
+            running = await self.engine.running_jobs()
+            problem = job_quota_problem(config, deployment, job, holding, running, every)
+            if problem:
+                raise ValidationError(problem)
+            created = await self.engine.create_job(deployment, job)
+        log.info("user %s started job %s of deployment %s", user, job.id, deployment_id)
+        return created
+
+    async def list_jobs(self, user: str, deployment_id: str) -> list[JobRecord]:
+        """The deployment's jobs, newest first (the last 50)."""
+        await self.get(user, deployment_id)
+        return await self.engine.list_jobs(deployment_id)
+
+    async def get_job(self, user: str, deployment_id: str, job_id: str) -> JobRecord:
+        """One job with its progress; NotFound for an id that is not one of its jobs."""
+        await self.get(user, deployment_id)
+        if job_id_problem(job_id):
+            raise NotFound(f"deployment '{deployment_id}' has no job '{job_id[:40]}'")
+        return await self.engine.get_job(deployment_id, job_id)
+
+    async def delete_job(self, user: str, deployment_id: str, job_id: str) -> JobRecord | None:
+        """Cancel a live job (returned, Cancelled) or remove a finished one (None)."""
+        deployment = await self.get(user, deployment_id)
+        self.config().check_member(user, deployment.spec.group_name)
+        job = await self.get_job(user, deployment_id, job_id)
+        result = await self.engine.delete_job(deployment_id, job_id)
+        return None if job.phase.finished else result
+
+    async def job_logs(
+        self, user: str, deployment_id: str, job_id: str, tail: int | None = DEFAULT_TAIL
+    ) -> list[str]:
+        """The job process's log lines, oldest first."""
+        await self.get_job(user, deployment_id, job_id)
+        return await self.engine.job_logs(deployment_id, job_id, tail)

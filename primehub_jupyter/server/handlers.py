@@ -22,9 +22,11 @@ from ..core.bodies import (
     ChangeMessage,
     ClientList,
     CreateDeployment,
+    CreateJob,
     DeploymentList,
     GroupSettings,
     HistoryList,
+    JobList,
     LogLines,
     NewClient,
     Promote,
@@ -39,6 +41,8 @@ from ..engines.base import DEFAULT_TAIL
 from .openapi import openapi_document
 
 ID = r"(?P<deployment_id>[^/]+)"
+# Any segment: the service answers 404 for one that is not a job id (core.jobs.job_id_problem).
+JOB = r"(?P<job_id>[^/]+)"
 MAX_TAIL = 100_000
 # No API body is deeper than a few levels; a deeper one is an attack on a recursive parser.
 MAX_JSON_DEPTH = 64
@@ -107,6 +111,16 @@ class PrimeHubHandler(ExtensionHandlerMixin, APIHandler):
         if not (math.isfinite(window) and math.isfinite(step)):
             raise BadRequest("window and step must be finite numbers of seconds")
         return window, step
+
+    def tail(self) -> int | None:
+        """The `tail` query argument: a line count (default 2000), or None for 'all'."""
+        raw = self.get_argument("tail", str(DEFAULT_TAIL))
+        if raw in ("all", "-1"):
+            return None
+        # ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
+        if not _TAIL.fullmatch(raw) or int(raw) > MAX_TAIL:
+            raise BadRequest(f"tail must be a number from 0 to {MAX_TAIL}, or 'all'")
+        return int(raw)
 
     def flag(self, name: str) -> bool:
         return self.get_argument(name, "").lower() in ("1", "true", "yes", "on")
@@ -264,13 +278,7 @@ class LogsHandler(PrimeHubHandler):
     _stream: asyncio.Task | None = None
 
     def _tail(self) -> int | None:
-        raw = self.get_argument("tail", str(DEFAULT_TAIL))
-        if raw in ("all", "-1"):
-            return None
-        # ASCII digits only: str.isdigit() also takes '²', which int() then refuses.
-        if not _TAIL.fullmatch(raw) or int(raw) > MAX_TAIL:
-            raise BadRequest(f"tail must be a number from 0 to {MAX_TAIL}, or 'all'")
-        return int(raw)
+        return self.tail()
 
     @api
     async def get(self, deployment_id: str) -> None:
@@ -450,6 +458,57 @@ def _catalog_problem(deployment_id: str, status: int, body: bytes) -> str:
     return f"deployment '{deployment_id}' cannot give its catalog now ({status}): {message}"
 
 
+class JobsHandler(PrimeHubHandler):
+    """A deployment's batch jobs: list (newest first) and start one."""
+
+    @api
+    async def get(self, deployment_id: str) -> None:
+        service = await self.service()
+        jobs = await service.list_jobs(self.user_name, deployment_id)
+        self.send(JobList(jobs=jobs).to_json())
+
+    @api
+    async def post(self, deployment_id: str) -> None:
+        body = CreateJob.parse(self.json_body())
+        service = await self.service()
+        job = await service.create_job(self.user_name, deployment_id, body)
+        self.set_header("Location", self.request.path.rstrip("/") + "/" + job.id)
+        self.send(job.to_json(), 201)
+
+
+class JobHandler(PrimeHubHandler):
+    """One job: its progress; DELETE cancels a live one (200) or removes a finished one (204)."""
+
+    @api
+    async def get(self, deployment_id: str, job_id: str) -> None:
+        service = await self.service()
+        self.send((await service.get_job(self.user_name, deployment_id, job_id)).to_json())
+
+    @api
+    async def delete(self, deployment_id: str, job_id: str) -> None:
+        service = await self.service()
+        cancelled = await service.delete_job(self.user_name, deployment_id, job_id)
+        if cancelled is not None:
+            self.send(cancelled.to_json())
+            return
+        self.set_status(204)
+        self.finish()
+
+
+class JobLogsHandler(PrimeHubHandler):
+    """The job process's log: `{"replicas": [<job>], "lines": [...]}`, oldest first."""
+
+    @api
+    async def get(self, deployment_id: str, job_id: str) -> None:
+        service = await self.service()
+        lines = await service.job_logs(self.user_name, deployment_id, job_id, self.tail())
+        if self.get_argument("format", "json") == "text":
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish("".join(line + "\n" for line in lines))
+            return
+        self.send(LogLines(replicas=[job_id], lines=lines).to_json())
+
+
 class OpenAPIHandler(PrimeHubHandler):
     @api
     async def get(self) -> None:
@@ -481,6 +540,9 @@ default_handlers: list[tuple[str, type]] = [
     (rf"{PREFIX}/deployments/{ID}/catalog", CatalogHandler),
     (rf"{PREFIX}/deployments/{ID}/invoke", InvokeHandler),
     (rf"{PREFIX}/deployments/{ID}/invoke/(?P<path>.+)", InvokeHandler),
+    (rf"{PREFIX}/deployments/{ID}/jobs/?", JobsHandler),
+    (rf"{PREFIX}/deployments/{ID}/jobs/{JOB}", JobHandler),
+    (rf"{PREFIX}/deployments/{ID}/jobs/{JOB}/logs", JobLogsHandler),
 ]
 
 # The event stream and the metrics charts live in events.py, which adds its routes above.

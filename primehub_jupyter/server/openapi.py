@@ -7,6 +7,7 @@ from typing import Any
 
 from .._version import __version__
 from ..core.ids import MAX_INVOKE_PATH, PATH_SEGMENT
+from ..core.jobs import JOB_ID
 from ..core.schemas import api_models, component_schemas
 
 REF = "#/components/schemas/{model}"
@@ -325,6 +326,74 @@ def _paths() -> dict[str, Any]:
 
 
 _DEFAULT = "api/v1.0/predictions"
+_JOB = {
+    "name": "job",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{JOB_ID.pattern}$"},
+}
+
+
+def _job_paths() -> dict[str, Any]:
+    job = _json(_ref("JobRecord"), "The job with its progress.")
+    return {
+        "/deployments/{id}/jobs": {
+            "parameters": [_ID],
+            "get": _op(
+                "The deployment's batch jobs, newest first (the last 50)",
+                {"200": _json(_ref("JobList"), "Jobs")},
+                errors=("404",),
+            ),
+            "post": _op(
+                "Start a batch job: score a file (CSV, Parquet, JSONL) with the deployment's "
+                "bundle in its own process; 422 names a missing input, an unknown format, a "
+                "missing column, an existing output (without overwrite), an unknown predictor "
+                "or the quota",
+                {"201": job},
+                errors=("400", "403", "404", "422"),
+                requestBody=_body("CreateJob"),
+            ),
+        },
+        "/deployments/{id}/jobs/{job}": {
+            "parameters": [_ID, _JOB],
+            "get": _op("One batch job", {"200": job}, errors=("404",)),
+            "delete": _op(
+                "Cancel a job that has not finished (200, phase Cancelled) or remove a "
+                "finished one (204; its output stays)",
+                {"200": job, "204": {"description": "Removed"}},
+                errors=("403", "404"),
+            ),
+        },
+        "/deployments/{id}/jobs/{job}/logs": {
+            "parameters": [_ID, _JOB],
+            "get": _op(
+                "The job process's log lines, oldest first",
+                {
+                    "200": {
+                        "description": "The job (as the one replica) and its lines",
+                        "content": {
+                            "application/json": {"schema": _ref("LogLines")},
+                            "text/plain": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
+                errors=("400", "404"),
+                parameters=[
+                    {
+                        "name": "tail",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^([0-9]{1,6}|all|-1)$"},
+                        "description": "Last N lines (default 2000) or 'all'.",
+                    },
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["json", "text"]},
+                    },
+                ],
+            ),
+        },
+    }
 
 
 def openapi_document(base_url: str = "/") -> dict[str, Any]:
@@ -343,6 +412,7 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
         "security": [{"token": []}],
         "paths": {
             **_paths(),
+            **_job_paths(),
             **openapi_paths({"content": _json(_ref("ErrorBody"), "")["content"]}),
         },
         "components": {

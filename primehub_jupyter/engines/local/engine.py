@@ -34,7 +34,8 @@ from . import logs as logfiles
 from .autoscaler import ScaleSettings
 from .files import private_dir, request_log_dir, restrict_tree
 from .gateway_process import GatewayProcess, child_env
-from .launcher import ReplicaLauncher
+from .jobs import JobMethods, LocalJobs
+from .launcher import ReplicaLauncher, secret_paths
 from .metrics import LocalMetrics
 from .processes import Prober
 from .reconciler import Reconciler
@@ -49,8 +50,9 @@ from .templates import MODES as TEMPLATE_MODES
 _PHASES = {phase.value for phase in Phase}
 
 
-class LocalEngine(Engine):
-    """Runs deployments as model-server processes on 127.0.0.1 behind a local gateway."""
+class LocalEngine(JobMethods, Engine):
+    """Runs deployments as model-server processes on 127.0.0.1 behind a local gateway, and
+    batch jobs as sandboxed runner processes beside them (jobs.py)."""
 
     data_dir = Unicode(
         "",
@@ -276,6 +278,20 @@ class LocalEngine(Engine):
         )
         settings = self.replica_settings
         rows = ReplicaRows(self._store, self.log)
+        jobs = self._jobs = LocalJobs(
+            store=self._store,
+            sandbox=self._sandbox,
+            config_store=self.config_store,
+            data_dir=self.base_dir,
+            root_dir=self.root_dir,
+            engine_id=self.engine_id,
+            python=self.python_executable,
+            stop_grace_seconds=self.stop_grace_seconds,
+            deployments=lambda: self._states,
+            resolve_model_uri=self.resolve_model_uri,
+            secrets=lambda: secret_paths(self.base_dir, Path(self.config_store.path)),
+            log=self.log,
+        )
         reconciler = self._reconciler = Reconciler(
             settings=settings,
             config_store=self.config_store,
@@ -295,6 +311,7 @@ class LocalEngine(Engine):
                 kick=kick,
                 log=self.log,
             ),
+            jobs_usage=jobs.usage,
             log=self.log,
         )
         for stored in await self._store.load_all():
@@ -304,8 +321,10 @@ class LocalEngine(Engine):
             state.saved_phase = (stored.phase, stored.message)
             state.client_hashes = await self._store.client_hashes(stored.deployment.id)
             reconciler.deployments[state.id] = state
+        await jobs.adopt()  # before admission: running jobs hold quota
         await self._gateway.start()
         await reconciler.adopt()
+        jobs.start()
         self._metrics = LocalMetrics(
             gateway=self._gateway,
             prober=self._prober,
@@ -337,6 +356,8 @@ class LocalEngine(Engine):
         if self._metrics is not None:
             await self._metrics.stop()
         reconciler = self._reconciler
+        if self._jobs is not None:
+            await self._jobs.stop(stop_processes=self.stop_replicas_on_exit)
         if reconciler is not None:
             await reconciler.stop()
         if self.stop_replicas_on_exit and self._store is not None and reconciler is not None:
@@ -466,6 +487,7 @@ class LocalEngine(Engine):
         # The row goes first: if it cannot be deleted (StorageUnavailable), nothing changed.
         # A crash after it leaves processes no deployment wants, which the next start ends.
         await self.store.delete(deployment_id)
+        await self.job_manager.remove_deployment(deployment_id)
         await self.reconciler.remove(state)
         await asyncio.to_thread(
             shutil.rmtree, self.base_dir / "deployments" / deployment_id, ignore_errors=True

@@ -69,6 +69,15 @@ def predictor_of(spec: DeploymentSpec, replica: Replica) -> Predictor:
     return next((p for p in spec.predictors if p.name == replica.predictor), spec.predictor)
 
 
+def secret_paths(data_dir: Path, config_file: Path) -> list[Path]:
+    """What no replica or job may see: state, config, Jupyter's runtime and config files."""
+    from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
+
+    paths = [data_dir, config_file]
+    paths += [Path(jupyter_runtime_dir()), *(Path(p) for p in jupyter_config_path())]
+    return paths
+
+
 # The niceness of a shadow predictor's processes (inherited by the model server and its forks).
 SHADOW_NICENESS = 10
 
@@ -371,13 +380,7 @@ class ReplicaLauncher:
         return [*lower, *self.sandbox.wrap(argv, mounts, chdir=chdir)]
 
     def _secrets(self) -> list[Path]:
-        """What no replica may see: state, config, Jupyter's runtime and config files."""
-        from jupyter_core.paths import jupyter_config_path, jupyter_runtime_dir
-
-        data_dir = self.request_log_dir.parent
-        paths = [data_dir, Path(self.config_store.path)]
-        paths += [Path(jupyter_runtime_dir()), *(Path(p) for p in jupyter_config_path())]
-        return paths
+        return secret_paths(self.request_log_dir.parent, Path(self.config_store.path))
 
     async def observe_exits(self, state: DeploymentState) -> None:
         """Notice replicas that ended, record why, schedule their restart with backoff."""

@@ -81,6 +81,7 @@ class Reconciler:
         data_dir: Path,
         engine_id: str,
         make_launcher: Callable[[Callable[[], None]], ReplicaLauncher],
+        jobs_usage: Callable[[str], Usage] | None = None,
         log: Any = None,
     ) -> None:
         self.settings = settings
@@ -91,6 +92,8 @@ class Reconciler:
         self.engine_id = engine_id
         self.log = log or logging.getLogger(__name__)
         self.launcher = make_launcher(self.kick)
+        # What a group's running batch jobs hold: admission counts it beside the deployments.
+        self.jobs_usage = jobs_usage or (lambda group: Usage())
         self.deployments: dict[str, DeploymentState] = {}
         # Replica counts of autoscaled predictors; fed by the engine's ScaleLoop.
         self.autoscaler = Autoscaler(settings.scale)
@@ -330,7 +333,7 @@ class Reconciler:
     def _admission_problem(self, state: DeploymentState, want: Usage) -> str | None:
         config = self.config_store.get()
         group = state.deployment.spec.group_name
-        others = Usage()
+        others = self.jobs_usage(group)
         everyone = Usage()
         for other in self.deployments.values():
             if other is state or other.admitted is None or other.deleted:

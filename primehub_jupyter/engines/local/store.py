@@ -1,4 +1,4 @@
-"""SQLite (WAL) persistence of the local engine's desired state, replicas and secrets."""
+"""SQLite (WAL) persistence of the local engine's desired state, replicas, jobs and secrets."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pydantic import ValidationError as PydanticError
 
 from ...core.errors import Conflict, NotFound, StorageUnavailable
 from ...core.ids import id_problem
+from ...core.jobs import MAX_JOBS_KEPT, JobRecord
 from ...core.models import (
     DeploymentRecord,
     DeploymentSpec,
@@ -68,6 +69,16 @@ CREATE TABLE IF NOT EXISTS replicas (
     start_time TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    deployment_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    pid INTEGER NOT NULL DEFAULT 0,
+    create_time REAL NOT NULL DEFAULT 0,
+    restarts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_deployment ON jobs (deployment_id, seq);
 """
 
 
@@ -85,6 +96,17 @@ class StoredDeployment:
     phase: str
     message: str
     problem: str = ""
+
+
+@dataclass
+class StoredJob:
+    """A row of the jobs table: the job, and the process running it (pid 0: none)."""
+
+    seq: int
+    job: JobRecord
+    pid: int = 0
+    create_time: float = 0.0
+    restarts: int = 0
 
 
 @dataclass
@@ -298,6 +320,7 @@ class Store:
                 db.execute("DELETE FROM deployments WHERE id = ?", (deployment_id,))
                 db.execute("DELETE FROM clients WHERE deployment_id = ?", (deployment_id,))
                 db.execute("DELETE FROM replicas WHERE deployment_id = ?", (deployment_id,))
+                db.execute("DELETE FROM jobs WHERE deployment_id = ?", (deployment_id,))
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)
@@ -349,10 +372,87 @@ class Store:
     async def forget_replica(self, name: str) -> None:
         await self._run(lambda: self._db().execute("DELETE FROM replicas WHERE name = ?", (name,)))
 
+    # ---- jobs -------------------------------------------------------------------------
+
+    async def jobs(self) -> list[StoredJob]:
+        """Every job, oldest first; rows that no longer validate are dropped (and logged)."""
+
+        def _all() -> list[StoredJob]:
+            rows = self._db().execute(
+                "SELECT seq, id, record, pid, create_time, restarts FROM jobs ORDER BY seq"
+            )
+            found = []
+            for seq, id_, record, pid, created, restarts in rows.fetchall():
+                try:
+                    job = JobRecord.model_validate_json(record)
+                except PydanticError as error:
+                    log.error("job %r in the state database cannot be read: %s", id_, error)
+                    continue
+                found.append(StoredJob(seq, job, pid, created, restarts))
+            return found
+
+        return await self._run(_all)
+
+    async def insert_job(self, job: JobRecord) -> tuple[int, list[str]]:
+        """Store a new job; returns its seq and the ids of the deployment's finished jobs
+        beyond the newest MAX_JOBS_KEPT, which are removed in the same transaction."""
+
+        def _insert() -> tuple[int, list[str]]:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = db.execute(
+                    "INSERT INTO jobs (id, deployment_id, record) VALUES (?, ?, ?)",
+                    (job.id, job.deployment_id, job.model_dump_json(by_alias=True)),
+                )
+                rows = db.execute(
+                    "SELECT id, record FROM jobs WHERE deployment_id = ? ORDER BY seq DESC"
+                    " LIMIT -1 OFFSET ?",
+                    (job.deployment_id, MAX_JOBS_KEPT),
+                ).fetchall()
+                removed = [id_ for id_, record in rows if _finished(record)]
+                db.executemany("DELETE FROM jobs WHERE id = ?", [(id_,) for id_ in removed])
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid, removed
+
+        return await self._run(_insert)
+
+    async def save_job(self, stored: StoredJob) -> None:
+        """Write a job's record and process (a row removed meanwhile stays removed)."""
+
+        def _save() -> None:
+            self._db().execute(
+                "UPDATE jobs SET record = ?, pid = ?, create_time = ?, restarts = ? WHERE id = ?",
+                (
+                    stored.job.model_dump_json(by_alias=True),
+                    stored.pid,
+                    stored.create_time,
+                    stored.restarts,
+                    stored.job.id,
+                ),
+            )
+
+        await self._run(_save)
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._run(lambda: self._db().execute("DELETE FROM jobs WHERE id = ?", (job_id,)))
+
 
 # ---- failures and quarantine --------------------------------------------------------------
 
 _TRANSIENT = ("locked", "busy", "disk i/o error")
+
+
+def _finished(record: str) -> bool:
+    """Whether a stored job record is finished (an unreadable one counts as finished)."""
+    try:
+        return JobRecord.model_validate_json(record).phase.finished
+    except PydanticError:
+        return True
 
 
 def _transient(text: str) -> bool:
