@@ -1,4 +1,4 @@
-"""Batch job runner: `python -m primehub_jupyter.serving.batch BUNDLE --job-dir DIR` scores a file."""
+"""Batch job runner: `python -m primehub_jupyter.serving.batch BUNDLE --job-dir DIR`."""
 
 from __future__ import annotations
 
@@ -230,8 +230,15 @@ def _failed(run: Run, message: str) -> int:
 
 
 def _score(run: Run, descriptor: Any, runtime: Any) -> int:
-    from .batch_io import ErrorsWriter, InputError, ParquetParts, TextWriter, input_columns
-    from .batch_io import parquet_rows, read_chunks
+    from .batch_io import (
+        ErrorsWriter,
+        InputError,
+        ParquetParts,
+        TextWriter,
+        input_columns,
+        parquet_rows,
+        read_chunks,
+    )
     from .batch_rows import ColumnsError, Scorer, needed_columns, text_columns
 
     spec = run.spec
@@ -250,7 +257,7 @@ def _score(run: Run, descriptor: Any, runtime: Any) -> int:
         )
     except (InputError, ColumnsError) as exc:
         raise JobFailed(str(exc)) from None
-    scorer = Scorer(runtime, descriptor, columns)
+    scorer = Scorer(runtime, descriptor, columns, text_input=spec.format == "csv")
     if run.checkpoint.get("predictionColumns"):
         scorer.output_columns = list(run.checkpoint["predictionColumns"])
     # Marked before the output is created: a run killed right after creating it still

@@ -59,7 +59,7 @@ class _Source:
         self.stream: IO[bytes]
         if is_url(uri):
             try:
-                response = urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT)  # noqa: S310
+                response = urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT)
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot read the input {uri}: {exc}") from None
             length = response.headers.get("Content-Length")
@@ -332,6 +332,21 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+def _json_default(value: Any) -> Any:
+    if _missing_value(value):
+        return None
+    return str(value)
+
+
+def _missing_value(value: Any) -> bool:
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
 class TextWriter:
     """CSV or JSONL output appended chunk by chunk; `truncate` rolls back to a checkpoint."""
 
@@ -352,8 +367,14 @@ class TextWriter:
                 options = pcsv.WriteOptions(include_header=header, quoting_style="needed")
                 pcsv.write_csv(to_arrow(frame), self._file, options)
             elif len(frame):
-                text = frame.to_json(orient="records", lines=True, date_format="iso")
-                self._file.write(text.encode() if text.endswith("\n") else (text + "\n").encode())
+                # orjson writes floats that read back exactly (pandas' to_json rounds them).
+                options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+                self._file.write(
+                    b"".join(
+                        orjson.dumps(record, default=_json_default, option=options) + b"\n"
+                        for record in frame.to_dict(orient="records")
+                    )
+                )
         self._file.flush()
         return self._file.tell()
 
