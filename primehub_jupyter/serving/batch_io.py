@@ -358,23 +358,22 @@ class TextWriter:
         self._file.truncate(offset)
         self._file.seek(offset)
 
-    def write(self, frame: pd.DataFrame, header: bool) -> int:
-        """Append `frame`; returns the file's size after it."""
-        if len(frame) or header:
-            if self.fmt == "csv":
-                import pyarrow.csv as pcsv
+    def write(self, table: Any, header: bool) -> int:
+        """Append an Arrow table of rows; returns the file's size after them."""
+        if self.fmt == "csv":
+            import pyarrow.csv as pcsv
 
-                options = pcsv.WriteOptions(include_header=header, quoting_style="needed")
-                pcsv.write_csv(to_arrow(frame), self._file, options)
-            elif len(frame):
-                # orjson writes floats that read back exactly (pandas' to_json rounds them).
-                options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-                self._file.write(
-                    b"".join(
-                        orjson.dumps(record, default=_json_default, option=options) + b"\n"
-                        for record in frame.to_dict(orient="records")
-                    )
+            options = pcsv.WriteOptions(include_header=header, quoting_style="needed")
+            pcsv.write_csv(table, self._file, options)
+        else:
+            # orjson writes floats that read back exactly (pandas' to_json rounds them).
+            options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+            self._file.write(
+                b"".join(
+                    orjson.dumps(record, default=_json_default, option=options) + b"\n"
+                    for record in table.to_pylist()
                 )
+            )
         self._file.flush()
         return self._file.tell()
 
@@ -417,13 +416,13 @@ class ParquetParts:
     def _index(part: Path) -> int:
         return int(part.stem.split("-")[1])
 
-    def write(self, index: int, frame: pd.DataFrame) -> None:
-        """Write chunk `index` (atomically: a killed write leaves no part behind)."""
+    def write(self, index: int, table: Any) -> None:
+        """Write chunk `index`, an Arrow table (atomically: a kill leaves no part behind)."""
         import pyarrow.parquet as pq
 
         target = self.directory / f"part-{index:06d}.parquet"
         partial = self.directory / f"part-{index:06d}.tmp"
-        pq.write_table(to_arrow(frame), partial)
+        pq.write_table(table, partial)
         os.replace(partial, target)
 
     def assemble(self, output: str) -> None:
@@ -444,6 +443,9 @@ class ParquetParts:
                 writer.write_table(_conform(table, schema))
         os.replace(partial, output)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def close(self) -> None:
+        """Nothing stays open between parts."""
 
 
 def _conform(table: Any, schema: Any) -> Any:
