@@ -176,3 +176,68 @@ def test_the_panels_jobs_tab_lists_shows_files_and_cancels(served, iris, tmp_pat
     assert f"{running['id']}</b> cancelled" in tab.message.value
     tab.logs_button.click()
     assert tab.logs.layout.display is None
+
+
+def test_an_interrupt_offers_to_cancel_the_job(served, iris, tmp_path):
+    import threading
+    import time
+
+    from jupyter_client.manager import KernelManager
+
+    from primehub_jupyter.kernel.client import Client
+
+    X, _ = iris
+    many = tmp_path / "many.csv"
+    pd.DataFrame(np.resize(X, (300_000, 4)), columns=COLUMNS).to_csv(many, index=False)
+    client = Client(served.url, served.token)
+    deployment = served.deployment_id
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(env=served.env, cwd=str(tmp_path))
+    kernel = manager.client()
+    kernel.start_channels()
+    try:
+        kernel.wait_for_ready(timeout=60)
+        kernel.execute_interactive(
+            "from primehub_jupyter import Client\n"
+            "from primehub_jupyter.kernel.deployment import Deployment\n"
+            f"d = Deployment(Client().get({deployment!r}), Client())",
+            timeout=60,
+        )
+
+        def interrupt_once_running() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                jobs = client.list_jobs(deployment)
+                if any(j["spec"]["input"] == str(many) and j["rowsRead"] for j in jobs):
+                    manager.interrupt_kernel()
+                    return
+                time.sleep(0.05)
+
+        interrupter = threading.Thread(target=interrupt_once_running)
+        interrupter.start()
+        prompts: list[str] = []
+
+        def answer(msg) -> None:
+            prompts.append(msg["content"]["prompt"])
+            kernel.input("y")
+
+        errors: list[str] = []
+        reply = kernel.execute_interactive(
+            "d.batch('many.csv', output='many.out.csv', chunk_rows=100)",
+            allow_stdin=True,
+            stdin_hook=answer,
+            output_hook=lambda m: (
+                errors.append(m["content"].get("evalue", "")) if m["msg_type"] == "error" else None
+            ),
+            timeout=180,
+        )
+        interrupter.join()
+    finally:
+        kernel.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert prompts and re.fullmatch(
+        r"Interrupted\. Cancel job j[0-9a-f]{10}\? \[Y/n\] ", prompts[0]
+    )
+    assert reply["content"]["ename"] == "JobFailed" and "cancelled" in reply["content"]["evalue"]
+    job = next(j for j in client.list_jobs(deployment) if j["spec"]["input"] == str(many))
+    assert job["phase"] == "Cancelled" and job["rowsRead"] < 300_000
