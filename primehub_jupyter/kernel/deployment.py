@@ -15,6 +15,7 @@ from .display import (
     Progress,
     copy_button,
     esc,
+    in_notebook,
     phase_badge,
     predictor_replicas,
     time_html,
@@ -300,7 +301,9 @@ class Deployment:
             self.client,
         )
         if not wait:
-            if progress:
+            # A live display only where it redraws in place: a terminal would get lines
+            # from a thread in the middle of whatever the user types next.
+            if progress and in_notebook():
                 JobProgress(self.client, job.data, live=True).show().follow()
             return job
         job.wait(timeout=timeout, progress=progress)
