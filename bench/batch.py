@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append((case, limit, job, job_small, http, difference))
 
     print(
-        f"\n{args.rows:,} rows, chunks of {args.chunk_rows:,}; rows/s (wall) and rows per CPU second"
+        f"\n{args.rows:,} rows, chunks of {args.chunk_rows:,}; "
+        "rows/s (wall) and rows per CPU second"
     )
     header = (
         f"{'model':<8} {'in-process':>12} {'job':>12} {'job/in-proc':>12} {'http 1 row':>11}"

@@ -56,6 +56,15 @@ EXPECTED = {
         "answered 200 after",  # the first request to zero replicas is held, then answered
         "deleted",
     ],
+    "09-batch-jobs.ipynb": [
+        "penguins-batch (penguins-batch-",
+        "Succeeded · 99,997 of 100,000 rows scored, 3 failed",  # the progress's text twin
+        "rows/s",
+        "99997 rows scored",
+        "penguins-100k.scored.csv.errors.jsonl",  # the errors file beside the output
+        "Succeeded · 344 of 344 rows scored",
+        "deleted",
+    ],
 }
 
 

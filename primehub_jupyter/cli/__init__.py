@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import compare, deployments, observe
+from . import compare, deployments, jobs, observe
 from .clients import clients
 from .documents import SET_FLAGS, SET_SHORTCUTS, load_document, parse_sets
 from .groups import groups
@@ -37,6 +37,7 @@ for command in (
     *deployments.COMMANDS,
     *observe.COMMANDS,
     *compare.COMMANDS,
+    *jobs.COMMANDS,
     clients,
     groups,
     serve,

@@ -15,6 +15,8 @@ import requests
 
 API_PATH = "primehub/api/"
 TERMINAL_PHASES = ("Deployed", "Failed", "Stopped")
+# A job's phases after which it changes no more (core/jobs.py JobPhase.finished).
+JOB_FINISHED = ("Succeeded", "Failed", "Cancelled")
 
 
 class PrimeHubError(Exception):
@@ -36,7 +38,15 @@ class DeploymentFailed(PrimeHubError):
 
 
 class WaitTimeout(PrimeHubError):
-    """A deployment did not reach the wanted phase in time."""
+    """A deployment (or a job) did not reach the wanted phase in time."""
+
+
+class JobFailed(PrimeHubError):
+    """A batch job ended Failed or Cancelled; `job` is its last record."""
+
+    def __init__(self, message: str, job: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.job = job
 
 
 def _runtime_servers() -> list[dict[str, Any]]:
@@ -304,6 +314,85 @@ class Client:
             timeout=(self.timeout, heartbeat * 3),
         )
         return EventStream(response)
+
+    # ---- batch jobs -------------------------------------------------------------------
+
+    def create_job(
+        self,
+        deployment_id: str,
+        input: str,
+        output: str,
+        *,
+        format: str | None = None,
+        predictor: str | None = None,
+        chunk_rows: int | None = None,
+        output_columns: str = "all",
+        overwrite: bool = False,
+        max_failed_share: float | None = None,
+    ) -> dict[str, Any]:
+        """Start a job scoring `input` into `output` (paths as the server sees them); its record."""
+        body: dict[str, Any] = {
+            "input": input,
+            "output": output,
+            "outputColumns": output_columns,
+            "overwrite": bool(overwrite),
+        }
+        optional = {
+            "format": format,
+            "predictor": predictor,
+            "chunkRows": chunk_rows,
+            "maxFailedShare": max_failed_share,
+        }
+        body.update({key: value for key, value in optional.items() if value is not None})
+        return self._json("POST", f"deployments/{quote(deployment_id)}/jobs", json=body)
+
+    def list_jobs(self, deployment_id: str) -> builtins.list[dict[str, Any]]:
+        """The deployment's jobs, newest first (the last 50)."""
+        return self._json("GET", f"deployments/{quote(deployment_id)}/jobs")["jobs"]
+
+    def get_job(self, deployment_id: str, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"deployments/{quote(deployment_id)}/jobs/{quote(job_id)}")
+
+    def cancel_job(self, deployment_id: str, job_id: str) -> dict[str, Any] | None:
+        """Cancel a live job (its record, phase Cancelled) or remove a finished one (None)."""
+        return self._json("DELETE", f"deployments/{quote(deployment_id)}/jobs/{quote(job_id)}")
+
+    def job_logs(self, deployment_id: str, job_id: str, *, tail: int | None = 2000) -> str:
+        """The job process's last `tail` log lines (None: all), newest last."""
+        params = {"tail": "all" if tail is None else str(tail)}
+        answer = self._json(
+            "GET", f"deployments/{quote(deployment_id)}/jobs/{quote(job_id)}/logs", params=params
+        )
+        lines = answer.get("lines", []) if isinstance(answer, dict) else []
+        return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+    def wait_job(
+        self,
+        deployment_id: str,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        interval: float = 1.0,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job has finished (Succeeded, Failed or Cancelled); its last record.
+
+        `on_progress` sees every record fetched; WaitTimeout after `timeout` seconds (None:
+        no limit). Polls every 0.2 s at first, backing off to every `interval` seconds.
+        """
+        started = time.monotonic()
+        while True:
+            job = self.get_job(deployment_id, job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.get("phase") in JOB_FINISHED:
+                return job
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise WaitTimeout(
+                    f"job {job_id} is {job.get('phase')} after {timeout:g} s "
+                    f"({job.get('rowsRead', 0)} rows read)"
+                )
+            time.sleep(min(interval, 0.2 + (time.monotonic() - started) / 50))
 
     # ---- history, logs, clients, invoke -----------------------------------------------
 

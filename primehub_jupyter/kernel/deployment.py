@@ -15,6 +15,7 @@ from .display import (
     Progress,
     copy_button,
     esc,
+    in_notebook,
     phase_badge,
     predictor_replicas,
     time_html,
@@ -245,6 +246,80 @@ class Deployment:
         """Send every request to `predictor` and remove the others (history grows)."""
         self.data = self.client.promote(self.id, predictor, update_message)
         return self
+
+    # ---- batch jobs -------------------------------------------------------------------
+
+    def batch(
+        self,
+        data: Any,
+        output: str | Path | None = None,
+        *,
+        format: str | None = None,
+        predictor: str | None = None,
+        chunk_rows: int | None = None,
+        output_columns: str = "all",
+        overwrite: bool = False,
+        wait: bool = True,
+        timeout: float | None = None,
+        progress: bool = True,
+    ) -> Any:
+        """Score a file (a path) or a DataFrame with this deployment's model, in a job.
+
+        A DataFrame is written under `.primehub/jobs/` beside the notebook (Parquet, or CSV
+        without pyarrow) and the scored rows come back as a DataFrame under its index (the
+        input columns with `output_columns="all"`, then the model's columns and request_id);
+        a path gives back the output's path (default: `<input>.scored.<ext>`). Relative paths
+        are the kernel's working directory's. While it waits a live progress shows (rows,
+        rows/s, ETA); interrupting offers to cancel the job. JobFailed when it fails.
+        `wait=False` returns the Job at once (its progress stays live, with a Cancel button).
+        """
+        from .batch_files import default_output, job_folder, local_uri, write_frame
+        from .jobs import Job, JobProgress
+
+        index = None
+        if _is_frame(data):
+            folder = job_folder(self.id)
+            written, written_format = write_frame(data, folder)
+            input_uri, format, index = str(written), written_format, data.index
+            if output is None:
+                output = folder / f"output{written.suffix}"
+        else:
+            input_uri = local_uri(data)
+            if output is None:
+                output = default_output(input_uri)
+        job = Job(
+            self.client.create_job(
+                self.id,
+                input_uri,
+                local_uri(output),
+                format=format,
+                predictor=predictor,
+                chunk_rows=chunk_rows,
+                output_columns=output_columns,
+                overwrite=overwrite,
+            ),
+            self.client,
+        )
+        if not wait:
+            # A live display only where it redraws in place: a terminal would get lines
+            # from a thread in the middle of whatever the user types next.
+            if progress and in_notebook():
+                JobProgress(self.client, job.data, live=True).show().follow()
+            return job
+        job.wait(timeout=timeout, progress=progress)
+        return job.output if index is None else job.read_output(index)
+
+    def jobs(self) -> Any:
+        """This deployment's jobs, newest first (a table; `.to_frame()` for a DataFrame)."""
+        from .jobs import JobTable
+
+        return JobTable(self.client.list_jobs(self.id))
+
+    def job(self, job_id: str) -> Any:
+        """One job: its record and progress, `cancel()`, `logs()`, `read_output()`."""
+        from .jobs import Job
+
+        return Job(self.client.get_job(self.id, job_id), self.client)
 
     # ---- display ----------------------------------------------------------------------
 

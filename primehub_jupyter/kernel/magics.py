@@ -19,6 +19,7 @@ from .client import Client, DeploymentFailed, PrimeHubError, WaitTimeout
 from .compare import CompareView
 from .deployment import Deployment, from_response, package_for_deploy, to_payload
 from .display import Table, replica_range
+from .magics_jobs import JobMagics
 from .results import DeploymentList, MetricsView, NewClient
 from .words import describe_changes, display_value, field_label, in_words, local_time
 
@@ -137,7 +138,7 @@ def _deploy_parser(prog: str, *, cell: bool) -> _Parser:
 
 
 @magics_class
-class DeploymentMagics(Magics):
+class DeploymentMagics(JobMagics, Magics):
     """The PrimeHub magics; one Client per kernel, found on first use."""
 
     def __init__(self, shell: Any) -> None:
@@ -368,7 +369,8 @@ class DeploymentMagics(Magics):
     @_friendly
     def phdeploy(self, line: str) -> Any:
         """`%phdeploy COMMAND ...`: list, get, history, diff, rollback, compare, promote, stop,
-        start, delete, wait, invoke, clients, metrics (`%phdeploy help`)."""
+        start, delete, wait, invoke, clients, metrics, batch, jobs, job, cancel-job
+        (`%phdeploy help`)."""
         invoked = _INVOKE_LINE.fullmatch(line)
         if invoked:  # the expression as typed: shlex would eat its quotes (df[df.c == "a"])
             options = shlex.split(invoked["before"] + " " + invoked["after"])
@@ -378,7 +380,7 @@ class DeploymentMagics(Magics):
             print(PHDEPLOY_HELP)
             return None
         command, rest = words[0], words[1:]
-        handler = getattr(self, f"_ph_{command}", None)
+        handler = getattr(self, f"_ph_{command.replace('-', '_')}", None)
         if handler is None:
             raise MagicError(f"unknown command '{command}'; try: %phdeploy help")
         return handler(rest)
@@ -555,7 +557,12 @@ PHDEPLOY_HELP = """%phdeploy COMMAND ...
   wait ID [--for PHASE] [--timeout S]      wait for a phase
   invoke ID EXPR [--raw] [--path P]        predictions for a DataFrame, numpy array or list
   clients ID [add NAME | delete NAME]      clients of a private endpoint
-  metrics ID [--window S] [--step S]       requests/s, errors, latency and reward charts"""
+  metrics ID [--window S] [--step S]       requests/s, errors, latency and reward charts
+  batch ID INPUT [-o OUTPUT] [--format F]  score a file in a job, with its live progress
+        [--predictor P] [--chunk-rows N] [--output-columns all|predictions] [--overwrite]
+  jobs ID                                  batch jobs, newest first
+  job ID JOB [--logs]                      one job (or its log)
+  cancel-job ID JOB                        cancel a running job (remove a finished one)"""
 
 
 def _flatten_document(document: dict[str, Any]) -> dict[str, Any]:

@@ -161,3 +161,19 @@ API_PATH = Option(
     default="api/v1.0/predictions",
     show_default=True,
 )
+
+# batch jobs: `primehub-deploy batch`, `%phdeploy batch`
+BATCH_OUTPUT = Option(("-o", "--output"), "Output file (default: INPUT.scored.EXT beside it).")
+JOB_FORMAT = Option(
+    ("--format",), "Input format: csv, parquet or jsonl (default: from the file's ending)."
+)
+JOB_PREDICTOR = Option(("--predictor",), "Score with this predictor (default: the primary).")
+CHUNK_ROWS = Option(("--chunk-rows",), "Rows read and scored at a time.", type=int)
+OUTPUT_COLUMNS = Option(
+    ("--output-columns",),
+    "'all': the input columns and the predictions; 'predictions': the predictions only.",
+    default="all",
+    show_default=True,
+)
+OVERWRITE = Option(("--overwrite",), "Replace the output file if it exists.", flag=True)
+JOB_OPTIONS = (BATCH_OUTPUT, JOB_FORMAT, JOB_PREDICTOR, CHUNK_ROWS, OUTPUT_COLUMNS, OVERWRITE)

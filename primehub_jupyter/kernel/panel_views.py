@@ -22,6 +22,7 @@ from .display import (
 )
 from .panel_compare import CompareTab
 from .panel_form import LABEL_FITS, button, error_html, pairs
+from .panel_jobs import JobsTab
 from .words import (
     describe_changes,
     display_value,
@@ -36,9 +37,10 @@ WINDOWS = {"5 minutes": 300, "15 minutes": 900, "1 hour": 3600}
 
 
 class DeploymentDetail(w.VBox):
-    """Information, Logs, History, Clients and Metrics of one deployment, and its actions."""
+    """Information, Logs, History, Clients, Metrics, Compare and Jobs of one deployment, and
+    its actions."""
 
-    TABS = ("Information", "Logs", "History", "Clients", "Metrics", "Compare")
+    TABS = ("Information", "Logs", "History", "Clients", "Metrics", "Compare", "Jobs")
 
     def __init__(
         self,
@@ -104,6 +106,7 @@ class DeploymentDetail(w.VBox):
         self.window.observe(lambda _: self.load_metrics(), "value")
         self.metrics_refresh.on_click(lambda _: self.load_metrics())
         self.compare = CompareTab(client, deployment_id, on_promoted=lambda _: self.refresh())
+        self.jobs = JobsTab(client, deployment_id)
         self.tabs = w.Tab(
             children=[
                 self.info,
@@ -116,6 +119,7 @@ class DeploymentDetail(w.VBox):
                 w.VBox([w.HBox([self.window, self.metrics_refresh]), self.metrics_error,
                         self.metrics_view]),
                 self.compare,
+                self.jobs,
             ]
         )  # fmt: skip
         for index, title in enumerate(self.TABS):
@@ -155,6 +159,7 @@ class DeploymentDetail(w.VBox):
             self.load_clients,
             self.load_metrics,
             self.compare.load,
+            self.jobs.load,
         )
         loaders[self.tabs.selected_index or 0]()
 

@@ -52,6 +52,11 @@ PHASES = {
     "Deploying": ("#f9a825", "#000", "yellow"),
     "Stopping": ("#f9a825", "#000", "yellow"),
     "Stopped": ("#757575", "#fff", "bright_black"),
+    # A batch job's phases (core/jobs.py JobPhase); Failed is shared.
+    "Pending": ("#f9a825", "#000", "yellow"),
+    "Running": ("#f9a825", "#000", "yellow"),
+    "Succeeded": ("#2e7d32", "#fff", "green"),
+    "Cancelled": ("#757575", "#fff", "bright_black"),
 }
 UNKNOWN_PHASE = ("#757575", "#fff", "white")
 

@@ -1,7 +1,8 @@
-"""Batch job runner: `python -m primehub_jupyter.serving.batch BUNDLE --job-dir DIR` scores a file."""
+"""Batch job runner: `python -m primehub_jupyter.serving.batch BUNDLE --job-dir DIR`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -84,6 +85,8 @@ class Run:
         self.progress: float | None = self.checkpoint.get("progress")
         self.started = time.monotonic()
         self.rows_this_run = 0
+        #: The output's columns, fixed by the first chunk written.
+        self.columns: list[str] | None = self.checkpoint.get("columns")
 
     def _read_checkpoint(self) -> dict[str, Any]:
         try:
@@ -98,39 +101,44 @@ class Run:
         """Whether the output on disk is this job's own partial output (a resumed run)."""
         return bool(self.checkpoint)
 
-    def save_checkpoint(self, **fields: Any) -> None:
+    def counters(self) -> dict[str, Any]:
+        """The counters now, as the checkpoint and progress.json record them."""
+        return {
+            "chunksDone": self.chunks_done,
+            "rowsRead": self.rows_read,
+            "rowsScored": self.rows_scored,
+            "rowsFailed": self.rows_failed,
+            "totalRows": self.total_rows,
+            "progress": self.progress,
+        }
+
+    def save_checkpoint(self, counters: dict[str, Any] | None = None, **fields: Any) -> None:
         """Record the finished chunks and the file offsets they end at."""
         self.checkpoint.update(
-            output=self.spec.output,
-            chunksDone=self.chunks_done,
-            rowsRead=self.rows_read,
-            rowsScored=self.rows_scored,
-            rowsFailed=self.rows_failed,
-            startTime=self.start_time,
-            totalRows=self.total_rows,
-            progress=self.progress,
-            **fields,
+            output=self.spec.output, startTime=self.start_time, **(counters or self.counters())
         )
+        self.checkpoint.update(fields)
         write_json(self.dir / CHECKPOINT_FILE, self.checkpoint)
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return round(self.rows_this_run / elapsed, 1) if elapsed > 0 else 0.0
 
-    def report(self, phase: str, message: str = "", finished: bool = False) -> None:
+    def report(
+        self,
+        phase: str,
+        message: str = "",
+        finished: bool = False,
+        counters: dict[str, Any] | None = None,
+    ) -> None:
         """Write progress.json with the JobRecord progress fields."""
         write_json(
             self.dir / PROGRESS_FILE,
             {
                 "phase": phase,
                 "message": message,
-                "rowsRead": self.rows_read,
-                "rowsScored": self.rows_scored,
-                "rowsFailed": self.rows_failed,
+                **(counters or self.counters()),
                 "rowsPerSecond": self.rate(),
-                "totalRows": self.total_rows,
-                "progress": self.progress,
-                "chunksDone": self.chunks_done,
                 "startTime": self.start_time,
                 "finishTime": _now() if finished else None,
             },
@@ -219,6 +227,8 @@ def run_job(job: JobRecord, bundle: Path, job_dir: Path) -> int:
         return _score(run, descriptor, runtime)
     except JobFailed as exc:
         return _failed(run, str(exc))
+    except OSError as exc:  # a full disk, an output directory gone
+        return _failed(run, f"cannot write the output: {exc}")
 
 
 def _failed(run: Run, message: str) -> int:
@@ -230,8 +240,15 @@ def _failed(run: Run, message: str) -> int:
 
 
 def _score(run: Run, descriptor: Any, runtime: Any) -> int:
-    from .batch_io import ErrorsWriter, InputError, ParquetParts, TextWriter, input_columns
-    from .batch_io import parquet_rows, read_chunks
+    from .batch_io import (
+        ErrorsWriter,
+        InputError,
+        ParquetParts,
+        TextWriter,
+        input_columns,
+        parquet_rows,
+        read_chunks,
+    )
     from .batch_rows import ColumnsError, Scorer, needed_columns, text_columns
 
     spec = run.spec
@@ -250,7 +267,7 @@ def _score(run: Run, descriptor: Any, runtime: Any) -> int:
         )
     except (InputError, ColumnsError) as exc:
         raise JobFailed(str(exc)) from None
-    scorer = Scorer(runtime, descriptor, columns)
+    scorer = Scorer(runtime, descriptor, columns, text_input=spec.format == "csv")
     if run.checkpoint.get("predictionColumns"):
         scorer.output_columns = list(run.checkpoint["predictionColumns"])
     # Marked before the output is created: a run killed right after creating it still
@@ -267,6 +284,7 @@ def _score(run: Run, descriptor: Any, runtime: Any) -> int:
         else TextWriter(spec.output, spec.output_format, run.checkpoint["outputBytes"])
     )
     errors = ErrorsWriter(spec.errors, run.checkpoint["errorsBytes"])
+    writer = _Writer(run, output, errors)
     _Stop.loading = False
     run.started = time.monotonic()  # rows/s of scoring, not of loading the model
     cpu_started = time.process_time()
@@ -280,30 +298,11 @@ def _score(run: Run, descriptor: Any, runtime: Any) -> int:
         for index, chunk in enumerate(chunks):
             if index < run.chunks_done:
                 continue  # scored by an earlier run (re-read to keep the line numbers)
-            frame, failures = _chunk_result(run, scorer, chunk)
-            if parquet:
-                assert isinstance(output, ParquetParts)
-                if len(frame):
-                    output.write(index, frame)
-                output_bytes = 0
-            else:
-                assert isinstance(output, TextWriter)
-                header = run.checkpoint["outputBytes"] == 0
-                output_bytes = output.write(frame, header=header and len(frame) > 0)
-            errors_bytes = errors.write(failures)
+            table, failures = _chunk_result(run, scorer, chunk)
             run.chunks_done = index + 1
             run.progress = chunk.progress
-            run.save_checkpoint(
-                outputBytes=output_bytes,
-                errorsBytes=errors_bytes,
-                predictionColumns=scorer.output_columns,
-            )
-            run.report("Running")
-            print(
-                f"chunk {run.chunks_done}: {run.rows_read} rows read, {run.rows_failed} failed, "
-                f"{run.rate():.0f} rows/s",
-                flush=True,
-            )
+            # Written on the writer thread while the next chunk is read and scored.
+            writer.submit(index, table, failures, run.counters(), scorer.output_columns)
             share = run.rows_failed / run.rows_read if run.rows_read else 0.0
             if share > spec.max_failed_share:
                 raise JobFailed(
@@ -311,18 +310,17 @@ def _score(run: Run, descriptor: Any, runtime: Any) -> int:
                     f"maxFailedShare {spec.max_failed_share:g}; see {spec.errors}"
                 )
             if _Stop.requested:
+                writer.wait()
                 message = f"stopped by SIGTERM after chunk {run.chunks_done}; run again to resume"
                 print(message, flush=True)
                 run.report("Pending", message)
                 return EXIT_STOPPED
+        writer.wait()
     except InputError as exc:
         raise JobFailed(str(exc)) from None
     finally:
-        if not parquet:
-            output.close()  # type: ignore[union-attr]
-        errors.close()
-    if parquet:
-        assert isinstance(output, ParquetParts)
+        writer.close()
+    if isinstance(output, ParquetParts):
         output.assemble(spec.output)
     elif run.checkpoint["outputBytes"] == 0:
         Path(spec.output).touch()
@@ -340,8 +338,86 @@ def _score(run: Run, descriptor: Any, runtime: Any) -> int:
     return EXIT_OK
 
 
+class _Writer:
+    """Writes each chunk's output and errors, then its checkpoint and progress, on a thread.
+
+    At most one chunk waits to be written, so memory stays a few chunks; the checkpoint of a
+    chunk is saved only after its rows are in the files, so a kill -9 anywhere resumes cleanly.
+    """
+
+    def __init__(self, run: Run, output: Any, errors: Any) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.run = run
+        self.output = output
+        self.errors = errors
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
+        self._pending: Future[None] | None = None
+
+    def submit(
+        self,
+        index: int,
+        table: Any,
+        failures: list[tuple[int, int, str]],
+        counters: dict[str, Any],
+        prediction_columns: list[str] | None,
+    ) -> None:
+        """Write chunk `index` once the previous chunk is written."""
+        self.wait()
+        self._pending = self._pool.submit(
+            self._write, index, table, failures, counters, prediction_columns
+        )
+
+    def wait(self) -> None:
+        """Until the pending chunk is written; re-raises its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Finish the pending write (errors were reported by wait) and close the files."""
+        with contextlib.suppress(Exception):  # the caller is already failing
+            self.wait()
+        self._pool.shutdown()
+        self.output.close()
+        self.errors.close()
+
+    def _write(
+        self,
+        index: int,
+        table: Any,
+        failures: list[tuple[int, int, str]],
+        counters: dict[str, Any],
+        prediction_columns: list[str] | None,
+    ) -> None:
+        from .batch_io import ParquetParts
+
+        run = self.run
+        output_bytes = run.checkpoint["outputBytes"]
+        if table is not None:
+            if isinstance(self.output, ParquetParts):
+                self.output.write(index, table)
+            else:
+                output_bytes = self.output.write(table, header=output_bytes == 0)
+        errors_bytes = self.errors.write(failures)
+        run.save_checkpoint(
+            counters,
+            outputBytes=output_bytes,
+            errorsBytes=errors_bytes,
+            predictionColumns=prediction_columns,
+            columns=run.columns,
+        )
+        run.report("Running", counters=counters)
+        print(
+            f"chunk {counters['chunksDone']}: {counters['rowsRead']} rows read, "
+            f"{counters['rowsFailed']} failed, {run.rate():.0f} rows/s",
+            flush=True,
+        )
+
+
 def _chunk_result(run: Run, scorer: Scorer, chunk: Any) -> tuple[Any, list[tuple[int, int, str]]]:
-    """The output rows of a chunk and its failures (line, row, reason), counted in `run`."""
+    """The output rows of a chunk (an Arrow table, None when no row was scored) and its
+    failures (line, row, reason), counted in `run`."""
     from .batch_io import row_of_line
 
     fmt = run.spec.format
@@ -351,52 +427,59 @@ def _chunk_result(run: Run, scorer: Scorer, chunk: Any) -> tuple[Any, list[tuple
         line = int(chunk.lines[position])
         failures.append((line, row_of_line(fmt, line), reason))
     failures.sort()
-    frame = _output_frame(run, scorer, chunk, scored)
+    table = _output_table(run, scorer, chunk, scored) if len(scored.positions) else None
     count = len(chunk.frame) + len(chunk.malformed)
     run.rows_read += count
     run.rows_this_run += count
     run.rows_failed += len(failures)
-    run.rows_scored += len(frame)
-    return frame, failures
+    run.rows_scored += len(scored.positions)
+    return table, failures
 
 
-def _output_frame(run: Run, scorer: Scorer, chunk: Any, scored: Any) -> Any:
-    import pandas as pd
+def _output_table(run: Run, scorer: Scorer, chunk: Any, scored: Any) -> Any:
+    """Input columns (or none), prediction columns, request_id: as an Arrow table."""
+    import pyarrow as pa
+
+    from .batch_io import to_arrow
 
     positions = scored.positions
+    names: list[str] = []
+    arrays: list[Any] = []
     if run.spec.output_columns == "all":
-        frame = chunk.frame.iloc[positions].reset_index(drop=True)
-        frame = frame.drop(columns=[REQUEST_ID], errors="ignore")
-    else:
-        frame = pd.DataFrame(index=pd.RangeIndex(len(positions)))
-    if len(positions):
-        output = scored.output.reshape(len(positions), -1) if scored.output.ndim > 1 else None
-        names = scorer.names_of(scored.output)
-        columns = {}
-        for i, name in enumerate(names):
-            shown = f"{name}_prediction" if name in frame.columns else name
-            columns[shown] = output[:, i] if output is not None else scored.output
-        columns[REQUEST_ID] = request_ids(run, chunk.lines[positions])
-        frame = pd.concat([frame, pd.DataFrame(columns)], axis=1)
-    saved = run.checkpoint.get("columns")
-    if saved is None and len(frame):
-        run.checkpoint["columns"] = [str(c) for c in frame.columns]
-    elif saved is not None and list(frame.columns) != saved:
-        frame = frame.reindex(columns=saved)  # JSONL rows may carry other keys
-    return frame
+        given = to_arrow(chunk.frame)
+        if len(positions) != given.num_rows:
+            given = given.take(pa.array(positions))
+        for name in given.column_names:
+            if name != REQUEST_ID:
+                names.append(name)
+                arrays.append(given.column(name))
+    output = scored.output
+    columns = output.reshape(len(positions), -1) if output.ndim > 1 else output[:, None]
+    for i, name in enumerate(scorer.names_of(output)):
+        names.append(f"{name}_prediction" if name in names else name)
+        arrays.append(pa.array(columns[:, i]))
+    names.append(REQUEST_ID)
+    arrays.append(request_ids(run, chunk.lines[positions]))
+    table = pa.Table.from_arrays(arrays, names=names)
+    if run.columns is None:
+        run.columns = names
+    elif names != run.columns:  # JSONL rows may carry other keys than the first chunk's
+        table = pa.Table.from_arrays(
+            [table.column(n) if n in names else pa.nulls(table.num_rows) for n in run.columns],
+            names=run.columns,
+        )
+    return table
 
 
 def request_ids(run: Run, lines: Any) -> Any:
     """Rows' request_ids, `<job id>-<row>`: the same in every run of the job."""
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from .batch_io import row_of_line
 
     rows = pa.array(row_of_line(run.spec.format, lines))
-    ids = pc.binary_join_element_wise(f"{run.job.id}-", pc.cast(rows, pa.string()), "")
-    return pd.arrays.ArrowStringArray(ids)
+    return pc.binary_join_element_wise(f"{run.job.id}-", pc.cast(rows, pa.string()), "")
 
 
 # ---- command line -------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class _Source:
         self.stream: IO[bytes]
         if is_url(uri):
             try:
-                response = urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT)  # noqa: S310
+                response = urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT)
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot read the input {uri}: {exc}") from None
             length = response.headers.get("Content-Length")
@@ -332,6 +332,21 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+def _json_default(value: Any) -> Any:
+    if _missing_value(value):
+        return None
+    return str(value)
+
+
+def _missing_value(value: Any) -> bool:
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
 class TextWriter:
     """CSV or JSONL output appended chunk by chunk; `truncate` rolls back to a checkpoint."""
 
@@ -343,17 +358,22 @@ class TextWriter:
         self._file.truncate(offset)
         self._file.seek(offset)
 
-    def write(self, frame: pd.DataFrame, header: bool) -> int:
-        """Append `frame`; returns the file's size after it."""
-        if len(frame) or header:
-            if self.fmt == "csv":
-                import pyarrow.csv as pcsv
+    def write(self, table: Any, header: bool) -> int:
+        """Append an Arrow table of rows; returns the file's size after them."""
+        if self.fmt == "csv":
+            import pyarrow.csv as pcsv
 
-                options = pcsv.WriteOptions(include_header=header, quoting_style="needed")
-                pcsv.write_csv(to_arrow(frame), self._file, options)
-            elif len(frame):
-                text = frame.to_json(orient="records", lines=True, date_format="iso")
-                self._file.write(text.encode() if text.endswith("\n") else (text + "\n").encode())
+            options = pcsv.WriteOptions(include_header=header, quoting_style="needed")
+            pcsv.write_csv(table, self._file, options)
+        else:
+            # orjson writes floats that read back exactly (pandas' to_json rounds them).
+            options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+            self._file.write(
+                b"".join(
+                    orjson.dumps(record, default=_json_default, option=options) + b"\n"
+                    for record in table.to_pylist()
+                )
+            )
         self._file.flush()
         return self._file.tell()
 
@@ -396,13 +416,13 @@ class ParquetParts:
     def _index(part: Path) -> int:
         return int(part.stem.split("-")[1])
 
-    def write(self, index: int, frame: pd.DataFrame) -> None:
-        """Write chunk `index` (atomically: a killed write leaves no part behind)."""
+    def write(self, index: int, table: Any) -> None:
+        """Write chunk `index`, an Arrow table (atomically: a kill leaves no part behind)."""
         import pyarrow.parquet as pq
 
         target = self.directory / f"part-{index:06d}.parquet"
         partial = self.directory / f"part-{index:06d}.tmp"
-        pq.write_table(to_arrow(frame), partial)
+        pq.write_table(table, partial)
         os.replace(partial, target)
 
     def assemble(self, output: str) -> None:
@@ -423,6 +443,9 @@ class ParquetParts:
                 writer.write_table(_conform(table, schema))
         os.replace(partial, output)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def close(self) -> None:
+        """Nothing stays open between parts."""
 
 
 def _conform(table: Any, schema: Any) -> Any:

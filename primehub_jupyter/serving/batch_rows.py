@@ -1,4 +1,4 @@
-"""Batch job rows: a chunk decoded as the model server decodes a request, scored, failures isolated."""
+"""Batch job rows: chunks decoded as the model server decodes requests, failing rows isolated."""
 
 from __future__ import annotations
 
@@ -95,9 +95,19 @@ def _tensor_width(descriptor: BundleDescriptor) -> int | None:
 class Scorer:
     """Scores chunks with the loaded runtime, as the model server would score their rows."""
 
-    def __init__(self, runtime: Runtime, descriptor: BundleDescriptor, columns: list[str]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        descriptor: BundleDescriptor,
+        columns: list[str],
+        *,
+        text_input: bool = False,
+    ) -> None:
         self.runtime = runtime
         self.columns = columns
+        # CSV holds only text: a number or true/false there is what a JSON client would send
+        # as a number or a boolean (JSONL and Parquet values keep their own types).
+        self.text_input = text_input
         signature = descriptor.signature
         self.table = Table(signature.inputs) if signature and signature.is_table else None
         self._names = feature_names(descriptor) if self.table is None else None
@@ -183,7 +193,7 @@ class Scorer:
                 ready[spec.name] = array
             else:
                 slow_specs.append(spec)
-                slow[spec.name] = _json_values(spec, column)
+                slow[spec.name] = _json_values(spec, column, self.text_input)
         failures: dict[int, str] = {}
         positions = np.arange(count, dtype=np.int64)
         decoded = None
@@ -311,7 +321,7 @@ def _fast_column(spec: TensorSpec, column: pd.Series) -> Any:
         return None
     if not (
         isinstance(read, pd.StringDtype)
-        or (read == object and pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty"))
+        or (read is np.dtype(object) and pd.api.types.infer_dtype(column, skipna=True) in _TEXTS)
     ):
         return None
     texts = column.to_numpy(dtype=object, na_value=np.nan)
@@ -333,9 +343,22 @@ def _numpy_name(name: str) -> bool:
     return True
 
 
-def _json_values(spec: TensorSpec, column: pd.Series) -> list[Any]:
-    """The column as JSON values: missing -> None, numpy scalars -> Python, times -> ISO text."""
+def _json_values(spec: TensorSpec, column: pd.Series, text_input: bool) -> list[Any]:
+    """The column as JSON values: missing -> None, numpy scalars -> Python, times -> ISO text.
+
+    From text input, numbers and true/false written as text in a numeric or boolean column
+    become numbers and booleans; anything else stays text for Table to refuse, naming it.
+    """
+    import pandas as pd
+
     values = column.tolist()
+    kind = column_kind(spec.dtype or "object")
+    textual = not (isinstance(column.dtype, np.dtype) and column.dtype.kind in "fiub")
+    if text_input and textual and kind in ("int", "float"):
+        numbers = pd.to_numeric(column, errors="coerce").tolist()
+        values = [n if n == n else v for n, v in zip(numbers, values, strict=True)]
+    elif text_input and textual and kind == "bool":
+        values = [_BOOLEANS.get(v, v) if isinstance(v, str) else v for v in values]
     for i, value in enumerate(values):
         if _missing(value):
             values[i] = None
@@ -344,6 +367,17 @@ def _json_values(spec: TensorSpec, column: pd.Series) -> list[Any]:
         elif isinstance(value, np.generic):
             values[i] = value.item()
     return values
+
+
+_TEXTS = ("string", "empty")
+_BOOLEANS = {
+    "True": True,
+    "TRUE": True,
+    "true": True,
+    "False": False,
+    "FALSE": False,
+    "false": False,
+}
 
 
 def _missing(value: Any) -> bool:
