@@ -206,8 +206,7 @@ def test_private_example_has_the_basic_form_then_the_bearer_form():
     assert basic.splitlines()[0] == f"curl -X POST -u '<client-name>:<client-token>' {endpoint} \\"
     assert bearer.splitlines() == [
         BEARER_NOTE,
-        f"curl -X POST {endpoint} \\",
-        "  -H 'Authorization: Bearer <access-token>' \\",
+        f'curl -X POST -H "Authorization: Bearer <access-token>" {endpoint} \\',
         "  -H 'Content-Type: application/json' \\",
         """  -d '{"data": {"ndarray": [[1, 2]]}}'""",
     ]

@@ -15,6 +15,8 @@ NO_SAMPLE = (
 CLIENT_PLACEHOLDER = "<client-name>:<client-token>"
 #: Where a bearer token of the identity provider goes (a private endpoint takes either).
 BEARER_PLACEHOLDER = "<access-token>"
+#: The bearer header, in double quotes so `$TOKEN` typed in its place expands (as format.ts).
+BEARER_HEADER = f'-H "Authorization: Bearer {BEARER_PLACEHOLDER}"'
 #: The line between the Basic example and the bearer one.
 BEARER_NOTE = "# or with a bearer token from your identity provider (OpenID Connect):"
 
@@ -50,8 +52,7 @@ def curl_example(deployment: dict[str, Any]) -> str:
         lines += [
             "",
             BEARER_NOTE,
-            f"curl -X POST {url} \\",
-            f"  -H 'Authorization: Bearer {BEARER_PLACEHOLDER}' \\",
+            f"curl -X POST {BEARER_HEADER} {url} \\",
             "  -H 'Content-Type: application/json' \\",
             data,
         ]
