@@ -157,7 +157,7 @@ def _csv_chunks(uri: str, chunk_rows: int, text_columns: tuple[str, ...]) -> Ite
                 on_bad_lines="warn",
                 # A blank line is a row of missing values, so rows keep their line numbers.
                 skip_blank_lines=False,
-                dtype=dict.fromkeys(text_columns, object) or None,
+                dtype=dict.fromkeys(text_columns, str) or None,
             )
             iterator = iter(reader)
             while True:

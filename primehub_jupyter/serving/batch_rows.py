@@ -324,6 +324,8 @@ def _fast_column(spec: TensorSpec, column: pd.Series) -> Any:
         or (read is np.dtype(object) and pd.api.types.infer_dtype(column, skipna=True) in _TEXTS)
     ):
         return None
+    if dtype_name in ("str", "string") and read == _inferred_text_dtype():
+        return column.array  # what pandas makes of Table's object array of texts anyway
     texts = column.to_numpy(dtype=object, na_value=np.nan)
     if kind == "category":
         known = list(spec.categories or [])
@@ -333,6 +335,13 @@ def _fast_column(spec: TensorSpec, column: pd.Series) -> Any:
     if dtype_name in ("object", "str", "string"):
         return texts
     return None
+
+
+def _inferred_text_dtype() -> Any:
+    """The dtype pandas gives a column built from an object array of str (str in pandas 3)."""
+    import pandas as pd
+
+    return pd.DataFrame({"a": np.array(["a"], dtype=object)}, copy=False)["a"].dtype
 
 
 def _numpy_name(name: str) -> bool:
