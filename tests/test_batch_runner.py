@@ -462,3 +462,93 @@ def test_memory_is_bounded_by_the_chunk_not_the_file(credit, tmp_path):
     assert big_file_mb > 45
     # The big input alone, as a DataFrame, would add more than its size on disk.
     assert sizes["big"] - sizes["small"] < 20, sizes
+
+
+# ---- http input and the decoding shortcut -------------------------------------------------------
+
+
+@pytest.fixture
+def http_files(tmp_path):
+    """A static file server on 127.0.0.1 for http(s) inputs."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("given", ["csv", "parquet", "jsonl"])
+def test_an_http_input_is_streamed(iris, http_files, tmp_path, given):
+    model, bundle = iris
+    served, url = http_files
+    frame = iris_frame(120, 10)
+    write_input(frame, served / f"in.{given}")
+    output = tmp_path / "out.csv"
+    make_job(tmp_path / "job", f"{url}/in.{given}", output, chunkRows=50)
+    assert run(bundle, tmp_path / "job", "--check")[0] == 0
+    code, log = run(bundle, tmp_path / "job")
+    assert code == 0, log
+    written = read_output(output)
+    np.testing.assert_allclose(
+        written[["0", "1", "2"]].to_numpy(), model.predict_proba(frame.to_numpy()), atol=1e-12
+    )
+    assert progress(tmp_path / "job")["rowsScored"] == 120
+
+    make_job(tmp_path / "job", f"{url}/missing.{given}", tmp_path / "other.csv")
+    code, message = run(bundle, tmp_path / "job", "--check")
+    assert code == 1 and "missing" in message
+
+
+def test_the_decoding_shortcut_gives_what_table_gives(tmp_path):
+    """Columns pandas already read in Table's form skip Table's per-value loop: same frame."""
+    from primehub_jupyter.serving.batch_io import read_chunks
+    from primehub_jupyter.serving.batch_rows import Scorer, _json_values
+    from primehub_jupyter.serving.descriptor import BundleDescriptor, Signature, TensorSpec
+    from primehub_jupyter.serving.tables import Table
+
+    specs = [
+        TensorSpec(name="i", datatype="INT64", shape=[-1], dtype="int64"),
+        TensorSpec(name="gaps", datatype="INT64", shape=[-1], dtype="int64"),
+        TensorSpec(name="f", datatype="FP64", shape=[-1], dtype="float64"),
+        TensorSpec(name="s", datatype="BYTES", shape=[-1], dtype="str"),
+        TensorSpec(name="o", datatype="BYTES", shape=[-1], dtype="object"),
+        TensorSpec(name="c", datatype="BYTES", shape=[-1], dtype="category", categories=["x", "y"]),
+        TensorSpec(name="b", datatype="BOOL", shape=[-1], dtype="bool"),
+        TensorSpec(name="d", datatype="BYTES", shape=[-1], dtype="datetime64[ns]"),
+    ]
+    descriptor = BundleDescriptor(
+        name="t",
+        framework="sklearn",
+        runtime="sklearn",
+        artifact="model.joblib",
+        signature=Signature(content_type="pd", inputs=specs),
+    )
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "i,gaps,f,s,o,c,b,d\n"
+        "1,2,1.5,007,a,x,True,2024-01-01\n"
+        "2,,,b,,z,False,2024-02-29T12:00:00\n"
+        "3,4,-0.25,,c,,True,2023-12-31\n"
+    )
+    text = tuple(
+        s.name for s in specs if s.dtype in ("str", "object", "category", "datetime64[ns]")
+    )
+    chunk = next(read_chunks(str(source), "csv", 100, text_columns=text))
+    scorer = Scorer(None, descriptor, [s.name for s in specs], text_input=True)  # type: ignore[arg-type]
+    decoded, positions, failures = scorer._decode_table(chunk.frame)
+    assert failures == {} and positions.tolist() == [0, 1, 2]
+    values = {s.name: _json_values(s, chunk.frame[s.name], True) for s in specs}
+    pd.testing.assert_frame_equal(decoded, Table(specs).frame(values))
+    assert decoded["s"].tolist()[0] == "007" and decoded["gaps"].isna().tolist() == [
+        False,
+        True,
+        False,
+    ]

@@ -221,7 +221,7 @@ def run_job(job: JobRecord, bundle: Path, job_dir: Path) -> int:
 
         traceback.print_exc()
         message = f"model failed to load: {type(exc).__name__}: {exc}"
-        _failed(run, message)
+        _failed(run, message, final=False)  # may pass on a rerun (memory, a file restored)
         return EXIT_MODEL_LOAD_FAILED
     try:
         return _score(run, descriptor, runtime)
@@ -231,9 +231,10 @@ def run_job(job: JobRecord, bundle: Path, job_dir: Path) -> int:
         return _failed(run, f"cannot write the output: {exc}")
 
 
-def _failed(run: Run, message: str) -> int:
+def _failed(run: Run, message: str, *, final: bool = True) -> int:
+    """Report the failure; a final one is kept, so running the job again does nothing."""
     print(f"job {run.job.id} failed: {message}", file=sys.stderr, flush=True)
-    if run.checkpoint:
+    if run.checkpoint and final:
         run.save_checkpoint(phase="Failed", message=message)
     run.report("Failed", message, finished=True)
     return EXIT_FAILED

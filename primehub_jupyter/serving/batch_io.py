@@ -157,7 +157,7 @@ def _csv_chunks(uri: str, chunk_rows: int, text_columns: tuple[str, ...]) -> Ite
                 on_bad_lines="warn",
                 # A blank line is a row of missing values, so rows keep their line numbers.
                 skip_blank_lines=False,
-                dtype=dict.fromkeys(text_columns, object) or None,
+                dtype=dict.fromkeys(text_columns, str) or None,
             )
             iterator = iter(reader)
             while True:
@@ -268,7 +268,10 @@ def _jsonl_chunks(uri: str, chunk_rows: int) -> Iterator[Chunk]:
 def _local_parquet(uri: str, workdir: Path | None) -> str:
     if not is_url(uri):
         return uri
-    target = (workdir or Path(".")) / "input.parquet"
+    import hashlib
+
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:12]
+    target = (workdir or Path(".")) / f"input-{digest}.parquet"
     if not target.exists():
         source = _Source(uri)
         partial = target.with_suffix(".partial")

@@ -213,7 +213,7 @@ class Scorer:
                 decoded = part.frame({k: [v[i] for i in index] for k, v in slow.items()})
                 ready = {k: _take(v, positions) for k, v in ready.items()}
         columns = {
-            spec.name: ready[spec.name] if spec.name in ready else decoded[spec.name].array  # type: ignore[index]
+            spec.name: ready[spec.name] if spec.name in ready else decoded[spec.name]  # type: ignore[index]
             for spec in table.specs
         }
         return pd.DataFrame(columns, copy=False), positions, failures
@@ -274,7 +274,10 @@ def _kept(count: int, failures: dict[int, str]) -> np.ndarray:
 
 
 def _take(values: Any, positions: np.ndarray) -> Any:
-    return values[positions] if isinstance(values, np.ndarray) else values.take(positions)
+    if isinstance(values, np.ndarray):
+        return values[positions]
+    taken = values.take(positions)
+    return taken.reset_index(drop=True) if hasattr(taken, "reset_index") else taken
 
 
 def _failing_rows(table: Table, values: dict[str, list[Any]], rows: list[int]) -> dict[int, str]:
@@ -324,15 +327,26 @@ def _fast_column(spec: TensorSpec, column: pd.Series) -> Any:
         or (read is np.dtype(object) and pd.api.types.infer_dtype(column, skipna=True) in _TEXTS)
     ):
         return None
+    if dtype_name in ("str", "string") and read == _inferred_text_dtype():
+        return column.array  # what pandas makes of Table's object array of texts anyway
     texts = column.to_numpy(dtype=object, na_value=np.nan)
     if kind == "category":
         known = list(spec.categories or [])
         seen = set(known)
         extra = [v for v in pd.unique(texts) if isinstance(v, str) and v not in seen]
         return pd.Categorical(texts, categories=known + extra)
-    if dtype_name in ("object", "str", "string"):
+    if dtype_name == "object":  # Table keeps it object; a bare object array would become str
+        return pd.Series(texts, dtype=object)
+    if dtype_name in ("str", "string"):
         return texts
     return None
+
+
+def _inferred_text_dtype() -> Any:
+    """The dtype pandas gives a column built from an object array of str (str in pandas 3)."""
+    import pandas as pd
+
+    return pd.DataFrame({"a": np.array(["a"], dtype=object)}, copy=False)["a"].dtype
 
 
 def _numpy_name(name: str) -> bool:
