@@ -22,6 +22,21 @@ FORMAT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jso
 # Kubernetes object name.
 JOB_ID = re.compile(r"j[0-9a-f]{10}")
 
+# What the runner writes to progress.json (serving/batch.py): the JobRecord fields it accounts for.
+PROGRESS_FIELDS = (
+    "phase",
+    "message",
+    "rowsRead",
+    "rowsScored",
+    "rowsFailed",
+    "rowsPerSecond",
+    "totalRows",
+    "progress",
+    "chunksDone",
+    "startTime",
+    "finishTime",
+)
+
 JobFormat = Literal["csv", "parquet", "jsonl"]
 
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...core.jobs import JobPhase, JobRecord
+from ...core.jobs import PROGRESS_FIELDS, JobPhase, JobRecord
 from ...core.models import format_time
 from .crd import LABEL_APP, LABEL_GROUP
 from .phases import parse_time
@@ -324,19 +324,6 @@ def records_manifest(cr: dict[str, Any]) -> dict[str, Any]:
 # ---- phases and progress -----------------------------------------------------------------
 
 PROGRESS_MARK = "primehub-job-progress "
-_PROGRESS_FIELDS = {
-    "phase",
-    "message",
-    "rowsRead",
-    "rowsScored",
-    "rowsFailed",
-    "rowsPerSecond",
-    "totalRows",
-    "progress",
-    "chunksDone",
-    "startTime",
-    "finishTime",
-}
 
 
 def progress_of(text: str) -> dict[str, Any]:
@@ -350,7 +337,7 @@ def progress_of(text: str) -> dict[str, Any]:
         return {}
     if not isinstance(document, dict):
         return {}
-    return {k: v for k, v in document.items() if k in _PROGRESS_FIELDS}
+    return {k: v for k, v in document.items() if k in PROGRESS_FIELDS}
 
 
 def last_progress(lines: list[str]) -> dict[str, Any]:

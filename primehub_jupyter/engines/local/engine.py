@@ -34,6 +34,7 @@ from . import logs as logfiles
 from .autoscaler import ScaleSettings
 from .files import private_dir, request_log_dir, restrict_tree
 from .gateway_process import GatewayProcess, child_env
+from .job_process import resolve_path
 from .jobs import JobMethods, LocalJobs
 from .launcher import ReplicaLauncher, secret_paths
 from .metrics import LocalMetrics
@@ -424,19 +425,7 @@ class LocalEngine(JobMethods, Engine):
     def resolve_model_uri(self, uri: str, field: str = "spec.predictors.0.modelURI") -> Path:
         """A local path for a modelURI (plain path or file://), or a validation error naming
         `field`."""
-        if "://" in uri:
-            scheme = uri.split("://", 1)[0]
-            if scheme != "file":
-                raise ValidationError(
-                    f"model URI scheme '{scheme}://' is not supported by the local engine; "
-                    "use a local path or file:// URI",
-                    details=[{"field": field, "message": "unsupported"}],
-                )
-            uri = uri[len("file://") :]
-        path = Path(uri).expanduser()
-        if not path.is_absolute():
-            path = Path(self.root_dir or os.getcwd()) / path
-        return path.resolve()
+        return resolve_path(uri, self.root_dir, field, "a model URI").resolve()
 
     async def create(self, deployment: DeploymentRecord) -> DeploymentRecord:
         seq = await self.store.insert(deployment)

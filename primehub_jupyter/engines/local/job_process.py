@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 
 from ...core.errors import ValidationError
-from ...core.jobs import JobRecord, JobSpec
+from ...core.jobs import PROGRESS_FIELDS, JobRecord, JobSpec
 from .adoption import DEPLOYMENT_ENV, ENGINE_ID_ENV
 from .files import write_private
 from .logs import LOG_NAME
@@ -30,19 +30,9 @@ PROGRESS_FILE = "progress.json"
 CHECK_TIMEOUT = 120.0
 # The runner's exit codes (serving/batch.py): what each says about the job.
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_USAGE, EXIT_LOAD_FAILED = 0, 1, 2, 3
-# progress.json keys the engine copies into the JobRecord (the runner's own accounting).
-PROGRESS_KEYS = (
-    "message",
-    "rowsRead",
-    "rowsScored",
-    "rowsFailed",
-    "rowsPerSecond",
-    "totalRows",
-    "progress",
-    "chunksDone",
-    "startTime",
-    "finishTime",
-)
+# progress.json keys the engine copies into the JobRecord (the runner's own accounting; the
+# engine decides the phase itself).
+PROGRESS_KEYS = tuple(k for k in PROGRESS_FIELDS if k != "phase")
 
 
 def job_dir(data_dir: Path, deployment_id: str, job_id: str) -> Path:
@@ -81,14 +71,15 @@ def with_progress(job: JobRecord, progress: dict[str, Any] | None) -> JobRecord:
         return job
 
 
-def resolve_path(uri: str, root_dir: str, field: str) -> Path:
-    """A local path for a job's input or output (plain or file://; relative to `root_dir`)."""
+def resolve_path(uri: str, root_dir: str | None, field: str, what: str = "") -> Path:
+    """A local absolute path for a plain path or file:// URI (relative to `root_dir`), or a
+    validation error naming `field` (`what` names it in the message; default: `field`)."""
     if "://" in uri:
         scheme = uri.split("://", 1)[0]
         if scheme != "file":
             raise ValidationError(
-                f"'{scheme}://' is not supported by the local engine for {field}; use a local "
-                "path or a file:// URI",
+                f"'{scheme}://' is not supported by the local engine for {what or field}; use "
+                "a local path or a file:// URI",
                 details=[{"field": field, "message": "unsupported scheme"}],
             )
         uri = uri[len("file://") :]
