@@ -1,7 +1,8 @@
 """Batch jobs on the KubernetesEngine, through their phases on the emulated API and cluster.
 
 The Job's pod runs for real in the simulated kubelet: the model initializer fetches the
-bundle, jobrun fetches the input, runs a stand-in runner (tests/kubernetes/jobrunner.py) and
+bundle (a real sklearn one), jobrun fetches the input, runs a stand-in runner
+(tests/kubernetes/jobrunner.py, whose gates hold a job in a phase) or the real one, and
 delivers the output. The engine acts with the Jupyter account's RBAC (deploy/base/rbac.yaml).
 """
 
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from primehub_jupyter.core.errors import NotFound, ValidationError
@@ -28,6 +31,13 @@ from .test_engine import make_engine
 
 RUNNER = str(Path(__file__).with_name("jobrunner.py"))
 ROWS = ["sepal_length,sepal_width", "5.1,3.5", "bad", "6.3,2.9", "4.9,3.0", "7.7,2.6"]
+IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+@pytest.fixture
+def bundle_dir(bundles: dict[str, Path], tmp_path: Path) -> Path:
+    """The iris v1 bundle (a fitted LogisticRegression, tests/conftest.py) on the models claim."""
+    return Path(shutil.copytree(bundles["v1"], tmp_path / "bundle"))
 
 
 @pytest.fixture
@@ -145,6 +155,67 @@ async def test_a_job_runs_through_its_phases_and_outlives_its_job(engine, cluste
     refused = await reach(engine, "j00000000a2", JobPhase.FAILED)
     assert "exists; ask for overwrite" in refused.message
     assert [j.id for j in await engine.list_jobs("iris")] == ["j00000000a2", "j00000000a1"]
+
+
+async def test_the_real_runner_scores_a_pvc_csv_with_the_bundles_model(
+    engine, cluster, tmp_path, iris, models
+):
+    # No stand-in: the pod runs `python -m primehub_jupyter.serving.batch /mnt/models ...`.
+    del cluster.sim.module_overrides["primehub_jupyter.serving.batch"]
+    pd = pytest.importorskip("pandas")
+    features = iris[0][::3]  # 50 rows, every class
+    lines = pd.DataFrame(features, columns=IRIS_COLUMNS).to_csv(index=False).splitlines()
+    lines.insert(5, "abc,3.0,1.4,0.2")  # line 6 (the header is line 1): not a number
+    data = tmp_path / "data"
+    (data / "in.csv").write_text("\n".join(lines) + "\n")
+    record = job("j000000a0a1", chunkRows=8, maxFailedShare=0.2)
+    created = await engine.create_job(await engine.get("iris"), record)
+    assert created.phase is JobPhase.PENDING
+
+    seen: list[JobPhase] = [created.phase]
+
+    async def finished() -> JobRecord | None:
+        current = await engine.get_job("iris", "j000000a0a1")
+        if current.phase is not seen[-1]:
+            seen.append(current.phase)
+        return current if current.phase.finished else None
+
+    done = await wait_until(finished, what="the real runner's job to finish")
+    assert seen == [JobPhase.PENDING, JobPhase.RUNNING, JobPhase.SUCCEEDED], done.message
+    assert (done.rows_read, done.rows_scored, done.rows_failed) == (51, 50, 1)
+    assert done.chunks_done == 7 and done.progress == 1
+    assert done.message == "50 rows scored, 1 failed"
+    assert done.errors == "pvc://data/out/scores.csv.errors.jsonl"
+    assert done.start_time and done.finish_time and done.start_time <= done.finish_time
+
+    written = pd.read_csv(data / "out" / "scores.csv")
+    assert list(written.columns) == [*IRIS_COLUMNS, "0", "1", "2", "request_id"]
+    assert len(written) == 50
+    np.testing.assert_allclose(
+        written[["0", "1", "2"]].to_numpy(float),
+        models["v1"].predict_proba(features),
+        rtol=0,
+        atol=1e-12,
+    )
+    rows = [i for i in range(51) if i != 4]  # row 4 (line 6) failed
+    assert written["request_id"].tolist() == [f"j000000a0a1-{i}" for i in rows]
+    errors = [
+        json.loads(x) for x in (data / "out/scores.csv.errors.jsonl").read_text().splitlines()
+    ]
+    assert [(e["line"], e["row"]) for e in errors] == [(6, 4)]
+    assert "sepal_length" in errors[0]["reason"]
+    logs = await engine.job_logs("iris", "j000000a0a1", None)
+    assert any("delivering" in line for line in logs)
+
+    # Too many failed rows fail the job; its errors file is delivered, the output is not,
+    # and the message names the errors file as the user knows it.
+    strict = job("j000000a0a2", output="pvc://data/out/strict.csv", maxFailedShare=0.0)
+    await engine.create_job(await engine.get("iris"), strict)
+    failed = await reach(engine, "j000000a0a2", JobPhase.FAILED)
+    assert failed.message.endswith("see pvc://data/out/strict.csv.errors.jsonl"), failed.message
+    assert not (data / "out" / "strict.csv").exists()
+    delivered = (data / "out" / "strict.csv.errors.jsonl").read_text().splitlines()
+    assert [json.loads(x)["line"] for x in delivered] == [6]
 
 
 async def test_a_failing_runner_fails_the_job_without_retries(engine, cluster, tmp_path):

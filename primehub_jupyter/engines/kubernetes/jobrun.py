@@ -7,7 +7,8 @@ It writes DIR/job.json from $PRIMEHUB_JOB (the JobRecord, with the local input a
 in), runs RUNNER (`python -m primehub_jupyter.serving.batch /mnt/models --job-dir DIR`),
 prints a `primehub-job-progress {json}` line each time DIR/progress.json changes (the engine
 reads the newest from the log), delivers the output and its errors file when the runner
-succeeded, and writes the final progress as the termination message. Its exit code is the
+succeeded (only the errors file when it failed), and writes the final progress as the
+termination message, naming the errors file by the job's output URI. Its exit code is the
 runner's (1 when delivery fails). Standard library only, like the model initializer.
 """
 
@@ -171,16 +172,21 @@ class ProgressEcho:
         self.echo()
 
 
-def write_job_json(job_dir: Path, local_input: str, local_output: str) -> None:
-    """DIR/job.json from $PRIMEHUB_JOB, with the pod's own input and output paths."""
+def write_job_json(job_dir: Path, local_input: str, local_output: str) -> str:
+    """DIR/job.json from $PRIMEHUB_JOB, with the pod's own input and output paths.
+
+    Returns the job's own output URI (as the user gave it).
+    """
     record = json.loads(os.environ.get("PRIMEHUB_JOB") or "{}")
     spec = record.setdefault("spec", {})
+    given = str(spec.get("output") or local_output)
     spec["input"], spec["output"] = local_input, local_output
     record["errors"] = f"{local_output}.errors.jsonl"
     job_dir.mkdir(parents=True, exist_ok=True)
     temporary = job_dir / "job.json.tmp"
     temporary.write_text(json.dumps({"job": record}))
     os.replace(temporary, job_dir / "job.json")
+    return given
 
 
 def run_runner(command: list[str]) -> int:
@@ -223,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(options)
     job_dir = Path(args.job_dir)
     summary: dict[str, Any] = {"phase": "Failed", "message": ""}
+    given_output = args.output
     try:
         for _local, target in args.deliver:
             if not args.overwrite and target_exists(target):
@@ -231,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fetching the input {uri}", flush=True)
             fetch_input(uri, Path(local))
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        write_job_json(job_dir, args.input, args.output)
+        given_output = write_job_json(job_dir, args.input, args.output)
     except (FetchError, OSError, ValueError) as error:
         summary["message"] = f"the job could not start: {error}"
         print(f"error: {summary['message']}", file=sys.stderr, flush=True)
@@ -254,8 +261,22 @@ def main(argv: list[str] | None = None) -> int:
             summary["phase"] = "Failed"
             summary["message"] = f"the output could not be delivered: {error}"
             print(f"error: {summary['message']}", file=sys.stderr, flush=True)
-    elif not summary.get("message"):
+    elif code == 1:
+        # A failed job's errors file (it says which rows failed) is delivered too, as the
+        # local engine leaves it beside the output.
+        for local, target in args.deliver:
+            errors = Path(f"{local}.errors.jsonl")
+            if errors.exists():
+                try:
+                    deliver(errors, f"{target}.errors.jsonl")
+                except (FetchError, OSError) as error:
+                    print(f"error: the errors file was not delivered: {error}", file=sys.stderr)
+    if not summary.get("message") and code != 0:
         summary["message"] = f"the runner exited with code {code}"
+    # The runner names its errors file by the pod's path; the user knows it by the output's.
+    summary["message"] = str(summary.get("message") or "").replace(
+        f"{args.output}.errors.jsonl", f"{given_output}.errors.jsonl"
+    )
     _finish(args.termination_log, summary)
     return code
 

@@ -222,6 +222,8 @@ class KubeJobs:
                 f"predictor '{predictor}' of deployment '{deployment_id}' has no pods defined "
                 "yet (the operator has not applied it); try again once it is Deployed or Stopped"
             )
+        # Where the user finds the failed rows (jobrun delivers the file there), as locally.
+        record = record.model_copy(update={"errors": record.spec.errors})
         try:
             data = jobs.job_data(record)
             manifest = jobs.job_manifest(cr, template, record, data, self.options)
