@@ -489,7 +489,7 @@ def _raw_rows(chunk: Any, positions: Any, given: int, predictions: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .batch_io import raw_csv_rows
+    from .batch_io import RawRows
 
     raw = chunk.raw
     if len(positions) != len(raw):  # failed or malformed lines are left out
@@ -497,7 +497,7 @@ def _raw_rows(chunk: Any, positions: Any, given: int, predictions: Any) -> Any:
     blank = pc.equal(raw, ",")
     if pc.any(blank).as_py():  # a blank line read as a row of missing values
         raw = pc.if_else(blank, "," * given, raw)
-    return raw_csv_rows(chunk.raw_header, raw, predictions)
+    return RawRows(chunk.raw_header, raw, predictions)
 
 
 def request_ids(run: Run, lines: Any) -> Any:

@@ -449,16 +449,19 @@ def _missing_value(value: Any) -> bool:
 
 @dataclass
 class RawRows:
-    """CSV output rows already formatted: the header line and the rows, each ending in \\n."""
+    """CSV output rows to format on the writer thread: the input's header line, the rows' input
+    lines (an Arrow string array, each line ending in ",") and their predictions (a table)."""
 
     header: bytes
-    body: bytes
+    lines: Any
+    predictions: Any
 
 
-def raw_csv_rows(header: bytes, lines: Any, predictions: Any) -> RawRows:
-    """Rows of input lines (an Arrow string array, each line ending in ",") copied verbatim,
-    each followed by its row of the Arrow table `predictions` (numbers formatted by Arrow's
-    cast to text, as its CSV writer formats them: floats read back exactly)."""
+def raw_csv_rows(header: bytes, lines: Any, predictions: Any) -> tuple[bytes, bytes]:
+    """The header line and the rows (each ending in \\n): input lines (an Arrow string array,
+    each line ending in ",") copied verbatim, each followed by its row of the Arrow table
+    `predictions` (numbers cast to text by Arrow, as its CSV writer formats them: floats read
+    back exactly)."""
     import io
 
     import pyarrow as pa
@@ -488,14 +491,14 @@ def raw_csv_rows(header: bytes, lines: Any, predictions: Any) -> RawRows:
         rows = rows.combine_chunks()
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[rows.offset :][: len(rows) + 1]
     body = rows.buffers()[2].to_pybytes()[int(offsets[0]) : int(offsets[-1])] if len(rows) else b""
-    return RawRows(header + b"," + names, body)
+    return header + b"," + names, body
 
 
 #: Characters a CSV field must be quoted for.
 _SPECIAL = '[",\r\n]'
 
 
-def _quoted_rows(header: bytes, lines: Any, predictions: Any, names: bytes) -> RawRows:
+def _quoted_rows(header: bytes, lines: Any, predictions: Any, names: bytes) -> tuple[bytes, bytes]:
     """`raw_csv_rows` for predictions that need quoting: pyarrow's CSV writer formats them."""
     import io
 
@@ -506,7 +509,7 @@ def _quoted_rows(header: bytes, lines: Any, predictions: Any, names: bytes) -> R
     fields = buffer.getvalue().split(b"\n")[: len(lines)]
     texts = [line.encode() for line in lines.to_pylist()]
     body = b"".join(b"".join(pair) + b"\n" for pair in zip(texts, fields, strict=True))
-    return RawRows(header + b"," + names, body)
+    return header + b"," + names, body
 
 
 class TextWriter:
@@ -523,9 +526,11 @@ class TextWriter:
     def write(self, table: Any, header: bool) -> int:
         """Append an Arrow table of rows (or `RawRows`); returns the file's size after them."""
         if isinstance(table, RawRows):
+            # Formatted here, on the writer thread, while the next chunk is read and scored.
+            names, body = raw_csv_rows(table.header, table.lines, table.predictions)
             if header:
-                self._file.write(table.header)
-            self._file.write(table.body)
+                self._file.write(names)
+            self._file.write(body)
         elif self.fmt == "csv":
             import pyarrow.csv as pcsv
 
