@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -552,3 +553,36 @@ def test_the_decoding_shortcut_gives_what_table_gives(tmp_path):
         True,
         False,
     ]
+
+
+def test_csv_lines_are_copied_verbatim_with_failed_rows_left_out(credit, tmp_path):
+    pipe, bundle = credit
+    frame = credit_frame(60, 8)
+    frame["note"] = [f'n{i}, "q"' for i in range(60)]  # commas and quotes: quoted fields
+    lines = frame.to_csv(index=False).splitlines()
+    lines[2] = lines[2].replace(",", ", ", 1)  # text pandas would not write back: kept as is
+    lines[5] = "31,4000,Paris,True,x,extra"  # line 6: a field too many
+    lines[12] = lines[12].replace(lines[12].split(",")[2], "Atlantis", 1)  # line 13: refused
+    lines[40] = '50,4000.50,Rome,False,"two\nlines"'  # a record over two lines: copied no more
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    make_job(tmp_path / "job", source, output, chunkRows=16, maxFailedShare=0.5)
+    code, log = run(bundle, tmp_path / "job")
+    assert code == 0, log
+    assert [e["line"] for e in errors_of(output)] == [6, 13]
+    text = output.read_text()
+    head = text.splitlines()
+    assert head[0] == lines[0] + ',"junior","senior","request_id"'
+    kept = [i for i in range(1, 41) if i not in (5, 12)]
+    for number, i in enumerate(kept[:30], 1):  # chunks before the two-line record
+        assert head[number].startswith(lines[i] + ","), head[number]
+    good = [i for i in range(60) if i not in (4, 11)]
+    expected = pd.read_csv(io.StringIO("\n".join(lines[:5] + lines[6:]))).drop(index=10)
+    written = pd.read_csv(output, dtype={"request_id": str}, float_precision="round_trip")
+    assert written["request_id"].tolist() == [f"{JOB_ID}-{i}" for i in good]
+    assert written["note"].tolist() == expected["note"].tolist()
+    scored = expected.drop(columns="note").reset_index(drop=True)
+    scored["age"] = scored["age"].astype("int64")
+    np.testing.assert_array_equal(
+        written[["junior", "senior"]].to_numpy(), pipe.predict_proba(scored)
+    )

@@ -254,9 +254,8 @@ def _score(run: Run, descriptor: Any, runtime: Any) -> int:
 
     spec = run.spec
     try:
-        columns = needed_columns(
-            descriptor, input_columns(spec.input, spec.format, workdir=run.dir)
-        )
+        available = input_columns(spec.input, spec.format, workdir=run.dir)
+        columns = needed_columns(descriptor, available)
         if spec.format == "parquet":
             run.total_rows = parquet_rows(spec.input, run.dir)
         chunks = read_chunks(
@@ -265,6 +264,12 @@ def _score(run: Run, descriptor: Any, runtime: Any) -> int:
             spec.chunk_rows,
             text_columns=text_columns(descriptor),
             workdir=run.dir,
+            # CSV to CSV with every input column: the input lines are copied as they are
+            # rather than parsed values formatted again (most of a job's CPU for few columns).
+            raw_lines=spec.format == "csv"
+            and spec.output_format == "csv"
+            and spec.output_columns == "all"
+            and REQUEST_ID not in available,
         )
     except (InputError, ColumnsError) as exc:
         raise JobFailed(str(exc)) from None
@@ -446,7 +451,9 @@ def _output_table(run: Run, scorer: Scorer, chunk: Any, scored: Any) -> Any:
     positions = scored.positions
     names: list[str] = []
     arrays: list[Any] = []
-    if run.spec.output_columns == "all":
+    if chunk.raw is not None:
+        names = [str(name) for name in chunk.frame.columns]
+    elif run.spec.output_columns == "all":
         given = to_arrow(chunk.frame)
         if len(positions) != given.num_rows:
             given = given.take(pa.array(positions))
@@ -461,6 +468,11 @@ def _output_table(run: Run, scorer: Scorer, chunk: Any, scored: Any) -> Any:
         arrays.append(pa.array(columns[:, i]))
     names.append(REQUEST_ID)
     arrays.append(request_ids(run, chunk.lines[positions]))
+    if chunk.raw is not None:
+        if run.columns is None:
+            run.columns = names
+        given = len(names) - len(arrays)
+        return _raw_rows(chunk, positions, given, pa.Table.from_arrays(arrays, names=names[given:]))
     table = pa.Table.from_arrays(arrays, names=names)
     if run.columns is None:
         run.columns = names
@@ -470,6 +482,22 @@ def _output_table(run: Run, scorer: Scorer, chunk: Any, scored: Any) -> Any:
             names=run.columns,
         )
     return table
+
+
+def _raw_rows(chunk: Any, positions: Any, given: int, predictions: Any) -> Any:
+    """The scored rows' input lines (verbatim: quoting and number text kept) and predictions."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .batch_io import RawRows
+
+    raw = chunk.raw
+    if len(positions) != len(raw):  # failed or malformed lines are left out
+        raw = raw.take(pa.array(chunk.lines[positions] - chunk.raw_first))
+    blank = pc.equal(raw, ",")
+    if pc.any(blank).as_py():  # a blank line read as a row of missing values
+        raw = pc.if_else(blank, "," * given, raw)
+    return RawRows(chunk.raw_header, raw, predictions)
 
 
 def request_ids(run: Run, lines: Any) -> Any:

@@ -38,6 +38,11 @@ class Chunk:
     malformed: list[tuple[int, str]] = field(default_factory=list)
     #: Share of the input read after this chunk, when the size is known.
     progress: float | None = None
+    #: CSV read with `raw_lines`: the chunk's lines as bytes (no line end), from `raw_first`
+    #: on, and the header line; None when a record may span lines (then nothing is kept).
+    raw: list[bytes] | None = None
+    raw_first: int = 2
+    raw_header: bytes = b""
 
 
 def is_url(uri: str) -> bool:
@@ -91,14 +96,18 @@ def read_chunks(
     *,
     text_columns: tuple[str, ...] = (),
     workdir: Path | None = None,
+    raw_lines: bool = False,
 ) -> Iterator[Chunk]:
     """The input in chunks of at most `chunk_rows` rows, in order.
 
     `text_columns` are read as text (a CSV column of codes like 007 stays "007"). Parquet
-    from http(s) is copied into `workdir` first (Parquet needs random access).
+    from http(s) is copied into `workdir` first (Parquet needs random access). `raw_lines`
+    (a local CSV): each chunk also carries its lines as bytes (`Chunk.raw`) while every
+    record is one line.
     """
     if fmt == "csv":
-        return _csv_chunks(uri, chunk_rows, text_columns)
+        raw = _RawLines(uri) if raw_lines and not is_url(uri) else None
+        return _csv_chunks(uri, chunk_rows, text_columns, raw)
     if fmt == "jsonl":
         return _jsonl_chunks(uri, chunk_rows)
     if fmt == "parquet":
@@ -139,7 +148,9 @@ def input_columns(uri: str, fmt: str, *, workdir: Path | None = None) -> list[st
         source.close()
 
 
-def _csv_chunks(uri: str, chunk_rows: int, text_columns: tuple[str, ...]) -> Iterator[Chunk]:
+def _csv_chunks(
+    uri: str, chunk_rows: int, text_columns: tuple[str, ...], raw: _RawLines | None
+) -> Iterator[Chunk]:
     import pandas as pd
 
     source = _Source(uri)
@@ -168,16 +179,102 @@ def _csv_chunks(uri: str, chunk_rows: int, text_columns: tuple[str, ...]) -> Ite
                 except (ValueError, UnicodeDecodeError) as exc:  # ParserError is a ValueError
                     raise InputError(f"{uri} is not a CSV file pandas can read: {exc}") from None
                 pending.extend(_skipped(caught))
+                first = next_line
                 lines, malformed, next_line = _number_rows(len(frame), next_line, pending)
                 frame.index = pd.RangeIndex(len(frame))
                 columns = list(frame.columns)
-                yield Chunk(frame, lines, malformed, source.progress(counted.consumed))
+                chunk = Chunk(frame, lines, malformed, source.progress(counted.consumed))
+                if raw is not None:
+                    chunk.raw = raw.take(next_line - first)
+                    chunk.raw_first = first
+                    chunk.raw_header = raw.header
+                yield chunk
             pending.extend(_skipped(caught))
             if pending:  # malformed lines after the last row
                 empty = pd.DataFrame(columns=columns)
                 yield Chunk(empty, np.empty(0, dtype=np.int64), sorted(pending), 1.0)
     finally:
         source.close()
+        if raw is not None:
+            raw.close()
+
+
+class _RawLines:
+    """A local CSV's lines, read in step with pandas while each record is one line.
+
+    A line whose quotes do not close on it (a quoted field going on to the next line) or a
+    line end other than \\n or \\r\\n ends it for good: from there `take` answers None.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._file: IO[bytes] | None = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._buffer = b""
+        self._ended = False
+        header = self._lines(1)
+        self.header = header[0][:-1] if header is not None else b""
+
+    def take(self, count: int) -> Any:
+        """The next `count` lines as an Arrow string array, each line ending in "," instead of
+        its line end (the output row goes on after it); None from a line on that breaks."""
+        if self._file is None:
+            return None
+        lines = self._lines(count)
+        if lines is None:
+            return None
+        import pyarrow as pa
+
+        data, ends = lines
+        offsets = np.empty(count + 1, dtype=np.int32)
+        offsets[0] = 0
+        offsets[1:] = ends + 1
+        return pa.StringArray.from_buffers(
+            count, pa.py_buffer(offsets), pa.py_buffer(data.replace(b"\n", b","))
+        )
+
+    def _lines(self, count: int) -> tuple[bytes, np.ndarray] | None:
+        """The next `count` lines (each ending in \\n) and where their \\n are; None when
+        they break the one-record-per-line rule or the file ends first."""
+        assert self._file is not None
+        ends = np.flatnonzero(np.frombuffer(self._buffer, dtype=np.uint8) == 10)
+        while len(ends) < count and not self._ended:
+            more = self._file.read(1 << 20)
+            if not more:
+                self._ended = True
+                if self._buffer and not self._buffer.endswith(b"\n"):
+                    more = b"\n"  # the last line without a line end
+            self._buffer += more
+            ends = np.flatnonzero(np.frombuffer(self._buffer, dtype=np.uint8) == 10)
+        if len(ends) < count:
+            self.close()
+            return None
+        cut = int(ends[count - 1]) + 1
+        data, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        ends = ends[:count]
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+            ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        if b"\r" in data or (b'"' in data and not _quotes_close(data)):
+            self.close()
+            return None
+        return data, ends
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _quotes_close(data: bytes) -> bool:
+    """Whether every quoted field opened on a line is closed on the same line."""
+    import csv
+
+    try:
+        for line in data.split(b"\n"):
+            if b'"' in line:
+                next(csv.reader([line.decode("utf-8", "replace")], strict=True))
+    except csv.Error:
+        return False
+    return True
 
 
 def _skipped(caught: list[warnings.WarningMessage]) -> list[tuple[int, str]]:
@@ -350,6 +447,71 @@ def _missing_value(value: Any) -> bool:
         return False
 
 
+@dataclass
+class RawRows:
+    """CSV output rows to format on the writer thread: the input's header line, the rows' input
+    lines (an Arrow string array, each line ending in ",") and their predictions (a table)."""
+
+    header: bytes
+    lines: Any
+    predictions: Any
+
+
+def raw_csv_rows(header: bytes, lines: Any, predictions: Any) -> tuple[bytes, bytes]:
+    """The header line and the rows (each ending in \\n): input lines (an Arrow string array,
+    each line ending in ",") copied verbatim, each followed by its row of the Arrow table
+    `predictions` (numbers cast to text by Arrow, as its CSV writer formats them: floats read
+    back exactly)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    options = pcsv.WriteOptions(include_header=True, quoting_style="needed")
+    buffer = io.BytesIO()
+    pcsv.write_csv(predictions.slice(0, 0), buffer, options)
+    names = buffer.getvalue()
+    texts = []
+    for column in predictions.columns:
+        kind = column.type
+        if pa.types.is_string(kind) and pc.any(pc.match_substring_regex(column, _SPECIAL)).as_py():
+            return _quoted_rows(header, lines, predictions, names)
+        if not (
+            pa.types.is_floating(kind)
+            or pa.types.is_integer(kind)
+            or pa.types.is_boolean(kind)
+            or pa.types.is_string(kind)
+        ):
+            return _quoted_rows(header, lines, predictions, names)
+        texts.append(pc.cast(column, pa.string()))
+    fields = pc.binary_join_element_wise(*texts, ",", null_handling="replace", null_replacement="")
+    rows = pc.binary_join_element_wise(lines, fields, "\n", "")
+    if isinstance(rows, pa.ChunkedArray):
+        rows = rows.combine_chunks()
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[rows.offset :][: len(rows) + 1]
+    body = rows.buffers()[2].to_pybytes()[int(offsets[0]) : int(offsets[-1])] if len(rows) else b""
+    return header + b"," + names, body
+
+
+#: Characters a CSV field must be quoted for.
+_SPECIAL = '[",\r\n]'
+
+
+def _quoted_rows(header: bytes, lines: Any, predictions: Any, names: bytes) -> tuple[bytes, bytes]:
+    """`raw_csv_rows` for predictions that need quoting: pyarrow's CSV writer formats them."""
+    import io
+
+    import pyarrow.csv as pcsv
+
+    buffer = io.BytesIO()
+    pcsv.write_csv(predictions, buffer, pcsv.WriteOptions(include_header=False))
+    fields = buffer.getvalue().split(b"\n")[: len(lines)]
+    texts = [line.encode() for line in lines.to_pylist()]
+    body = b"".join(b"".join(pair) + b"\n" for pair in zip(texts, fields, strict=True))
+    return header + b"," + names, body
+
+
 class TextWriter:
     """CSV or JSONL output appended chunk by chunk; `truncate` rolls back to a checkpoint."""
 
@@ -362,8 +524,14 @@ class TextWriter:
         self._file.seek(offset)
 
     def write(self, table: Any, header: bool) -> int:
-        """Append an Arrow table of rows; returns the file's size after them."""
-        if self.fmt == "csv":
+        """Append an Arrow table of rows (or `RawRows`); returns the file's size after them."""
+        if isinstance(table, RawRows):
+            # Formatted here, on the writer thread, while the next chunk is read and scored.
+            names, body = raw_csv_rows(table.header, table.lines, table.predictions)
+            if header:
+                self._file.write(names)
+            self._file.write(body)
+        elif self.fmt == "csv":
             import pyarrow.csv as pcsv
 
             options = pcsv.WriteOptions(include_header=header, quoting_style="needed")
