@@ -287,8 +287,8 @@ async def test_openapi_lists_the_job_routes(api: API):
     document = await api.ok("GET", "openapi.json")
     paths = document["paths"]
     assert set(paths["/deployments/{id}/jobs"]) >= {"get", "post"}
-    assert set(paths["/deployments/{id}/jobs/{job}"]) >= {"get", "delete"}
-    assert "get" in paths["/deployments/{id}/jobs/{job}/logs"]
+    assert set(paths["/deployments/{id}/jobs/{job_id}"]) >= {"get", "delete"}
+    assert "get" in paths["/deployments/{id}/jobs/{job_id}/logs"]
     assert {"JobRecord", "JobList", "CreateJob"} <= set(document["components"]["schemas"])
 
 

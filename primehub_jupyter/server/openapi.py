@@ -327,7 +327,7 @@ def _paths() -> dict[str, Any]:
 
 _DEFAULT = "api/v1.0/predictions"
 _JOB = {
-    "name": "job",
+    "name": "job_id",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "pattern": f"^{JOB_ID.pattern}$"},
@@ -354,7 +354,7 @@ def _job_paths() -> dict[str, Any]:
                 requestBody=_body("CreateJob"),
             ),
         },
-        "/deployments/{id}/jobs/{job}": {
+        "/deployments/{id}/jobs/{job_id}": {
             "parameters": [_ID, _JOB],
             "get": _op("One batch job", {"200": job}, errors=("404",)),
             "delete": _op(
@@ -364,7 +364,7 @@ def _job_paths() -> dict[str, Any]:
                 errors=("403", "404"),
             ),
         },
-        "/deployments/{id}/jobs/{job}/logs": {
+        "/deployments/{id}/jobs/{job_id}/logs": {
             "parameters": [_ID, _JOB],
             "get": _op(
                 "The job process's log lines, oldest first",
