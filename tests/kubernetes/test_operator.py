@@ -9,6 +9,9 @@ import pytest
 import yaml
 
 from primehub_jupyter.core.errors import FEATURE_DISABLED_MESSAGE
+from primehub_jupyter.core.jobs import JobRecord, JobSpec
+from primehub_jupyter.core.models import utcnow
+from primehub_jupyter.engines.kubernetes import jobs
 
 from .cluster import MODEL_SERVER_IMAGE
 from .conftest import phdeployment
@@ -253,6 +256,72 @@ def test_group_quota_is_checked_before_scaling_up(cluster, operator):
     cluster.patch("phdeployments", "first", {"spec": {"stop": True}})
     cluster.wait_phase("first", "Stopped")
     cluster.wait_phase("second", "Deployed")
+
+
+def running_job(deployment_id: str, job_id: str, image: str) -> dict:
+    """A batch Job as the engine labels and annotates it (the runner replaced by `pass`)."""
+    record = JobRecord(
+        id=job_id,
+        deployment_id=deployment_id,
+        user="alice",
+        revision=1,
+        spec=JobSpec(
+            input="pvc://data/in.csv",
+            output="pvc://data/out.csv",
+            format="csv",
+            output_format="csv",
+            predictor="predictor1",
+        ),
+        create_time=utcnow(),
+    )
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": jobs.job_name(deployment_id, job_id),
+            "labels": jobs.job_labels(deployment_id, job_id, "small"),
+            "annotations": {jobs.ANNOTATION_JOB: jobs.record_json(record)},
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": jobs.job_labels(deployment_id, job_id, "small")},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {"name": "job", "image": image, "command": ["python", "-c", "pass"]}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def test_a_running_batch_job_holds_group_quota_until_it_finishes(cluster, operator):
+    cluster.sim.images[IMAGE] = "ok"
+    # Group 'small' has 1 CPU: the scorer's replica and its job (cpu-0.5 each) fill it.
+    cluster.apply(phdeployment("scorer", modelImage=IMAGE, groupName="small"))
+    cluster.wait_phase("scorer", "Deployed")
+    job_image = "registry.example.com/job:1"  # not pullable yet: the job stays active
+    cluster.apply(running_job("scorer", "j0123456789", job_image))
+    cluster.apply(phdeployment("second", modelImage=IMAGE, groupName="small"))
+    status = cluster.wait_phase("second", "Failed", contains="group resource not enough")
+    assert "cpu 0.5 requested, 0 of 1 free (group 'small')" in status["message"]
+    assert cluster.find("deployments", "second-predictor1") is None  # never scaled up
+
+    # The job finishes: its quota is free and the resync admits the second deployment.
+    cluster.sim.images[job_image] = "ok"
+    cluster.wait(
+        lambda: any(
+            c["type"] == "Complete"
+            for c in (cluster.find("jobs", "scorer-j0123456789") or {"status": {}})["status"].get(
+                "conditions", []
+            )
+        ),
+        "the job to complete",
+    )
+    cluster.wait_phase("second", "Deployed")
+    assert cluster.status("scorer")["phase"] == "Deployed"  # what was admitted stays admitted
 
 
 def test_namespace_resource_quota(cluster, operator):

@@ -6,10 +6,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError as PydanticError
+
 from ...core.config import PrimeHubConfig
-from ...core.models import DeploymentSpec
-from ...core.quota import Usage, quota_problem_for_usage, requested
-from .client import PHDEPLOYMENTS, Kube
+from ...core.models import DeploymentRecord, DeploymentSpec
+from ...core.quota import Usage, job_usage, quota_problem_for_usage, requested
+from . import jobs
+from .client import JOBS, PHDEPLOYMENTS, Kube
+from .crd import LABEL_APP
+from .jobstore import job_finished, record_of
 
 
 def usage_json(usage: Usage | None) -> dict[str, Any] | None:
@@ -74,9 +79,12 @@ class QuotaAdmission:
     async def admit(
         self, name: str, spec: DeploymentSpec, config: PrimeHubConfig, status: dict[str, Any]
     ) -> str | None:
-        """Reserve the group quota this spec needs; the reason when it does not fit."""
-        from ...core.models import DeploymentRecord
+        """Reserve the group quota this spec needs; the reason when it does not fit.
 
+        Beside the other admitted deployments of the group, its live batch Jobs count, each
+        like one replica of its predictor's instance type (what the service checks a job
+        against when it is submitted). What is admitted already stays admitted.
+        """
         want = requested(config, DeploymentRecord(id=name, spec=spec))
         async with self._lock:
             held = self.admitted.get(name)
@@ -90,6 +98,7 @@ class QuotaAdmission:
             for other, usage in self.admitted.items():
                 if other != name and await self._same_group(other, spec.group_name):
                     others = others.add(usage)
+            others = others.add(await self._jobs_usage(config, spec.group_name))
             problem = quota_problem_for_usage(config, spec.group_name, want, others)
             if problem:
                 self._failed_for_quota.add(name)
@@ -108,6 +117,35 @@ class QuotaAdmission:
             known = (cr.get("spec") or {}).get("groupName", "")
             self._groups[name] = known
         return known == group
+
+    async def _jobs_usage(self, config: PrimeHubConfig, group: str) -> Usage:
+        """What the group's unfinished batch Jobs hold (the owning PhDeployment says the group)."""
+        total = Usage()
+        specs: dict[str, DeploymentSpec | None] = {}
+        for job in await self.kube.list(JOBS, labels=f"{LABEL_APP}={jobs.JOB_APP}"):
+            metadata = job["metadata"]
+            if metadata.get("deletionTimestamp") or job_finished(job):
+                continue
+            record = record_of((metadata.get("annotations") or {}).get(jobs.ANNOTATION_JOB))
+            deployment_id = (metadata.get("labels") or {}).get(jobs.LABEL_JOB_DEPLOYMENT)
+            if record is None or not deployment_id:
+                continue
+            if deployment_id not in specs:
+                specs[deployment_id] = await self._spec_of(deployment_id)
+            owner = specs[deployment_id]
+            if owner is not None and owner.group_name == group:
+                deployment = DeploymentRecord(id=deployment_id, spec=owner)
+                total = total.add(job_usage(config, deployment, record))
+        return total
+
+    async def _spec_of(self, name: str) -> DeploymentSpec | None:
+        cr = await self.kube.find(PHDEPLOYMENTS, name)
+        if cr is None:
+            return None  # its Jobs go with it (ownerReferences)
+        try:
+            return DeploymentSpec.model_validate(cr.get("spec") or {})
+        except PydanticError:
+            return None
 
     async def release(self, name: str, status: dict[str, Any]) -> None:
         """`name` runs nothing (stopped, blocked, failed): its quota is free for the others."""

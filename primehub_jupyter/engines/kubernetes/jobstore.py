@@ -29,7 +29,8 @@ log = logging.getLogger("primehub.jobs")
 PROGRESS_TAIL = 200
 
 
-def _record(text: str | None) -> JobRecord | None:
+def record_of(text: str | None) -> JobRecord | None:
+    """The JobRecord a Job annotation or ConfigMap entry holds; None when unreadable."""
     if not text:
         return None
     try:
@@ -39,7 +40,8 @@ def _record(text: str | None) -> JobRecord | None:
         return None
 
 
-def _finished(job: dict[str, Any]) -> bool:
+def job_finished(job: dict[str, Any]) -> bool:
+    """Whether a Job has its Complete or Failed condition."""
     return any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
         for c in (job.get("status") or {}).get("conditions") or []
@@ -65,7 +67,7 @@ class KubeJobs:
         found = await self.kube.find(CONFIGMAPS, jobs.records_name(deployment_id))
         records = {}
         for key, text in ((found or {}).get("data") or {}).items():
-            record = _record(text)
+            record = record_of(text)
             if record is not None and record.id == key:
                 records[key] = record
         return records
@@ -74,7 +76,7 @@ class KubeJobs:
         found = []
         for job in await self.kube.list(JOBS, labels=selector):
             annotations = job["metadata"].get("annotations") or {}
-            record = _record(annotations.get(jobs.ANNOTATION_JOB))
+            record = record_of(annotations.get(jobs.ANNOTATION_JOB))
             if record is not None:
                 found.append((record, job))
         return found
@@ -139,7 +141,7 @@ class KubeJobs:
             raise self.error(error) from None
         result = []
         for record, job in live:
-            if job["metadata"].get("deletionTimestamp") or _finished(job):
+            if job["metadata"].get("deletionTimestamp") or job_finished(job):
                 continue
             mine = [p for p in pods if jobs.job_of(p) == record.id]
             result.append(jobs.observed(record, job, mine, {}))
@@ -152,7 +154,7 @@ class KubeJobs:
         except KubeError as error:
             log.warning("jobs not swept: %s", error.message)
             return
-        for deployment_id in sorted({r.deployment_id for r, job in live if _finished(job)}):
+        for deployment_id in sorted({r.deployment_id for r, job in live if job_finished(job)}):
             try:
                 await self._collect(deployment_id)
             except ServiceError as error:
@@ -187,7 +189,7 @@ class KubeJobs:
 
     async def _prune(self, deployment_id: str, stored: dict[str, Any]) -> None:
         """Drop the oldest finished records (and their Jobs) beyond MAX_JOBS_KEPT."""
-        records = [r for r in (_record(t) for t in (stored.get("data") or {}).values()) if r]
+        records = [r for r in (record_of(t) for t in (stored.get("data") or {}).values()) if r]
         if len(records) <= MAX_JOBS_KEPT:
             return
         records.sort(key=lambda r: (r.create_time, r.id), reverse=True)
