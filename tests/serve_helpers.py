@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import requests
+import yaml
 
 CLI = [sys.executable, "-m", "primehub_jupyter.cli"]
 PAYLOAD = {"data": {"ndarray": [[5.1, 3.5, 1.4, 0.2]]}}
@@ -42,6 +43,20 @@ class Serve:
         self.proc: subprocess.Popen | None = None
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {self.token}"
+
+    @classmethod
+    def with_groups(cls, root: Path, groups: dict[str, Any], owner: str, *extra: str) -> Serve:
+        """A server whose data dir, log and groups file (`groups`, written here) are under
+        `root`, run as the single user `owner`."""
+        groups_file = root / "groups.yaml"
+        groups_file.write_text(yaml.safe_dump(groups, sort_keys=False))
+        return cls(
+            root / "data",
+            root / "serve.log",
+            f"--PrimeHubApp.groups_file={groups_file}",
+            f"--PrimeHubApp.owner={owner}",
+            *extra,
+        )
 
     @property
     def runtime_dir(self) -> Path:
@@ -146,6 +161,17 @@ class Serve:
             self.stop()
         for proc in processes_of_data_dir(self.data_dir):
             proc.kill()
+
+
+def serve_deployed(root: Path, bundle: Path) -> Serve:
+    """A started server under `root` with one Deployed deployment of `bundle`
+    (its id in `deployment_id`); `cleanup()` removes both."""
+    server = Serve(root / "data", root / "serve.log")
+    server.start()
+    deployment = server.ok("POST", "deployments", deployment_spec(bundle))
+    server.wait_phase(deployment["id"], "Deployed")
+    server.deployment_id = deployment["id"]  # type: ignore[attr-defined]
+    return server
 
 
 def deployment_spec(bundle: Path, replicas: int = 1, **top: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -55,15 +54,8 @@ GROUPS = {
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory, bundles: dict[str, Path]):
     """A real `primehub-deploy serve` with one running and one stopped deployment."""
-    root = tmp_path_factory.mktemp("fuzz")
-    groups = root / "groups.yaml"
-    groups.write_text(yaml.safe_dump(GROUPS, sort_keys=False))
-    server = Server(
-        root / "data",
-        root / "serve.log",
-        f"--PrimeHubApp.groups_file={groups}",
-        "--PrimeHubApp.owner=alice",
-        "--PrimeHubApp.bcrypt_rounds=4",
+    server = Server.with_groups(
+        tmp_path_factory.mktemp("fuzz"), GROUPS, "alice", "--PrimeHubApp.bcrypt_rounds=4"
     )
     server.start()
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .serve_helpers import CLI, Serve, deployment_spec
+from .serve_helpers import CLI, serve_deployed
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
@@ -26,12 +26,7 @@ COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, bundles):
-    root = tmp_path_factory.mktemp("cli-jobs")
-    server = Serve(root / "data", root / "serve.log")
-    server.start()
-    deployment = server.ok("POST", "deployments", deployment_spec(bundles["v1"]))
-    server.wait_phase(deployment["id"], "Deployed")
-    server.deployment_id = deployment["id"]  # type: ignore[attr-defined]
+    server = serve_deployed(tmp_path_factory.mktemp("cli-jobs"), bundles["v1"])
     yield server
     server.cleanup()
 

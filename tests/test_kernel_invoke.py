@@ -67,15 +67,7 @@ def fitted():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("invoke")
-    groups = root / "groups.yaml"
-    groups.write_text(yaml.safe_dump(GROUPS, sort_keys=False))
-    server = Serve(
-        root / "data",
-        root / "serve.log",
-        f"--PrimeHubApp.groups_file={groups}",
-        f"--PrimeHubApp.owner={OWNER}",
-    )
+    server = Serve.with_groups(tmp_path_factory.mktemp("invoke"), GROUPS, OWNER)
     server.start()
     yield server
     server.stop()

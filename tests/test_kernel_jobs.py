@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from .serve_helpers import Serve, deployment_spec
+from .serve_helpers import Serve, serve_deployed
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
@@ -22,12 +22,7 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, bundles):
-    root = tmp_path_factory.mktemp("kernel-jobs")
-    server = Serve(root / "data", root / "serve.log")
-    server.start()
-    deployment = server.ok("POST", "deployments", deployment_spec(bundles["v1"]))
-    server.wait_phase(deployment["id"], "Deployed")
-    server.deployment_id = deployment["id"]  # type: ignore[attr-defined]
+    server = serve_deployed(tmp_path_factory.mktemp("kernel-jobs"), bundles["v1"])
     yield server
     server.cleanup()
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import psutil
 import pytest
-import yaml
 from jupyter_client.manager import KernelManager
 
 from primehub_jupyter.core.charts import CHART_IDS
@@ -87,15 +86,8 @@ class Kernel:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("kernel")
-    groups = root / "groups.yaml"
-    groups.write_text(yaml.safe_dump(GROUPS, sort_keys=False))
-    server = Server(
-        root / "data",
-        root / "serve.log",
-        f"--PrimeHubApp.groups_file={groups}",
-        f"--PrimeHubApp.owner={OWNER}",
-        "--LocalEngine.metrics_interval=0.5",
+    server = Server.with_groups(
+        tmp_path_factory.mktemp("kernel"), GROUPS, OWNER, "--LocalEngine.metrics_interval=0.5"
     )
     server.start()
     yield server

@@ -22,15 +22,7 @@ from .test_kernel_magics import Kernel, assert_one_line_failure
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("policy")
-    groups = root / "groups.yaml"
-    groups.write_text(yaml.safe_dump(GROUPS, sort_keys=False))
-    server = Server(
-        root / "data",
-        root / "serve.log",
-        f"--PrimeHubApp.groups_file={groups}",
-        f"--PrimeHubApp.owner={OWNER}",
-    )
+    server = Server.with_groups(tmp_path_factory.mktemp("policy"), GROUPS, OWNER)
     server.start()
     yield server
     server.stop()
