@@ -209,21 +209,19 @@ class Kubelet:
             return
         if now < state.next_start:
             return
-        if not self._pull(pod, container, state):
-            return
-        env = self._environment(pod, container)
-        if isinstance(env, str):
-            state.state = {"waiting": {"reason": "CreateContainerConfigError", "message": env}}
-            return
-        state.state = {"running": {"startedAt": now_text()}}
-        state.instance += 1
-        state.process = asyncio.create_task(self._run_process(pod, run, container, env, state))
+        self._launch(pod, run, container, state)
 
     def _step_job(self, pod: dict[str, Any], run: PodRun, container: dict[str, Any]) -> None:
         """A job pod's container runs for real (its command, mounts and env mapped here)."""
         state = run.model
         if state.process is not None or "terminated" in state.state:
             return
+        self._launch(pod, run, container, state)
+
+    def _launch(
+        self, pod: dict[str, Any], run: PodRun, container: dict[str, Any], state: ContainerRun
+    ) -> None:
+        """Pull the image, map the environment and start the container's process."""
         if not self._pull(pod, container, state):
             return
         env = self._environment(pod, container)
